@@ -1,0 +1,148 @@
+// In-process bus, the embedded default: same subject semantics as NATS, no network.
+// Delivery is synchronous and in publish order; a handler that throws does not stop delivery to others.
+import { randomUUID } from 'node:crypto';
+import {
+  type Bus,
+  BusError,
+  type BusHandler,
+  type BusMsg,
+  type BusSubscription,
+  isValidSubject,
+  type SubscribeOptions,
+  subjectMatches,
+} from './bus.ts';
+
+/** Bounds the route cache when a bus user publishes on very many distinct subjects. */
+const MAX_CACHED_ROUTES = 10_000;
+
+interface Sub {
+  pattern: string;
+  handler: BusHandler;
+  queue?: string;
+}
+
+export class MemoryBus implements Bus {
+  readonly kind = 'memory' as const;
+  private subs: Sub[] = [];
+  /** subject -> matching subscriptions, rebuilt lazily after any (un)subscribe. */
+  private routes = new Map<string, Sub[]>();
+  private queueCursor = new Map<string, number>();
+  private closed = false;
+  private inboxPrefix = `_INBOX.${randomUUID().replace(/-/g, '')}`;
+  private inboxSeq = 0;
+
+  /** `onError` sees exceptions thrown by handlers (default: printed); delivery to others goes on. */
+  constructor(
+    private readonly onError: (err: unknown, subject: string) => void = (err, subject) =>
+      console.error(`bus handler for ${subject} failed`, err),
+  ) {}
+
+  async start(): Promise<void> {}
+
+  async stop(): Promise<void> {
+    this.closed = true;
+    this.subs = [];
+    this.routes.clear();
+  }
+
+  async flush(): Promise<void> {}
+
+  publish(subject: string, data: Uint8Array, reply?: string): void {
+    if (this.closed) return;
+    if (!isValidSubject(subject, false)) throw new Error(`invalid subject "${subject}"`);
+    const targets = this.route(subject);
+    if (targets.length === 0) return;
+    const msg: BusMsg = { subject, data, reply };
+    let queues: Set<string> | undefined;
+    for (const sub of targets) {
+      if (sub.queue === undefined) {
+        this.deliver(sub, msg);
+      } else if (!queues?.has(sub.queue)) {
+        if (queues === undefined) queues = new Set();
+        queues.add(sub.queue);
+        this.deliver(this.pickQueueMember(sub.queue, targets), msg);
+      }
+    }
+  }
+
+  subscribe(subject: string, handler: BusHandler, options: SubscribeOptions = {}): BusSubscription {
+    if (!isValidSubject(subject, true)) throw new Error(`invalid subject "${subject}"`);
+    const sub: Sub = { pattern: subject, handler, queue: options.queue };
+    this.subs.push(sub);
+    this.routes.clear();
+    return {
+      unsubscribe: () => {
+        const i = this.subs.indexOf(sub);
+        if (i >= 0) {
+          this.subs.splice(i, 1);
+          this.routes.clear();
+        }
+      },
+    };
+  }
+
+  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<BusMsg> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new BusError('closed', 'bus is closed'));
+      if (this.route(subject).length === 0) return reject(new BusError('no-responders', `no responders on ${subject}`));
+      const inbox = this.newInbox();
+      const timer = setTimeout(() => {
+        sub.unsubscribe();
+        reject(new BusError('timeout', `request on ${subject} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      const sub = this.subscribe(inbox, (msg) => {
+        clearTimeout(timer);
+        sub.unsubscribe();
+        resolve(msg);
+      });
+      this.publish(subject, data, inbox);
+    });
+  }
+
+  requestMany(subject: string, data: Uint8Array, windowMs: number): Promise<BusMsg[]> {
+    return new Promise((resolve) => {
+      const replies: BusMsg[] = [];
+      if (this.closed || this.route(subject).length === 0) return resolve(replies);
+      const inbox = this.newInbox();
+      const sub = this.subscribe(inbox, (msg) => replies.push(msg));
+      setTimeout(() => {
+        sub.unsubscribe();
+        resolve(replies);
+      }, windowMs).unref();
+      this.publish(subject, data, inbox);
+    });
+  }
+
+  private newInbox(): string {
+    return `${this.inboxPrefix}.${++this.inboxSeq}`;
+  }
+
+  private route(subject: string): Sub[] {
+    let targets = this.routes.get(subject);
+    if (targets === undefined) {
+      targets = this.subs.filter((s) => subjectMatches(s.pattern, subject));
+      // Inboxes are one-shot; caching them would only grow the map.
+      if (!subject.startsWith('_INBOX.')) {
+        if (this.routes.size >= MAX_CACHED_ROUTES) this.routes.clear();
+        this.routes.set(subject, targets);
+      }
+    }
+    return targets;
+  }
+
+  private pickQueueMember(queue: string, targets: Sub[]): Sub {
+    const members = targets.filter((s) => s.queue === queue);
+    const n = (this.queueCursor.get(queue) ?? 0) % members.length;
+    this.queueCursor.set(queue, n + 1);
+    return members[n];
+  }
+
+  private deliver(sub: Sub, msg: BusMsg): void {
+    try {
+      sub.handler(msg);
+    } catch (err) {
+      // A faulty subscriber must not stop delivery to the others.
+      this.onError(err, msg.subject);
+    }
+  }
+}

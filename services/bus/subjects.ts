@@ -1,0 +1,28 @@
+// Every subject Mycelium uses on the bus. Tokens taken from ids are escaped so a dot or a wildcard
+// in a device-chosen id can never change the subject's shape.
+
+export const PREFIX = 'myc';
+
+/** Escapes an id for use as one subject token: anything but [A-Za-z0-9_-] becomes ~hh (UTF-8 bytes). */
+export function token(id: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(id)
+    ? id
+    : Array.from(new TextEncoder().encode(id), (b) =>
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f || b === 0x2d
+          ? String.fromCharCode(b)
+          : `~${b.toString(16).padStart(2, '0')}`,
+      ).join('');
+}
+
+export const subjects = {
+  /** Node events (client frames: new, update, out, reset), published by the broker that owns the gateway. */
+  events: (brokerId: string) => `${PREFIX}.events.${token(brokerId)}`,
+  allEvents: `${PREFIX}.events.*`,
+  /** Write requests to one gateway (request/reply); answered by the broker holding its connection. */
+  write: (gatewayId: string) => `${PREFIX}.write.${token(gatewayId)}`,
+  /** A broker accepted gateway `id`: any other broker holding an older connection for it closes that one. */
+  gatewayClaim: (gatewayId: string) => `${PREFIX}.gateway.${token(gatewayId)}.claim`,
+  allGatewayClaims: `${PREFIX}.gateway.*.claim`,
+  /** Request-many: every broker answers with the nodes and gateways it owns (a late broker's snapshot). */
+  stateSync: `${PREFIX}.state.sync`,
+} as const;

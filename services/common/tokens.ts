@@ -1,0 +1,111 @@
+// Signed JWTs (EdDSA). Every token has a role, a subject and an expiry; the verifier pins the algorithm
+// and checks exp, nbf, iss, aud and the role, allowing a small clock skew.
+import type { KeyObject } from 'node:crypto';
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { ROLES, type Role } from '../protocol/messages.ts';
+
+export const ISSUER = 'mycelium';
+export const AUDIENCE = 'mycelium';
+export const CLOCK_SKEW_SECONDS = 30;
+
+export interface TokenClaims {
+  sub: string;
+  role: Role;
+}
+
+export interface MintOptions extends TokenClaims {
+  /** Lifetime in seconds. */
+  ttlSeconds: number;
+}
+
+export async function mintToken(privateKey: KeyObject, { sub, role, ttlSeconds }: MintOptions): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ role })
+    .setProtectedHeader({ alg: 'EdDSA', typ: 'JWT' })
+    .setSubject(sub)
+    .setIssuer(ISSUER)
+    .setAudience(AUDIENCE)
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(now + ttlSeconds)
+    .sign(privateKey);
+}
+
+/** Why a token was refused; sent to the peer as the body of a 401. */
+export type AuthFailure =
+  | 'missing'
+  | 'malformed'
+  | 'bad-signature'
+  | 'expired'
+  | 'not-yet-valid'
+  | 'bad-claims'
+  | 'wrong-role';
+
+export type VerifyResult = { ok: true; claims: TokenClaims } | { ok: false; reason: AuthFailure };
+
+export async function verifyToken(
+  publicKey: KeyObject,
+  token: string | undefined,
+  allowed: readonly Role[],
+): Promise<VerifyResult> {
+  if (!token) return { ok: false, reason: 'missing' };
+  let payload: Record<string, unknown>;
+  try {
+    ({ payload } = await jwtVerify(token, publicKey, {
+      algorithms: ['EdDSA'],
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      clockTolerance: CLOCK_SKEW_SECONDS,
+      requiredClaims: ['exp', 'sub'],
+    }));
+  } catch (err) {
+    return { ok: false, reason: classify(err) };
+  }
+  const role = payload.role;
+  if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role) || typeof payload.sub !== 'string') {
+    return { ok: false, reason: 'bad-claims' };
+  }
+  if (!allowed.includes(role as Role)) return { ok: false, reason: 'wrong-role' };
+  return { ok: true, claims: { sub: payload.sub, role: role as Role } };
+}
+
+function classify(err: unknown): AuthFailure {
+  if (err instanceof joseErrors.JWTExpired) return 'expired';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return err.claim === 'nbf' ? 'not-yet-valid' : 'bad-claims';
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'bad-signature';
+  return 'malformed';
+}
+
+/** Parses `30s`, `15m`, `1h`, `7d` or plain seconds. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+)\s*([smhd]?)$/.exec(text.trim());
+  if (!m) return undefined;
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
+  return Number(m[1]) * unit;
+}
+
+/**
+ * Where a WebSocket upgrade or HTTP request carries its token: `Authorization: Bearer`, a `token` query
+ * parameter, or (browsers, which cannot set headers on a WebSocket) a subprotocol pair `bearer, <token>`.
+ */
+export function extractToken(
+  headers: Record<string, string | string[] | undefined>,
+  url: string | undefined,
+): { token?: string; subprotocol?: string } {
+  const auth = headers.authorization;
+  if (typeof auth === 'string' && /^bearer\s+/i.test(auth)) return { token: auth.replace(/^bearer\s+/i, '').trim() };
+  const proto = headers['sec-websocket-protocol'];
+  if (typeof proto === 'string') {
+    const parts = proto.split(',').map((p) => p.trim());
+    const i = parts.findIndex((p) => p === 'bearer' || p === 'token');
+    if (i >= 0 && parts[i + 1]) return { token: parts[i + 1], subprotocol: parts[i] };
+  }
+  if (url?.includes('token=')) {
+    const q = url.indexOf('?');
+    if (q >= 0) {
+      const token = new URLSearchParams(url.slice(q + 1)).get('token');
+      if (token) return { token };
+    }
+  }
+  return {};
+}

@@ -1,0 +1,47 @@
+// Stable error codes. Each protocol error also names the WebSocket close code to send (RFC 6455 §7.4.1).
+// docs/errors.md lists them all; keep the two in step.
+
+export const ErrorCode = {
+  BadJson: 'MYC_ERR_BAD_JSON',
+  BadType: 'MYC_ERR_BAD_TYPE',
+  BadShape: 'MYC_ERR_BAD_SHAPE',
+  TooBig: 'MYC_ERR_TOO_BIG',
+  RateLimited: 'MYC_ERR_RATE_LIMITED',
+  NotOwner: 'MYC_ERR_NOT_OWNER',
+  DuplicateUid: 'MYC_ERR_DUPLICATE_UID',
+  UnknownNode: 'MYC_ERR_UNKNOWN_NODE',
+  NodeOffline: 'MYC_ERR_NODE_OFFLINE',
+  Forbidden: 'MYC_ERR_FORBIDDEN',
+  WriteTimeout: 'MYC_ERR_WRITE_TIMEOUT',
+  Unauthorized: 'MYC_ERR_UNAUTHORIZED',
+  Config: 'MYC_ERR_CONFIG',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** WebSocket close codes we use (RFC 6455 §7.4.1). */
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  UnsupportedData: 1003,
+  PolicyViolation: 1008,
+  TooBig: 1009,
+  /** Application range (4000-4999): a newer connection with the same identity took over. */
+  Replaced: 4001,
+} as const;
+
+/** An inbound frame that failed validation: what to tell the peer and which close code fits. */
+export interface FrameError {
+  ok: false;
+  code: ErrorCode;
+  reason: string;
+  close: number;
+}
+
+export class MyceliumError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'MyceliumError';
+  }
+}

@@ -1,0 +1,86 @@
+// Parsers for every inbound frame kind, and the encoders for outbound ones.
+import { CloseCode, ErrorCode } from './errors.ts';
+import {
+  type BrokerToClientMessage,
+  type BrokerToGatewayMessage,
+  type ClientMessage,
+  type GatewayMessage,
+  OUT_REASONS,
+  WRITE_RESULTS,
+} from './messages.ts';
+import {
+  type Check,
+  checkShape,
+  fail,
+  isAny,
+  isIdentifier,
+  isRecord,
+  isString,
+  oneOf,
+  optional,
+  type Parsed,
+  parseFrame,
+  type Shape,
+} from './schema.ts';
+
+const writeRequest: Shape = { uid: isIdentifier, endpoint: isIdentifier, payload: isAny };
+const isWriteRequest: Check = (v) => isRecord(v) ?? checkShape(v as Record<string, unknown>, writeRequest, 'data.');
+
+/** Frames a gateway may send on /gw. */
+const gatewayShapes: Record<string, Shape> = {
+  new: { uid: isIdentifier, protocol: optional(isString), data: optional(isRecord) },
+  update: { uid: isIdentifier, endpoint: isIdentifier, data: isAny },
+  out: { uid: isIdentifier, reason: oneOf(OUT_REASONS) },
+  reset: { uid: isIdentifier },
+  result: { id: isIdentifier, result: oneOf(WRITE_RESULTS), reason: optional(isString) },
+};
+
+/** Frames a web client may send on /ws (pyaiot's two, plus an optional write id). */
+const clientShapes: Record<string, Shape> = {
+  new: { data: oneOf(['client']) },
+  update: { id: optional(isIdentifier), data: isWriteRequest },
+};
+
+/** Frames the broker sends to a gateway. */
+const brokerToGatewayShapes: Record<string, Shape> = {
+  write: { id: isIdentifier, uid: isIdentifier, endpoint: isIdentifier, payload: isAny },
+  error: { code: isString, reason: isString },
+};
+
+/** Frames the broker sends to a web client (the dashboard validates what it receives too). */
+const brokerToClientShapes: Record<string, Shape> = {
+  hello: { client: isString, role: isString, broker: isString },
+  new: { uid: isString, gateway: isString, status: oneOf(['online', 'offline']) },
+  update: { uid: isString, endpoint: isString, data: isAny },
+  out: { uid: isString, reason: isString },
+  reset: { uid: isString },
+  result: { id: isString, uid: isString, endpoint: isString, result: oneOf(WRITE_RESULTS) },
+  synced: {},
+  error: { code: isString, reason: isString },
+};
+
+export function parseGatewayFrame(text: string): Parsed<GatewayMessage> {
+  return parseFrame<GatewayMessage>(text, gatewayShapes);
+}
+
+export function parseClientFrame(text: string): Parsed<ClientMessage> {
+  return parseFrame<ClientMessage>(text, clientShapes);
+}
+
+export function parseBrokerToGatewayFrame(text: string): Parsed<BrokerToGatewayMessage> {
+  return parseFrame<BrokerToGatewayMessage>(text, brokerToGatewayShapes);
+}
+
+export function parseBrokerToClientFrame(text: string): Parsed<BrokerToClientMessage> {
+  return parseFrame<BrokerToClientMessage>(text, brokerToClientShapes);
+}
+
+/** A frame over `limit` bytes is refused before parsing (close 1009). */
+export function tooBig(limit: number) {
+  return fail(ErrorCode.TooBig, `frame exceeds ${limit} bytes`, CloseCode.TooBig);
+}
+
+/** Serializes an outbound message. One call per message, never per recipient. */
+export function encode(msg: BrokerToClientMessage | BrokerToGatewayMessage | GatewayMessage | ClientMessage): string {
+  return JSON.stringify(msg);
+}
