@@ -1,0 +1,419 @@
+// The broker: links web clients (/ws) and gateways (/gw), holds the current state of every node, serves
+// the REST API, and routes node events and writes through the bus so several brokers can share the load.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { hostname } from 'node:os';
+import type { Duplex } from 'node:stream';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { Bus, BusMsg, BusSubscription } from '../bus/bus.ts';
+import { MemoryBus } from '../bus/memory-bus.ts';
+import { subjects } from '../bus/subjects.ts';
+import type { ConfigOf } from '../common/config.ts';
+import type { Logger } from '../common/log.ts';
+import { extractToken, type TokenClaims, verifyToken } from '../common/tokens.ts';
+import { CloseCode } from '../protocol/errors.ts';
+import { parseBrokerToClientFrame } from '../protocol/frames.ts';
+import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
+import { ClientSession } from './client-session.ts';
+import { CorkedWriter, rawSocket, textFrame } from './fanout.ts';
+import { GatewaySession } from './gateway-session.ts';
+import { registerHttpApi } from './http-api.ts';
+import { Metrics } from './metrics.ts';
+import { type NodeEvent, NodeTable } from './node-table.ts';
+import type { brokerOptions } from './options.ts';
+import { pathOf, refuseUpgrade } from './upgrade.ts';
+import { WriteRouter } from './writes.ts';
+
+export type BrokerConfig = Omit<ConfigOf<typeof brokerOptions>, 'keyFile' | 'natsUrl' | 'brokerId'> & {
+  brokerId?: string;
+};
+
+export interface BrokerDeps {
+  /** Verification key for tokens. */
+  publicKey: import('node:crypto').KeyObject;
+  log: Logger;
+  /** The bus; an in-process one is made (and owned) when absent. */
+  bus?: Bus;
+}
+
+const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
+const GATEWAY_ROLES: readonly Role[] = ['gateway'];
+
+/** What the state-sync request returns: the nodes and gateways this broker owns. */
+interface StateSyncReply {
+  broker: string;
+  nodes: NodeRecord[];
+  gateways: GatewayRecord[];
+}
+
+export class Broker {
+  readonly id: string;
+  readonly table = new NodeTable();
+  readonly metrics = new Metrics();
+  readonly log: Logger;
+  readonly bus: Bus;
+  readonly writes: WriteRouter;
+  /** Gateways connected to this broker, by gateway id. */
+  readonly gateways = new Map<string, GatewaySession>();
+  /** Gateways known through the bus (connected here or to a peer broker). */
+  readonly gatewayDirectory = new Map<string, GatewayRecord>();
+  /** Registered web clients (they sent `new`): they receive the live stream. */
+  private readonly registered = new Set<ClientSession>();
+  private readonly clients = new Set<ClientSession>();
+  private readonly writer = new CorkedWriter();
+  private readonly ownsBus: boolean;
+  private readonly eventsSubject: string;
+  private readonly app: FastifyInstance;
+  private readonly wss: WebSocketServer;
+  private subs: BusSubscription[] = [];
+  private pingTimer?: NodeJS.Timeout;
+  private started = false;
+  private stopping?: Promise<void>;
+  /** The event this broker just published on an in-process bus: delivered synchronously, so no re-parse. */
+  private localEvent?: { bytes: Uint8Array; event: NodeEvent };
+
+  readonly counters;
+
+  constructor(
+    readonly config: BrokerConfig,
+    private readonly deps: BrokerDeps,
+  ) {
+    this.id = config.brokerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 4)}`;
+    this.log = deps.log.child({ broker: this.id });
+    this.ownsBus = deps.bus === undefined;
+    this.bus = deps.bus ?? new MemoryBus((err, subject) => this.log.error({ err, subject }, 'bus handler failed'));
+    this.eventsSubject = subjects.events(this.id);
+    const m = this.metrics;
+    this.counters = {
+      gatewayFramesIn: m.counter('messages_in_total', 'frames received', { from: 'gateway' }),
+      clientFramesIn: m.counter('messages_in_total', 'frames received', { from: 'client' }),
+      delivered: m.counter('messages_out_total', 'frames sent to web clients', { to: 'client' }),
+      toGateways: m.counter('messages_out_total', 'frames sent to gateways', { to: 'gateway' }),
+      events: m.counter('node_events_total', 'node events applied from the bus'),
+      rejected: m.counterFamily('rejections_total', 'refused frames, connections and writes', 'reason'),
+      writes: m.counterFamily('writes_total', 'writes by result', 'result'),
+    };
+    m.gauge('connections', 'open WebSocket connections', () => this.gateways.size, { kind: 'gateway' });
+    m.gauge('connections', 'open WebSocket connections', () => this.clients.size, { kind: 'client' });
+    m.gauge('nodes', 'known nodes', () => this.table.countByStatus('online'), { status: 'online' });
+    m.gauge('nodes', 'known nodes', () => this.table.countByStatus('offline'), { status: 'offline' });
+    this.writes = new WriteRouter(this);
+    this.app = Fastify({ logger: false, bodyLimit: config.maxFrameBytes });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: config.maxFrameBytes,
+      perMessageDeflate: false,
+      // Browsers send the token as the subprotocol pair `bearer, <jwt>`; the handshake must echo one of them.
+      handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : protocols.has('token') ? 'token' : false),
+    });
+  }
+
+  /** The bound port, once started. */
+  get port(): number {
+    const addr = this.app.server.address();
+    return typeof addr === 'object' && addr !== null ? addr.port : 0;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async verify(token: string | undefined, roles: readonly Role[]) {
+    return verifyToken(this.deps.publicKey, token, roles);
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    if (this.ownsBus) await this.bus.start();
+    this.subs.push(
+      this.bus.subscribe(subjects.allEvents, (msg) => this.onBusEvent(msg)),
+      this.bus.subscribe(subjects.allGatewayClaims, (msg) => this.onGatewayClaim(msg)),
+      this.bus.subscribe(subjects.stateSync, (msg) => this.onStateSyncRequest(msg)),
+    );
+    await this.bus.flush();
+    await this.syncStateFromPeers();
+    registerHttpApi(this.app, this);
+    this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', (err) => this.log.debug({ err }, 'socket error during upgrade'));
+      this.onUpgrade(req, socket, head).catch((err) => {
+        this.log.error({ err }, 'upgrade failed');
+        refuseUpgrade(socket, 400, 'upgrade failed');
+      });
+    });
+    await this.app.listen({ port: this.config.port, host: this.config.host });
+    this.pingTimer = setInterval(() => this.heartbeat(), this.config.pingIntervalMs);
+    this.pingTimer.unref();
+    this.log.info({ port: this.port, bus: this.bus.kind }, 'broker listening');
+  }
+
+  /** Stops accepting, closes every socket with 1001, drains the bus. Safe to call twice. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    if (!this.started) return;
+    clearInterval(this.pingTimer);
+    for (const t of this.graceTimers.values()) clearTimeout(t);
+    this.graceTimers.clear();
+    this.app.server.close();
+    for (const gw of this.gateways.values()) gw.close(CloseCode.GoingAway, 'broker shutting down', false);
+    for (const c of this.clients) c.close(CloseCode.GoingAway, 'broker shutting down');
+    this.writes.stop();
+    for (const s of this.subs) s.unsubscribe();
+    await this.bus.flush().catch(() => undefined);
+    if (this.ownsBus) await this.bus.stop();
+    await this.app.close();
+    this.log.info('broker stopped');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Connections
+
+  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const path = pathOf(req);
+    const kind = path === '/gw' ? 'gateway' : path === '/ws' ? 'client' : undefined;
+    if (kind === undefined) {
+      this.counters.rejected('unknown-path').inc();
+      return refuseUpgrade(socket, 404, `no WebSocket endpoint at ${path}`);
+    }
+    const { token } = extractToken(req.headers, req.url);
+    let claims: TokenClaims;
+    if (kind === 'client' && token === undefined && this.config.allowAnonymousViewers) {
+      claims = { sub: 'anonymous', role: 'viewer' };
+    } else {
+      const result = await this.verify(token, kind === 'gateway' ? GATEWAY_ROLES : CLIENT_ROLES);
+      if (!result.ok) {
+        this.counters.rejected(`auth-${result.reason}`).inc();
+        this.log.warn({ path, reason: result.reason, remote: req.socket.remoteAddress }, 'connection refused');
+        return refuseUpgrade(socket, 401, `token ${result.reason}`);
+      }
+      claims = result.claims;
+    }
+    if (!this.started || this.stopping) return refuseUpgrade(socket, 503, 'broker shutting down');
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      if (kind === 'gateway') this.adoptGateway(ws, claims.sub);
+      else this.adoptClient(ws, claims);
+    });
+  }
+
+  private adoptGateway(ws: WebSocket, gatewayId: string): void {
+    const previous = this.gateways.get(gatewayId);
+    const session = new GatewaySession(this, ws, gatewayId);
+    this.gateways.set(gatewayId, session);
+    if (previous) previous.close(CloseCode.Replaced, 'replaced by a newer connection', false);
+    // Tell peer brokers, which close their own connection for this gateway (it moved here).
+    this.bus.publish(
+      subjects.gatewayClaim(gatewayId),
+      Buffer.from(JSON.stringify({ broker: this.id, gateway: gatewayId })),
+    );
+    session.start();
+    // Nodes the gateway owned before must be announced again by this session, or they are lost.
+    if (this.table.ownedBy(gatewayId).length > 0) this.startGrace(gatewayId);
+  }
+
+  /** Called by a gateway session when its socket is gone. */
+  gatewayGone(session: GatewaySession): void {
+    if (this.gateways.get(session.gatewayId) === session) this.gateways.delete(session.gatewayId);
+  }
+
+  private adoptClient(ws: WebSocket, claims: TokenClaims): void {
+    const session = new ClientSession(this, ws, claims);
+    this.clients.add(session);
+    session.start();
+  }
+
+  register(client: ClientSession): void {
+    this.registered.add(client);
+  }
+
+  clientGone(client: ClientSession): void {
+    this.clients.delete(client);
+    this.registered.delete(client);
+  }
+
+  private heartbeat(): void {
+    for (const gw of this.gateways.values()) gw.heartbeat();
+    for (const c of this.clients) c.heartbeat();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Node events: published by the session that accepted them, applied and fanned out when they come back
+  // off the bus. The same path serves one broker in-process and many brokers on NATS.
+
+  publishEvent(event: NodeEvent): void {
+    const bytes = Buffer.from(JSON.stringify(event));
+    this.localEvent = { bytes, event };
+    this.bus.publish(this.eventsSubject, bytes);
+    this.localEvent = undefined;
+  }
+
+  private onBusEvent(msg: BusMsg): void {
+    let event: NodeEvent;
+    if (this.localEvent !== undefined && msg.data === this.localEvent.bytes) {
+      event = this.localEvent.event;
+    } else {
+      const parsed = parseBrokerToClientFrame(
+        Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.length).toString(),
+      );
+      if (!parsed.ok || !isNodeEvent(parsed.value)) {
+        this.counters.rejected('bad-bus-event').inc();
+        this.log.warn(
+          { subject: msg.subject, reason: parsed.ok ? 'not a node event' : parsed.reason },
+          'bad event on bus',
+        );
+        return;
+      }
+      event = parsed.value;
+    }
+    this.counters.events.inc();
+    this.table.apply(event, Date.now());
+    this.fanOut(msg.data);
+  }
+
+  /** Writes one event to every registered client: framed once, same bytes for all. */
+  private fanOut(payload: Uint8Array): void {
+    if (this.registered.size === 0) return;
+    const frame = textFrame(payload);
+    const limit = this.config.clientBufferBytes;
+    let sent = 0;
+    for (const client of this.registered) {
+      const socket = rawSocket(client.ws);
+      if (socket === undefined || client.ws.readyState !== 1) continue;
+      if (socket.writableLength > limit) {
+        // Bounded memory: a client that cannot keep up is dropped; it reconnects and gets a fresh snapshot.
+        this.counters.rejected('slow-client').inc();
+        client.close(1013, 'client too slow');
+        continue;
+      }
+      this.writer.write(socket, frame);
+      sent++;
+    }
+    this.counters.delivered.inc(sent);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Peer brokers
+
+  private onGatewayClaim(msg: BusMsg): void {
+    let claim: { broker?: unknown; gateway?: unknown };
+    try {
+      claim = JSON.parse(Buffer.from(msg.data).toString());
+    } catch {
+      return;
+    }
+    if (typeof claim.gateway !== 'string' || claim.broker === this.id) return;
+    // The gateway now lives on a peer broker: drop our stale connection and stop our grace timer; the
+    // peer that adopted it checks that its nodes come back.
+    this.cancelGrace(claim.gateway);
+    const session = this.gateways.get(claim.gateway);
+    if (session !== undefined) {
+      this.log.info({ gateway: claim.gateway, to: claim.broker }, 'gateway moved to another broker');
+      session.close(CloseCode.Replaced, 'gateway connected to another broker', false);
+    }
+  }
+
+  /** Gateways whose nodes must be re-announced (or be declared lost) before a deadline. */
+  private readonly graceTimers = new Map<string, NodeJS.Timeout>();
+
+  /**
+   * Starts the grace period of a gateway that dropped or reconnected: when it ends, each of its nodes that
+   * the gateway's current session (if any) has not announced again goes `out` with reason gateway-lost.
+   */
+  startGrace(gatewayId: string): void {
+    this.cancelGrace(gatewayId);
+    const timer = setTimeout(() => {
+      this.graceTimers.delete(gatewayId);
+      const current = this.gateways.get(gatewayId);
+      let lost = 0;
+      for (const node of this.table.ownedBy(gatewayId)) {
+        if (node.status === 'online' && !current?.nodes.has(node.uid)) {
+          this.publishEvent({ type: 'out', uid: node.uid, reason: 'gateway-lost', lastSeen: node.lastSeen });
+          lost++;
+        }
+      }
+      if (lost > 0) this.log.info({ gateway: gatewayId, nodes: lost }, 'gateway lost: its nodes are out');
+    }, this.config.gatewayGraceMs);
+    timer.unref();
+    this.graceTimers.set(gatewayId, timer);
+  }
+
+  cancelGrace(gatewayId: string): void {
+    const t = this.graceTimers.get(gatewayId);
+    if (t !== undefined) {
+      clearTimeout(t);
+      this.graceTimers.delete(gatewayId);
+    }
+  }
+
+  private onStateSyncRequest(msg: BusMsg): void {
+    if (!msg.reply) return;
+    const nodes: NodeRecord[] = [];
+    const gateways: GatewayRecord[] = [];
+    for (const session of this.gateways.values()) {
+      gateways.push(session.record());
+      for (const uid of session.nodes) {
+        const node = this.table.get(uid);
+        if (node) nodes.push(node);
+      }
+    }
+    const reply: StateSyncReply = { broker: this.id, nodes, gateways };
+    this.bus.publish(msg.reply, Buffer.from(JSON.stringify(reply)));
+  }
+
+  /** A broker that starts beside running peers asks them for the nodes they own. */
+  private async syncStateFromPeers(): Promise<void> {
+    if (this.bus.kind === 'memory' || this.config.stateSyncMs === 0) return;
+    const replies = await this.bus.requestMany(subjects.stateSync, Buffer.from('{}'), this.config.stateSyncMs);
+    let count = 0;
+    for (const r of replies) {
+      let body: StateSyncReply;
+      try {
+        body = JSON.parse(Buffer.from(r.data).toString());
+      } catch {
+        continue;
+      }
+      if (body.broker === this.id) continue;
+      for (const node of body.nodes ?? []) {
+        if (!this.table.get(node.uid)) {
+          this.table.apply(
+            {
+              type: 'new',
+              uid: node.uid,
+              gateway: node.gateway,
+              protocol: node.protocol,
+              status: 'online',
+              lastSeen: node.lastSeen,
+            },
+            node.lastSeen,
+          );
+          const rec = this.table.get(node.uid)!;
+          rec.status = node.status;
+          rec.reason = node.reason;
+          rec.resources = node.resources ?? {};
+          count++;
+        }
+      }
+      for (const gw of body.gateways ?? []) this.gatewayDirectory.set(gw.id, gw);
+    }
+    if (replies.length > 0) this.log.info({ peers: replies.length, nodes: count }, 'state synced from peer brokers');
+  }
+
+  /** Everything a client needs on `new`: every node, then `synced`. */
+  snapshot(): NodeEvent[] {
+    const frames: NodeEvent[] = [];
+    for (const node of this.table.all()) frames.push(...NodeTable.snapshotFrames(node));
+    return frames;
+  }
+
+  get registeredClients(): number {
+    return this.registered.size;
+  }
+}
+
+function isNodeEvent(msg: { type: string }): msg is NodeEvent {
+  return msg.type === 'new' || msg.type === 'update' || msg.type === 'out' || msg.type === 'reset';
+}

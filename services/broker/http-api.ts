@@ -1,0 +1,106 @@
+// REST API under /api/v1, plus /healthz and /metrics. Every route but /healthz needs a bearer token.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { extractToken, type TokenClaims } from '../common/tokens.ts';
+import { ErrorCode } from '../protocol/errors.ts';
+import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
+import { isIdentifier } from '../protocol/schema.ts';
+import type { Broker } from './broker.ts';
+
+const READ_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    claims?: TokenClaims;
+  }
+}
+
+function problem(reply: FastifyReply, status: number, code: string, message: string) {
+  return reply.code(status).send({ error: code, message });
+}
+
+export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
+  // Devices and scripts may send a plain-text payload; JSON bodies are parsed by fastify itself.
+  app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+
+  // Fastify's own errors (bad JSON body, body too large, ...) are the client's mistake: a 4xx, never a 500.
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) broker.log.error({ err }, 'request failed');
+    broker.counters.rejected(`http-${status}`).inc();
+    return problem(reply, status, err.code ?? 'MYC_ERR_HTTP', err.message);
+  });
+
+  const authenticate = async (req: FastifyRequest, reply: FastifyReply) => {
+    const { token } = extractToken(req.headers, undefined);
+    if (token === undefined && broker.config.allowAnonymousViewers) {
+      req.claims = { sub: 'anonymous', role: 'viewer' };
+      return;
+    }
+    const result = await broker.verify(token, READ_ROLES);
+    if (!result.ok) {
+      broker.counters.rejected(`auth-${result.reason}`).inc();
+      return problem(
+        reply.header('WWW-Authenticate', `Bearer error="invalid_token"`),
+        401,
+        ErrorCode.Unauthorized,
+        `token ${result.reason}`,
+      );
+    }
+    req.claims = result.claims;
+  };
+
+  app.get('/healthz', async () => ({
+    status: 'ok',
+    broker: broker.id,
+    bus: broker.bus.kind,
+    gateways: broker.gateways.size,
+    nodes: broker.table.size,
+  }));
+
+  app.get('/metrics', { onRequest: broker.config.publicMetrics ? [] : [authenticate] }, async (_req, reply) =>
+    reply.type('text/plain; version=0.0.4').send(broker.metrics.render()),
+  );
+
+  app.register(
+    async (api) => {
+      api.addHook('onRequest', authenticate);
+
+      api.get('/nodes', async () => [...broker.table.all()]);
+
+      api.get<{ Params: { uid: string } }>('/nodes/:uid', async (req, reply) => {
+        const node = broker.table.get(req.params.uid);
+        if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${req.params.uid}`);
+        return node;
+      });
+
+      api.put<{ Params: { uid: string; name: string }; Body: unknown }>(
+        '/nodes/:uid/resources/:name',
+        async (req, reply) => {
+          const { uid, name } = req.params;
+          if (!canWrite(req.claims!.role)) {
+            broker.counters.rejected('forbidden-write').inc();
+            return problem(reply, 403, ErrorCode.Forbidden, `role ${req.claims!.role} may not write`);
+          }
+          const bad = isIdentifier(name);
+          if (bad !== undefined) return problem(reply, 400, 'MYC_ERR_BAD_SHAPE', `resource name ${bad}`);
+          if (req.body === undefined || req.body === '') {
+            return problem(reply, 400, 'MYC_ERR_BAD_SHAPE', 'the request body is the payload and must not be empty');
+          }
+          const node = broker.table.get(uid);
+          if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
+          if (node.status === 'offline') return problem(reply, 409, ErrorCode.NodeOffline, `node ${uid} is offline`);
+          const outcome = await broker.writes.write(node.gateway, { uid, endpoint: name, payload: req.body as Json });
+          const status = outcome.result === 'timeout' ? 504 : outcome.result === 'error' ? 502 : 200;
+          return reply.code(status).send({ uid, endpoint: name, ...outcome });
+        },
+      );
+
+      api.get('/gateways', async () => {
+        const list = new Map<string, GatewayRecord>(broker.gatewayDirectory);
+        for (const s of broker.gateways.values()) list.set(s.gatewayId, s.record());
+        return [...list.values()];
+      });
+    },
+    { prefix: '/api/v1' },
+  );
+}

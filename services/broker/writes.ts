@@ -1,0 +1,102 @@
+// Writes travel as bus requests to `myc.write.<gateway>`; the broker holding that gateway's connection
+// answers, so a client on one broker can write to a node whose gateway is connected to another.
+import { randomUUID } from 'node:crypto';
+import { BusError, type BusSubscription } from '../bus/bus.ts';
+import { subjects } from '../bus/subjects.ts';
+import type { GwResult, Json, WriteResult } from '../protocol/messages.ts';
+import type { Broker } from './broker.ts';
+import type { GatewaySession } from './gateway-session.ts';
+
+export interface WriteRequest {
+  uid: string;
+  endpoint: string;
+  payload: Json;
+}
+
+export interface WriteOutcome {
+  result: WriteResult;
+  reason?: string;
+}
+
+interface Pending {
+  session: GatewaySession;
+  reply: string;
+  timer: NodeJS.Timeout;
+}
+
+export class WriteRouter {
+  private served = new Map<GatewaySession, BusSubscription>();
+  private pending = new Map<string, Pending>();
+
+  constructor(private readonly broker: Broker) {}
+
+  /** Sends a write to the gateway that owns the node, wherever it is connected, and waits for its result. */
+  async write(gatewayId: string, request: WriteRequest): Promise<WriteOutcome> {
+    const bytes = Buffer.from(JSON.stringify(request));
+    let outcome: WriteOutcome;
+    try {
+      const reply = await this.broker.bus.request(subjects.write(gatewayId), bytes, this.broker.config.writeTimeoutMs);
+      outcome = JSON.parse(Buffer.from(reply.data).toString()) as WriteOutcome;
+    } catch (err) {
+      if (err instanceof BusError && err.code === 'no-responders') {
+        outcome = { result: 'error', reason: 'gateway-unreachable' };
+      } else if (err instanceof BusError && err.code === 'timeout') {
+        outcome = { result: 'timeout', reason: 'no result in time' };
+      } else {
+        outcome = { result: 'error', reason: 'bad reply from gateway' };
+      }
+    }
+    this.broker.counters.writes(outcome.result).inc();
+    return outcome;
+  }
+
+  serveGateway(session: GatewaySession): void {
+    const sub = this.broker.bus.subscribe(subjects.write(session.gatewayId), (msg) => {
+      if (!msg.reply) return;
+      let request: WriteRequest;
+      try {
+        request = JSON.parse(Buffer.from(msg.data).toString()) as WriteRequest;
+      } catch {
+        return;
+      }
+      const id = randomUUID();
+      const timer = setTimeout(() => this.pending.delete(id), this.broker.config.writeTimeoutMs);
+      timer.unref();
+      this.pending.set(id, { session, reply: msg.reply, timer });
+      session.send({ type: 'write', id, uid: request.uid, endpoint: request.endpoint, payload: request.payload });
+    });
+    this.served.set(session, sub);
+  }
+
+  unserveGateway(session: GatewaySession): void {
+    this.served.get(session)?.unsubscribe();
+    this.served.delete(session);
+    for (const [id, p] of this.pending) {
+      if (p.session === session) this.finish(id, p, { result: 'error', reason: 'gateway-lost' });
+    }
+  }
+
+  /** A gateway reported a write's result; false if the id is unknown, expired, or not this gateway's. */
+  complete(session: GatewaySession, msg: GwResult): boolean {
+    const p = this.pending.get(msg.id);
+    if (p === undefined || p.session !== session) return false;
+    this.finish(
+      msg.id,
+      p,
+      msg.reason === undefined ? { result: msg.result } : { result: msg.result, reason: msg.reason },
+    );
+    return true;
+  }
+
+  stop(): void {
+    for (const [id, p] of this.pending) this.finish(id, p, { result: 'error', reason: 'broker shutting down' });
+    for (const sub of this.served.values()) sub.unsubscribe();
+    this.served.clear();
+  }
+
+  private finish(id: string, p: Pending, outcome: WriteOutcome): void {
+    clearTimeout(p.timer);
+    this.pending.delete(id);
+    this.broker.bus.publish(p.reply, Buffer.from(JSON.stringify(outcome)));
+  }
+}

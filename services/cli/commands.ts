@@ -1,0 +1,26 @@
+// Every `mycelium` subcommand, loaded on demand so `mycelium token` does not pay for fastify, coap or mqtt.
+import type { CommandSpec } from '../common/run.ts';
+import type { OptionTable } from '../common/config.ts';
+
+export interface CommandEntry {
+  summary: string;
+  /** Either a service spec (options, help and shutdown handled alike for all) or a plain main. */
+  load(): Promise<{ spec: CommandSpec<OptionTable> } | { main: (argv: string[]) => Promise<void> }>;
+}
+
+const spec = <T extends OptionTable>(s: CommandSpec<T>) => ({ spec: s as unknown as CommandSpec<OptionTable> });
+
+export const commands: Record<string, CommandEntry> = {
+  broker: {
+    summary: 'run the broker (WebSocket /gw and /ws, REST API)',
+    load: async () => spec((await import('../broker/command.ts')).brokerCommand),
+  },
+  keys: {
+    summary: 'write an Ed25519 key pair',
+    load: async () => ({ main: (await import('./keys-command.ts')).keysMain }),
+  },
+  token: {
+    summary: 'print a signed token for a role and subject',
+    load: async () => ({ main: (await import('./keys-command.ts')).tokenMain }),
+  },
+};
