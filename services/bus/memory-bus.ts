@@ -83,6 +83,8 @@ export class MemoryBus implements Bus {
 
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<BusMsg> {
     return new Promise((resolve, reject) => {
+      // Checked before routing: an invalid subject has no route and would otherwise pass as "no responders".
+      if (!isValidSubject(subject, false)) return reject(new Error(`invalid subject "${subject}"`));
       if (this.closed) return reject(new BusError('closed', 'bus is closed'));
       if (this.route(subject).length === 0) return reject(new BusError('no-responders', `no responders on ${subject}`));
       const inbox = this.newInbox();
@@ -100,7 +102,8 @@ export class MemoryBus implements Bus {
   }
 
   requestMany(subject: string, data: Uint8Array, windowMs: number): Promise<BusMsg[]> {
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
+      if (!isValidSubject(subject, false)) return reject(new Error(`invalid subject "${subject}"`));
       const replies: BusMsg[] = [];
       if (this.closed || this.route(subject).length === 0) return resolve(replies);
       const inbox = this.newInbox();

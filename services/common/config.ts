@@ -42,7 +42,7 @@ type ValueOf<O extends OptionSpec> = O extends NumberOption
 
 /** Options with a default are always present; the others may be undefined. */
 export type ConfigOf<T extends OptionTable> = {
-  [K in keyof T]: T[K] extends { default: unknown } ? ValueOf<T[K]> : ValueOf<T[K]> | undefined;
+  -readonly [K in keyof T]: T[K] extends { default: unknown } ? ValueOf<T[K]> : ValueOf<T[K]> | undefined;
 };
 
 /** Options every service accepts. */

@@ -1,0 +1,233 @@
+// NATS bus: the MemoryBus contract over one client connection that reconnects forever.
+// Subscriptions use callbacks rather than async iterators: no promise per message on the hot path.
+import { connect, createInbox, ErrorCode, type Msg, type NatsConnection, type Subscription } from 'nats';
+import {
+  type Bus,
+  BusError,
+  type BusHandler,
+  type BusMsg,
+  type BusSubscription,
+  isValidSubject,
+  type SubscribeOptions,
+} from './bus.ts';
+
+/** Pause between reconnect attempts (nats.js adds up to 100 ms of jitter). */
+export const DEFAULT_RECONNECT_TIME_WAIT_MS = 2_000;
+/** stop() waits this long for drain, which cannot finish while the server is unreachable; then it closes. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+
+export interface NatsBusOptions {
+  /** One URL or several; a comma-separated string is not split here (see createBus). */
+  servers: string | string[];
+  /** Connection name shown by the server's monitoring endpoints. */
+  name?: string;
+  /**
+   * Sees exceptions thrown by handlers and subscription errors, with their subject; delivery goes on.
+   * A connection that closes without stop() (for example after an authorization error) is reported with subject ''.
+   */
+  onError?: (err: unknown, subject: string) => void;
+  reconnectTimeWaitMs?: number;
+  drainTimeoutMs?: number;
+}
+
+/** Handed out once the connection is draining or closed, like MemoryBus accepting subscriptions after stop(). */
+const INERT_SUBSCRIPTION: BusSubscription = { unsubscribe() {} };
+
+export class NatsBus implements Bus {
+  readonly kind = 'nats' as const;
+  private readonly onError: (err: unknown, subject: string) => void;
+  private nc: NatsConnection | undefined;
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly options: NatsBusOptions) {
+    this.onError =
+      options.onError ??
+      ((err, subject) => console.error(subject ? `bus handler for ${subject} failed` : 'NATS connection closed', err));
+  }
+
+  start(): Promise<void> {
+    if (this.stopping !== undefined) return Promise.reject(new Error('NatsBus cannot be started again after stop()'));
+    this.starting ??= this.connect();
+    return this.starting;
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  publish(subject: string, data: Uint8Array, reply?: string): void {
+    // Also guards the wire protocol: a space in a subject would be read by the server as a reply subject.
+    if (!isValidSubject(subject, false)) throw new Error(`invalid subject "${subject}"`);
+    const nc = this.connection();
+    try {
+      nc.publish(subject, data, reply === undefined ? undefined : { reply });
+    } catch (err) {
+      // Same as MemoryBus: publishing on a stopped bus is a no-op, so shutdown races do not crash callers.
+      if (!isClosedError(err)) throw err;
+    }
+  }
+
+  subscribe(subject: string, handler: BusHandler, options: SubscribeOptions = {}): BusSubscription {
+    if (!isValidSubject(subject, true)) throw new Error(`invalid subject "${subject}"`);
+    const nc = this.connection();
+    const onError = this.onError;
+    let sub: Subscription;
+    try {
+      sub = nc.subscribe(subject, {
+        queue: options.queue,
+        callback: (err, msg) => {
+          if (err !== null) {
+            onError(err, subject);
+            return;
+          }
+          try {
+            handler(toBusMsg(msg));
+          } catch (handlerErr) {
+            onError(handlerErr, msg.subject);
+          }
+        },
+      });
+    } catch (err) {
+      if (isClosedError(err)) return INERT_SUBSCRIPTION;
+      throw err;
+    }
+    return { unsubscribe: () => sub.unsubscribe() };
+  }
+
+  async request(subject: string, data: Uint8Array, timeoutMs: number): Promise<BusMsg> {
+    if (!isValidSubject(subject, false)) throw new Error(`invalid subject "${subject}"`);
+    const nc = this.connection();
+    try {
+      return toBusMsg(await nc.request(subject, data, { timeout: timeoutMs }));
+    } catch (err) {
+      throw toBusError(err, subject, timeoutMs);
+    }
+  }
+
+  async requestMany(subject: string, data: Uint8Array, windowMs: number): Promise<BusMsg[]> {
+    if (!isValidSubject(subject, false)) throw new Error(`invalid subject "${subject}"`);
+    const nc = this.connection();
+    const replies: BusMsg[] = [];
+    let endWindow!: () => void;
+    const window = new Promise<void>((resolve) => {
+      endWindow = resolve;
+    });
+    const timer = setTimeout(endWindow, windowMs);
+    // A pending gather must not keep a process alive that is otherwise ready to exit.
+    timer.unref();
+    let sub: Subscription;
+    try {
+      sub = nc.subscribe(createInbox(), {
+        callback: (err, msg) => {
+          if (err !== null) {
+            this.onError(err, subject);
+          } else if (msg.data.length === 0 && msg.headers?.code === 503) {
+            // The server's "no responders" status: nobody will answer, so the window can end now.
+            endWindow();
+          } else {
+            replies.push(toBusMsg(msg));
+          }
+        },
+      });
+      nc.publish(subject, data, { reply: sub.getSubject() });
+    } catch (err) {
+      clearTimeout(timer);
+      if (isClosedError(err)) return replies;
+      throw err;
+    }
+    await window;
+    clearTimeout(timer);
+    sub.unsubscribe();
+    return replies;
+  }
+
+  async flush(): Promise<void> {
+    const nc = this.connection();
+    try {
+      await nc.flush();
+    } catch (err) {
+      if (!isClosedError(err)) throw err;
+    }
+  }
+
+  private async connect(): Promise<void> {
+    const { servers, name } = this.options;
+    try {
+      this.nc = await connect({
+        servers,
+        name,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: this.options.reconnectTimeWaitMs ?? DEFAULT_RECONNECT_TIME_WAIT_MS,
+        // A broker that cannot reach NATS at boot should fail loudly, not wait silently.
+        waitOnFirstConnect: false,
+      });
+    } catch (err) {
+      this.starting = undefined;
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new Error(`cannot connect to NATS at ${String(servers)}: ${reason}`, { cause: err });
+    }
+    void this.nc.closed().then((err) => {
+      if (err !== undefined && this.stopping === undefined) this.onError(err, '');
+    });
+  }
+
+  private async shutdown(): Promise<void> {
+    await this.starting?.catch(() => {});
+    const nc = this.nc;
+    if (nc === undefined || nc.isClosed()) return;
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([nc.drain(), limit]);
+    } catch (err) {
+      if (!isClosedError(err)) throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    // drain() swallows a flush lost to a disconnect and then leaves the connection open, so close regardless.
+    if (!nc.isClosed()) await nc.close();
+  }
+
+  private connection(): NatsConnection {
+    if (this.nc === undefined) throw new Error('NatsBus used before start()');
+    return this.nc;
+  }
+}
+
+function toBusMsg(msg: Msg): BusMsg {
+  // nats.js reports a missing reply as ''; BusMsg says undefined, as MemoryBus does.
+  return { subject: msg.subject, data: msg.data, reply: msg.reply || undefined };
+}
+
+function natsCode(err: unknown): unknown {
+  return err instanceof Error && 'code' in err ? err.code : undefined;
+}
+
+function isClosedError(err: unknown): boolean {
+  const code = natsCode(err);
+  return code === ErrorCode.ConnectionClosed || code === ErrorCode.ConnectionDraining;
+}
+
+function toBusError(err: unknown, subject: string, timeoutMs: number): unknown {
+  let busErr: BusError;
+  switch (natsCode(err)) {
+    case ErrorCode.NoResponders:
+      busErr = new BusError('no-responders', `no responders on ${subject}`);
+      break;
+    case ErrorCode.Timeout:
+      busErr = new BusError('timeout', `request on ${subject} timed out after ${timeoutMs} ms`);
+      break;
+    case ErrorCode.ConnectionClosed:
+    case ErrorCode.ConnectionDraining:
+      busErr = new BusError('closed', 'bus is closed');
+      break;
+    default:
+      return err;
+  }
+  busErr.cause = err;
+  return busErr;
+}
