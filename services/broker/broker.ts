@@ -16,7 +16,7 @@ import { CloseCode } from '../protocol/errors.ts';
 import { parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
 import { ClientSession } from './client-session.ts';
-import { CorkedWriter, rawSocket, textFrame } from './fanout.ts';
+import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession } from './gateway-session.ts';
 import { registerHttpApi } from './http-api.ts';
 import { Metrics } from './metrics.ts';
@@ -71,7 +71,7 @@ export class Broker {
   private started = false;
   private stopping?: Promise<void>;
   /** The event this broker just published on an in-process bus: delivered synchronously, so no re-parse. */
-  private localEvent?: { bytes: Uint8Array; event: NodeEvent };
+  private localEvent?: { bytes: Uint8Array; frame: Buffer; event: NodeEvent };
 
   readonly counters;
 
@@ -245,16 +245,18 @@ export class Broker {
   // off the bus. The same path serves one broker in-process and many brokers on NATS.
 
   publishEvent(event: NodeEvent): void {
-    const bytes = Buffer.from(JSON.stringify(event));
-    this.localEvent = { bytes, event };
-    this.bus.publish(this.eventsSubject, bytes);
+    const { frame, payload } = textFrameOf(JSON.stringify(event));
+    this.localEvent = { bytes: payload, frame, event };
+    this.bus.publish(this.eventsSubject, payload);
     this.localEvent = undefined;
   }
 
   private onBusEvent(msg: BusMsg): void {
     let event: NodeEvent;
+    let frame: Buffer | undefined;
     if (this.localEvent !== undefined && msg.data === this.localEvent.bytes) {
       event = this.localEvent.event;
+      frame = this.localEvent.frame;
     } else {
       const parsed = parseBrokerToClientFrame(
         Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.length).toString(),
@@ -271,13 +273,11 @@ export class Broker {
     }
     this.counters.events.inc();
     this.table.apply(event, Date.now());
-    this.fanOut(msg.data);
+    if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data));
   }
 
   /** Writes one event to every registered client: framed once, same bytes for all. */
-  private fanOut(payload: Uint8Array): void {
-    if (this.registered.size === 0) return;
-    const frame = textFrame(payload);
+  private fanOut(frame: Buffer): void {
     const limit = this.config.clientBufferBytes;
     let sent = 0;
     for (const client of this.registered) {

@@ -4,11 +4,11 @@
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 
-/** Builds one unmasked, final text frame around `payload`. */
-export function textFrame(payload: Uint8Array): Buffer {
-  const len = payload.length;
-  const headerLen = len < 126 ? 2 : len < 65536 ? 4 : 10;
-  const frame = Buffer.allocUnsafe(headerLen + len);
+function headerLength(len: number): number {
+  return len < 126 ? 2 : len < 65536 ? 4 : 10;
+}
+
+function writeHeader(frame: Buffer, len: number): void {
   frame[0] = 0x81; // FIN + opcode 1 (text)
   if (len < 126) {
     frame[1] = len;
@@ -19,8 +19,28 @@ export function textFrame(payload: Uint8Array): Buffer {
     frame[1] = 127;
     frame.writeBigUInt64BE(BigInt(len), 2);
   }
-  frame.set(payload, headerLen);
+}
+
+/** Builds one unmasked, final text frame around `payload`. */
+export function textFrame(payload: Uint8Array): Buffer {
+  const len = payload.length;
+  const frame = Buffer.allocUnsafe(headerLength(len) + len);
+  writeHeader(frame, len);
+  frame.set(payload, headerLength(len));
   return frame;
+}
+
+/**
+ * Encodes `text` straight into a frame, with no intermediate buffer. `payload` is a view of the frame's
+ * body, so the same bytes can go on the bus and, unchanged, to the sockets.
+ */
+export function textFrameOf(text: string): { frame: Buffer; payload: Buffer } {
+  const len = Buffer.byteLength(text);
+  const offset = headerLength(len);
+  const frame = Buffer.allocUnsafe(offset + len);
+  writeHeader(frame, len);
+  frame.write(text, offset);
+  return { frame, payload: frame.subarray(offset) };
 }
 
 /** The raw socket under a `ws` connection. `ws` keeps it in a private field; this is the one place that knows. */
