@@ -15,6 +15,10 @@ export const commands: Record<string, CommandEntry> = {
     summary: 'run the broker (WebSocket /gw and /ws, REST API)',
     load: async () => spec((await import('../broker/command.ts')).brokerCommand),
   },
+  'ws-gateway': {
+    summary: 'run the WebSocket gateway (nodes connect to /node)',
+    load: async () => spec((await import('../../gateways/ws/command.ts')).wsGatewayCommand),
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => ({ main: (await import('./keys-command.ts')).keysMain }),
