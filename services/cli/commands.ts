@@ -19,6 +19,10 @@ export const commands: Record<string, CommandEntry> = {
     summary: 'run the WebSocket gateway (nodes connect to /node)',
     load: async () => spec((await import('../../gateways/ws/command.ts')).wsGatewayCommand),
   },
+  'coap-gateway': {
+    summary: 'run the CoAP gateway (RIOT nodes POST /alive and /server over UDP)',
+    load: async () => spec((await import('../../gateways/coap/command.ts')).coapGatewayCommand),
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => ({ main: (await import('./keys-command.ts')).keysMain }),

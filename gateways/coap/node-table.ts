@@ -1,0 +1,88 @@
+// The gateway's CoAP nodes, keyed by uid (the node's own identity), with an index by source endpoint.
+// pyaiot keyed nodes by IP address and checked the uid against that map, so every beacon looked like a new
+// node (pyaiot-protocol §4.2). Here the uid is the identity; the address and port are only where the node
+// was last heard from, and they may change (NAT rebinding, DHCP) without the node changing.
+
+export interface CoapNode {
+  uid: string;
+  /** Address as the socket reports it (IPv4 senders on a dual-stack socket appear as ::ffff:a.b.c.d). */
+  address: string;
+  /** Source port of the last beacon. */
+  port: number;
+  /** Date.now() of the last beacon, value post or notification. */
+  lastSeen: number;
+  /** Bumped on reset and out: async work (discovery, observe) started for an older generation is dropped. */
+  generation: number;
+  /** In the discovery queue or being discovered. */
+  discovering: boolean;
+}
+
+export class NodeTable {
+  private readonly byUid = new Map<string, CoapNode>();
+  /** address -> port -> node: value posts are matched without building a string key per datagram. */
+  private readonly byEndpoint = new Map<string, Map<number, CoapNode>>();
+
+  get size(): number {
+    return this.byUid.size;
+  }
+
+  get(uid: string): CoapNode | undefined {
+    return this.byUid.get(uid);
+  }
+
+  values(): IterableIterator<CoapNode> {
+    return this.byUid.values();
+  }
+
+  add(node: CoapNode): void {
+    this.byUid.set(node.uid, node);
+    this.index(node);
+  }
+
+  /** The node was heard from another address or port: later writes and matches use the new one. */
+  move(node: CoapNode, address: string, port: number): void {
+    this.unindex(node);
+    node.address = address;
+    node.port = port;
+    this.index(node);
+  }
+
+  remove(node: CoapNode): void {
+    if (this.byUid.get(node.uid) !== node) return;
+    this.byUid.delete(node.uid);
+    this.unindex(node);
+  }
+
+  /**
+   * The node a value post came from: the node whose last beacon came from this address and port (RIOT posts
+   * from the socket it beacons from); else, if exactly one node is known at this address, that node (nodes
+   * that post from another socket than they beacon from, like pyaiot's aiocoap test node). Otherwise none:
+   * with several nodes behind one address, guessing would file values under the wrong node.
+   */
+  findBySource(address: string, port: number): CoapNode | undefined {
+    const ports = this.byEndpoint.get(address);
+    if (ports === undefined) return undefined;
+    const exact = ports.get(port);
+    if (exact !== undefined) return exact;
+    if (ports.size === 1) return ports.values().next().value;
+    return undefined;
+  }
+
+  private index(node: CoapNode): void {
+    let ports = this.byEndpoint.get(node.address);
+    if (ports === undefined) {
+      ports = new Map();
+      this.byEndpoint.set(node.address, ports);
+    }
+    // A newer node at the same endpoint wins (a re-flashed device with a new uid); the older one keeps its
+    // uid entry and goes out when it stops beaconing.
+    ports.set(node.port, node);
+  }
+
+  private unindex(node: CoapNode): void {
+    const ports = this.byEndpoint.get(node.address);
+    if (ports === undefined || ports.get(node.port) !== node) return;
+    ports.delete(node.port);
+    if (ports.size === 0) this.byEndpoint.delete(node.address);
+  }
+}

@@ -1,0 +1,66 @@
+import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
+import { gatewayLinkOptions } from '../common/options.ts';
+
+export const coapGatewayOptions = {
+  coapPort: { type: 'number', default: 5683, min: 0, description: 'UDP port nodes POST /alive and /server to (0 = any)' },
+  coapHost: {
+    type: 'string',
+    default: '::',
+    description: 'address to bind; "::" is dual-stack (IPv6 and IPv4), falls back to 0.0.0.0 without IPv6',
+  },
+  maxTime: { type: 'number', default: 120, min: 0.01, description: 'seconds of silence before a node goes out' },
+  checkIntervalMs: {
+    type: 'number',
+    default: 1000,
+    min: 1,
+    description: 'how often one sweep looks for silent nodes (an out comes at most this late)',
+  },
+  requestTimeoutMs: {
+    type: 'number',
+    default: 8000,
+    min: 1,
+    description: 'how long a discovery GET or a write PUT waits for the node (then timeout)',
+  },
+  maxPayloadBytes: {
+    type: 'number',
+    default: 1024,
+    min: 16,
+    description: 'largest /alive or /server payload accepted (bigger: 4.13)',
+  },
+  nodePort: {
+    type: 'number',
+    default: 0,
+    min: 0,
+    description:
+      'port the gateway sends GET/PUT to on a node; 0 = the source port of its last beacon (RIOT gcoap beacons from its server port)',
+  },
+  discoveryConcurrency: {
+    type: 'number',
+    default: 64,
+    min: 1,
+    description: 'nodes discovered at the same time (more wait their turn, so a gateway restart is no storm)',
+  },
+  observe: { type: 'boolean', default: true, description: 'observe (RFC 7641) resources whose link carries "obs"' },
+  observeRefreshMs: {
+    type: 'number',
+    default: 300000,
+    min: 10,
+    description: 're-register an observation silent for this long (or for its Max-Age, if longer)',
+  },
+  dedupCacheBytes: {
+    type: 'number',
+    default: 8388608,
+    min: 0,
+    description: 'bytes of recent responses kept to answer retransmitted requests (RFC 7252 §4.5)',
+  },
+  httpPort: {
+    type: 'number',
+    default: -1,
+    min: -1,
+    description: 'HTTP port for GET /metrics (Prometheus text); -1 = off, 0 = any free port',
+  },
+  httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the metrics HTTP port' },
+  ...gatewayLinkOptions,
+} as const satisfies OptionTable;
+
+export type CoapGatewayConfig = ConfigOf<typeof coapGatewayOptions>;
