@@ -1,0 +1,524 @@
+// The page: header, login, card grid, and the frame loop that applies broker frames to the model at once but
+// touches the DOM only once per animation frame (so 1,000 nodes updating every second stay smooth).
+import { type BrokerToClientMessage, canWrite, type Json, type Role } from '../../services/protocol/messages.ts';
+import { forgetToken, loadToken, saveToken, takeTokenFromFragment, tokenExpired } from './auth.ts';
+import { Card } from './card.ts';
+import { loadChartTheme } from './chart.ts';
+import { BrokerConnection, type ConnectionState } from './connection.ts';
+import { h, setText } from './dom.ts';
+import { configureTiles } from './map.ts';
+import { applyFrame, type NodeModel } from './model.ts';
+import { loadSettings, saveSettings } from './settings.ts';
+import { HEADER_RESOURCES } from './widgets.ts';
+
+export interface PageConfig {
+  brokerUrl: string;
+  title: string;
+  tileUrl: string;
+}
+
+/** How long the page waits for a write's result before saying so (the broker's own limit is 10 s). */
+export const WRITE_RESULT_TIMEOUT_MS = 15_000;
+/** DOM work per frame for building new cards; values of existing cards are always applied. */
+export const FRAME_BUDGET_MS = 8;
+
+/** The resources pyaiot's navbar offers, shown in the filter even before a node reports them. */
+const KNOWN_RESOURCES = [
+  'led',
+  'temperature',
+  'pressure',
+  'humidity',
+  'illuminance',
+  'eco2',
+  'tvoc',
+  'imu',
+  'text',
+  'position',
+  'robot',
+  'vendor',
+  'version',
+];
+
+interface PendingWrite {
+  el: HTMLElement;
+  timer: number;
+}
+
+export class App {
+  private readonly settings = loadSettings();
+  private nodes = new Map<string, NodeModel>();
+  /** Frames of a snapshot being received: applied to a fresh model, swapped in on `synced`. */
+  private staging?: Map<string, NodeModel>;
+  private readonly cards = new Map<string, Card>();
+  private readonly ordered: Card[] = [];
+  /** uid → whole node (true) or the endpoints that changed. */
+  private readonly dirty = new Map<string, true | Set<string>>();
+  private readonly onScreen = new Set<Card>();
+  private frameRequested = false;
+  private filterDirty = false;
+  private role?: Role;
+  private token?: string;
+  private readonly pending = new Map<string, PendingWrite>();
+  private writeSeq = 0;
+  private readonly conn: BrokerConnection;
+  private readonly observer: IntersectionObserver;
+  private readonly hidden: Set<string>;
+  private readonly knownResources = new Set(KNOWN_RESOURCES);
+
+  // Elements
+  private readonly grid = h('main', { class: 'grid', id: 'grid' });
+  private readonly empty = h('div', { class: 'empty' }, 'Waiting for nodes…');
+  private readonly connPill = h('span', { class: 'conn', id: 'conn', role: 'status' });
+  private readonly roleBadge = h('span', { class: 'role', id: 'role' });
+  private readonly counts = h('span', { class: 'counts', id: 'counts' });
+  private readonly search = h('input', {
+    type: 'search',
+    id: 'search',
+    placeholder: 'Search nodes',
+    'aria-label': 'search nodes',
+  });
+  private readonly statusFilter = h('select', { id: 'status-filter', 'aria-label': 'show nodes' });
+  private readonly resourcesButton = h(
+    'button',
+    { type: 'button', id: 'resources-button', 'aria-expanded': 'false' },
+    'Resources',
+  );
+  private readonly resourcesPanel = h('div', { class: 'panel', id: 'resources-panel', hidden: true });
+  private readonly themeButton = h('button', { type: 'button', id: 'theme-button', title: 'switch theme' });
+  private readonly logoutButton = h('button', { type: 'button', id: 'logout', title: 'forget the token' }, 'Log out');
+  private readonly login = h('div', { class: 'login', id: 'login', hidden: true });
+  private readonly loginMessage = h('p', { class: 'login-message', id: 'login-message', role: 'alert' });
+  private readonly tokenInput = h('textarea', {
+    id: 'token-input',
+    rows: '4',
+    placeholder: 'eyJhbGciOiJFZERTQSIs…',
+    spellcheck: 'false',
+    'aria-label': 'token',
+  });
+  private readonly rememberBox = h('input', { type: 'checkbox', id: 'remember' });
+
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly config: PageConfig,
+  ) {
+    this.hidden = new Set(this.settings.hidden);
+    this.conn = new BrokerConnection(config.brokerUrl, {
+      state: (s) => this.onConnectionState(s),
+      message: (m) => this.onMessage(m),
+      invalid: (reason) => console.warn('mycelium: frame refused:', reason),
+    });
+    this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
+  }
+
+  start(): void {
+    document.title = this.config.title;
+    configureTiles(this.config.tileUrl);
+    this.buildLayout();
+    this.applyTheme();
+    const fromLink = takeTokenFromFragment();
+    if (fromLink) saveToken(fromLink, false);
+    this.token = fromLink ?? loadToken();
+    if (this.token && tokenExpired(this.token)) {
+      this.showLogin('Your token has expired. Paste a new one.');
+      return;
+    }
+    this.conn.start(this.token);
+  }
+
+  // -----------------------------------------------------------------------------------------
+  // Layout
+
+  private buildLayout(): void {
+    const s = this.settings;
+    for (const [value, label] of [
+      ['all', 'All nodes'],
+      ['online', 'Online'],
+      ['offline', 'Offline'],
+    ] as const) {
+      this.statusFilter.append(h('option', { value, selected: s.status === value }, label));
+    }
+    this.search.value = s.query;
+    this.search.addEventListener('input', () => {
+      s.query = this.search.value;
+      this.filtersChanged();
+    });
+    this.statusFilter.addEventListener('change', () => {
+      s.status = this.statusFilter.value as typeof s.status;
+      this.filtersChanged();
+    });
+    this.resourcesButton.addEventListener('click', () => this.toggleResourcesPanel());
+    this.themeButton.addEventListener('click', () => {
+      s.theme = s.theme === 'dark' ? 'light' : 'dark';
+      saveSettings(s);
+      this.applyTheme();
+    });
+    this.logoutButton.addEventListener('click', () => {
+      forgetToken();
+      this.token = undefined;
+      this.conn.stop();
+      this.clearAll();
+      this.showLogin('Logged out.');
+    });
+
+    const form = h(
+      'form',
+      { class: 'login-box' },
+      h('h2', {}, 'Sign in'),
+      this.loginMessage,
+      h('label', { for: 'token-input' }, 'Paste a token (mycelium token --role viewer)'),
+      this.tokenInput,
+      h('label', { class: 'check' }, this.rememberBox, ' Remember on this device'),
+      h(
+        'div',
+        { class: 'login-actions' },
+        h('button', { type: 'submit', id: 'login-submit', class: 'primary' }, 'Connect'),
+      ),
+    );
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const token = this.tokenInput.value.trim();
+      if (!token) return;
+      saveToken(token, this.rememberBox.checked);
+      this.token = token;
+      this.tokenInput.value = '';
+      this.login.hidden = true;
+      this.conn.start(token);
+    });
+    this.login.append(form);
+
+    const header = h(
+      'header',
+      { class: 'top' },
+      h('div', { class: 'brand' }, h('span', { class: 'logo', 'aria-hidden': 'true' }), h('h1', {}, this.config.title)),
+      this.connPill,
+      this.roleBadge,
+      this.counts,
+      h('div', { class: 'spacer' }),
+      this.search,
+      this.statusFilter,
+      h('div', { class: 'popover' }, this.resourcesButton, this.resourcesPanel),
+      this.themeButton,
+      this.logoutButton,
+    );
+    this.root.replaceChildren(header, this.login, this.empty, this.grid);
+  }
+
+  private applyTheme(): void {
+    document.documentElement.dataset.theme = this.settings.theme;
+    setText(this.themeButton, this.settings.theme === 'dark' ? '☀ Light' : '☾ Dark');
+    loadChartTheme();
+    for (const card of this.cards.values()) card.invalidateCharts();
+    this.schedule();
+  }
+
+  private toggleResourcesPanel(): void {
+    const open = this.resourcesPanel.hidden;
+    this.resourcesPanel.hidden = !open;
+    this.resourcesButton.setAttribute('aria-expanded', String(open));
+    if (!open) return;
+    const names = [...this.knownResources].filter((n) => !HEADER_RESOURCES.has(n)).sort();
+    this.resourcesPanel.replaceChildren(
+      h('div', { class: 'panel-title' }, 'Resources shown'),
+      ...names.map((name) => {
+        const box = h('input', { type: 'checkbox', checked: !this.hidden.has(name), 'data-resource': name });
+        box.addEventListener('change', () => {
+          if (box.checked) this.hidden.delete(name);
+          else this.hidden.add(name);
+          this.settings.hidden = [...this.hidden];
+          saveSettings(this.settings);
+          for (const card of this.cards.values()) card.applyHidden();
+        });
+        return h('label', { class: 'check' }, box, ` ${name}`);
+      }),
+    );
+  }
+
+  private filtersChanged(): void {
+    saveSettings(this.settings);
+    this.filterDirty = true;
+    this.schedule();
+  }
+
+  private showLogin(message: string): void {
+    setText(this.loginMessage, message);
+    this.login.hidden = false;
+    this.tokenInput.focus();
+  }
+
+  // -----------------------------------------------------------------------------------------
+  // Connection and frames
+
+  private onConnectionState(s: ConnectionState): void {
+    const text = {
+      connecting: 'Connecting…',
+      open: this.staging ? 'Syncing…' : 'Live',
+      retrying: s.kind === 'retrying' ? `Reconnecting in ${Math.ceil(s.inMs / 1000)} s` : '',
+      refused: 'Token refused',
+      stopped: 'Disconnected',
+    }[s.kind];
+    setText(this.connPill, text);
+    this.connPill.dataset.state = s.kind;
+    if (s.kind === 'open') this.staging = new Map();
+    if (s.kind === 'refused') {
+      const expired = this.token !== undefined && tokenExpired(this.token);
+      this.showLogin(
+        this.token === undefined
+          ? 'This broker needs a token.'
+          : expired
+            ? 'The broker refused the token: it has expired. Paste a new one.'
+            : 'The broker refused the token (invalid, expired or revoked). Paste a new one.',
+      );
+    }
+  }
+
+  private onMessage(msg: BrokerToClientMessage): void {
+    switch (msg.type) {
+      case 'hello':
+        if (this.role !== msg.role) {
+          // Write controls depend on the role: rebuild every card for the new one.
+          this.role = msg.role;
+          this.clearCards();
+        }
+        setText(this.roleBadge, msg.role);
+        this.roleBadge.dataset.role = msg.role;
+        return;
+      case 'synced':
+        this.swapSnapshot();
+        setText(this.connPill, 'Live');
+        return;
+      case 'result':
+        return this.showResult(msg.id, msg.result, msg.reason);
+      case 'error':
+        if (msg.id !== undefined) this.showResult(msg.id, 'error', msg.reason);
+        else console.warn('mycelium: broker error', msg.code, msg.reason);
+        return;
+      default: {
+        const target = this.staging ?? this.nodes;
+        const change = applyFrame(target, msg, Date.now());
+        if (change === undefined || target !== this.nodes) return;
+        if (msg.type === 'new' && msg.status === 'online') this.undismiss(msg.uid);
+        if (msg.type === 'reset') this.cards.get(msg.uid)?.invalidateCharts();
+        this.markDirty(
+          change.uid,
+          change.all ? undefined : 'endpoint' in change ? change.endpoint : undefined,
+          change.all,
+        );
+      }
+    }
+  }
+
+  /** The snapshot replaces the old picture in one step, so the screen never flashes empty on reconnect. */
+  private swapSnapshot(): void {
+    const next = this.staging;
+    this.staging = undefined;
+    if (next === undefined) return;
+    for (const uid of this.nodes.keys()) if (!next.has(uid)) this.removeCard(uid);
+    this.nodes = next;
+    for (const node of next.values()) {
+      if (node.status === 'online') this.undismiss(node.uid);
+      this.markDirty(node.uid, undefined, true);
+    }
+  }
+
+  private markDirty(uid: string, endpoint: string | undefined, all: boolean): void {
+    const cur = this.dirty.get(uid);
+    if (all) this.dirty.set(uid, true);
+    else if (cur === undefined) this.dirty.set(uid, new Set(endpoint === undefined ? [] : [endpoint]));
+    else if (cur !== true && endpoint !== undefined) cur.add(endpoint);
+    if (endpoint !== undefined) this.knownResources.add(endpoint);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.frameRequested) return;
+    this.frameRequested = true;
+    requestAnimationFrame(() => this.flush());
+  }
+
+  // -----------------------------------------------------------------------------------------
+  // The frame loop
+
+  private flush(): void {
+    this.frameRequested = false;
+    const started = performance.now();
+    const q = this.settings.query.trim().toLowerCase();
+    const status = this.settings.status;
+    for (const [uid, what] of this.dirty) {
+      const node = this.nodes.get(uid);
+      if (node === undefined) {
+        this.dirty.delete(uid);
+        continue;
+      }
+      if (this.isDismissed(node)) {
+        this.removeCard(uid);
+        this.dirty.delete(uid);
+        continue;
+      }
+      let card = this.cards.get(uid);
+      if (card === undefined) {
+        // Building cards is the expensive part: spread it over frames when many arrive at once.
+        if (performance.now() - started > FRAME_BUDGET_MS) continue;
+        card = this.createCard(uid);
+        card.render(node, true);
+      } else if (what === true) {
+        card.render(node, true);
+      } else if (what.size === 0) {
+        card.render(node, false);
+      } else {
+        for (const ep of what) card.render(node, false, ep);
+      }
+      this.dirty.delete(uid);
+      const name = card.name;
+      this.place(card, name);
+      card.el.hidden = !card.matches(q, status, node.status === 'online');
+    }
+    if (this.filterDirty) {
+      this.filterDirty = false;
+      for (const card of this.cards.values()) {
+        const node = this.nodes.get(card.uid);
+        if (node) card.el.hidden = !card.matches(q, status, node.status === 'online');
+      }
+    }
+    for (const card of this.onScreen) card.drawCharts();
+    this.updateCounts();
+    if (this.dirty.size > 0) this.schedule();
+  }
+
+  private createCard(uid: string): Card {
+    const card = new Card(uid, {
+      canWrite: this.role !== undefined && canWrite(this.role),
+      write: (u, ep, payload, el) => this.write(u, ep, payload, el),
+      dismiss: (u) => this.dismiss(u),
+      isHidden: (ep) => this.hidden.has(ep),
+    });
+    this.cards.set(uid, card);
+    this.observer.observe(card.el);
+    return card;
+  }
+
+  /** Keeps cards sorted by name (then uid): binary search in `ordered`, one DOM move when it changes. */
+  private place(card: Card, name: string): void {
+    const key = (c: Card) => `${c.name.toLowerCase()}\u0000${c.uid}`;
+    const idx = this.ordered.indexOf(card);
+    const k = `${name.toLowerCase()}\u0000${card.uid}`;
+    if (idx >= 0) {
+      const prevOk = idx === 0 || key(this.ordered[idx - 1]) <= k;
+      const nextOk = idx === this.ordered.length - 1 || key(this.ordered[idx + 1]) >= k;
+      if (prevOk && nextOk && card.el.isConnected) return;
+      this.ordered.splice(idx, 1);
+    }
+    let lo = 0;
+    let hi = this.ordered.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (key(this.ordered[mid]) < k) lo = mid + 1;
+      else hi = mid;
+    }
+    this.ordered.splice(lo, 0, card);
+    const next = this.ordered[lo + 1];
+    this.grid.insertBefore(card.el, next ? next.el : null);
+  }
+
+  private removeCard(uid: string): void {
+    const card = this.cards.get(uid);
+    if (!card) return;
+    this.observer.unobserve(card.el);
+    this.onScreen.delete(card);
+    card.el.remove();
+    this.cards.delete(uid);
+    const i = this.ordered.indexOf(card);
+    if (i >= 0) this.ordered.splice(i, 1);
+  }
+
+  private clearCards(): void {
+    for (const uid of [...this.cards.keys()]) this.removeCard(uid);
+    for (const uid of this.nodes.keys()) this.dirty.set(uid, true);
+    this.schedule();
+  }
+
+  private clearAll(): void {
+    this.nodes = new Map();
+    this.staging = undefined;
+    this.dirty.clear();
+    for (const uid of [...this.cards.keys()]) this.removeCard(uid);
+    this.role = undefined;
+    setText(this.roleBadge, '');
+    this.updateCounts();
+  }
+
+  private onIntersect(entries: IntersectionObserverEntry[]): void {
+    for (const e of entries) {
+      const uid = (e.target as HTMLElement).dataset.uid;
+      const card = uid === undefined ? undefined : this.cards.get(uid);
+      if (!card) continue;
+      if (e.isIntersecting) {
+        this.onScreen.add(card);
+        card.invalidateCharts();
+      } else this.onScreen.delete(card);
+    }
+    this.schedule();
+  }
+
+  private updateCounts(): void {
+    let online = 0;
+    let offline = 0;
+    for (const n of this.nodes.values()) {
+      if (n.status === 'online') online++;
+      else if (!this.isDismissed(n)) offline++;
+    }
+    setText(this.counts, `${online} online · ${offline} offline`);
+    this.empty.hidden = this.cards.size > 0;
+  }
+
+  // -----------------------------------------------------------------------------------------
+  // Dismissing offline nodes
+
+  private isDismissed(node: NodeModel): boolean {
+    return node.status === 'offline' && this.settings.dismissed[node.uid] !== undefined;
+  }
+
+  private dismiss(uid: string): void {
+    const node = this.nodes.get(uid);
+    if (!node || node.status === 'online') return;
+    this.settings.dismissed[uid] = node.lastSeen;
+    saveSettings(this.settings);
+    this.markDirty(uid, undefined, true);
+  }
+
+  private undismiss(uid: string): void {
+    if (this.settings.dismissed[uid] === undefined) return;
+    delete this.settings.dismissed[uid];
+    saveSettings(this.settings);
+  }
+
+  // -----------------------------------------------------------------------------------------
+  // Writes
+
+  private write(uid: string, endpoint: string, payload: Json, el: HTMLElement): void {
+    // Not crypto.randomUUID(): it only exists on https or localhost, and wall screens often use plain http.
+    const id = `w${Date.now().toString(36)}-${(++this.writeSeq).toString(36)}`;
+    if (!this.conn.send({ type: 'update', id, data: { uid, endpoint, payload } })) {
+      this.setResult(el, 'error', 'not connected');
+      return;
+    }
+    this.setResult(el, 'pending', 'sending…');
+    const timer = window.setTimeout(() => {
+      this.pending.delete(id);
+      this.setResult(el, 'timeout', 'no answer');
+    }, WRITE_RESULT_TIMEOUT_MS);
+    this.pending.set(id, { el, timer });
+  }
+
+  private showResult(id: string, result: string, reason?: string): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    this.setResult(p.el, result, reason);
+  }
+
+  private setResult(el: HTMLElement, result: string, reason?: string): void {
+    el.dataset.result = result;
+    setText(el, result === 'pending' ? (reason ?? '') : reason ? `${result}: ${reason}` : result);
+  }
+}

@@ -1,0 +1,164 @@
+// One node's card: header (name, OS badge, board, protocol, gateway, status) and one row per resource.
+import type { Json } from '../../services/protocol/messages.ts';
+import { formatTime, h, setText } from './dom.ts';
+import { osBadge } from './icons.ts';
+import type { NodeModel } from './model.ts';
+import { asText } from './values.ts';
+import { HEADER_RESOURCES, makeWidget, type Widget, type Writer } from './widgets.ts';
+
+interface Row {
+  el: HTMLElement;
+  widget: Widget;
+  last?: Json;
+}
+
+export interface CardDeps {
+  canWrite: boolean;
+  write: Writer;
+  dismiss(uid: string): void;
+  isHidden(endpoint: string): boolean;
+}
+
+const NAME_MAX = 80;
+
+export class Card {
+  readonly el: HTMLElement;
+  /** Name shown in the title; also the sort key. */
+  name = '';
+  visible = false;
+  private readonly title = h('h2', { class: 'card-title' });
+  private readonly uidEl = h('div', { class: 'card-uid' });
+  private readonly osEl = h('span', { class: 'card-os' });
+  private readonly meta = h('div', { class: 'card-meta' });
+  private readonly status = h('div', { class: 'card-status' });
+  private readonly body = h('div', { class: 'card-body' });
+  private readonly discovering = h('div', { class: 'discovering' }, 'Discovering…');
+  private readonly dismissButton = h(
+    'button',
+    { type: 'button', class: 'dismiss', title: 'remove this offline node' },
+    'Dismiss',
+  );
+  private readonly rows = new Map<string, Row>();
+  private os = '';
+  private searchText = '';
+
+  constructor(
+    readonly uid: string,
+    private readonly deps: CardDeps,
+  ) {
+    this.el = h(
+      'article',
+      { class: 'card', 'data-uid': uid },
+      h('header', { class: 'card-head' }, h('div', { class: 'card-id' }, this.title, this.uidEl), this.osEl),
+      this.meta,
+      h('div', { class: 'card-status-row' }, this.status, this.dismissButton),
+      this.body,
+    );
+    setText(this.uidEl, uid);
+    this.dismissButton.addEventListener('click', () => deps.dismiss(uid));
+  }
+
+  /** Brings the card up to date; `endpoint` limits the work to one resource. */
+  render(node: NodeModel, all: boolean, endpoint?: string): void {
+    if (all) {
+      for (const [ep, row] of this.rows) {
+        if (!node.values.has(ep)) {
+          row.el.remove();
+          this.rows.delete(ep);
+        }
+      }
+      for (const [ep, data] of node.values) this.renderValue(node, ep, data);
+    } else if (endpoint !== undefined) {
+      const data = node.values.get(endpoint);
+      if (data !== undefined) this.renderValue(node, endpoint, data);
+    }
+    this.renderHeader(node);
+  }
+
+  private renderHeader(node: NodeModel): void {
+    const name = asText(node.values.get('name') ?? '').slice(0, NAME_MAX) || node.uid;
+    this.name = name;
+    setText(this.title, name);
+    const os = asText(node.values.get('os') ?? '');
+    if (os !== this.os) {
+      this.os = os;
+      this.osEl.replaceChildren(...(os ? [osBadge(os)] : []));
+    }
+    const board = node.values.get('board');
+    const meta = [board === undefined ? '' : asText(board), node.protocol ?? '', `via ${node.gateway}`]
+      .filter(Boolean)
+      .join(' · ');
+    setText(this.meta, meta);
+    const online = node.status === 'online';
+    this.el.classList.toggle('offline', !online);
+    setText(
+      this.status,
+      online
+        ? `online · seen ${formatTime(node.lastSeen)}`
+        : `offline: ${node.reason ?? 'unknown'} at ${formatTime(node.lastSeen)}`,
+    );
+    this.status.className = `card-status ${online ? 'is-online' : 'is-offline'}`;
+    this.dismissButton.hidden = online;
+    const discovering = node.discovering && node.values.size === 0;
+    if (discovering && !this.discovering.isConnected) this.body.prepend(this.discovering);
+    else if (!discovering && this.discovering.isConnected) this.discovering.remove();
+    this.searchText = `${name} ${node.uid} ${os} ${meta}`.toLowerCase();
+  }
+
+  private renderValue(node: NodeModel, endpoint: string, data: Json): void {
+    if (HEADER_RESOURCES.has(endpoint)) return;
+    let row = this.rows.get(endpoint);
+    if (row === undefined) {
+      const widget = makeWidget({ uid: node.uid, endpoint, canWrite: this.deps.canWrite, write: this.deps.write });
+      const el = h(
+        'section',
+        { class: 'res', 'data-endpoint': endpoint },
+        h('div', { class: 'res-name' }, endpoint),
+        widget.el,
+      );
+      el.hidden = this.deps.isHidden(endpoint);
+      row = { el, widget };
+      this.rows.set(endpoint, row);
+      this.insertRow(endpoint, el);
+    }
+    if (row.last === data) return;
+    row.last = data;
+    row.widget.set(data, Date.now());
+  }
+
+  /** Rows are kept in name order so cards of the same kind look alike. */
+  private insertRow(endpoint: string, el: HTMLElement): void {
+    for (const child of this.body.children) {
+      const ep = (child as HTMLElement).dataset.endpoint;
+      if (ep !== undefined && ep > endpoint) {
+        this.body.insertBefore(el, child);
+        return;
+      }
+    }
+    this.body.append(el);
+  }
+
+  /** Redraws the charts that changed; only for cards on screen. */
+  drawCharts(): void {
+    for (const row of this.rows.values()) if (row.widget.dirty && !row.el.hidden) row.widget.draw?.();
+  }
+
+  /** Marks every chart for redrawing (theme change, card scrolled into view). */
+  invalidateCharts(): void {
+    for (const row of this.rows.values()) if (row.widget.draw) row.widget.dirty = true;
+  }
+
+  matches(query: string, status: string, online: boolean): boolean {
+    if (status === 'online' && !online) return false;
+    if (status === 'offline' && online) return false;
+    return query === '' || this.searchText.includes(query);
+  }
+
+  applyHidden(): void {
+    for (const [ep, row] of this.rows) row.el.hidden = this.deps.isHidden(ep);
+  }
+
+  endpoints(): Iterable<string> {
+    return this.rows.keys();
+  }
+}
