@@ -23,6 +23,10 @@ export const commands: Record<string, CommandEntry> = {
     summary: 'run the CoAP gateway (RIOT nodes POST /alive and /server over UDP)',
     load: async () => spec((await import('../../gateways/coap/command.ts')).coapGatewayCommand),
   },
+  dashboard: {
+    summary: 'serve the live dashboard page (the browser connects to the broker)',
+    load: async () => spec((await import('../../dashboard/server/command.ts')).dashboardCommand),
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => ({ main: (await import('./keys-command.ts')).keysMain }),
