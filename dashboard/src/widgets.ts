@@ -27,7 +27,18 @@ export interface Widget {
 /** Resources shown in the card header rather than as rows. */
 export const HEADER_RESOURCES = new Set(['name', 'os', 'board']);
 /** Resources that are only shown (no write box). */
-const READ_ONLY = new Set(['mcu', 'ip', 'vendor', 'version', 'text', 'twitter', 'suit_state', 'dwnld', 'protocol']);
+const READ_ONLY = new Set([
+  'node',
+  'mcu',
+  'ip',
+  'vendor',
+  'version',
+  'text',
+  'twitter',
+  'suit_state',
+  'dwnld',
+  'protocol',
+]);
 
 function resultSpan(): HTMLElement {
   return h('span', { class: 'write-result', role: 'status', 'aria-live': 'polite' });

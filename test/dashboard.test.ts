@@ -1,0 +1,311 @@
+// The dashboard end to end in real headless Chromium: broker + WebSocket gateway + test nodes + the dashboard
+// service serving the built page. Where a test needs frames no test node sends (a node named like an XSS
+// payload, a reset, an error result), a TestPeer plays the gateway on /gw.
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DashboardServer } from '../dashboard/server/server.ts';
+import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
+import { WsGateway } from '../gateways/ws/ws-gateway.ts';
+import { silentLogger } from '../services/common/log.ts';
+import { WsTestNode } from '../utils/nodes/ws-node.ts';
+import { launchBrowser, openPage, type PageWatch, screenshot } from './helpers/browser.ts';
+import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { type Frame, TestPeer } from './helpers/ws-client.ts';
+import { settle, waitFor } from './helpers/wait.ts';
+
+/** How long a page gets to show something the broker sent. */
+const UI_TIMEOUT_MS = 10_000;
+
+let browser: Browser;
+const cleanups: (() => unknown)[] = [];
+
+beforeAll(async () => {
+  browser = await launchBrowser();
+});
+afterAll(async () => {
+  await browser?.close();
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function broker(): Promise<TestBroker> {
+  const tb = await startBroker({ writeTimeoutMs: 1000 });
+  cleanups.push(() => tb.stop());
+  return tb;
+}
+
+async function dashboard(tb: TestBroker, title = 'Mycelium test'): Promise<DashboardServer> {
+  // No tile URL: the tests run offline, and the coordinate view is what an offline site shows.
+  const d = new DashboardServer(
+    { port: 0, host: '127.0.0.1', brokerUrl: tb.ws, title, tileUrl: '' },
+    { log: silentLogger() },
+  );
+  cleanups.push(() => d.stop());
+  await d.start();
+  return d;
+}
+
+async function wsGateway(tb: TestBroker): Promise<WsGateway> {
+  const gw = new WsGateway(
+    {
+      ...WS_GATEWAY_DEFAULTS,
+      port: 0,
+      host: '127.0.0.1',
+      allowAnonymousNodes: true,
+      nodeKeyFile: undefined,
+      brokerUrl: [tb.ws],
+      token: undefined,
+      keyFile: tb.keys.keyFile,
+      gatewayId: 'ws-dash',
+      backoffInitialMs: 20,
+      backoffMaxMs: 200,
+      brokerPingMs: 15000,
+    },
+    { log: silentLogger() },
+  );
+  cleanups.push(() => gw.stop());
+  await gw.start();
+  await waitFor(() => gw.core.link.connected, 'the gateway to reach the broker');
+  return gw;
+}
+
+async function wsNode(gw: WsGateway, id: string, name: string): Promise<WsTestNode> {
+  const n = new WsTestNode({
+    gatewayUrl: `ws://127.0.0.1:${gw.port}/node?id=${id}`,
+    name,
+    led: true,
+    temperature: true,
+    pressure: true,
+    intervalMs: 150,
+    backoffInitialMs: 20,
+    backoffMaxMs: 200,
+  });
+  cleanups.push(() => n.stop());
+  await n.start();
+  await n.opened();
+  return n;
+}
+
+/** A TestPeer playing a gateway on /gw. */
+async function fakeGateway(tb: TestBroker, id = 'fake-gw'): Promise<TestPeer> {
+  const gw = await TestPeer.connect(`${tb.ws}/gw`, await tb.keys.token('gateway', id));
+  cleanups.push(() => gw.close());
+  return gw;
+}
+
+async function page(): Promise<{ page: Page; watch: PageWatch }> {
+  const p = await openPage(browser);
+  cleanups.push(() => p.context.close());
+  return p;
+}
+
+const card = (uid: string) => `article.card[data-uid="${uid}"]`;
+
+async function text(p: Page, selector: string): Promise<string> {
+  return (await p.locator(selector).first().textContent({ timeout: UI_TIMEOUT_MS })) ?? '';
+}
+
+async function waitText(p: Page, selector: string, pred: (t: string) => boolean, what: string): Promise<string> {
+  const deadline = Date.now() + UI_TIMEOUT_MS;
+  for (;;) {
+    const el = p.locator(selector).first();
+    const t = (await el.count()) > 0 ? ((await el.textContent()) ?? '') : '';
+    if (pred(t)) return t;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last text: ${JSON.stringify(t)})`);
+    await p.waitForTimeout(25);
+  }
+}
+
+describe('dashboard with the WebSocket gateway and test nodes', () => {
+  it('shows a node live, toggles its LED through the broker, and marks it offline when it stops', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb);
+    const gw = await wsGateway(tb);
+    const node = await wsNode(gw, 'kitchen-1', 'kitchen');
+    const { page: p, watch } = await page();
+    const token = await tb.keys.token('operator', 'alice');
+    await p.goto(`${dash.url}/#token=${token}`);
+
+    // The node appears with its name, OS and protocol; the token left the address bar.
+    await waitText(p, `${card('kitchen-1')} .card-title`, (t) => t === 'kitchen', 'the node card');
+    expect(await text(p, '#role')).toBe('operator');
+    expect(p.url()).not.toContain('token=');
+    expect(await text(p, `${card('kitchen-1')} .card-os`)).toContain('RIOT');
+    expect(await text(p, `${card('kitchen-1')} .card-meta`)).toContain('WebSocket');
+    expect(await text(p, `${card('kitchen-1')} .card-meta`)).toContain('ws-dash');
+    await waitText(p, '#conn', (t) => t === 'Live', 'the connection to be live');
+
+    // A value updates live: the node sends a new random temperature every 150 ms.
+    const tempSel = `${card('kitchen-1')} [data-endpoint="temperature"] .big-num`;
+    const first = await waitText(p, tempSel, (t) => /^-?\d/.test(t), 'a temperature');
+    expect(await text(p, `${card('kitchen-1')} [data-endpoint="temperature"] .big-unit`)).toBe('°C');
+    await waitText(p, tempSel, (t) => t !== first && /^-?\d/.test(t), 'the temperature to change');
+
+    // The LED toggle reaches the node, and the value it reports back is shown.
+    const ledSel = `${card('kitchen-1')} [data-endpoint="led"]`;
+    await waitText(p, `${ledSel} .led-state`, (t) => t === 'OFF', 'the LED to show OFF');
+    await p.click(`${ledSel} button.switch`);
+    await waitFor(() => node.values.led === '1', 'the node to receive led=1');
+    await waitText(p, `${ledSel} .led-state`, (t) => t === 'ON', 'the LED to show ON');
+    await waitText(p, `${ledSel} .write-result`, (t) => t === 'ok' || t === 'delivered', 'the write result');
+    expect(await p.getAttribute(`${ledSel} button.switch`, 'aria-checked')).toBe('true');
+    await screenshot(p, 'dashboard-live');
+
+    // A stopped node turns offline with its reason; the card stays, dimmed, and can be dismissed.
+    await node.stop();
+    const status = await waitText(p, `${card('kitchen-1')} .card-status`, (t) => t.startsWith('offline'), 'offline');
+    expect(status).toMatch(/^offline: closed at /);
+    expect(await p.getAttribute(card('kitchen-1'), 'class')).toContain('offline');
+    await screenshot(p, 'dashboard-offline');
+    await p.click(`${card('kitchen-1')} button.dismiss`);
+    await p.waitForSelector(card('kitchen-1'), { state: 'detached', timeout: UI_TIMEOUT_MS });
+    expect(watch.dialogs).toEqual([]);
+    expect(watch.errors).toEqual([]);
+  });
+
+  it('shows a viewer no write controls', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb);
+    const gw = await wsGateway(tb);
+    await wsNode(gw, 'hall-1', 'hall');
+    const { page: p } = await page();
+    await p.goto(`${dash.url}/#token=${await tb.keys.token('viewer', 'bob')}`);
+    await waitText(p, `${card('hall-1')} .card-title`, (t) => t === 'hall', 'the node card');
+    await waitText(p, `${card('hall-1')} [data-endpoint="led"] .led-state`, (t) => t === 'OFF', 'the LED value');
+    expect(await text(p, '#role')).toBe('viewer');
+    expect(await p.locator('button.switch, form.write-box, .pad button').count()).toBe(0);
+  });
+});
+
+describe('dashboard with a gateway played by a test peer', () => {
+  it('renders a hostile node name as text: no script runs, no element is created', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb);
+    const gw = await fakeGateway(tb);
+    const evil = '<img src=x onerror=alert(1)>';
+    gw.send({
+      type: 'new',
+      uid: 'evil-1',
+      protocol: 'WebSocket',
+      data: {
+        name: evil,
+        board: '<svg onload=alert(2)>',
+        os: '"><script>alert(3)</script>',
+        text: '<iframe src=javascript:alert(4)>',
+      },
+    });
+    const { page: p, watch } = await page();
+    const response = await p.goto(`${dash.url}/#token=${await tb.keys.token('operator', 'carol')}`);
+    const csp = response?.headers()['content-security-policy'] ?? '';
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).not.toContain('unsafe-inline');
+    expect(response?.headers()['x-content-type-options']).toBe('nosniff');
+
+    await waitText(p, `${card('evil-1')} .card-title`, (t) => t === evil, 'the literal name');
+    expect(await text(p, `${card('evil-1')} [data-endpoint="text"] .text-val`)).toBe(
+      '<iframe src=javascript:alert(4)>',
+    );
+    await settle(300);
+    expect(watch.dialogs).toEqual([]);
+    const injected = await p.evaluate(() => ({
+      onerror: document.querySelectorAll('[onerror], [onload]').length,
+      imgs: document.querySelectorAll('main img').length,
+      scripts: [...document.querySelectorAll('script')].filter((s) => !s.src).length,
+      iframes: document.querySelectorAll('iframe').length,
+    }));
+    expect(injected).toEqual({ onerror: 0, imgs: 0, scripts: 0, iframes: 0 });
+  });
+
+  it('shows write results, resets a node to "Discovering…", and parses sensor values', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb);
+    const gw = await fakeGateway(tb);
+    gw.send({ type: 'new', uid: 'bot-1', protocol: 'CoAP', data: { name: 'rover', robot: 's', mode: 'auto' } });
+    const { page: p } = await page();
+    await p.goto(`${dash.url}/#token=${await tb.keys.token('admin', 'dave')}`);
+    await waitText(p, `${card('bot-1')} .card-title`, (t) => t === 'rover', 'the node card');
+
+    // Robot pad: the write arrives at the gateway with pyaiot's payload; the result comes back to the page.
+    await p.click(`${card('bot-1')} [data-endpoint="robot"] .pad-l`);
+    const write = await gw.next((f) => f.type === 'write' && f.endpoint === 'robot', 'the robot write');
+    expect(write.payload).toBe('l');
+    expect(write.uid).toBe('bot-1');
+    gw.send({ type: 'result', id: write.id, result: 'ok' });
+    await waitText(p, `${card('bot-1')} [data-endpoint="robot"] .write-result`, (t) => t === 'ok', 'result ok');
+
+    // Generic write box: an error result shows its reason; no answer shows timeout.
+    const box = `${card('bot-1')} [data-endpoint="mode"]`;
+    await p.fill(`${box} input`, 'manual');
+    await p.click(`${box} button[type=submit]`);
+    const w2 = await gw.next((f: Frame) => f.type === 'write' && f.endpoint === 'mode', 'the mode write');
+    expect(w2.payload).toBe('manual');
+    gw.send({ type: 'result', id: w2.id, result: 'error', reason: 'read-only' });
+    await waitText(p, `${box} .write-result`, (t) => t === 'error: read-only', 'the error result');
+    await p.click(`${box} button[type=submit]`);
+    await waitText(p, `${box} .write-result`, (t) => t.startsWith('timeout'), 'the timeout result');
+
+    // Sensor values: number and unit, a value without unit, garbage that does not break the widget.
+    gw.send({ type: 'update', uid: 'bot-1', endpoint: 'pressure', data: '1013.25hPa' });
+    gw.send({ type: 'update', uid: 'bot-1', endpoint: '/humidity', data: '45.12' });
+    gw.send({ type: 'update', uid: 'bot-1', endpoint: 'eco2', data: 'n/a' });
+    gw.send({ type: 'update', uid: 'bot-1', endpoint: 'position', data: '{"lat": 48.7146, "lng": 2.2056}' });
+    const pr = `${card('bot-1')} [data-endpoint="pressure"]`;
+    await waitText(p, `${pr} .big-num`, (t) => t === '1013.25', 'the pressure');
+    expect(await text(p, `${pr} .big-unit`)).toBe('hPa');
+    await waitText(p, `${card('bot-1')} [data-endpoint="humidity"] .big-num`, (t) => t === '45.12', 'humidity');
+    expect(await text(p, `${card('bot-1')} [data-endpoint="humidity"] .big-unit`)).toBe('%');
+    await waitText(p, `${card('bot-1')} [data-endpoint="eco2"] .big-num`, (t) => t === 'n/a', 'garbage eco2');
+    await waitText(p, `${card('bot-1')} .map-coords`, (t) => t === '48.71460°, 2.20560°', 'the coordinates');
+
+    // Reset: values void until the node reports again.
+    gw.send({ type: 'reset', uid: 'bot-1' });
+    await waitText(p, `${card('bot-1')} .discovering`, (t) => t === 'Discovering…', 'Discovering…');
+    expect(await p.locator(`${card('bot-1')} section.res`).count()).toBe(0);
+    gw.send({ type: 'update', uid: 'bot-1', endpoint: 'robot', data: 's' });
+    await waitText(p, `${card('bot-1')} [data-endpoint="robot"] .robot-last`, (t) => t === 's', 'the refilled value');
+    expect(await p.locator(`${card('bot-1')} .discovering`).count()).toBe(0);
+  });
+
+  it('shows a refused token with the login box, and connects with a pasted one', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb);
+    const gw = await fakeGateway(tb);
+    gw.send({ type: 'new', uid: 'n-1', data: { name: 'porch' } });
+    const { page: p } = await page();
+    await p.goto(`${dash.url}/#token=not.a.token`);
+    await waitText(p, '#login-message', (t) => t.includes('refused'), 'the refusal message');
+    expect(await p.isVisible('#login')).toBe(true);
+    expect(await text(p, '#conn')).toBe('Token refused');
+    await p.fill('#token-input', await tb.keys.token('viewer', 'erin'));
+    await p.click('#login-submit');
+    await waitText(p, `${card('n-1')} .card-title`, (t) => t === 'porch', 'the node after login');
+    expect(await p.isVisible('#login')).toBe(false);
+    // The token survives a reload (sessionStorage) and so do theme and search (localStorage).
+    await p.click('#theme-button');
+    await p.fill('#search', 'porch');
+    await p.reload();
+    await waitText(p, `${card('n-1')} .card-title`, (t) => t === 'porch', 'the node after reload');
+    expect(await p.getAttribute('html', 'data-theme')).toBe('light');
+    expect(await p.inputValue('#search')).toBe('porch');
+  });
+
+  it('filters nodes by search and status', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb);
+    const gw = await fakeGateway(tb);
+    gw.send({ type: 'new', uid: 'a-1', data: { name: 'attic', board: 'samr21-xpro' } });
+    gw.send({ type: 'new', uid: 'b-1', data: { name: 'basement', board: 'nrf52840dk' } });
+    gw.send({ type: 'out', uid: 'b-1', reason: 'timeout' });
+    const { page: p } = await page();
+    await p.goto(`${dash.url}/#token=${await tb.keys.token('viewer', 'fay')}`);
+    await waitText(p, `${card('b-1')} .card-status`, (t) => t.startsWith('offline: timeout'), 'b offline');
+    await p.fill('#search', 'nrf52');
+    await p.waitForSelector(`${card('a-1')}`, { state: 'hidden', timeout: UI_TIMEOUT_MS });
+    expect(await p.isVisible(card('b-1'))).toBe(true);
+    await p.fill('#search', '');
+    await p.selectOption('#status-filter', 'online');
+    await p.waitForSelector(`${card('b-1')}`, { state: 'hidden', timeout: UI_TIMEOUT_MS });
+    expect(await p.isVisible(card('a-1'))).toBe(true);
+  });
+});
