@@ -37,10 +37,7 @@ export interface CoapGatewayDeps {
   tokenSource?: () => Promise<string>;
 }
 
-type Answer =
-  | { kind: 'response'; code: string; payload: Buffer }
-  | { kind: 'timeout' }
-  | { kind: 'error'; err: Error };
+type Answer = { kind: 'response'; code: string; payload: Buffer } | { kind: 'timeout' } | { kind: 'error'; err: Error };
 
 interface Observation {
   node: CoapNode;
@@ -174,7 +171,10 @@ export class CoapGateway {
     this.socket.on('message', (msg) => {
       this.lastRaw = msg;
     });
-    this.server = createServer({ type: this.socket.address().family === 'IPv6' ? 'udp6' : 'udp4', cacheSize: c.dedupCacheBytes });
+    this.server = createServer({
+      type: this.socket.address().family === 'IPv6' ? 'udp6' : 'udp4',
+      cacheSize: c.dedupCacheBytes,
+    });
     this.server._sendError = (payload, rsinfo, packet) => this.onLibError(payload, rsinfo, packet !== undefined);
     this.server.on('request', (req: IncomingMessage, res: OutgoingMessage) => this.onRequest(req, res));
     this.server.on('error', (err: Error) => this.log.warn({ err }, 'CoAP server socket error'));

@@ -2,7 +2,12 @@ import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
 import { gatewayLinkOptions } from '../common/options.ts';
 
 export const coapGatewayOptions = {
-  coapPort: { type: 'number', default: 5683, min: 0, description: 'UDP port nodes POST /alive and /server to (0 = any)' },
+  coapPort: {
+    type: 'number',
+    default: 5683,
+    min: 0,
+    description: 'UDP port nodes POST /alive and /server to (0 = any)',
+  },
   coapHost: {
     type: 'string',
     default: '::',

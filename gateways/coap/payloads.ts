@@ -1,9 +1,7 @@
 // The two payloads RIOT nodes POST to the gateway (pyaiot-protocol §4.1, §4.7), validated at the edge.
 // No I/O here: the gateway maps each failure to its CoAP response code.
 
-export type PayloadError =
-  | { ok: false; code: '4.00'; reason: string }
-  | { ok: false; code: '4.13'; reason: string };
+export type PayloadError = { ok: false; code: '4.00'; reason: string } | { ok: false; code: '4.13'; reason: string };
 
 export interface Beacon {
   ok: true;

@@ -18,7 +18,12 @@ import { bindUdp, closeUdp } from '../../gateways/coap/udp.ts';
 export const coapNodeOptions = {
   gatewayHost: { type: 'string', default: 'localhost', description: 'CoAP gateway host' },
   gatewayPort: { type: 'number', default: 5683, min: 1, description: 'CoAP gateway UDP port' },
-  port: { type: 'number', default: 5683, min: 0, description: "this node's CoAP port (0 = any; use it beside a gateway)" },
+  port: {
+    type: 'number',
+    default: 5683,
+    min: 0,
+    description: "this node's CoAP port (0 = any; use it beside a gateway)",
+  },
   host: { type: 'string', default: '::', description: "this node's bind address" },
   uid: { type: 'string', default: '1234', description: 'node uid sent in beacons (pyaiot: 1234)' },
   temperature: { type: 'boolean', default: false, description: 'serve and post /temperature' },
