@@ -21,6 +21,7 @@ import { GatewaySession } from './gateway-session.ts';
 import { registerHttpApi } from './http-api.ts';
 import { Metrics } from './metrics.ts';
 import { type NodeEvent, NodeTable } from './node-table.ts';
+import { PeerDirectory } from './peers.ts';
 import type { brokerOptions } from './options.ts';
 import { pathOf, refuseUpgrade } from './upgrade.ts';
 import { WriteRouter } from './writes.ts';
@@ -56,8 +57,8 @@ export class Broker {
   readonly writes: WriteRouter;
   /** Gateways connected to this broker, by gateway id. */
   readonly gateways = new Map<string, GatewaySession>();
-  /** Gateways known through the bus (connected here or to a peer broker). */
-  readonly gatewayDirectory = new Map<string, GatewayRecord>();
+  /** Peer brokers on the same bus and the gateways they hold. */
+  readonly peers: PeerDirectory;
   /** Registered web clients (they sent `new`): they receive the live stream. */
   private readonly registered = new Set<ClientSession>();
   private readonly clients = new Set<ClientSession>();
@@ -99,6 +100,7 @@ export class Broker {
     m.gauge('nodes', 'known nodes', () => this.table.countByStatus('online'), { status: 'online' });
     m.gauge('nodes', 'known nodes', () => this.table.countByStatus('offline'), { status: 'offline' });
     this.writes = new WriteRouter(this);
+    this.peers = new PeerDirectory(this, config.peerHeartbeatMs);
     this.app = Fastify({ logger: false, bodyLimit: config.maxFrameBytes });
     this.wss = new WebSocketServer({
       noServer: true,
@@ -134,6 +136,7 @@ export class Broker {
     );
     await this.bus.flush();
     await this.syncStateFromPeers();
+    this.peers.start();
     registerHttpApi(this.app, this);
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', (err) => this.log.debug({ err }, 'socket error during upgrade'));
@@ -157,6 +160,7 @@ export class Broker {
   private async doStop(): Promise<void> {
     if (!this.started) return;
     clearInterval(this.pingTimer);
+    this.peers.stop();
     for (const t of this.graceTimers.values()) clearTimeout(t);
     this.graceTimers.clear();
     this.app.server.close();
@@ -305,7 +309,8 @@ export class Broker {
     } catch {
       return;
     }
-    if (typeof claim.gateway !== 'string' || claim.broker === this.id) return;
+    if (typeof claim.gateway !== 'string' || typeof claim.broker !== 'string' || claim.broker === this.id) return;
+    this.peers.claimed(claim.broker, claim.gateway);
     // The gateway now lives on a peer broker: drop our stale connection and stop our grace timer; the
     // peer that adopted it checks that its nodes come back.
     this.cancelGrace(claim.gateway);
@@ -327,6 +332,7 @@ export class Broker {
     this.cancelGrace(gatewayId);
     const timer = setTimeout(() => {
       this.graceTimers.delete(gatewayId);
+      if (this.peers.locate(gatewayId) !== undefined) return; // it lives on a peer broker now
       const current = this.gateways.get(gatewayId);
       let lost = 0;
       for (const node of this.table.ownedBy(gatewayId)) {
@@ -377,6 +383,7 @@ export class Broker {
         continue;
       }
       if (body.broker === this.id) continue;
+      this.peers.seed(body.broker, body.gateways ?? []);
       for (const node of body.nodes ?? []) {
         if (!this.table.get(node.uid)) {
           this.table.apply(
@@ -397,7 +404,6 @@ export class Broker {
           count++;
         }
       }
-      for (const gw of body.gateways ?? []) this.gatewayDirectory.set(gw.id, gw);
     }
     if (replies.length > 0) this.log.info({ peers: replies.length, nodes: count }, 'state synced from peer brokers');
   }

@@ -96,7 +96,8 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
       );
 
       api.get('/gateways', async () => {
-        const list = new Map<string, GatewayRecord>(broker.gatewayDirectory);
+        const list = new Map<string, GatewayRecord>();
+        for (const g of broker.peers.remoteGateways()) list.set(g.id, g);
         for (const s of broker.gateways.values()) list.set(s.gatewayId, s.record());
         return [...list.values()];
       });

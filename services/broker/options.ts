@@ -40,6 +40,12 @@ export const brokerOptions = {
     min: 1024,
     description: 'unsent bytes a slow client may pile up before it is dropped (close 1013)',
   },
+  peerHeartbeatMs: {
+    type: 'number',
+    default: 2000,
+    min: 10,
+    description: 'heartbeat between brokers on NATS; a broker silent for 3 intervals is dead',
+  },
   stateSyncMs: {
     type: 'number',
     default: 500,

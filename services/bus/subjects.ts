@@ -23,6 +23,9 @@ export const subjects = {
   /** A broker accepted gateway `id`: any other broker holding an older connection for it closes that one. */
   gatewayClaim: (gatewayId: string) => `${PREFIX}.gateway.${token(gatewayId)}.claim`,
   allGatewayClaims: `${PREFIX}.gateway.*.claim`,
+  /** Broker heartbeats: each broker announces itself and the gateways it holds. */
+  brokerAlive: (brokerId: string) => `${PREFIX}.broker.${token(brokerId)}.alive`,
+  allBrokersAlive: `${PREFIX}.broker.*.alive`,
   /** Request-many: every broker answers with the nodes and gateways it owns (a late broker's snapshot). */
   stateSync: `${PREFIX}.state.sync`,
 } as const;

@@ -14,6 +14,7 @@ export const TEST_BROKER_CONFIG: BrokerConfig = {
   writeTimeoutMs: 2000,
   clientBufferBytes: 1048576,
   stateSyncMs: 300,
+  peerHeartbeatMs: 100,
 };
 
 export interface TestBroker {
