@@ -27,6 +27,10 @@ export const commands: Record<string, CommandEntry> = {
     summary: 'serve the live dashboard page (the browser connects to the broker)',
     load: async () => spec((await import('../../dashboard/server/command.ts')).dashboardCommand),
   },
+  'mqtt-gateway': {
+    summary: 'run the MQTT gateway (embedded MQTT broker, or a client of --mqtt-url)',
+    load: async () => spec((await import('../../gateways/mqtt/command.ts')).mqttGatewayCommand),
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => ({ main: (await import('./keys-command.ts')).keysMain }),

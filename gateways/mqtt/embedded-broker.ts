@@ -1,0 +1,227 @@
+// The MQTT broker the gateway embeds when no --mqtt-url is given (aedes on a TCP port), so the system runs with
+// no external server. It checks node tokens at CONNECT, applies the per-node ACL (acl.ts), and bounds packet size.
+// The gateway itself does not connect through a socket: it uses aedes' in-process publish/subscribe, which
+// bypasses authentication and the ACL (see transport.ts).
+import type { KeyObject } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
+import type { Metrics } from '../../services/broker/metrics.ts';
+import type { Logger } from '../../services/common/log.ts';
+import { verifyToken } from '../../services/common/tokens.ts';
+import { mayPublish, maySubscribe } from './acl.ts';
+import { GuardedConnection, type GuardRefusal } from './frame-guard.ts';
+import { nodeIdProblem } from './topics.ts';
+
+/** CONNACK return codes, MQTT 3.1.1 §3.2.2.3 (Table 3.1). */
+export const ConnackCode = {
+  IdentifierRejected: 2,
+  BadUsernameOrPassword: 4,
+  NotAuthorized: 5,
+} as const;
+
+export interface EmbeddedBrokerOptions {
+  port: number;
+  host: string;
+  /** Verification key for node tokens; undefined = anonymous nodes accepted (pyaiot style, no ACL). */
+  publicKey?: KeyObject;
+  /** Largest remaining length of an inbound packet (bigger: connection closed). */
+  maxPacketBytes: number;
+  /** How long a new connection may take to send CONNECT. */
+  connectTimeoutMs: number;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export type RefusalReason =
+  | 'missing-credentials'
+  | 'bad-username'
+  | 'client-id-mismatch'
+  | `token-${string}`
+  | 'token-subject-mismatch'
+  | 'acl-publish'
+  | 'acl-subscribe'
+  | GuardRefusal;
+
+const SYS_PREFIX = '$SYS';
+
+export class EmbeddedBroker {
+  private aedesInstance?: Aedes;
+  private server?: Server;
+  private readonly sockets = new Set<Socket>();
+  /** The node id each authenticated client proved with its token. */
+  private readonly nodeIds = new WeakMap<Client, string>();
+  private readonly refused: (reason: RefusalReason) => { inc(n?: number): void };
+  private readonly clientErrors;
+  private readonly log: Logger;
+
+  constructor(private readonly options: EmbeddedBrokerOptions) {
+    this.log = options.log.child({ component: 'mqtt-broker' });
+    this.refused = options.metrics.counterFamily(
+      'broker_refused_total',
+      'connections, publishes and subscriptions the embedded MQTT broker refused, by reason',
+      'reason',
+    );
+    this.clientErrors = options.metrics.counter(
+      'broker_client_errors_total',
+      'MQTT connections the embedded broker closed on a protocol error',
+    );
+    options.metrics.gauge(
+      'broker_clients',
+      'MQTT clients connected to the embedded broker',
+      () => this.aedesInstance?.connectedClients ?? 0,
+    );
+  }
+
+  get anonymous(): boolean {
+    return this.options.publicKey === undefined;
+  }
+
+  /** The aedes instance, for the gateway's in-process transport. */
+  get aedes(): Aedes {
+    if (this.aedesInstance === undefined) throw new Error('embedded MQTT broker not started');
+    return this.aedesInstance;
+  }
+
+  /** The TCP port bound (useful when started on port 0). */
+  get port(): number {
+    const addr = this.server?.address();
+    return typeof addr === 'object' && addr !== null ? addr.port : 0;
+  }
+
+  async start(): Promise<void> {
+    if (this.aedesInstance !== undefined) return;
+    const aedes = await Aedes.createBroker({
+      connectTimeout: this.options.connectTimeoutMs,
+      authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
+      authorizePublish: (client, packet, done) => this.authorizePublish(client, packet, done),
+      authorizeSubscribe: (client, sub, done) => this.authorizeSubscribe(client, sub, done),
+    });
+    this.aedesInstance = aedes;
+    aedes.on('clientError', (client, err) => {
+      this.clientErrors.inc();
+      this.log.debug({ clientId: client.id, err: err.message }, 'MQTT client error; connection closed');
+    });
+    aedes.on('connectionError', (_client, err) => {
+      this.clientErrors.inc();
+      this.log.debug({ err: err.message }, 'MQTT connection error before CONNECT completed');
+    });
+    const server = createServer((socket) => this.accept(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.log.info(
+      { port: this.port, host: this.options.host, auth: this.anonymous ? 'anonymous' : 'token' },
+      'embedded MQTT broker listening',
+    );
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    const aedes = this.aedesInstance;
+    this.server = undefined;
+    this.aedesInstance = undefined;
+    if (server !== undefined) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => (aedes ? aedes.close(() => resolve()) : resolve()));
+      for (const s of this.sockets) s.destroy();
+      await closed;
+    } else if (aedes !== undefined) {
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    }
+  }
+
+  private accept(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    socket.setNoDelay(true);
+    const conn = new GuardedConnection(socket, this.options.maxPacketBytes, (reason) => {
+      this.refused(reason).inc();
+      this.log.warn(
+        { remote: socket.remoteAddress, reason, limit: this.options.maxPacketBytes },
+        'MQTT packet refused',
+      );
+    });
+    this.aedesInstance?.handle(conn);
+  }
+
+  private authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (error: AuthenticateError | null, success: boolean | null) => void,
+  ): void {
+    if (this.anonymous) return done(null, true);
+    const refuse = (code: number, reason: RefusalReason) => {
+      this.refused(reason).inc();
+      this.log.info({ clientId: client.id, username, reason }, 'MQTT connection refused');
+      done(Object.assign(new Error(reason), { returnCode: code }) as AuthenticateError, null);
+    };
+    if (username === undefined || password === undefined || password.length === 0) {
+      return refuse(ConnackCode.NotAuthorized, 'missing-credentials');
+    }
+    if (nodeIdProblem(username) !== undefined) return refuse(ConnackCode.BadUsernameOrPassword, 'bad-username');
+    // A client id is a session key: one client taking another's id would disconnect it ([MQTT-3.1.4-2]).
+    // An authenticated node may therefore only use its own id, `<id>/<anything>` (a node id has no '/', so no
+    // other node can pick it) or let the broker assign one (aedes_<uuid>).
+    if (client.id !== username && !client.id.startsWith(`${username}/`) && !client.id.startsWith('aedes_')) {
+      return refuse(ConnackCode.IdentifierRejected, 'client-id-mismatch');
+    }
+    verifyToken(this.options.publicKey!, password.toString('utf8'), ['node']).then(
+      (result) => {
+        if (!result.ok) {
+          // A token for another role is a valid credential without the right to connect here.
+          return refuse(
+            result.reason === 'wrong-role' ? ConnackCode.NotAuthorized : ConnackCode.BadUsernameOrPassword,
+            `token-${result.reason}`,
+          );
+        }
+        if (result.claims.sub !== username) return refuse(ConnackCode.NotAuthorized, 'token-subject-mismatch');
+        this.nodeIds.set(client, username);
+        done(null, true);
+      },
+      (err: unknown) => {
+        this.log.error({ err }, 'token verification failed');
+        refuse(ConnackCode.BadUsernameOrPassword, 'token-malformed');
+      },
+    );
+  }
+
+  private authorizePublish(client: Client | null, packet: PublishPacket, done: (error?: Error | null) => void): void {
+    if (packet.topic.startsWith(SYS_PREFIX)) return done(new Error(`${SYS_PREFIX} topics are reserved`));
+    // Nothing in this protocol needs retained messages, and each one would stay in the broker's memory.
+    packet.retain = false;
+    if (this.anonymous || client === null) return done(null);
+    const nodeId = this.nodeIds.get(client);
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const decision =
+      nodeId === undefined
+        ? { ok: false as const, reason: 'not authenticated' }
+        : mayPublish(nodeId, packet.topic, payload);
+    if (decision.ok) return done(null);
+    this.refused('acl-publish').inc();
+    this.log.warn({ nodeId, topic: packet.topic, reason: decision.reason }, 'publish refused; connection closed');
+    // [MQTT-3.3.5-2]: an unauthorized PUBLISH cannot be answered; the server acks it or closes the connection.
+    done(new Error(decision.reason));
+  }
+
+  private authorizeSubscribe(
+    client: Client,
+    sub: Subscription,
+    done: (error: Error | null, subscription?: Subscription | null) => void,
+  ): void {
+    if (this.anonymous) return done(null, sub);
+    const nodeId = this.nodeIds.get(client);
+    const decision =
+      nodeId === undefined ? { ok: false as const, reason: 'not authenticated' } : maySubscribe(nodeId, sub.topic);
+    if (decision.ok) return done(null, sub);
+    this.refused('acl-subscribe').inc();
+    this.log.warn({ nodeId, filter: sub.topic, reason: decision.reason }, 'subscription refused');
+    // [MQTT-3.9.3]: return code 0x80 (Failure) in the SUBACK for this filter; the connection stays up.
+    done(null, null);
+  }
+}
