@@ -5,8 +5,8 @@
 // time each update carries.
 // Reported: connection rate, gateway RSS per connection, gateway and broker CPU %, latency p50/p99.
 // Usage: npm run bench:ws-gateway -- 20000 [--workers 2] [--interval-ms 10000] [--seconds 30] [--anonymous]
-import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { mkdtempSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { readPrivateKey, writeKeyPair } from '../../services/common/keys.ts';
 import { mintToken } from '../../services/common/tokens.ts';
-import { cpuMs, memoryKiB, percentile, spawnPinned, stopProcess, waitForPort } from './proc.ts';
+import { cpuMs, memoryKiB, percentile, stopProcess, waitForPort } from './proc.ts';
 import type { LoaderMessage } from './ws-gateway-load.ts';
 
 const { values: opts, positionals } = parseArgs({
@@ -66,6 +66,11 @@ function family(pid: number): number[] {
 }
 const sumRssKiB = (pids: number[]) => pids.reduce((a, p) => a + memoryKiB(p).rss, 0);
 const sumCpuMs = (pids: number[]) => pids.reduce((a, p) => a + cpuMs(p), 0);
+/** Runs a mycelium command with its log (stdout and stderr) in `logFile`, so a crash can be read afterwards. */
+function service(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const fd = openSync(logFile, 'w');
+  return spawn(process.execPath, [MYCELIUM, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, ...env } });
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(cond: () => boolean, what: string, timeoutMs: number): Promise<void> {
@@ -91,25 +96,15 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
 
   try {
-    const broker = spawnPinned(undefined, process.execPath, [
-      MYCELIUM,
-      'broker',
-      '--port',
-      String(brokerPort),
-      '--host',
-      '127.0.0.1',
-      '--key-file',
-      keyFile,
-      '--log-level',
-      'warn',
-    ]);
+    console.error(`logs in ${keyDir}`);
+    const broker = service(
+      ['broker', '--port', String(brokerPort), '--host', '127.0.0.1', '--key-file', keyFile, '--log-level', 'warn'],
+      join(keyDir, 'broker.log'),
+    );
     children.push(broker);
     await waitForPort(brokerPort);
-    const gateway = spawnPinned(
-      undefined,
-      process.execPath,
+    const gateway = service(
       [
-        MYCELIUM,
         'ws-gateway',
         '--port',
         String(gatewayPort),
@@ -127,6 +122,7 @@ async function main(): Promise<void> {
         'warn',
         ...(opts.anonymous ? ['--allow-anonymous-nodes'] : []),
       ],
+      join(keyDir, 'gateway.log'),
       { MYCELIUM_HOME: keyDir },
     );
     children.push(gateway);
