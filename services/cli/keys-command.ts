@@ -1,4 +1,5 @@
 // `mycelium keys` and `mycelium token`: the key and token tools.
+import { existsSync } from 'node:fs';
 import { resolveConfig, helpText, type OptionTable } from '../common/config.ts';
 import { defaultKeyFile, readPrivateKey, writeKeyPair } from '../common/keys.ts';
 import { fatal } from '../common/run.ts';
@@ -12,6 +13,11 @@ const keysOptions = {
     default: false,
     description: 'replace an existing key file (every token signed by the old key stops working)',
   },
+  ifMissing: {
+    type: 'boolean',
+    default: false,
+    description: 'do nothing when the key file exists (for container start-up)',
+  },
 } as const satisfies OptionTable;
 
 export async function keysMain(argv: string[]): Promise<void> {
@@ -23,8 +29,10 @@ export async function keysMain(argv: string[]): Promise<void> {
     fatal(`mycelium keys: ${(err as Error).message}`);
   }
   if (config.help) return void process.stdout.write(helpText('keys', summary, keysOptions));
+  const keyFile = config.keyFile ?? defaultKeyFile();
+  if (config.ifMissing && existsSync(keyFile)) return void process.stderr.write(`key file ${keyFile} exists; kept\n`);
   try {
-    const { privatePath, publicPath } = writeKeyPair(config.keyFile ?? defaultKeyFile(), config.force);
+    const { privatePath, publicPath } = writeKeyPair(keyFile, config.force);
     process.stderr.write(`private key: ${privatePath} (0600)\npublic key:  ${publicPath}\n`);
   } catch (err) {
     fatal(`mycelium keys: ${(err as Error).message}`);

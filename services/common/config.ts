@@ -89,10 +89,11 @@ function coerce(name: string, spec: OptionSpec, raw: unknown, source: string, er
       errors.push(`${where}: expected true or false, got ${JSON.stringify(raw)}`);
       return undefined;
     case 'list':
-      if (Array.isArray(raw)) return raw.map(String);
-      if (typeof raw === 'string')
-        return raw
-          .split(',')
+      // Repeated flags and comma-separated values both work: --broker-url a,b or --broker-url a --broker-url b.
+      if (Array.isArray(raw) || typeof raw === 'string')
+        return ([] as unknown[])
+          .concat(raw)
+          .flatMap((v) => String(v).split(','))
           .map((s) => s.trim())
           .filter(Boolean);
       errors.push(`${where}: expected a list`);

@@ -23,7 +23,8 @@ export const isIdentifier: Check = (v) => {
   return undefined;
 };
 
-export const isAny: Check = () => undefined;
+/** Any JSON value, but present. */
+export const isAny: Check = (v) => (v === undefined ? 'is required' : undefined);
 
 export const isRecord: Check = (v) =>
   typeof v === 'object' && v !== null && !Array.isArray(v) ? undefined : 'must be an object';
