@@ -144,7 +144,12 @@ describe('mqtt gateway (embedded broker): authentication and ACL', () => {
     const bad = await mosquittoPub(port, 'node/check', '{"id":"n1"}', { username: 'n1', password: 'not-a-token' });
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/bad user name or password/i);
-    const foreign = await mosquittoPub(port, 'node/check', '{"id":"n1"}', await creds('n2').then((c) => ({ ...c, username: 'n1' })));
+    const foreign = await mosquittoPub(
+      port,
+      'node/check',
+      '{"id":"n1"}',
+      await creds('n2').then((c) => ({ ...c, username: 'n1' })),
+    );
     expect(foreign.stderr).toMatch(/not authori[sz]ed/i);
     const none = await mosquittoPub(port, 'node/check', '{"id":"n1"}');
     expect(none.stderr).toMatch(/not authori[sz]ed/i);
@@ -161,7 +166,7 @@ describe('mqtt gateway (embedded broker): authentication and ACL', () => {
     expect(client.frames.some(isFrame('new', 'n1'))).toBe(false);
   });
 
-  it("refuses a client id that belongs to another node (CONNACK 2), so a node cannot kick another off", async () => {
+  it('refuses a client id that belongs to another node (CONNACK 2), so a node cannot kick another off', async () => {
     await gateway();
     const r = await mosquittoPub(gw.mqttPort, 'node/check', '{"id":"n1"}', { ...(await creds('n1')), clientId: 'n2' });
     expect(r.stderr).toMatch(/identifier rejected/i);

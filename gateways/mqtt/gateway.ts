@@ -46,6 +46,8 @@ export interface MqttGatewayDeps {
 
 interface WriteWaiter {
   resource: string;
+  /** The set payload as sent; the write is confirmed when the node reports this value. */
+  expected: string;
   /** true: the node published the written resource; false: no confirmation (window over, node out, stop). */
   finish: (echoed: boolean) => void;
 }
@@ -372,7 +374,7 @@ export class MqttGateway {
       node.resourceCount++;
     }
     this.core.nodeUpdate(node.uid, resource, value);
-    if (node.waiters !== undefined) this.confirmWrites(node, resource);
+    if (node.waiters !== undefined) this.confirmWrites(node, resource, value);
   }
 
   private sweep(): void {
@@ -400,7 +402,7 @@ export class MqttGateway {
 
   /**
    * pyaiot nodes do not acknowledge a set. The result is `delivered` once the broker took the QoS 1 publish, and
-   * `ok` when the node publishes the written resource within --write-confirm-ms.
+   * `ok` when the node publishes the written value on that resource within --write-confirm-ms.
    */
   private async write(uid: string, endpoint: string, payload: Json): Promise<WriteOutcome> {
     const outcome = await this.tryWrite(uid, endpoint, payload);
@@ -416,12 +418,10 @@ export class MqttGateway {
     const transport = this.transport;
     if (transport === undefined || !transport.connected) return { result: 'error', reason: 'mqtt-disconnected' };
     // Registered before publishing, so an echo that overtakes the broker's acknowledgement still counts.
-    const confirmed = this.config.writeConfirmMs > 0 ? this.waitForEcho(node, endpoint) : undefined;
+    const text = setPayload(payload);
+    const confirmed = this.config.writeConfirmMs > 0 ? this.waitForEcho(node, endpoint, text) : undefined;
     try {
-      await withTimeout(
-        transport.publish(setTopic(node.id, endpoint), setPayload(payload)),
-        this.config.publishTimeoutMs,
-      );
+      await withTimeout(transport.publish(setTopic(node.id, endpoint), text), this.config.publishTimeoutMs);
     } catch (err) {
       confirmed?.cancel();
       this.counters.publishErrors.inc();
@@ -435,12 +435,12 @@ export class MqttGateway {
     return (await confirmed.done) ? { result: 'ok' } : { result: 'delivered' };
   }
 
-  private waitForEcho(node: MqttNode, resource: string): { done: Promise<boolean>; cancel(): void } {
+  private waitForEcho(node: MqttNode, resource: string, expected: string): { done: Promise<boolean>; cancel(): void } {
     let settle!: (echoed: boolean) => void;
     const done = new Promise<boolean>((resolve) => {
       settle = resolve;
     });
-    const waiter: WriteWaiter = { resource, finish: (echoed) => finish(echoed) };
+    const waiter: WriteWaiter = { resource, expected, finish: (echoed) => finish(echoed) };
     const timer = setTimeout(() => finish(false), this.config.writeConfirmMs);
     timer.unref();
     const finish = (echoed: boolean) => {
@@ -457,8 +457,10 @@ export class MqttGateway {
     return { done, cancel: () => finish(false) };
   }
 
-  private confirmWrites(node: MqttNode, resource: string): void {
-    for (const w of [...(node.waiters ?? [])]) if (w.resource === resource) w.finish(true);
+  /** A value that merely happens to be published (periodic report, answer to discover) is not a confirmation. */
+  private confirmWrites(node: MqttNode, resource: string, value: Json): void {
+    const text = setPayload(value);
+    for (const w of [...(node.waiters ?? [])]) if (w.resource === resource && w.expected === text) w.finish(true);
   }
 
   /** A node going out or the gateway stopping: the set did reach the broker, so pending writes end `delivered`. */

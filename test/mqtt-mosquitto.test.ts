@@ -1,0 +1,157 @@
+// The MQTT gateway as a client of a real mosquitto broker (--mqtt-url), started on a free port for each test,
+// with mosquitto_pub / mosquitto_sub and the MQTT test node as nodes.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { MqttGateway } from '../gateways/mqtt/gateway.ts';
+import { silentLogger } from '../services/common/log.ts';
+import { MqttTestNode } from '../utils/nodes/mqtt-node.ts';
+import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { type Mosquitto, MosquittoSub, mosquittoPub, startMosquitto } from './helpers/mosquitto.ts';
+import { isFrame, metric, operator, startMqttGateway } from './helpers/mqtt-gateway.ts';
+import { settle, waitFor } from './helpers/wait.ts';
+import type { TestPeer } from './helpers/ws-client.ts';
+
+let tb: TestBroker;
+let mq: Mosquitto;
+let gw: MqttGateway;
+let client: TestPeer;
+const cleanups: Array<() => Promise<void> | void> = [];
+
+beforeEach(async () => {
+  [tb, mq] = await Promise.all([startBroker(), startMosquitto()]);
+  client = await operator(tb);
+});
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+  client.close();
+  await gw?.stop();
+  await Promise.all([tb.stop(), mq.stop()]);
+});
+
+async function gateway(args: string[] = []): Promise<MqttGateway> {
+  gw = await startMqttGateway(tb, ['--mqtt-url', mq.url, '--mqtt-reconnect-ms', '50', ...args]);
+  await waitFor(() => metric(gw, 'mqtt_connected') === 1, 'gateway connected to mosquitto');
+  return gw;
+}
+
+async function testNode(id: string, extra: Partial<ConstructorParameters<typeof MqttTestNode>[0]> = {}) {
+  const node = new MqttTestNode({ mqttUrl: mq.url, id, reconnectMs: 50, ...extra }, silentLogger());
+  await node.start();
+  cleanups.push(() => node.stop());
+  return node;
+}
+
+async function sub(filters: string[]): Promise<MosquittoSub> {
+  const s = await MosquittoSub.start(mq.port, filters);
+  cleanups.push(() => s.stop());
+  return s;
+}
+
+describe('mqtt gateway with mosquitto: discovery, values, writes, liveness', () => {
+  it('discovers a node with mosquitto_pub: resources asked first, then values', async () => {
+    await gateway();
+    const watch = await sub(['gateway/m1/#']);
+    expect((await mosquittoPub(mq.port, 'node/check', '{"id":"m1"}')).code).toBe(0);
+    expect(await client.next(isFrame('new', 'm1'), 'new m1')).toMatchObject({ protocol: 'MQTT' });
+    await watch.next((l) => l === 'gateway/m1/discover resources', 'discover resources');
+    await mosquittoPub(mq.port, 'node/m1/resources', '["pressure"]');
+    await watch.next((l) => l === 'gateway/m1/discover values', 'discover values');
+    await mosquittoPub(mq.port, 'node/m1/pressure', '{"value":"1013hPa"}');
+    expect((await client.next(isFrame('update', 'm1', 'pressure'), 'pressure')).data).toBe('1013hPa');
+  });
+
+  it('serves the test node: all values, a write confirmed by the node (ok)', async () => {
+    await gateway();
+    const node = await testNode('mq-node');
+    for (const r of ['name', 'os', 'board', 'led', 'temperature', 'pressure']) {
+      await client.next(isFrame('update', 'mq-node', r), `value of ${r}`);
+    }
+    const watch = await sub(['gateway/mq-node/led/set']);
+    client.send({ type: 'update', id: 'w1', data: { uid: 'mq-node', endpoint: 'led', payload: '1' } });
+    expect((await client.next((f) => f.type === 'result' && f.id === 'w1', 'write result')).result).toBe('ok');
+    expect(node.led).toBe('1');
+    await watch.next((l) => l === 'gateway/mq-node/led/set 1', 'the raw set payload on the wire');
+  });
+
+  it('discovers a publish-only node and reports writes to it as delivered', async () => {
+    await gateway(['--write-confirm-ms', '100']);
+    await testNode('riot', { publishOnly: true });
+    await client.next(isFrame('update', 'riot', 'pressure'), 'pressure');
+    client.send({ type: 'update', id: 'w2', data: { uid: 'riot', endpoint: 'led', payload: '0' } });
+    expect((await client.next((f) => f.type === 'result' && f.id === 'w2', 'write result')).result).toBe('delivered');
+  });
+
+  it('puts a silent node out with reason timeout', async () => {
+    await gateway(['--max-time', '0.3']);
+    await mosquittoPub(mq.port, 'node/check', '{"id":"gone"}');
+    await client.next(isFrame('new', 'gone'), 'new');
+    expect((await client.next(isFrame('out', 'gone'), 'out', 3000)).reason).toBe('timeout');
+  });
+
+  it('counts bad input from any client of the external broker; other nodes unaffected', async () => {
+    await gateway(['--max-payload-bytes', '64']);
+    await mosquittoPub(mq.port, 'node/check', '{"id":"ok"}');
+    await client.next(isFrame('new', 'ok'), 'new ok');
+    const cases: Array<[string, string, string]> = [
+      ['node/check', '{not json', 'bad-json'],
+      ['node/check', '{"id":5}', 'bad-shape'],
+      ['node/check', '{"id":"a#b"}', 'bad-id'],
+      ['node/ok/a/b/c', '{"value":1}', 'bad-topic'],
+      ['node/x', '{"value":1}', 'bad-topic'],
+      ['node/ok/temperature', JSON.stringify({ value: 'z'.repeat(100) }), 'oversized'],
+    ];
+    for (const [topic, payload] of cases) await mosquittoPub(mq.port, topic, payload);
+    for (const [, , reason] of cases) {
+      await waitFor(() => metric(gw, 'bad_input_total', `reason="${reason}"`) >= 1, `${reason} counted`);
+    }
+    await mosquittoPub(mq.port, 'node/ok/temperature', '{"value":"19°C"}');
+    await client.next((f) => isFrame('update', 'ok', 'temperature')(f) && f.data === '19°C', 'ok still served');
+    expect(gw.nodeIds()).toEqual(['ok']);
+  });
+});
+
+describe('mqtt gateway with mosquitto: the broker goes away and comes back', () => {
+  it('reconnects, resubscribes and rediscovers without losing nodes or sending outs', async () => {
+    await gateway(['--max-time', '1']);
+    const node = await testNode('survivor', { checkIntervalMs: 200, temperatureIntervalMs: 100 });
+    await client.next(isFrame('update', 'survivor', 'temperature'), 'first temperature');
+    await mq.pause();
+    await waitFor(() => metric(gw, 'mqtt_connected') === 0, 'gateway notices the outage');
+    // Longer than --max-time: without the pause of liveness during the outage the node would go out here.
+    await settle(1500);
+    expect(client.frames.some(isFrame('out', 'survivor'))).toBe(false);
+    expect(gw.nodeIds()).toEqual(['survivor']);
+    // A write while MQTT is down fails at once instead of being queued.
+    client.send({ type: 'update', id: 'w-down', data: { uid: 'survivor', endpoint: 'led', payload: '1' } });
+    const down = await client.next((f) => f.type === 'result' && f.id === 'w-down', 'write result during outage');
+    expect(down).toMatchObject({ result: 'error', reason: 'mqtt-disconnected' });
+
+    await mq.restart();
+    await waitFor(() => metric(gw, 'mqtt_reconnects_total') === 1, 'gateway reconnected', 10_000);
+    await waitFor(() => node.connected, 'node reconnected', 10_000);
+    // Resubscribed: fresh values flow again.
+    const before = client.frames.length;
+    await waitFor(
+      () => client.frames.slice(before).find(isFrame('update', 'survivor', 'temperature')),
+      'a value after the restart',
+    );
+    // Writes work end to end again.
+    client.send({ type: 'update', id: 'w-up', data: { uid: 'survivor', endpoint: 'led', payload: '1' } });
+    expect((await client.next((f) => f.type === 'result' && f.id === 'w-up', 'write after restart')).result).toBe('ok');
+    expect(client.frames.some(isFrame('out', 'survivor'))).toBe(false);
+  });
+
+  it('re-sends discover to every known node after reconnecting', async () => {
+    // A reconnection delay long enough for mosquitto_sub to subscribe to the restarted broker first.
+    await gateway(['--mqtt-reconnect-ms', '1500']);
+    await mosquittoPub(mq.port, 'node/check', '{"id":"k1"}');
+    await mosquittoPub(mq.port, 'node/check', '{"id":"k2"}');
+    await waitFor(() => gw.nodeIds().length === 2, 'both nodes known');
+    await mq.restart();
+    const watch = await sub(['gateway/+/discover', 'gateway/check']);
+    await watch.next((l) => l === 'gateway/k1/discover resources', 'rediscover k1', 10_000);
+    await watch.next((l) => l === 'gateway/k2/discover resources', 'rediscover k2', 10_000);
+    await watch.next((l) => l.startsWith('gateway/check'), 'gateway/check right after reconnecting');
+    expect(metric(gw, 'mqtt_reconnects_total')).toBe(1);
+    expect(client.frames.some((f) => f.type === 'out')).toBe(false);
+  });
+});
