@@ -5,7 +5,9 @@ import type { OptionTable } from '../common/config.ts';
 export interface CommandEntry {
   summary: string;
   /** Either a service spec (options, help and shutdown handled alike for all) or a plain main. */
-  load(): Promise<{ spec: CommandSpec<OptionTable> } | { main: (argv: string[]) => Promise<void> }>;
+  load(): Promise<
+    { spec: CommandSpec<OptionTable> } | { main: (argv: string[]) => Promise<void>; options?: OptionTable }
+  >;
 }
 
 const spec = <T extends OptionTable>(s: CommandSpec<T>) => ({ spec: s as unknown as CommandSpec<OptionTable> });
@@ -19,13 +21,17 @@ export const commands: Record<string, CommandEntry> = {
     summary: 'run the WebSocket gateway (nodes connect to /node)',
     load: async () => spec((await import('../../gateways/ws/command.ts')).wsGatewayCommand),
   },
-  'coap-gateway': {
-    summary: 'run the CoAP gateway (RIOT nodes POST /alive and /server over UDP)',
-    load: async () => spec((await import('../../gateways/coap/command.ts')).coapGatewayCommand),
+  node: {
+    summary: 'run a test node that simulates a device: node ws | node coap | node mqtt',
+    load: async () => ({ main: (await import('../../utils/nodes/main.ts')).nodeMain }),
   },
   dashboard: {
     summary: 'serve the live dashboard page (the browser connects to the broker)',
     load: async () => spec((await import('../../dashboard/server/command.ts')).dashboardCommand),
+  },
+  'coap-gateway': {
+    summary: 'run the CoAP gateway (RIOT nodes POST /alive and /server over UDP)',
+    load: async () => spec((await import('../../gateways/coap/command.ts')).coapGatewayCommand),
   },
   'mqtt-gateway': {
     summary: 'run the MQTT gateway (embedded MQTT broker, or a client of --mqtt-url)',
@@ -33,10 +39,16 @@ export const commands: Record<string, CommandEntry> = {
   },
   keys: {
     summary: 'write an Ed25519 key pair',
-    load: async () => ({ main: (await import('./keys-command.ts')).keysMain }),
+    load: async () => {
+      const m = await import('./keys-command.ts');
+      return { main: m.keysMain, options: m.keysOptions };
+    },
   },
   token: {
     summary: 'print a signed token for a role and subject',
-    load: async () => ({ main: (await import('./keys-command.ts')).tokenMain }),
+    load: async () => {
+      const m = await import('./keys-command.ts');
+      return { main: m.tokenMain, options: m.tokenOptions };
+    },
   },
 };

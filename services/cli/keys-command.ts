@@ -6,7 +6,7 @@ import { fatal } from '../common/run.ts';
 import { mintToken, parseDuration } from '../common/tokens.ts';
 import { ROLES, type Role } from '../protocol/messages.ts';
 
-const keysOptions = {
+export const keysOptions = {
   keyFile: { type: 'string', description: 'where to write the private key (default ~/.mycelium/key.pem)' },
   force: {
     type: 'boolean',
@@ -39,7 +39,7 @@ export async function keysMain(argv: string[]): Promise<void> {
   }
 }
 
-const tokenOptions = {
+export const tokenOptions = {
   role: { type: 'string', description: `role: ${ROLES.join(', ')}`, env: false },
   sub: { type: 'string', description: 'subject: gateway id, node id or user name', env: false },
   ttl: { type: 'string', default: '1h', description: 'lifetime: 30s, 15m, 1h, 7d or seconds', env: false },

@@ -1,0 +1,57 @@
+// There is no Docker engine here: check that docker-compose.yml parses and that every Mycelium service runs a
+// real `mycelium` subcommand with flags that subcommand accepts.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { resolveConfig } from '../services/common/config.ts';
+import { commands } from '../services/cli/commands.ts';
+
+interface Service {
+  image?: string;
+  build?: unknown;
+  command?: string[];
+  ports?: string[];
+  depends_on?: Record<string, { condition: string }>;
+  healthcheck?: { test: string[] };
+  volumes?: string[];
+}
+
+const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as {
+  services: Record<string, Service>;
+  volumes: Record<string, unknown>;
+};
+const mycelium = Object.entries(compose.services).filter(([, s]) => s.image === 'mycelium:latest');
+
+describe('docker-compose.yml', () => {
+  it('has NATS, two brokers, the three gateways, mosquitto and the dashboard', () => {
+    const commandsUsed = mycelium.map(([, s]) => s.command?.[0]);
+    expect(commandsUsed.filter((c) => c === 'broker')).toHaveLength(2);
+    for (const c of ['ws-gateway', 'coap-gateway', 'mqtt-gateway', 'dashboard', 'keys'])
+      expect(commandsUsed).toContain(c);
+    expect(Object.keys(compose.services)).toEqual(expect.arrayContaining(['nats', 'mosquitto']));
+  });
+
+  it.each(mycelium)('service %s runs a valid mycelium subcommand with valid flags', async (_name, service) => {
+    const [name, ...argv] = service.command ?? [];
+    expect(Object.hasOwn(commands, name), `unknown subcommand ${name}`).toBe(true);
+    const loaded = await commands[name].load();
+    const options = 'spec' in loaded ? loaded.spec.options : loaded.options;
+    expect(options, `${name} exposes its options`).toBeDefined();
+    expect(() => resolveConfig(options!, argv, {})).not.toThrow();
+  });
+
+  it('references only services it defines, shares the keys volume and health-checks the brokers', () => {
+    const names = new Set(Object.keys(compose.services));
+    for (const [name, s] of Object.entries(compose.services)) {
+      for (const dep of Object.keys(s.depends_on ?? {})) expect(names.has(dep), `${name} depends on ${dep}`).toBe(true);
+      for (const arg of s.command ?? []) {
+        for (const m of arg.matchAll(/(?:wss?|mqtt|nats):\/\/([\w-]+):/g)) {
+          if (m[1] !== 'localhost') expect(names.has(m[1]), `${name} points at ${m[1]}`).toBe(true);
+        }
+      }
+    }
+    for (const [, s] of mycelium) expect(s.volumes).toContain('keys:/keys');
+    expect(compose.volumes).toHaveProperty('keys');
+    expect(compose.services['broker-1'].healthcheck?.test.join(' ')).toContain('/healthz');
+  });
+});
