@@ -341,6 +341,10 @@ export class App {
   private flush(): void {
     this.frameRequested = false;
     const started = performance.now();
+    // Charts first: drawing reads canvas sizes, which is free while layout is clean (nothing has changed the
+    // DOM since the last frame) and a forced synchronous layout after the text updates below. Values that
+    // arrived for this frame reach the chart one frame later.
+    for (const card of this.onScreen) card.drawCharts();
     const q = this.settings.query.trim().toLowerCase();
     const status = this.settings.status;
     for (const [uid, what] of this.dirty) {
@@ -379,9 +383,13 @@ export class App {
         if (node) card.el.hidden = !card.matches(q, status, node.status === 'online');
       }
     }
-    for (const card of this.onScreen) card.drawCharts();
     this.updateCounts();
-    if (this.dirty.size > 0) this.schedule();
+    if (this.dirty.size > 0 || this.chartsPending()) this.schedule();
+  }
+
+  private chartsPending(): boolean {
+    for (const card of this.onScreen) if (card.chartsDirty()) return true;
+    return false;
   }
 
   private createCard(uid: string): Card {

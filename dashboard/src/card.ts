@@ -143,6 +143,11 @@ export class Card {
     for (const row of this.rows.values()) if (row.widget.dirty && !row.el.hidden) row.widget.draw?.();
   }
 
+  chartsDirty(): boolean {
+    for (const row of this.rows.values()) if (row.widget.dirty && !row.el.hidden) return true;
+    return false;
+  }
+
   /** Marks every chart for redrawing (theme change, card scrolled into view). */
   invalidateCharts(): void {
     for (const row of this.rows.values()) if (row.widget.draw) row.widget.dirty = true;
