@@ -14,6 +14,8 @@ import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 import { DashboardServer } from '../../dashboard/server/server.ts';
 import { Broker } from '../../services/broker/broker.ts';
+import { brokerOptions } from '../../services/broker/options.ts';
+import { resolveConfig } from '../../services/common/config.ts';
 import { readPrivateKey, readPublicKey, writeKeyPair } from '../../services/common/keys.ts';
 import { silentLogger } from '../../services/common/log.ts';
 import { mintToken } from '../../services/common/tokens.ts';
@@ -75,7 +77,7 @@ function instrument(): void {
       });
     }
   }
-  window.WebSocket = Watched as typeof WebSocket;
+  window.WebSocket = Watched as unknown as typeof window.WebSocket;
   let pendingPaint: number[] = [];
   const observer = new MutationObserver((records) => {
     if (!stats.on) return;
@@ -156,21 +158,15 @@ async function main(): Promise<void> {
   const keyFile = join(dir, 'key.pem');
   writeKeyPair(keyFile);
   const privateKey = readPrivateKey(keyFile);
-  const broker = new Broker(
-    {
-      port: 0,
-      host: '127.0.0.1',
-      allowAnonymousViewers: false,
-      publicMetrics: false,
-      maxFrameBytes: 65536,
-      pingIntervalMs: 15000,
-      gatewayGraceMs: 10000,
-      writeTimeoutMs: 10000,
-      clientBufferBytes: 8 * 1048576,
-      stateSyncMs: 0,
-    },
-    { publicKey: readPublicKey(keyFile), log: silentLogger() },
-  );
+  // Every broker option at its default (the table may grow), then what this benchmark needs.
+  const brokerConfig = {
+    ...resolveConfig(brokerOptions, [], {}),
+    port: 0,
+    host: '127.0.0.1',
+    stateSyncMs: 0,
+    clientBufferBytes: 8 * 1048576,
+  };
+  const broker = new Broker(brokerConfig, { publicKey: readPublicKey(keyFile), log: silentLogger() });
   await broker.start();
   const brokerUrl = `ws://127.0.0.1:${broker.port}`;
   const dash = new DashboardServer(
