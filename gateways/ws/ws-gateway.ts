@@ -29,8 +29,11 @@ import type { WsGatewayConfig } from './options.ts';
 export const WS_PROTOCOL = 'WebSocket';
 export const NODE_PATH = '/node';
 const NODE_ROLES: readonly Role[] = ['node'];
-/** Sessions handled per event-loop turn by the ping sweep, so a sweep over 15k sockets does not stall updates. */
-const SWEEP_SLICE = 1000;
+/**
+ * The ping sweep runs this many times per ping interval and probes that share of the sessions each time:
+ * pinging 15k sockets (and receiving 15k pongs) at one instant would stall updates for tens of milliseconds.
+ */
+const SWEEP_STEPS = 20;
 
 export type WsGatewayOptions = Omit<WsGatewayConfig, 'workers'> & { workers?: number };
 
@@ -63,7 +66,10 @@ export class WsGateway {
   private publicKey?: KeyObject;
   private tokenFn?: () => Promise<string>;
   private sweepTimer?: NodeJS.Timeout;
-  private sweeping = false;
+  /** Where the sweep stopped; a live Map iterator sees sessions added meanwhile and skips deleted ones. */
+  private sweepCursor?: Iterator<NodeSession>;
+  /** When the current sweep round began: a new round starts one ping interval after the previous one. */
+  private roundStartedAt = 0;
   private started = false;
   private stopping?: Promise<void>;
 
@@ -156,7 +162,7 @@ export class WsGateway {
       });
     });
     await this.core.start();
-    this.sweepTimer = setInterval(() => this.sweep(), this.config.pingIntervalMs);
+    this.sweepTimer = setInterval(() => this.sweep(), Math.max(1, this.config.pingIntervalMs / SWEEP_STEPS));
     this.sweepTimer.unref();
     this.log.info({ port: this.port, path: NODE_PATH }, 'ws gateway listening');
   }
@@ -378,22 +384,28 @@ export class WsGateway {
   // ---------------------------------------------------------------------------------------------
   // Liveness: one sweep for all connections (RFC 6455 §5.5.2 ping, §5.5.3 pong).
 
+  /**
+   * Probes the next 1/SWEEP_STEPS of the sessions, so every session is probed once per ping interval and the
+   * pings go out evenly spread over it.
+   */
   private sweep(): void {
-    if (this.sweeping) return;
-    this.sweeping = true;
-    const it = this.sessions.values();
-    const step = (): void => {
-      for (let i = 0; i < SWEEP_SLICE; i++) {
-        const next = it.next();
-        if (next.done) {
-          this.sweeping = false;
-          return;
-        }
-        this.probe(next.value);
+    if (this.sweepCursor === undefined) {
+      // With few sessions a round finishes early; waiting for the interval keeps the pong deadline one interval.
+      const now = Date.now();
+      if (now - this.roundStartedAt < this.config.pingIntervalMs * (1 - 0.5 / SWEEP_STEPS)) return;
+      this.roundStartedAt = now;
+      this.sweepCursor = this.sessions.values();
+    }
+    let budget = Math.ceil(this.sessions.size / SWEEP_STEPS);
+    while (budget > 0) {
+      const next = this.sweepCursor.next();
+      if (next.done) {
+        this.sweepCursor = undefined;
+        return;
       }
-      setImmediate(step);
-    };
-    step();
+      this.probe(next.value);
+      budget--;
+    }
   }
 
   private probe(session: NodeSession): void {
