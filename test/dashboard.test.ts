@@ -263,7 +263,12 @@ describe('dashboard with a gateway played by a test peer', () => {
     await waitText(p, `${card('bot-1')} .discovering`, (t) => t === 'Discovering…', 'Discovering…');
     expect(await p.locator(`${card('bot-1')} section.res`).count()).toBe(0);
     gw.send({ type: 'update', uid: 'bot-1', endpoint: 'robot', data: 's' });
-    await waitText(p, `${card('bot-1')} [data-endpoint="robot"] .robot-last`, (t) => t === 's', 'the refilled value');
+    await waitText(
+      p,
+      `${card('bot-1')} [data-endpoint="robot"] .robot-last`,
+      (t) => t === 'last: s',
+      'the refilled value',
+    );
     expect(await p.locator(`${card('bot-1')} .discovering`).count()).toBe(0);
   });
 
@@ -307,5 +312,84 @@ describe('dashboard with a gateway played by a test peer', () => {
     await p.selectOption('#status-filter', 'online');
     await p.waitForSelector(`${card('b-1')}`, { state: 'hidden', timeout: UI_TIMEOUT_MS });
     expect(await p.isVisible(card('a-1'))).toBe(true);
+  });
+});
+
+describe('dashboard reconnection and the wall view', () => {
+  it('reconnects after the broker restarts and replaces its picture with the fresh snapshot', async () => {
+    const first = await startBroker({ writeTimeoutMs: 1000 });
+    const port = first.broker.port;
+    let current: TestBroker = first;
+    cleanups.push(() => current.stop());
+    const dash = await dashboard(first);
+    const gw1 = await fakeGateway(first, 'gw-old');
+    gw1.send({ type: 'new', uid: 'old-1', data: { name: 'old node' } });
+    const { page: p } = await page();
+    await p.goto(`${dash.url}/#token=${await first.keys.token('viewer', 'gus')}`);
+    await waitText(p, `${card('old-1')} .card-title`, (t) => t === 'old node', 'the first node');
+
+    await first.stop();
+    await waitText(p, '#conn', (t) => t.startsWith('Reconnecting') || t === 'Connecting…', 'the reconnecting state');
+    // Same port and keys: the page's token stays valid; the new broker knows only a new node.
+    current = await startBroker({ port, writeTimeoutMs: 1000 }, first.keys);
+    const gw2 = await fakeGateway(current, 'gw-new');
+    gw2.send({ type: 'new', uid: 'new-1', data: { name: 'new node' } });
+    await waitText(p, `${card('new-1')} .card-title`, (t) => t === 'new node', 'the node from the new snapshot');
+    await p.waitForSelector(card('old-1'), { state: 'detached', timeout: UI_TIMEOUT_MS });
+    await waitText(p, '#conn', (t) => t === 'Live', 'live again');
+  });
+
+  it('renders a wall of sensors (the screenshot in the docs)', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb, 'Greenhouse');
+    const gw = await fakeGateway(tb, 'coap-greenhouse');
+    const nodes: [string, Record<string, string>][] = [
+      ['atmo-1', { name: 'North bed', os: 'riot', board: 'samr21-xpro', temperature: '21.4°C', humidity: '48%' }],
+      ['atmo-2', { name: 'South bed', os: 'riot', board: 'nrf52840dk', temperature: '23.1°C', pressure: '1012hPa' }],
+      ['air-1', { name: 'Air quality', os: 'micropython', board: 'esp32', eco2: '612ppm', tvoc: '48ppb' }],
+      ['pump-1', { name: 'Water pump', os: 'linux', board: 'rpi-4', led: '1', vendor: 'Acme', version: '2.3.1' }],
+      ['rover-1', { name: 'Rover', os: 'android', robot: 's', position: '{"lat":48.7146,"lng":2.2056}' }],
+      ['imu-1', { name: 'Door sensor', os: 'riot', board: 'iotlab-m3', illuminance: '312lx', text: 'closed' }],
+    ];
+    for (const [uid, data] of nodes) gw.send({ type: 'new', uid, protocol: 'CoAP', data });
+    const { context, page: p } = await openPage(browser, { width: 1600, height: 1000 });
+    cleanups.push(() => context.close());
+    await p.goto(`${dash.url}/#token=${await tb.keys.token('operator', 'wall')}`);
+    await waitText(p, `${card('imu-1')} .card-title`, (t) => t === 'Door sensor', 'the last card');
+    // A short history for every chart: each value is sent once the previous one is on screen (no sleeps).
+    for (let i = 1; i <= 24; i++) {
+      const s = Math.sin(i / 4);
+      const t1 = (21 + s * 1.5 + (i % 3) * 0.1).toFixed(1);
+      gw.send({ type: 'update', uid: 'atmo-1', endpoint: 'temperature', data: `${t1}°C` });
+      gw.send({ type: 'update', uid: 'atmo-1', endpoint: 'humidity', data: `${(48 - s * 6).toFixed(1)}%` });
+      gw.send({
+        type: 'update',
+        uid: 'atmo-2',
+        endpoint: 'temperature',
+        data: `${(23 + Math.cos(i / 5)).toFixed(2)}°C`,
+      });
+      gw.send({
+        type: 'update',
+        uid: 'atmo-2',
+        endpoint: 'pressure',
+        data: `${(1012 + Math.sin(i / 6) * 3).toFixed(2)}hPa`,
+      });
+      gw.send({ type: 'update', uid: 'air-1', endpoint: 'eco2', data: `${600 + ((i * 37) % 90)}ppm` });
+      gw.send({ type: 'update', uid: 'air-1', endpoint: 'tvoc', data: `${40 + ((i * 13) % 25)}ppb` });
+      gw.send({ type: 'update', uid: 'imu-1', endpoint: 'illuminance', data: `${300 + i * 4}lx` });
+      await waitText(
+        p,
+        `${card('imu-1')} [data-endpoint="illuminance"] .big-num`,
+        (t) => t === String(300 + i * 4),
+        `round ${i}`,
+      );
+    }
+    await p.waitForTimeout(100);
+    const file = await screenshot(p, 'dashboard-wall');
+    if (process.env.MYCELIUM_DOCS_SCREENSHOT) {
+      const { copyFileSync } = await import('node:fs');
+      copyFileSync(file, new URL('../docs/screenshot.png', import.meta.url));
+    }
+    expect(await p.locator('article.card').count()).toBe(nodes.length);
   });
 });

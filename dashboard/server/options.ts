@@ -9,6 +9,8 @@ export const dashboardOptions = {
   brokerUrl: {
     type: 'string',
     default: 'ws://localhost:8000',
+    // Not MYCELIUM_BROKER_URL: gateways use that for the broker as THEY reach it, often a different address.
+    env: 'MYCELIUM_DASHBOARD_BROKER_URL',
     description: "the broker's WebSocket URL as the BROWSER reaches it (the page connects to <url>/ws)",
   },
   title: { type: 'string', default: 'Mycelium', description: 'title shown in the page header and the browser tab' },
@@ -21,9 +23,10 @@ export const dashboardOptions = {
     type: 'string',
     description: 'directory of the built page (default: dashboard/dist next to this file)',
   },
-  build: {
+  autoBuild: {
     type: 'boolean',
     default: true,
+    env: 'MYCELIUM_DASHBOARD_AUTO_BUILD',
     description: 'build the page with Vite on start when the build directory is missing',
   },
 } as const satisfies OptionTable;

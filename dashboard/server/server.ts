@@ -11,7 +11,7 @@ import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import type { dashboardOptions } from './options.ts';
 
 export type DashboardConfig = Pick<ConfigOf<typeof dashboardOptions>, 'port' | 'host' | 'brokerUrl' | 'title'> &
-  Partial<Pick<ConfigOf<typeof dashboardOptions>, 'tileUrl' | 'distDir' | 'build'>>;
+  Partial<Pick<ConfigOf<typeof dashboardOptions>, 'tileUrl' | 'distDir' | 'autoBuild'>>;
 
 export const DASHBOARD_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const DEFAULT_DIST_DIR = join(DASHBOARD_ROOT, 'dist');
@@ -149,7 +149,7 @@ export class DashboardServer {
   /** A missing build is made with Vite (a fresh clone), or reported with the command that makes it. */
   private async ensureBuilt(): Promise<void> {
     if (existsSync(join(this.distDir, 'index.html'))) return;
-    if (this.config.build === false || this.config.distDir !== undefined) {
+    if (this.config.autoBuild === false || this.config.distDir !== undefined) {
       throw new MyceliumError(
         ErrorCode.Config,
         `the dashboard page is not built (no ${join(this.distDir, 'index.html')}); run \`npm run build:dashboard\``,

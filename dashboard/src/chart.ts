@@ -47,7 +47,8 @@ export class Series {
   }
 }
 
-export function drawChart(canvas: HTMLCanvasElement, series: Series, fixedMin?: number, fixedMax?: number): void {
+/** `color` picks the first series colour (1-4), so each kind of value keeps its own colour across cards. */
+export function drawChart(canvas: HTMLCanvasElement, series: Series, color = 1): void {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth;
   const hgt = canvas.clientHeight;
@@ -73,8 +74,6 @@ export function drawChart(canvas: HTMLCanvasElement, series: Series, fixedMin?: 
     }
   }
   if (min === Number.POSITIVE_INFINITY) return;
-  if (fixedMin !== undefined) min = Math.min(min, fixedMin);
-  if (fixedMax !== undefined) max = Math.max(max, fixedMax);
   if (max - min < 1e-9) {
     max += 1;
     min -= 1;
@@ -98,7 +97,7 @@ export function drawChart(canvas: HTMLCanvasElement, series: Series, fixedMin?: 
   ctx.lineWidth = 2;
   ctx.lineJoin = 'round';
   for (let s = 0; s < series.count; s++) {
-    ctx.strokeStyle = theme.series[s % theme.series.length];
+    ctx.strokeStyle = theme.series[(s + color - 1) % theme.series.length];
     ctx.beginPath();
     let pen = false;
     for (let k = 0; k < n; k++) {

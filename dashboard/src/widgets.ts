@@ -44,6 +44,9 @@ function resultSpan(): HTMLElement {
   return h('span', { class: 'write-result', role: 'status', 'aria-live': 'polite' });
 }
 
+/** Temperature warm, humidity cool...: the same colour for the same quantity on every card. */
+const CHART_COLOR: Record<string, number> = { temperature: 2, humidity: 1, pressure: 3, eco2: 4, tvoc: 3 };
+
 /** Big value + unit + live chart for temperature, pressure, humidity, eco2, tvoc, illuminance... */
 class SensorWidget implements Widget {
   readonly el: HTMLElement;
@@ -75,7 +78,7 @@ class SensorWidget implements Widget {
 
   draw(): void {
     this.dirty = false;
-    drawChart(this.canvas, this.series);
+    drawChart(this.canvas, this.series, CHART_COLOR[this.endpoint] ?? 1);
   }
 }
 
@@ -188,7 +191,7 @@ class RobotWidget implements Widget {
   }
 
   set(data: Json): void {
-    setText(this.last, asText(data).slice(0, 40));
+    setText(this.last, `last: ${asText(data).slice(0, 40)}`);
   }
 }
 
