@@ -43,7 +43,7 @@ function gatewayConfig(overrides: Partial<CoapGatewayConfig>): CoapGatewayConfig
     maxPayloadBytes: 256,
     nodePort: 0,
     discoveryConcurrency: 8,
-    observe: true,
+    ignoreObs: false,
     observeRefreshMs: 300_000,
     dedupCacheBytes: 1 << 20,
     httpPort: -1,
@@ -234,6 +234,14 @@ describe('coap gateway: observe (RFC 7641)', () => {
     await client.next(update('1234', 'temperature', '25°C'), 'notification after re-registration');
     // No value travelled as a POST.
     expect(metric(gw, 'values_total')).toBe(0);
+  });
+  it('with --ignore-obs reads observable resources once, like the others', async () => {
+    const gw = await startGateway({ ignoreObs: true });
+    const node = await startNode(gw, { temperature: true, observe: true });
+    await client.next(update('1234', 'temperature', '23°C'), 'read by GET');
+    expect(node.observerCount('temperature')).toBe(0);
+    expect(node.seen.get('GET /temperature')).toBe(1);
+    expect(metric(gw, 'observe_registrations_total')).toBe(0);
   });
 });
 

@@ -49,7 +49,7 @@ async function startGateway(overrides: Partial<CoapGatewayConfig> = {}): Promise
       maxPayloadBytes: 1024,
       nodePort: 0,
       discoveryConcurrency: 4,
-      observe: true,
+      ignoreObs: false,
       observeRefreshMs: 300_000,
       dedupCacheBytes: 1 << 20,
       httpPort: -1,

@@ -420,7 +420,7 @@ export class CoapGateway {
     for (const link of links) {
       const name = resourceName(link.target);
       if (name === undefined) continue;
-      if (link.obs && this.config.observe) {
+      if (link.obs && !this.config.ignoreObs) {
         const ok = await this.observe(node, gen, name);
         if (!this.alive(node, gen)) return;
         if (!ok) return this.discoveryFailed(node, { kind: 'timeout' }, name);

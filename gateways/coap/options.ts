@@ -45,7 +45,11 @@ export const coapGatewayOptions = {
     min: 1,
     description: 'nodes discovered at the same time (more wait their turn, so a gateway restart is no storm)',
   },
-  observe: { type: 'boolean', default: true, description: 'observe (RFC 7641) resources whose link carries "obs"' },
+  ignoreObs: {
+    type: 'boolean',
+    default: false,
+    description: 'do not observe (RFC 7641) resources whose link carries "obs"; read them once like the others',
+  },
   observeRefreshMs: {
     type: 'number',
     default: 300000,

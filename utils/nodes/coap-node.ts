@@ -10,7 +10,7 @@ import {
   type OutgoingMessage,
   type Server,
 } from 'coap';
-import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
+import { type ConfigOf, kebab, type OptionTable } from '../../services/common/config.ts';
 import type { Logger } from '../../services/common/log.ts';
 import type { CommandSpec } from '../../services/common/run.ts';
 import { bindUdp, closeUdp } from '../../gateways/coap/udp.ts';
@@ -43,6 +43,11 @@ export const coapNodeOptions = {
   versionIntervalMs: { type: 'number', default: 2000, min: 10, description: 'version period' },
   resetBeacon: { type: 'boolean', default: false, description: 'first beacon is reset:<uid> (as RIOT at boot)' },
 } as const satisfies OptionTable;
+
+// Environment names of their own (MYCELIUM_COAP_NODE_PORT, ...): the generic MYCELIUM_PORT belongs to services.
+for (const [name, spec] of Object.entries(coapNodeOptions) as Array<[string, { env?: string | false }]>) {
+  spec.env = `MYCELIUM_COAP_NODE_${kebab(name).replace(/-/g, '_').toUpperCase()}`;
+}
 
 export type CoapNodeConfig = ConfigOf<typeof coapNodeOptions>;
 
