@@ -13,6 +13,10 @@ export interface CommandEntry {
 const spec = <T extends OptionTable>(s: CommandSpec<T>) => ({ spec: s as unknown as CommandSpec<OptionTable> });
 
 export const commands: Record<string, CommandEntry> = {
+  up: {
+    summary: 'run the whole system in one process (add --demo for live test nodes)',
+    load: async () => spec((await import('../up/command.ts')).upCommand),
+  },
   broker: {
     summary: 'run the broker (WebSocket /gw and /ws, REST API)',
     load: async () => spec((await import('../broker/command.ts')).brokerCommand),

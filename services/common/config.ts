@@ -27,7 +27,7 @@ export interface BooleanOption extends BaseOption {
 /** Repeatable flag or comma-separated env / file value. */
 export interface ListOption extends BaseOption {
   type: 'list';
-  default?: string[];
+  default?: readonly string[];
 }
 export type OptionSpec = StringOption | NumberOption | BooleanOption | ListOption;
 export type OptionTable = Record<string, OptionSpec>;

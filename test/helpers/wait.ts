@@ -2,16 +2,19 @@
 
 export const DEFAULT_WAIT_MS = 5000;
 
-/** Resolves once `condition()` returns a truthy value (which is returned), polling every 10 ms. */
+/**
+ * Resolves once `condition()` returns (or resolves to) a truthy value, which is returned; polls every 10 ms.
+ * Async conditions (an HTTP poll, say) are awaited before they are judged.
+ */
 export async function waitFor<T>(
-  condition: () => T | undefined | false | null,
+  condition: () => T,
   what: string,
   timeoutMs = DEFAULT_WAIT_MS,
-): Promise<T> {
+): Promise<NonNullable<Awaited<T>>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = condition();
-    if (value) return value;
+    const value = await condition();
+    if (value) return value as NonNullable<Awaited<T>>;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }

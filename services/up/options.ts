@@ -1,0 +1,19 @@
+import type { OptionTable } from '../common/config.ts';
+
+export const upOptions = {
+  port: { type: 'number', default: 8000, min: 0, description: 'broker port (HTTP, /gw, /ws)' },
+  wsPort: { type: 'number', default: 8001, min: 0, description: 'WebSocket gateway port (nodes connect to /node)' },
+  coapPort: { type: 'number', default: 5683, min: 0, description: 'CoAP gateway UDP port' },
+  mqttPort: { type: 'number', default: 1883, min: 0, description: 'embedded MQTT broker port' },
+  dashboardPort: { type: 'number', default: 8080, min: 0, description: 'dashboard port' },
+  host: { type: 'string', default: '0.0.0.0', description: 'address the TCP services listen on' },
+  publicBrokerUrl: { type: 'string', description: 'broker URL as browsers reach it (default ws://localhost:<port>)' },
+  keyFile: { type: 'string', description: 'key file; created on first run (default ~/.mycelium/key.pem)' },
+  natsUrl: { type: 'string', description: 'NATS server URL; empty = in-process bus' },
+  services: {
+    type: 'list',
+    default: ['broker', 'ws', 'coap', 'mqtt', 'dashboard'],
+    description: 'which services to start',
+  },
+  demo: { type: 'boolean', default: false, description: 'also start one test node per protocol' },
+} as const satisfies OptionTable;

@@ -1,0 +1,141 @@
+// `mycelium up --demo`: the whole system in one process, as a new user starts it.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from './helpers/wait.ts';
+
+const BIN = new URL('../bin/mycelium.js', import.meta.url).pathname;
+const children: ChildProcess[] = [];
+
+afterEach(() => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+});
+
+function freeTcpPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function freeUdpPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createSocket('udp6');
+    s.bind(0, () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function ports() {
+  return {
+    port: await freeTcpPort(),
+    ws: await freeTcpPort(),
+    mqtt: await freeTcpPort(),
+    dash: await freeTcpPort(),
+    coap: await freeUdpPort(),
+  };
+}
+
+function up(args: string[], home: string) {
+  const child = spawn(process.execPath, [BIN, 'up', '--host', '127.0.0.1', '--log-level', 'warn', ...args], {
+    env: { ...process.env, MYCELIUM_HOME: home },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  const out = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (d: Buffer) => {
+    out.stdout += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    out.stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, out, exited };
+}
+
+describe('mycelium up', () => {
+  it('creates keys, starts every service with demo nodes, prints a login link, and stops cleanly on Ctrl-C', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
+    const p = await ports();
+    const run = up(
+      [
+        '--demo',
+        '--port',
+        String(p.port),
+        '--ws-port',
+        String(p.ws),
+        '--coap-port',
+        String(p.coap),
+        '--mqtt-port',
+        String(p.mqtt),
+        '--dashboard-port',
+        String(p.dash),
+      ],
+      home,
+    );
+    await waitFor(() => run.out.stdout.includes('Press Ctrl-C'), 'the banner', 30_000);
+    const token = /#token=([\w.-]+)/.exec(run.out.stdout)?.[1];
+    expect(token).toBeDefined();
+    expect(run.out.stdout).toContain(`http://localhost:${p.dash}/#token=`);
+    for (const port of [p.port, p.ws, p.coap, p.mqtt]) expect(run.out.stdout).toContain(`:${port}`);
+    // The login link's token is an operator token the broker accepts.
+    const nodes = await waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${p.port}/api/v1/nodes`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        const list = (await res.json()) as Array<{ uid: string; status: string; resources: Record<string, unknown> }>;
+        return list.filter((n) => n.status === 'online' && 'led' in n.resources).length === 3 ? list : undefined;
+      },
+      'three demo nodes with an LED',
+      20_000,
+    );
+    expect(nodes.map((n) => n.uid).sort()).toEqual(['demo-coap', 'demo-mqtt', 'demo-ws']);
+    const write = await fetch(`http://127.0.0.1:${p.port}/api/v1/nodes/demo-ws/resources/led`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' },
+      body: '1',
+    });
+    expect(write.status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${p.dash}/`)).status).toBe(200);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  }, 60_000);
+
+  it('names the port and the flag when a port is taken', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
+    const p = await ports();
+    const blocker = createServer().listen(p.ws, '127.0.0.1');
+    await new Promise((r) => blocker.once('listening', r));
+    try {
+      const run = up(
+        [
+          '--port',
+          String(p.port),
+          '--ws-port',
+          String(p.ws),
+          '--coap-port',
+          String(p.coap),
+          '--mqtt-port',
+          String(p.mqtt),
+          '--dashboard-port',
+          String(p.dash),
+        ],
+        home,
+      );
+      expect(await run.exited).toBe(2);
+      expect(run.out.stderr).toContain(`port ${p.ws} is already in use`);
+      expect(run.out.stderr).toContain('--ws-port');
+    } finally {
+      blocker.close();
+    }
+  }, 60_000);
+});
