@@ -199,9 +199,12 @@ async function main(): Promise<void> {
         }),
       );
     }
+    const loaderPids = loaders.map((l) => l.pid!);
+    const loaderCpu0 = sumCpuMs(loaderPids);
     const results = await Promise.all(ready);
     const rampMs = Date.now() - rampStart;
     const rampCpuMs = sumCpuMs(gwPids) - gwCpu0;
+    const loaderRampCpuPct = ((sumCpuMs(loaderPids) - loaderCpu0) / rampMs) * 100;
     const open = results.reduce((a, r) => a + r.open, 0);
     const failed = results.reduce((a, r) => a + r.failed, 0);
     const errors: Record<string, number> = {};
@@ -220,12 +223,14 @@ async function main(): Promise<void> {
     measuring = true;
     const gw0 = sumCpuMs(gwPids);
     const br0 = cpuMs(broker.pid!);
+    const ld0 = sumCpuMs(loaderPids);
     const t0 = Date.now();
     await sleep(SECONDS * 1000);
     const elapsed = Date.now() - t0;
     measuring = false;
     const gwCpuPct = ((sumCpuMs(gwPids) - gw0) / elapsed) * 100;
     const brCpuPct = ((cpuMs(broker.pid!) - br0) / elapsed) * 100;
+    const ldCpuPct = ((sumCpuMs(loaderPids) - ld0) / elapsed) * 100;
     const rssSteady = sumRssKiB(gwPids);
     const brokerRss = memoryKiB(broker.pid!).rss;
     latencies.sort((a, b) => a - b);
@@ -246,16 +251,21 @@ async function main(): Promise<void> {
       connectionsPerSecond: Math.round(open / (connectMs / 1000)),
       rampWallSeconds: rampMs / 1000,
       gatewayCpuMsPerConnect: rampCpuMs / Math.max(1, open),
+      gatewayCpuPercentDuringRamp: (rampCpuMs / rampMs) * 100,
+      loaderCpuPercentDuringRamp: loaderRampCpuPct,
       seenAtBroker: seen,
       gatewayRssBaseMiB: rssBase / 1024,
       gatewayRssConnectedMiB: rssConnected / 1024,
       gatewayRssSteadyMiB: rssSteady / 1024,
       gatewayRssPerConnectionKiB: perConnKiB,
       gatewayRssPerConnectionKiBAfterRamp: (rssConnected - rssBase) / Math.max(1, open),
+      gatewayRssTotalPerConnectionKiB: rssSteady / Math.max(1, open),
       gatewayCpuPercent: gwCpuPct,
       brokerCpuPercent: brCpuPct,
       brokerRssMiB: brokerRss / 1024,
+      loaderCpuPercent: ldCpuPct,
       updatesPerSecond: open / (INTERVAL_MS / 1000),
+      updatesReceivedPerSecond: latencies.length / (elapsed / 1000),
       latencySamples: latencies.length,
       latencyP50Ms: percentile(latencies, 50),
       latencyP99Ms: percentile(latencies, 99),
@@ -265,8 +275,8 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(report, null, 2));
     console.log(
       `\nws-gateway: ${open}/${N} nodes (${failed} failed), ${WORKERS} gateway process(es)\n` +
-        `  connection rate        ${report.connectionsPerSecond}/s (${report.connectSeconds.toFixed(1)} s)\n` +
-        `  gateway RSS            ${report.gatewayRssSteadyMiB.toFixed(0)} MiB, ${perConnKiB.toFixed(1)} KiB per connection\n` +
+        `  connection rate        ${report.connectionsPerSecond}/s (${report.connectSeconds.toFixed(1)} s; gateway ${report.gatewayCpuPercentDuringRamp.toFixed(0)} % CPU, load generators ${loaderRampCpuPct.toFixed(0)} %)\n` +
+        `  gateway RSS            ${report.gatewayRssSteadyMiB.toFixed(0)} MiB, ${perConnKiB.toFixed(1)} KiB per connection above the idle process(es), ${report.gatewayRssTotalPerConnectionKiB.toFixed(1)} KiB all included\n` +
         `  gateway CPU            ${gwCpuPct.toFixed(1)} % of one core at ${report.updatesPerSecond} updates/s\n` +
         `  broker CPU / RSS       ${brCpuPct.toFixed(1)} % / ${report.brokerRssMiB.toFixed(0)} MiB\n` +
         `  latency node→client    p50 ${report.latencyP50Ms.toFixed(1)} ms, p99 ${report.latencyP99Ms.toFixed(1)} ms, max ${report.latencyMaxMs?.toFixed(1)} ms (${latencies.length} samples)`,
