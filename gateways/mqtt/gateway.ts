@@ -341,7 +341,7 @@ export class MqttGateway {
       this.bad('too-many-nodes', `node/${id}`, `node limit ${this.config.maxNodes} reached`);
       return undefined;
     }
-    const node: MqttNode = { id, uid: this.config.uidPrefix + id, lastSeen: Date.now(), resourceCount: 0 };
+    const node: MqttNode = { id, uid: (this.config.uidPrefix ?? '') + id, lastSeen: Date.now(), resourceCount: 0 };
     this.nodes.set(id, node);
     this.counters.discovered.inc();
     this.core.nodeNew(node.uid);
@@ -395,7 +395,7 @@ export class MqttGateway {
   // Writes
 
   private nodeByUid(uid: string): MqttNode | undefined {
-    const prefix = this.config.uidPrefix;
+    const prefix = this.config.uidPrefix ?? '';
     if (!uid.startsWith(prefix)) return undefined;
     return this.nodes.get(uid.slice(prefix.length));
   }

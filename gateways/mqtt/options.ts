@@ -78,8 +78,7 @@ export const mqttGatewayOptions = {
   maxNodes: { type: 'number', default: 50000, min: 1, description: 'most nodes this gateway keeps' },
   uidPrefix: {
     type: 'string',
-    default: '',
-    description: 'prefix for the node uids reported to the broker (uid = prefix + node id)',
+    description: 'prefix for the node uids reported to the broker (uid = prefix + node id; default none)',
   },
   httpPort: {
     type: 'number',
