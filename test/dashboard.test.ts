@@ -299,7 +299,7 @@ describe('dashboard with a gateway played by a test peer', () => {
     const tb = await broker();
     const dash = await dashboard(tb);
     const gw = await fakeGateway(tb);
-    gw.send({ type: 'new', uid: 'a-1', data: { name: 'attic', board: 'samr21-xpro' } });
+    gw.send({ type: 'new', uid: 'a-1', data: { name: 'attic', board: 'samr21-xpro', led: '1', text: 'hi' } });
     gw.send({ type: 'new', uid: 'b-1', data: { name: 'basement', board: 'nrf52840dk' } });
     gw.send({ type: 'out', uid: 'b-1', reason: 'timeout' });
     const { page: p } = await page();
@@ -312,6 +312,18 @@ describe('dashboard with a gateway played by a test peer', () => {
     await p.selectOption('#status-filter', 'online');
     await p.waitForSelector(`${card('b-1')}`, { state: 'hidden', timeout: UI_TIMEOUT_MS });
     expect(await p.isVisible(card('a-1'))).toBe(true);
+
+    // Choosing resources: hiding `led` hides it on every card, and the choice survives a reload.
+    const led = `${card('a-1')} [data-endpoint="led"]`;
+    expect(await p.isVisible(led)).toBe(true);
+    await p.click('#resources-button');
+    await p.uncheck('#resources-panel input[data-resource="led"]');
+    await p.waitForSelector(led, { state: 'hidden', timeout: UI_TIMEOUT_MS });
+    expect(await p.isVisible(`${card('a-1')} [data-endpoint="text"]`)).toBe(true);
+    await p.reload();
+    await waitText(p, `${card('a-1')} [data-endpoint="text"] .text-val`, (t) => t === 'hi', 'the text after reload');
+    expect(await p.isVisible(led)).toBe(false);
+    expect(await p.inputValue('#status-filter')).toBe('online');
   });
 });
 

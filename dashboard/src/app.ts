@@ -205,7 +205,8 @@ export class App {
 
   private applyTheme(): void {
     document.documentElement.dataset.theme = this.settings.theme;
-    setText(this.themeButton, this.settings.theme === 'dark' ? '☀ Light' : '☾ Dark');
+    setText(this.themeButton, this.settings.theme === 'dark' ? '☀' : '☾');
+    this.themeButton.setAttribute('aria-label', this.settings.theme === 'dark' ? 'light theme' : 'dark theme');
     loadChartTheme();
     for (const card of this.cards.values()) card.invalidateCharts();
     this.schedule();
@@ -293,6 +294,7 @@ export class App {
         else console.warn('mycelium: broker error', msg.code, msg.reason);
         return;
       default: {
+        if (msg.type === 'update') this.knownResources.add(msg.endpoint.replace(/^\/+/, ''));
         const target = this.staging ?? this.nodes;
         const change = applyFrame(target, msg, Date.now());
         if (change === undefined || target !== this.nodes) return;
@@ -325,7 +327,6 @@ export class App {
     if (all) this.dirty.set(uid, true);
     else if (cur === undefined) this.dirty.set(uid, new Set(endpoint === undefined ? [] : [endpoint]));
     else if (cur !== true && endpoint !== undefined) cur.add(endpoint);
-    if (endpoint !== undefined) this.knownResources.add(endpoint);
     this.schedule();
   }
 
