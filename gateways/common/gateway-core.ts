@@ -3,7 +3,13 @@
 // A protocol binding calls nodeNew / nodeUpdate / nodeReset / nodeOut and answers writes.
 import type { Logger } from '../../services/common/log.ts';
 import { encode } from '../../services/protocol/frames.ts';
-import type { BrokerToGatewayMessage, Json, OutReason, WriteResult } from '../../services/protocol/messages.ts';
+import type {
+  BrError,
+  BrokerToGatewayMessage,
+  Json,
+  OutReason,
+  WriteResult,
+} from '../../services/protocol/messages.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
 
 export interface WriteOutcome {
@@ -23,6 +29,8 @@ export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | '
   protocol: string;
   /** Bound on the `out`s remembered while the broker is unreachable (sent on reconnect). */
   maxPendingOuts?: number;
+  /** Told about every `error` frame from the broker (e.g. a uid refused as owned by another gateway). */
+  onBrokerError?: (msg: BrError) => void;
 }
 
 export class GatewayCore {
@@ -34,8 +42,10 @@ export class GatewayCore {
   private readonly maxPendingOuts: number;
   private writeHandler: WriteHandler = async () => ({ result: 'error', reason: 'gateway cannot write' });
   private readonly log: Logger;
+  private readonly onBrokerError?: (msg: BrError) => void;
 
   constructor(options: GatewayCoreOptions) {
+    this.onBrokerError = options.onBrokerError;
     this.protocol = options.protocol;
     this.log = options.log;
     this.maxPendingOuts = options.maxPendingOuts ?? 100_000;
@@ -120,6 +130,7 @@ export class GatewayCore {
         return;
       case 'error':
         this.log.warn({ code: msg.code, reason: msg.reason, uid: msg.uid }, 'broker reported an error');
+        this.onBrokerError?.(msg);
         return;
       default: {
         const never: never = msg;
