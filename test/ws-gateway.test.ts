@@ -262,6 +262,35 @@ describe('ws gateway: liveness and identity', () => {
     expect(await c.next(is('out', 'same'), 'out')).toMatchObject({ reason: 'closed' });
   });
 
+  it('claims a node again once the other gateway (worker) that held it lets go', async () => {
+    const tb = await broker();
+    const a = await gateway(tb, { gatewayId: 'ws-w1' });
+    const b = await gateway(tb, { gatewayId: 'ws-w2' });
+    const c = await client(tb);
+    const token = await tb.keys.token('node', 'roamer');
+    const onA = await rawNode(a, token);
+    onA.send({ type: 'update', data: { led: '0' } });
+    await c.next(is('update', 'roamer'), 'roamer at w1');
+    // The device reconnects through another worker while its old link still looks alive there.
+    const onB = await rawNode(b, token);
+    await waitFor(() => b.sessions.get('roamer')?.refused, 'the broker to refuse w2');
+    onA.close();
+    await c.next(is('out', 'roamer'), 'w1 lets go');
+    onB.send({ type: 'update', data: { led: '1' } });
+    expect(
+      await c.next(
+        is('new', 'roamer', (f) => f.gateway === 'ws-w2'),
+        'w2 claims it',
+      ),
+    ).toMatchObject({
+      status: 'online',
+    });
+    await c.next(
+      is('update', 'roamer', (f) => f.data === '1'),
+      'value through w2',
+    );
+  });
+
   it('gives anonymous nodes their ?id= or a fresh uuid, only with --allow-anonymous-nodes', async () => {
     const tb = await broker();
     const strict = await gateway(tb, { gatewayId: 'ws-strict' });

@@ -14,6 +14,12 @@ export class NodeSession {
   alive = true;
   /** The node has said (`hello` with `ack: true`) or shown (by acking) that it acknowledges writes. */
   acks = false;
+  /**
+   * The broker refused this node's `new` because another gateway (another worker) still holds the uid online,
+   * e.g. the device reconnected to a different worker before the old one saw its link die. Announced again
+   * on its next frame or probe, until the broker accepts it.
+   */
+  refused = false;
   /** Why the node goes out when its socket closes; the liveness sweep sets `timeout` before terminating. */
   outReason: OutReason = 'closed';
   /** Token bucket of the per-connection rate limit. */

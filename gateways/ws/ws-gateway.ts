@@ -94,6 +94,11 @@ export class WsGateway {
       backoffInitialMs: config.backoffInitialMs,
       backoffMaxMs: config.backoffMaxMs,
       pingIntervalMs: config.brokerPingMs,
+      onBrokerError: (msg) => {
+        if (msg.code !== ErrorCode.DuplicateUid || msg.uid === undefined) return;
+        const session = this.sessions.get(msg.uid);
+        if (session !== undefined) session.refused = true;
+      },
     });
     this.core.onWrite((uid, endpoint, payload) => this.write(uid, endpoint, payload));
 
@@ -325,8 +330,7 @@ export class WsGateway {
     switch (frame.type) {
       case 'update': {
         const uid = session.uid;
-        // The node may have gone out while the broker link was down and come back: announce it again.
-        if (!this.core.has(uid)) this.core.nodeNew(uid);
+        if (session.refused) this.reannounce(session);
         for (const endpoint in frame.data) this.core.nodeUpdate(uid, endpoint, frame.data[endpoint]);
         this.counters.updates.inc();
         return;
@@ -416,7 +420,14 @@ export class WsGateway {
       return;
     }
     session.alive = false;
+    if (session.refused) this.reannounce(session);
     if (session.ws.readyState === NodeSocket.OPEN) session.ws.ping();
+  }
+
+  /** Tries again to claim a uid the broker refused (see NodeSession.refused); the cached values go with it. */
+  private reannounce(session: NodeSession): void {
+    session.refused = false;
+    this.core.nodeNew(session.uid, { ...this.core.resources(session.uid) });
   }
 
   // ---------------------------------------------------------------------------------------------
