@@ -1,5 +1,9 @@
 // The MQTT gateway as a client of a real mosquitto broker (--mqtt-url), started on a free port for each test,
 // with mosquitto_pub / mosquitto_sub and the MQTT test node as nodes.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import { silentLogger } from '../services/common/log.ts';
@@ -153,5 +157,72 @@ describe('mqtt gateway with mosquitto: the broker goes away and comes back', () 
     await watch.next((l) => l.startsWith('gateway/check'), 'gateway/check right after reconnecting');
     expect(metric(gw, 'mqtt_reconnects_total')).toBe(1);
     expect(client.frames.some((f) => f.type === 'out')).toBe(false);
+  });
+});
+
+describe('mqtt gateway with mosquitto: per-node users and the ACL from docs/gateways/mqtt.md', () => {
+  const ACL = [
+    'user mycelium-gateway',
+    'topic read node/#',
+    'topic write gateway/#',
+    'pattern write node/%u/#',
+    'pattern write node/check',
+    'pattern read gateway/%u/#',
+    'pattern read gateway/check',
+    '',
+  ].join('\n');
+
+  function passwordFile(users: Record<string, string>): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'mosq-passwd-')), 'passwd');
+    for (const [i, [user, pass]] of Object.entries(users).entries()) {
+      execFileSync('/usr/bin/mosquitto_passwd', [...(i === 0 ? ['-c'] : []), '-b', file, user, pass]);
+    }
+    return readFileSync(file, 'utf8');
+  }
+
+  it('works with authenticated users; mosquitto refuses bad passwords and keeps nodes to their own topics', async () => {
+    const secured = await startMosquitto({
+      allowAnonymous: false,
+      files: {
+        passwd: passwordFile({ 'mycelium-gateway': 'gw-pass', n1: 'n1-pass', n3: 'n3-pass' }),
+        acl: ACL,
+      },
+      config: ['password_file {dir}/passwd', 'acl_file {dir}/acl'],
+    });
+    cleanups.push(() => secured.stop());
+    gw = await startMqttGateway(tb, [
+      '--mqtt-url',
+      `mqtt://mycelium-gateway:gw-pass@127.0.0.1:${secured.port}`,
+      '--mqtt-reconnect-ms',
+      '50',
+      '--check-interval',
+      '0.2',
+    ]);
+    await waitFor(() => metric(gw, 'mqtt_connected') === 1, 'gateway connected with its user');
+    const n1 = { username: 'n1', password: 'n1-pass' };
+    const spy = await MosquittoSub.start(secured.port, ['gateway/#'], n1);
+    cleanups.push(() => spy.stop());
+    for (const id of ['n1', 'n3']) {
+      const node = new MqttTestNode(
+        { mqttUrl: secured.url, id, password: `${id}-pass`, reconnectMs: 50 },
+        silentLogger(),
+      );
+      await node.start();
+      cleanups.push(() => node.stop());
+      await client.next(isFrame('update', id, 'led'), `${id} discovered through the ACL`);
+    }
+    client.send({ type: 'update', id: 'w', data: { uid: 'n3', endpoint: 'led', payload: '1' } });
+    expect((await client.next((f) => f.type === 'result' && f.id === 'w', 'write')).result).toBe('ok');
+
+    const bad = await mosquittoPub(secured.port, 'node/check', '{"id":"n1"}', { username: 'n1', password: 'wrong' });
+    expect(bad.code).not.toBe(0);
+    // mosquitto acknowledges a denied publish and drops it ([MQTT-3.3.5-2] allows either).
+    await mosquittoPub(secured.port, 'node/n2/temperature', '{"value":1}', n1);
+    await spy.next((l) => l.startsWith('gateway/check'), 'gateway/check reaches n1');
+    await settle(200);
+    // mosquitto grants the wider subscription but delivers only what the read ACL allows.
+    expect(spy.lines).toContain('gateway/n1/discover resources');
+    expect(spy.lines.filter((l) => l.startsWith('gateway/n3/'))).toEqual([]);
+    expect(gw.nodeIds().sort()).toEqual(['n1', 'n3']);
   });
 });

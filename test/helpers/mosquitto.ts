@@ -3,7 +3,7 @@
 // chosen first and the start is retried on another port if someone took it meanwhile.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Socket, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,8 @@ const TCP_PROBE_INTERVAL_MS = 20;
 
 export interface Mosquitto {
   port: number;
+  /** Temporary directory holding the config and the extra files. */
+  dir: string;
   url: string;
   /** SIGTERM, then wait for exit. Safe to call twice. */
   stop(): Promise<void>;
@@ -31,13 +33,27 @@ export interface Mosquitto {
   pause(): Promise<void>;
 }
 
-export async function startMosquitto(extraConfig: string[] = []): Promise<Mosquitto> {
+export interface MosquittoOptions {
+  /** Extra lines for mosquitto.conf; `{dir}` is replaced by the fixture's temporary directory. */
+  config?: string[];
+  /** Files written into that directory before the start (password file, ACL file). */
+  files?: Record<string, string>;
+  allowAnonymous?: boolean;
+}
+
+export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mosquitto> {
   const dir = await mkdtemp(join(tmpdir(), 'mosquitto-'));
+  // Started as root, mosquitto drops to its own user before reading password and ACL files.
+  await chmod(dir, 0o755);
+  for (const [name, text] of Object.entries(options.files ?? {})) {
+    await writeFile(join(dir, name), text, { mode: 0o644 });
+  }
+  const extraConfig = (options.config ?? []).map((l) => l.replaceAll('{dir}', dir));
   const configFor = async (port: number): Promise<string> => {
     const file = join(dir, 'mosquitto.conf');
     const lines = [
       `listener ${port} 127.0.0.1`,
-      'allow_anonymous true',
+      `allow_anonymous ${options.allowAnonymous ?? true}`,
       'persistence false',
       'log_dest stderr',
       ...extraConfig,
@@ -63,6 +79,7 @@ export async function startMosquitto(extraConfig: string[] = []): Promise<Mosqui
   let stopped: Promise<void> | undefined;
   return {
     port,
+    dir,
     url: `mqtt://127.0.0.1:${port}`,
     stop() {
       stopped ??= (async () => {
