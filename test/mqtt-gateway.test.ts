@@ -98,6 +98,32 @@ describe('mqtt gateway (embedded broker): discovery, values, writes', () => {
     expect((await client.next((f) => f.type === 'result' && f.id === 'w2', 'result')).result).toBe('delivered');
   });
 
+  it('does not take a report of another value as confirmation of a write', async () => {
+    await gateway(['--write-confirm-ms', '300']);
+    const auth = await creds('stubborn');
+    const sets = await sub(['gateway/stubborn/led/set'], { ...auth, clientId: 'stubborn/sub' });
+    await mosquittoPub(gw.mqttPort, 'node/stubborn/led', '{"value":"0"}', auth);
+    await client.next(isFrame('update', 'stubborn', 'led'), 'led 0');
+    client.send({ type: 'update', id: 'w3', data: { uid: 'stubborn', endpoint: 'led', payload: '1' } });
+    await sets.next((l) => l === 'gateway/stubborn/led/set 1', 'the set on the wire');
+    await mosquittoPub(gw.mqttPort, 'node/stubborn/led', '{"value":"0"}', auth);
+    expect((await client.next((f) => f.type === 'result' && f.id === 'w3', 'result')).result).toBe('delivered');
+  });
+
+  it('replays its nodes to a restarted Mycelium broker; MQTT nodes see nothing of it', async () => {
+    await gateway();
+    await testNode('steady');
+    await client.next(isFrame('update', 'steady', 'pressure'), 'pressure');
+    const port = tb.broker.port;
+    const keys = tb.keys;
+    client.close();
+    await tb.stop();
+    tb = await startBroker({ port }, keys);
+    client = await operator(tb);
+    await waitFor(() => tb.broker.table.get('steady')?.status === 'online', 'node replayed to the new broker');
+    await client.next(isFrame('update', 'steady', 'temperature'), 'its values in the new broker snapshot');
+  });
+
   it('discovers a publish-only node (RIOT MQTT-SN firmware) from what it publishes', async () => {
     await gateway();
     const watch = await sub(['gateway/riot-1/#'], { ...(await creds('riot-1')), clientId: 'riot-1/watch' });
