@@ -250,6 +250,7 @@ export class App {
   // Connection and frames
 
   private onConnectionState(s: ConnectionState): void {
+    if (s.kind === 'open') this.staging = new Map();
     const text = {
       connecting: 'Connecting…',
       open: this.staging ? 'Syncing…' : 'Live',
@@ -259,7 +260,6 @@ export class App {
     }[s.kind];
     setText(this.connPill, text);
     this.connPill.dataset.state = s.kind;
-    if (s.kind === 'open') this.staging = new Map();
     if (s.kind === 'refused') {
       const expired = this.token !== undefined && tokenExpired(this.token);
       this.showLogin(
@@ -316,6 +316,15 @@ export class App {
     if (next === undefined) return;
     for (const uid of this.nodes.keys()) if (!next.has(uid)) this.removeCard(uid);
     this.nodes = next;
+    // Dismissed nodes the broker has forgotten will never come back: drop them from storage too.
+    let pruned = false;
+    for (const uid of Object.keys(this.settings.dismissed)) {
+      if (!next.has(uid)) {
+        delete this.settings.dismissed[uid];
+        pruned = true;
+      }
+    }
+    if (pruned) saveSettings(this.settings);
     for (const node of next.values()) {
       if (node.status === 'online') this.undismiss(node.uid);
       this.markDirty(node.uid, undefined, true);

@@ -247,6 +247,16 @@ async function main(): Promise<void> {
     const loadMs = Date.now() - loadStart;
     console.log(`${NODES} cards on screen ${loadMs} ms after navigation`);
     await page.waitForTimeout(WARMUP_S * 1000);
+    // Main-thread time by kind over the window, from the DevTools protocol (seconds of CPU per kind).
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Performance.enable');
+    const metrics = async () => {
+      const { metrics: list } = (await cdp.send('Performance.getMetrics')) as {
+        metrics: { name: string; value: number }[];
+      };
+      return Object.fromEntries(list.map((m) => [m.name, m.value]));
+    };
+    const before = await metrics();
     const sentBefore = sent;
     await page.evaluate(() => {
       (window as unknown as { __bench: { on: boolean } }).__bench.on = true;
@@ -257,6 +267,8 @@ async function main(): Promise<void> {
       b.on = false;
       return b as PageStats;
     });
+    const after = await metrics();
+    const busy = (name: string) => (((after[name] ?? 0) - (before[name] ?? 0)) / SECONDS) * 100;
     const offered = sent - sentBefore;
     const d = [...stats.delays].sort((a, b) => a - b);
     const pd = [...stats.paintDelays].sort((a, b) => a - b);
@@ -273,6 +285,9 @@ async function main(): Promise<void> {
     );
     console.log(
       `frames: ${stats.frames} (${f1(stats.frames / SECONDS)}/s); longest rAF gap ${f1(stats.maxRafGap)} ms; gaps > 50 ms: ${stats.slowFrames}; long animation frames (>= 50 ms): ${stats.loaf.length}, longest ${f1(loaf)} ms`,
+    );
+    console.log(
+      `main thread busy ${f1(busy('TaskDuration'))}% of the time: script ${f1(busy('ScriptDuration'))}%, style ${f1(busy('RecalcStyleDuration'))}%, layout ${f1(busy('LayoutDuration'))}%`,
     );
     for (const line of stats.loafDetail) console.log(`  long frame ${line}`);
     const heap = await page.evaluate(
