@@ -58,9 +58,12 @@ export const coapGatewayOptions = {
   },
   dedupCacheBytes: {
     type: 'number',
-    default: 8388608,
-    min: 0,
-    description: 'bytes of recent responses kept to answer retransmitted requests (RFC 7252 §4.5)',
+    // node-coap keeps each cached response with its response stream (~5 KiB of heap per ~45-byte entry), so
+    // this budget is kept small: beacons and value posts are idempotent, and RFC 7252 §4.5 allows relaxing
+    // duplicate detection for requests handled idempotently. 256 KiB ~ 6k responses ~ 30 MiB of heap.
+    default: 262144,
+    min: 1024,
+    description: 'bytes of recent responses kept to answer retransmitted requests alike (RFC 7252 §4.5)',
   },
   httpPort: {
     type: 'number',
