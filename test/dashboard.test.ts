@@ -1,6 +1,7 @@
 // The dashboard end to end in real headless Chromium: broker + WebSocket gateway + test nodes + the dashboard
 // service serving the built page. Where a test needs frames no test node sends (a node named like an XSS
 // payload, a reset, an error result), a TestPeer plays the gateway on /gw.
+import { createServer, type Server } from 'node:http';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DashboardServer } from '../dashboard/server/server.ts';
@@ -35,10 +36,10 @@ async function broker(): Promise<TestBroker> {
   return tb;
 }
 
-async function dashboard(tb: TestBroker, title = 'Mycelium test'): Promise<DashboardServer> {
-  // No tile URL: the tests run offline, and the coordinate view is what an offline site shows.
+async function dashboard(tb: TestBroker, title = 'Mycelium test', tileUrl = ''): Promise<DashboardServer> {
+  // No tile URL by default: the tests run offline, and the coordinate view is what an offline site shows.
   const d = new DashboardServer(
-    { port: 0, host: '127.0.0.1', brokerUrl: tb.ws, title, tileUrl: '' },
+    { port: 0, host: '127.0.0.1', brokerUrl: tb.ws, title, tileUrl },
     { log: silentLogger() },
   );
   cleanups.push(() => d.stop());
@@ -404,4 +405,69 @@ describe('dashboard reconnection and the wall view', () => {
     }
     expect(await p.locator('article.card').count()).toBe(nodes.length);
   });
+});
+
+/** 1×1 transparent PNG. */
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=',
+  'base64',
+);
+
+/** A tile server on port 0 that serves tiles, or refuses them all (an unreachable tile host, as offline). */
+async function tileServer(ok: boolean): Promise<{ url: string; requests: string[] }> {
+  const requests: string[] = [];
+  const server: Server = createServer((req, res) => {
+    requests.push(req.url ?? '');
+    if (ok) res.writeHead(200, { 'content-type': 'image/png' }).end(PNG);
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+  return { url: `http://127.0.0.1:${port}/{z}/{x}/{y}.png`, requests };
+}
+
+describe('dashboard map', () => {
+  for (const reachable of [true, false]) {
+    it(`shows ${reachable ? 'map tiles when the tile server answers' : 'coordinates when tiles fail'}`, async () => {
+      const tb = await broker();
+      const tiles = await tileServer(reachable);
+      const dash = await dashboard(tb, 'Map', tiles.url);
+      const gw = await fakeGateway(tb);
+      gw.send({ type: 'new', uid: 'geo-1', data: { name: 'rover', position: '{"lat":48.7146,"lng":2.2056}' } });
+      const { page: p, watch } = await page();
+      await p.goto(`${dash.url}/#token=${await tb.keys.token('viewer', 'map')}`);
+      const map = `${card('geo-1')} .map`;
+      await waitText(p, `${map} .map-coords`, (t) => t === '48.71460°, 2.20560°', 'the coordinates');
+      if (reachable) {
+        // Slippy-map tile of (48.7146, 2.2056) at zoom 15 is x=16584, y=11292: the one under the pin. Tiles
+        // are lazy, so only those the map's box shows are fetched.
+        await p.waitForFunction(
+          (sel) => [...document.querySelectorAll<HTMLImageElement>(`${sel} img`)].some((i) => i.naturalWidth > 0),
+          map,
+          { timeout: UI_TIMEOUT_MS },
+        );
+        await waitFor(() => tiles.requests.includes('/15/16584/11292.png'), 'the tile under the pin');
+        // ...and that tile is drawn where the pin is.
+        const underPin = await p.evaluate((sel) => {
+          const pin = document.querySelector(`${sel} .map-pin`)!.getBoundingClientRect();
+          const [x, y] = [pin.left + pin.width / 2, pin.top + pin.height / 2];
+          const tile = [...document.querySelectorAll<HTMLImageElement>(`${sel} img`)].find((i) => {
+            const r = i.getBoundingClientRect();
+            return x >= r.left && x < r.right && y >= r.top && y < r.bottom;
+          });
+          return tile?.src.replace(/^.*\/15\//, '');
+        }, map);
+        expect(underPin).toBe('16584/11292.png');
+        expect(await p.getAttribute(map, 'class')).not.toContain('offline');
+        expect(watch.errors.filter((e) => e.includes('Content Security Policy'))).toEqual([]);
+      } else {
+        await p.waitForSelector(`${map}.offline`, { timeout: UI_TIMEOUT_MS });
+        expect(await p.locator(`${map} img`).count()).toBe(0);
+        expect(tiles.requests.length).toBeGreaterThan(0);
+      }
+      await screenshot(p, `dashboard-map-${reachable ? 'tiles' : 'offline'}`);
+    });
+  }
 });

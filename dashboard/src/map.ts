@@ -59,8 +59,10 @@ export class MapView {
     const tx = Math.floor(px / TILE);
     const ty = Math.floor(py / TILE);
     const key = `${tx}/${ty}`;
-    // The tile layer is offset by CSSOM (allowed by style-src 'self', unlike style attributes).
-    this.tiles.style.transform = `translate(calc(50% - ${px - (tx - 1) * TILE}px), calc(50% - ${py - (ty - 1) * TILE}px))`;
+    // The layer's corner sits at the map's centre (CSS); shifting it back by the node's offset inside the 3×3
+    // grid puts the node under the pin. Set through the CSSOM, which style-src 'self' allows (style attributes
+    // it would not).
+    this.tiles.style.transform = `translate(${-(px - (tx - 1) * TILE)}px, ${-(py - (ty - 1) * TILE)}px)`;
     if (key === this.key) return;
     this.key = key;
     const imgs: HTMLImageElement[] = [];
