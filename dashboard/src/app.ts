@@ -376,10 +376,8 @@ export class App {
         card.render(node, true);
       } else if (what === true) {
         card.render(node, true);
-      } else if (what.size === 0) {
-        card.render(node, false);
       } else {
-        for (const ep of what) card.render(node, false, ep);
+        card.render(node, false, what);
       }
       this.dirty.delete(uid);
       const name = card.name;

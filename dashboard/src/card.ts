@@ -58,8 +58,8 @@ export class Card {
     this.dismissButton.addEventListener('click', () => deps.dismiss(uid));
   }
 
-  /** Brings the card up to date; `endpoint` limits the work to one resource. */
-  render(node: NodeModel, all: boolean, endpoint?: string): void {
+  /** Brings the card up to date: every resource (`all`), or only the listed ones. */
+  render(node: NodeModel, all: boolean, endpoints?: Iterable<string>): void {
     if (all) {
       for (const [ep, row] of this.rows) {
         if (!node.values.has(ep)) {
@@ -68,42 +68,79 @@ export class Card {
         }
       }
       for (const [ep, data] of node.values) this.renderValue(node, ep, data);
-    } else if (endpoint !== undefined) {
-      const data = node.values.get(endpoint);
-      if (data !== undefined) this.renderValue(node, endpoint, data);
+    } else if (endpoints !== undefined) {
+      for (const ep of endpoints) {
+        const data = node.values.get(ep);
+        if (data !== undefined) this.renderValue(node, ep, data);
+      }
     }
     this.renderHeader(node);
   }
 
+  /** The header changes rarely; per value only the "seen" time is rewritten (hot path: 1,000 updates/s). */
   private renderHeader(node: NodeModel): void {
-    const name = asText(node.values.get('name') ?? '').slice(0, NAME_MAX) || node.uid;
-    this.name = name;
-    setText(this.title, name);
-    const os = asText(node.values.get('os') ?? '');
-    if (os !== this.os) {
-      this.os = os;
-      this.osEl.replaceChildren(...(os ? [osBadge(os)] : []));
-    }
-    const board = node.values.get('board');
-    const meta = [board === undefined ? '' : asText(board), node.protocol ?? '', `via ${node.gateway}`]
-      .filter(Boolean)
-      .join(' · ');
-    setText(this.meta, meta);
     const online = node.status === 'online';
-    this.el.classList.toggle('offline', !online);
     setText(
       this.status,
       online
         ? `online · seen ${formatTime(node.lastSeen)}`
         : `offline: ${node.reason ?? 'unknown'} at ${formatTime(node.lastSeen)}`,
     );
-    this.status.className = `card-status ${online ? 'is-online' : 'is-offline'}`;
-    this.dismissButton.hidden = online;
+    const nameValue = node.values.get('name');
+    const osValue = node.values.get('os');
+    const boardValue = node.values.get('board');
     const discovering = node.discovering && node.values.size === 0;
+    if (
+      nameValue === this.last.name &&
+      osValue === this.last.os &&
+      boardValue === this.last.board &&
+      node.protocol === this.last.protocol &&
+      node.gateway === this.last.gateway &&
+      online === this.last.online &&
+      discovering === this.last.discovering
+    ) {
+      return;
+    }
+    this.last = {
+      name: nameValue,
+      os: osValue,
+      board: boardValue,
+      protocol: node.protocol,
+      gateway: node.gateway,
+      online,
+      discovering,
+    };
+    const name = asText(nameValue ?? '').slice(0, NAME_MAX) || node.uid;
+    this.name = name;
+    setText(this.title, name);
+    const os = asText(osValue ?? '');
+    if (os !== this.os) {
+      this.os = os;
+      this.osEl.replaceChildren(...(os ? [osBadge(os)] : []));
+    }
+    const meta = [boardValue === undefined ? '' : asText(boardValue), node.protocol ?? '', `via ${node.gateway}`]
+      .filter(Boolean)
+      .join(' · ');
+    setText(this.meta, meta);
+    this.el.classList.toggle('offline', !online);
+    this.status.classList.toggle('is-online', online);
+    this.status.classList.toggle('is-offline', !online);
+    this.dismissButton.hidden = online;
     if (discovering && !this.discovering.isConnected) this.body.prepend(this.discovering);
     else if (!discovering && this.discovering.isConnected) this.discovering.remove();
     this.searchText = `${name} ${node.uid} ${os} ${meta}`.toLowerCase();
   }
+
+  /** What the header was last drawn from (values compared by identity: a new frame is a new value). */
+  private last: {
+    name?: Json;
+    os?: Json;
+    board?: Json;
+    protocol?: string;
+    gateway?: string;
+    online?: boolean;
+    discovering?: boolean;
+  } = {};
 
   private renderValue(node: NodeModel, endpoint: string, data: Json): void {
     if (HEADER_RESOURCES.has(endpoint)) return;

@@ -49,9 +49,19 @@ const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
   second: '2-digit',
 });
 
+let dayStart = 0;
+let dayEnd = 0;
+
 /** Time of day for today's timestamps, date and time for older ones. */
 export function formatTime(ms: number): string {
   if (!Number.isFinite(ms) || ms <= 0) return '–';
-  const d = new Date(ms);
-  return new Date().toDateString() === d.toDateString() ? timeFormat.format(d) : dateTimeFormat.format(d);
+  const now = Date.now();
+  if (now >= dayEnd) {
+    const d = new Date(now);
+    d.setHours(0, 0, 0, 0);
+    dayStart = d.getTime();
+    d.setDate(d.getDate() + 1);
+    dayEnd = d.getTime();
+  }
+  return ms >= dayStart && ms < dayEnd ? timeFormat.format(ms) : dateTimeFormat.format(ms);
 }
