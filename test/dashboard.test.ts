@@ -1,9 +1,13 @@
 // The dashboard end to end in real headless Chromium: broker + WebSocket gateway + test nodes + the dashboard
 // service serving the built page. Where a test needs frames no test node sends (a node named like an XSS
 // payload, a reset, an error result), a TestPeer plays the gateway on /gw.
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildDashboard } from '../dashboard/server/build.ts';
 import { DashboardServer } from '../dashboard/server/server.ts';
 import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
 import { WsGateway } from '../gateways/ws/ws-gateway.ts';
@@ -18,13 +22,18 @@ import { settle, waitFor } from './helpers/wait.ts';
 const UI_TIMEOUT_MS = 10_000;
 
 let browser: Browser;
+/** The current sources, built for this run (never a stale dashboard/dist). */
+let distDir: string;
 const cleanups: (() => unknown)[] = [];
 
 beforeAll(async () => {
+  distDir = mkdtempSync(join(tmpdir(), 'myc-dash-dist-'));
+  await buildDashboard(distDir);
   browser = await launchBrowser();
 });
 afterAll(async () => {
   await browser?.close();
+  rmSync(distDir, { recursive: true, force: true });
 });
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
@@ -39,7 +48,7 @@ async function broker(): Promise<TestBroker> {
 async function dashboard(tb: TestBroker, title = 'Mycelium test', tileUrl = ''): Promise<DashboardServer> {
   // No tile URL by default: the tests run offline, and the coordinate view is what an offline site shows.
   const d = new DashboardServer(
-    { port: 0, host: '127.0.0.1', brokerUrl: tb.ws, title, tileUrl },
+    { port: 0, host: '127.0.0.1', brokerUrl: tb.ws, title, tileUrl, distDir },
     { log: silentLogger() },
   );
   cleanups.push(() => d.stop());

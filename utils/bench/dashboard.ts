@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
+import { buildDashboard } from '../../dashboard/server/build.ts';
 import { DashboardServer } from '../../dashboard/server/server.ts';
 import { Broker } from '../../services/broker/broker.ts';
 import { brokerOptions } from '../../services/broker/options.ts';
@@ -169,8 +170,11 @@ async function main(): Promise<void> {
   const broker = new Broker(brokerConfig, { publicKey: readPublicKey(keyFile), log: silentLogger() });
   await broker.start();
   const brokerUrl = `ws://127.0.0.1:${broker.port}`;
+  // The current sources, built for this run.
+  const distDir = join(dir, 'dist');
+  await buildDashboard(distDir);
   const dash = new DashboardServer(
-    { port: 0, host: '127.0.0.1', brokerUrl, title: 'Mycelium bench', tileUrl: '' },
+    { port: 0, host: '127.0.0.1', brokerUrl, title: 'Mycelium bench', tileUrl: '', distDir },
     { log: silentLogger() },
   );
   await dash.start();
