@@ -7,7 +7,7 @@
 //     and the largest gap between requestAnimationFrame callbacks.
 // Usage: npm run bench:dashboard [-- --nodes 1000 --seconds 20 --warmup 5]
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
@@ -272,6 +272,8 @@ async function main(): Promise<void> {
       return b as PageStats;
     });
     const after = await metrics();
+    // Two cores shared with whatever else runs: the load average says how much the figures can be trusted.
+    const load = loadavg()[0];
     const busy = (name: string) => (((after[name] ?? 0) - (before[name] ?? 0)) / SECONDS) * 100;
     const offered = sent - sentBefore;
     const d = [...stats.delays].sort((a, b) => a - b);
@@ -280,7 +282,7 @@ async function main(): Promise<void> {
     console.log(
       `measured ${SECONDS} s after a ${WARMUP_S} s warm-up; ${offered} updates sent (${f1(offered / SECONDS)}/s)`,
     );
-    console.log(`updates displayed: ${d.length}`);
+    console.log(`updates displayed: ${d.length}; machine load average (1 min) at the end: ${load.toFixed(2)}`);
     console.log(
       `arrival -> DOM:        p50 ${f1(pct(d, 50))} ms  p95 ${f1(pct(d, 95))} ms  p99 ${f1(pct(d, 99))} ms  max ${f1(d[d.length - 1])} ms`,
     );
