@@ -372,6 +372,7 @@ describe('dashboard reconnection and the wall view', () => {
       ['pump-1', { name: 'Water pump', os: 'linux', board: 'rpi-4', led: '1', vendor: 'Acme', version: '2.3.1' }],
       ['rover-1', { name: 'Rover', os: 'android', robot: 's', position: '{"lat":48.7146,"lng":2.2056}' }],
       ['imu-1', { name: 'Door sensor', os: 'riot', board: 'iotlab-m3', illuminance: '312lx', text: 'closed' }],
+      ['arm-1', { name: 'Robot arm', os: 'riot', board: 'iotlab-m3' }],
     ];
     for (const [uid, data] of nodes) gw.send({ type: 'new', uid, protocol: 'CoAP', data });
     const { context, page: p } = await openPage(browser, { width: 1600, height: 1000 });
@@ -398,6 +399,15 @@ describe('dashboard reconnection and the wall view', () => {
       });
       gw.send({ type: 'update', uid: 'air-1', endpoint: 'eco2', data: `${600 + ((i * 37) % 90)}ppm` });
       gw.send({ type: 'update', uid: 'air-1', endpoint: 'tvoc', data: `${40 + ((i * 13) % 25)}ppb` });
+      const imu = [
+        { type: 'acc', values: [Math.round(200 * s), Math.round(150 * Math.cos(i / 3)), 980] },
+        {
+          type: 'gyro',
+          values: [Math.round(300 * s), Math.round(-200 * Math.cos(i / 5)), Math.round(100 * Math.sin(i / 2))],
+        },
+        { type: 'mag', values: [1, 2, 3] },
+      ];
+      gw.send({ type: 'update', uid: 'arm-1', endpoint: 'imu', data: JSON.stringify(imu) });
       gw.send({ type: 'update', uid: 'imu-1', endpoint: 'illuminance', data: `${300 + i * 4}lx` });
       await waitText(
         p,
