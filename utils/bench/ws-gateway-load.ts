@@ -107,18 +107,18 @@ async function connectAll(): Promise<void> {
 
 let ticker: NodeJS.Timeout | undefined;
 function run(): void {
-  // Each tick sends the share of updates that falls into it, round-robin over the sockets, so every node
-  // sends once per interval and the load is flat rather than bursty.
-  const perTick = (sockets.length * TICK_MS) / args.intervalMs;
-  let carry = 0;
+  // Every node sends once per interval, round-robin over the sockets so the load is flat rather than bursty.
+  // What is due is computed from the clock, not from tick counts: a loader whose timer runs late on a busy
+  // machine catches up instead of silently offering less load.
+  const started = performance.now();
   let cursor = 0;
+  let sent = 0;
   ticker = setInterval(() => {
-    carry += perTick;
-    const n = Math.floor(carry);
-    carry -= n;
-    for (let k = 0; k < n && sockets.length > 0; k++) {
+    const due = Math.floor(((performance.now() - started) * sockets.length) / args.intervalMs) - sent;
+    for (let k = 0; k < due && sockets.length > 0; k++) {
       const ws = sockets[cursor];
       cursor = (cursor + 1) % sockets.length;
+      sent++;
       if (ws.readyState !== WebSocket.OPEN) continue;
       ws.send(`{"type":"update","data":{"bench":${performance.timeOrigin + performance.now()}}}`);
       updates++;

@@ -239,6 +239,8 @@ async function main(): Promise<void> {
     const perConnKiB = (rssSteady - rssBase) / Math.max(1, open);
     const report = {
       date: new Date().toISOString(),
+      // The machine may be shared with other benchmarks: latency and connection rate depend on it.
+      loadAverage1m: Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]),
       nodes: N,
       open,
       failed,
