@@ -4,6 +4,7 @@
 import type { Socket } from 'node:dgram';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import {
   Agent,
   createServer,
@@ -43,7 +44,10 @@ interface Observation {
   node: CoapNode;
   generation: number;
   name: string;
+  /** The live registration; undefined while (re-)registering or after a failed attempt. */
   stream?: ObserveReadStream;
+  registering: boolean;
+  /** Last notification, or last registration attempt: the sweep renews after `refreshMs` of this. */
   lastNotify: number;
   /** Silence after which the registration is renewed. */
   refreshMs: number;
@@ -89,6 +93,8 @@ export class CoapGateway {
   private discoveryHead = 0;
   private discoveryActive = 0;
   private lastRaw?: Buffer;
+  /** Event-loop stalls are when the kernel's UDP receive buffer can overflow; worth watching. */
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
   private running = false;
 
   constructor(config: CoapGatewayConfig, deps: CoapGatewayDeps) {
@@ -118,6 +124,11 @@ export class CoapGateway {
     r.gauge('nodes', 'nodes known to the gateway', () => this.table.size);
     r.gauge('observations', 'active observations', () => this.observations.size);
     r.gauge('discovery_queue', 'nodes waiting for discovery', () => this.queued());
+    r.gauge('event_loop_delay_max_seconds', 'longest event-loop stall since the previous scrape', () => {
+      const max = this.loopDelay.max / 1e9;
+      this.loopDelay.reset();
+      return Number.isFinite(max) ? max : 0;
+    });
   }
 
   /** The UDP port nodes post to (the real one when configured with 0). */
@@ -186,6 +197,7 @@ export class CoapGateway {
     this.agent = new Agent({ socket: this.clientSocket });
     this.agent.on('error', (err: Error) => this.log.warn({ err }, 'CoAP client socket error'));
 
+    this.loopDelay.enable();
     this.sweepTimer = setInterval(() => this.sweep(), c.checkIntervalMs);
     this.sweepTimer.unref();
 
@@ -208,6 +220,7 @@ export class CoapGateway {
     if (!this.running) return;
     this.running = false;
     clearInterval(this.sweepTimer);
+    this.loopDelay.disable();
     for (const o of this.observations) o.stream?.close();
     this.observations.clear();
     this.nodeObservations.clear();
@@ -345,11 +358,11 @@ export class CoapGateway {
       if (now - node.lastSeen > limit) this.nodeOut(node, 'timeout');
     }
     for (const o of this.observations) {
-      if (o.stream !== undefined && now - o.lastNotify > o.refreshMs) {
+      // A failed renewal stays in the set (stream undefined) and is tried again one period later.
+      if (!o.registering && now - o.lastNotify > o.refreshMs) {
         this.counters.observeRenewals.inc();
         this.log.debug({ uid: o.node.uid, resource: o.name }, 'observation silent; registering again');
-        this.closeObservation(o);
-        void this.observe(o.node, o.generation, o.name);
+        void this.register(o);
       }
     }
   }
@@ -421,7 +434,15 @@ export class CoapGateway {
       const name = resourceName(link.target);
       if (name === undefined) continue;
       if (link.obs && !this.config.ignoreObs) {
-        const ok = await this.observe(node, gen, name);
+        const o: Observation = {
+          node,
+          generation: gen,
+          name,
+          registering: false,
+          lastNotify: Date.now(),
+          refreshMs: this.config.observeRefreshMs,
+        };
+        const ok = await this.register(o);
         if (!this.alive(node, gen)) return;
         if (!ok) return this.discoveryFailed(node, { kind: 'timeout' }, name);
         continue;
@@ -460,9 +481,19 @@ export class CoapGateway {
   // ------------------------------------------------------------------------------------------------
   // Observe (RFC 7641)
 
-  /** Registers an observation; resolves false when the node does not answer. */
-  private observe(node: CoapNode, generation: number, name: string): Promise<boolean> {
-    const agent = this.agent!;
+  /**
+   * (Re-)registers an observation (RFC 7641 §3.1: GET with Observe 0) and keeps it tracked while registered.
+   * Resolves false when the node does not answer. A response without Observe (§3.2) reports the value once.
+   */
+  private register(o: Observation): Promise<boolean> {
+    const { node, generation, name } = o;
+    const agent = this.agent;
+    if (agent === undefined || !this.alive(node, generation)) return Promise.resolve(false);
+    // Forget the old token first; the node's next notification for it gets a RST and it drops it (§3.6).
+    o.stream?.close();
+    o.stream = undefined;
+    o.registering = true;
+    o.lastNotify = Date.now();
     const req = agent.request({
       hostname: node.address,
       port: this.targetPort(node),
@@ -471,38 +502,37 @@ export class CoapGateway {
       observe: true,
     });
     return new Promise<boolean>((resolve) => {
+      const failed = (err?: Error) => {
+        clearTimeout(timer);
+        o.registering = false;
+        this.log.debug({ err, uid: node.uid, resource: name }, 'observe registration failed');
+        resolve(false);
+      };
       const timer = setTimeout(() => {
         agent.abort(req);
-        resolve(false);
+        failed();
       }, this.config.requestTimeoutMs);
-      req.on('error', (err: Error) => {
-        clearTimeout(timer);
-        this.log.debug({ err, uid: node.uid, resource: name }, 'observe request failed');
-        resolve(false);
-      });
+      req.on('error', failed);
       req.on('response', (res: ObserveReadStream) => {
         clearTimeout(timer);
+        o.registering = false;
         resolve(true);
         if (!this.alive(node, generation)) return res.close();
-        // RFC 7641 §3.2: a response without Observe means the server did not register us.
         if (res.code !== '2.05' || typeof res.headers.Observe !== 'number') {
           this.report(node, name, res.code, res.payload);
+          this.closeObservation(o);
           res.close();
           return;
         }
         const maxAge = typeof res.headers['Max-Age'] === 'number' ? res.headers['Max-Age'] : DEFAULT_MAX_AGE_S;
-        const o: Observation = {
-          node,
-          generation,
-          name,
-          stream: res,
-          lastNotify: Date.now(),
-          // Renew after the longer of the configured silence and the freshness the node promised.
-          refreshMs: Math.max(this.config.observeRefreshMs, maxAge === DEFAULT_MAX_AGE_S ? 0 : maxAge * 1000),
-        };
+        // Renew after the longer of the configured silence and the freshness the node promised.
+        o.refreshMs = Math.max(this.config.observeRefreshMs, maxAge === DEFAULT_MAX_AGE_S ? 0 : maxAge * 1000);
+        o.stream = res;
+        o.lastNotify = Date.now();
         this.addObservation(o);
         this.counters.observeRegistrations.inc();
         res.on('data', (chunk: Buffer) => {
+          if (o.stream !== res) return;
           o.lastNotify = Date.now();
           node.lastSeen = o.lastNotify;
           this.counters.notifications.inc();
@@ -542,10 +572,7 @@ export class CoapGateway {
   private renewObservations(node: CoapNode): void {
     const set = this.nodeObservations.get(node);
     if (set === undefined) return;
-    for (const o of [...set]) {
-      this.closeObservation(o);
-      void this.observe(node, o.generation, o.name);
-    }
+    for (const o of set) if (!o.registering) void this.register(o);
   }
 
   // ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 // beacon, and any `out` of a node still beaconing counts as false).
 // Usage: npm run bench:coap -- 20000 [--beacon-s 30] [--value-s 5] [--max-time 60] [--seconds 60]
 import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { mkdtempSync, openSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,6 +70,28 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, timeo
   }
 }
 
+/** Datagrams the kernel dropped because a UDP receive buffer was full (all sockets, IPv4 and IPv6). */
+function udpRcvbufErrors(): number {
+  let total = 0;
+  const snmp = readFileSync('/proc/net/snmp', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('Udp:'));
+  if (snmp.length === 2) {
+    const names = snmp[0].split(/\s+/);
+    total += Number(snmp[1].split(/\s+/)[names.indexOf('RcvbufErrors')] ?? 0);
+  }
+  const v6 = /^Udp6RcvbufErrors\s+(\d+)/m.exec(readFileSync('/proc/net/snmp6', 'utf8'));
+  return total + Number(v6?.[1] ?? 0);
+}
+
+/** Longest gateway event-loop stall seen by any scrape since the last reset (the gauge resets per scrape). */
+let loopMaxSeen = 0;
+function takeLoopMax(): number {
+  const v = loopMaxSeen;
+  loopMaxSeen = 0;
+  return v;
+}
+
 async function gatewayMetrics(port: number): Promise<Record<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const out: Record<string, number> = {};
@@ -78,6 +100,7 @@ async function gatewayMetrics(port: number): Promise<Record<string, number>> {
     const sp = line.lastIndexOf(' ');
     out[line.slice(0, sp).replace('mycelium_coap_', '')] = Number(line.slice(sp + 1));
   }
+  loopMaxSeen = Math.max(loopMaxSeen, out.event_loop_delay_max_seconds ?? 0);
   return out;
 }
 
@@ -156,6 +179,7 @@ async function main(): Promise<void> {
     const stopped: Array<[string, number]> = [];
     let stopReports = 0;
     const ready: Promise<void>[] = [];
+    const rcv0 = udpRcvbufErrors();
     const rampStart = Date.now();
     const cpu0 = cpuMs(gwPid);
     for (let i = 0; i < loaderCount; i++) {
@@ -220,11 +244,15 @@ async function main(): Promise<void> {
     const rampCpuMs = cpuMs(gwPid) - cpu0;
     const rssDiscovered = memoryKiB(gwPid).rss;
     const afterRamp = await gatewayMetrics(httpPort);
+    const rcvRamp = udpRcvbufErrors();
+    const loopMaxRamp = takeLoopMax();
 
     // Steady state: values start; one value period of warm-up, then measure.
     tell({ type: 'values' });
     await sleep(VALUE_MS);
     const m0 = await gatewayMetrics(httpPort);
+    const rcvSteady0 = udpRcvbufErrors();
+    takeLoopMax();
     const c0 = cpuMs(gwPid);
     const b0 = cpuMs(broker.pid!);
     const lc0 = loaders.reduce((a, l) => a + cpuMs(l.pid!), 0);
@@ -233,9 +261,12 @@ async function main(): Promise<void> {
     while (Date.now() - t0 < SECONDS * 1000) {
       await sleep(1000);
       rssPeak = Math.max(rssPeak, memoryKiB(gwPid).rss);
+      await gatewayMetrics(httpPort);
     }
     const elapsed = Date.now() - t0;
     const m1 = await gatewayMetrics(httpPort);
+    const rcvSteady1 = udpRcvbufErrors();
+    const loopMaxSteady = takeLoopMax();
     const gwCpuPct = ((cpuMs(gwPid) - c0) / elapsed) * 100;
     const brCpuPct = ((cpuMs(broker.pid!) - b0) / elapsed) * 100;
     const loadCpuPct = ((loaders.reduce((a, l) => a + cpuMs(l.pid!), 0) - lc0) / elapsed) * 100;
@@ -290,6 +321,11 @@ async function main(): Promise<void> {
       postsSentTotal: lEnd.beacons + lEnd.values,
       postsAcceptedByGatewayTotal: posts(mEnd),
       postsUnacknowledgedTotal: lEnd.beacons + lEnd.values - lEnd.acked,
+      kernelUdpRcvbufDropsRamp: rcvRamp - rcv0,
+      kernelUdpRcvbufDropsSteady: rcvSteady1 - rcvSteady0,
+      kernelUdpRcvbufDropsTotal: udpRcvbufErrors() - rcv0,
+      gatewayEventLoopDelayMaxRampMs: loopMaxRamp * 1000,
+      gatewayEventLoopDelayMaxSteadyMs: loopMaxSteady * 1000,
       loaderSocketErrors: lEnd.errors,
       gatewayCpuPercent: gwCpuPct,
       brokerCpuPercent: brCpuPct,
