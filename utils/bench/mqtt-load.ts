@@ -76,6 +76,7 @@ interface SimNode {
   connected: boolean;
   nextId: number;
   pending: Buffer;
+  timers: NodeJS.Timeout[];
 }
 
 let connected = 0;
@@ -132,37 +133,57 @@ function startNode(node: SimNode): void {
   setTimeout(() => setInterval(() => publish(node, 'node/check', check), CHECK_MS), Math.random() * CHECK_MS);
 }
 
+const RECONNECT_DELAY_MS = 1000;
+let stopping = false;
+let retries = 0;
+const tokens: string[] = [];
+let addresses: string[] = [];
+
+/**
+ * One simulated node's connection. A connection that fails or closes (the gateway drops a CONNECT it could not
+ * process within its connect timeout when it is saturated) is retried, as a real device would.
+ */
+function open(j: number): void {
+  const id = `bench-${FIRST + j}`;
+  const socket = connect({ host: '127.0.0.1', port: PORT, localAddress: addresses[j % addresses.length] });
+  const node: SimNode = { id, socket, connected: false, nextId: 0, pending: Buffer.alloc(0), timers: [] };
+  nodes[j] = node;
+  socket.setNoDelay(true);
+  socket.on('connect', () => socket.write(connectPacket(id, id, tokens[j])));
+  socket.on('data', (c: Buffer) => onData(node, c));
+  socket.on('error', () => {});
+  socket.on('close', () => {
+    if (node.connected) {
+      closed++;
+      connected--;
+    }
+    node.connected = false;
+    for (const t of node.timers) clearInterval(t);
+    if (!stopping) {
+      retries++;
+      setTimeout(() => open(j), RECONNECT_DELAY_MS);
+    }
+  });
+}
+
 async function main(): Promise<void> {
   const key = readPrivateKey(args['key-file'] as string);
-  const addresses = (args['local-address'] as string).split(',');
-  const tokens: string[] = [];
+  addresses = (args['local-address'] as string).split(',');
   for (let i = 0; i < COUNT; i++) {
     tokens.push(await mintToken(key, { role: 'node', sub: `bench-${FIRST + i}`, ttlSeconds: TOKEN_TTL_S }));
   }
   report({ tokens: COUNT });
   const batch = Math.max(1, Math.round(CONNECT_RATE / 100));
   for (let i = 0; i < COUNT; i += batch) {
-    for (let j = i; j < Math.min(COUNT, i + batch); j++) {
-      const id = `bench-${FIRST + j}`;
-      const socket = connect({ host: '127.0.0.1', port: PORT, localAddress: addresses[j % addresses.length] });
-      const node: SimNode = { id, socket, connected: false, nextId: 0, pending: Buffer.alloc(0) };
-      nodes.push(node);
-      socket.setNoDelay(true);
-      socket.on('connect', () => socket.write(connectPacket(id, id, tokens[j])));
-      socket.on('data', (c: Buffer) => onData(node, c));
-      socket.on('error', () => {});
-      socket.on('close', () => {
-        if (node.connected) closed++;
-        node.connected = false;
-      });
-    }
+    for (let j = i; j < Math.min(COUNT, i + batch); j++) open(j);
     await new Promise((r) => setTimeout(r, 10));
   }
-  const progress = setInterval(() => report({ connected, refused, closed, published, acked }), 1000);
+  const progress = setInterval(() => report({ connected, refused, closed, retries, published, acked }), 1000);
   process.on('SIGTERM', () => {
+    stopping = true;
     clearInterval(progress);
     for (const n of nodes) n.socket.destroy();
-    report({ connected, refused, closed, published, acked, done: true });
+    report({ connected, refused, closed, retries, published, acked, done: true });
     process.exit(0);
   });
 }

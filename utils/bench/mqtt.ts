@@ -6,7 +6,8 @@
 // Reported per N: gateway+embedded-broker CPU (% of one core) and RSS from /proc, the Mycelium broker's CPU,
 // MQTT messages/s into the gateway, updates/s delivered to the client, latency p50/p99/max.
 // Usage: npm run bench:mqtt [-- --nodes 1000,5000,10000 --interval 5 --seconds 20]
-// BENCH_TRACE=1 prints every update slower than 50 ms with its time, to tell pauses from steady delay.
+// BENCH_TRACE=1 prints every update slower than 50 ms with its time, to tell pauses from steady delay;
+// BENCH_GATEWAY_NODE_OPTIONS passes Node flags to the gateway process (e.g. --trace-gc).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -26,7 +27,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '20' },
     warmup: { type: 'string', default: '5' },
     'per-worker': { type: 'string', default: '5000' },
-    'connect-rate': { type: 'string', default: '1500' },
+    'connect-rate': { type: 'string', default: '1000' },
   },
 });
 const NODE_COUNTS = (args.nodes as string).split(',').map(Number);
@@ -90,9 +91,9 @@ const keyFile = join(keyDir, 'key.pem');
 writeKeyPair(keyFile);
 const privateKey = readPrivateKey(keyFile);
 
-function mycelium(argv: string[]): ChildProcess {
-  return spawn(process.execPath, [join(ROOT, 'bin/mycelium.js'), ...argv, '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+function mycelium(argv: string[], nodeOptions: string[] = []): ChildProcess {
+  return spawn(process.execPath, [...nodeOptions, join(ROOT, 'bin/mycelium.js'), ...argv, '--log-level', 'warn'], {
+    stdio: ['ignore', 'inherit', 'inherit'],
   });
 }
 
@@ -100,6 +101,7 @@ interface Worker {
   child: ChildProcess;
   connected: number;
   refused: number;
+  retries: number;
 }
 
 function startWorker(mqttPort: number, first: number, count: number, index: number): Worker {
@@ -128,11 +130,12 @@ function startWorker(mqttPort: number, first: number, count: number, index: numb
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
-  const w: Worker = { child, connected: 0, refused: 0 };
+  const w: Worker = { child, connected: 0, refused: 0, retries: 0 };
   createInterface({ input: child.stdout! }).on('line', (line) => {
     try {
-      const msg = JSON.parse(line) as { connected?: number; refused?: number };
+      const msg = JSON.parse(line) as { connected?: number; refused?: number; retries?: number };
       if (typeof msg.connected === 'number') w.connected = msg.connected;
+      if (typeof msg.retries === 'number') w.retries = msg.retries;
       if (typeof msg.refused === 'number') w.refused = msg.refused;
     } catch {
       // not a progress line
@@ -169,19 +172,22 @@ interface Result {
 async function runCase(n: number): Promise<Result> {
   const [brokerPort, mqttPort, httpPort] = [await freePort(), await freePort(), await freePort()];
   const broker = mycelium(['broker', '--port', String(brokerPort), '--host', '127.0.0.1', '--key-file', keyFile]);
-  const gateway = mycelium([
-    'mqtt-gateway',
-    '--broker-url',
-    `ws://127.0.0.1:${brokerPort}`,
-    '--key-file',
-    keyFile,
-    '--mqtt-port',
-    String(mqttPort),
-    '--mqtt-host',
-    '127.0.0.1',
-    '--http-port',
-    String(httpPort),
-  ]);
+  const gateway = mycelium(
+    [
+      'mqtt-gateway',
+      '--broker-url',
+      `ws://127.0.0.1:${brokerPort}`,
+      '--key-file',
+      keyFile,
+      '--mqtt-port',
+      String(mqttPort),
+      '--mqtt-host',
+      '127.0.0.1',
+      '--http-port',
+      String(httpPort),
+    ],
+    (process.env.BENCH_GATEWAY_NODE_OPTIONS ?? '').split(' ').filter(Boolean),
+  );
   const workers: Worker[] = [];
   let ws: WebSocket | undefined;
   try {
@@ -223,9 +229,13 @@ async function runCase(n: number): Promise<Result> {
     for (let first = 0, i = 0; first < n; first += PER_WORKER, i++) {
       workers.push(startWorker(mqttPort, first, Math.min(PER_WORKER, n - first), i));
     }
+    const sum = (k: 'connected' | 'retries') => workers.reduce((s, w) => s + w[k], 0);
     await waitUntil(
       `${n} nodes connected`,
       () => {
+        if (Date.now() - t0 > CONNECT_TIMEOUT_MS - 300) {
+          process.stderr.write(`  connected ${sum('connected')} of ${n}, ${sum('retries')} retries\n`);
+        }
         const refused = workers.reduce((s, w) => s + w.refused, 0);
         if (refused > 0) throw new Error(`${refused} nodes refused`);
         return workers.reduce((s, w) => s + w.connected, 0) >= n;
@@ -267,7 +277,9 @@ async function runCase(n: number): Promise<Result> {
       max: latencies[latencies.length - 1] ?? Number.NaN,
       samples: latencies.length,
     };
-    process.stderr.write(`  N=${n}: all connected and discovered in ${connectS.toFixed(1)} s\n`);
+    process.stderr.write(
+      `  N=${n}: all connected and discovered in ${connectS.toFixed(1)} s (${sum('retries')} connection retries)\n`,
+    );
     return result;
   } finally {
     ws?.terminate();
