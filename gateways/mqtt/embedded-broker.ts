@@ -8,6 +8,7 @@ import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Su
 import type { Metrics } from '../../services/broker/metrics.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { verifyToken } from '../../services/common/tokens.ts';
+import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { mayPublish, maySubscribe } from './acl.ts';
 import { GuardedConnection, type GuardRefusal } from './frame-guard.ts';
 import { nodeIdProblem } from './topics.ts';
@@ -108,7 +109,19 @@ export class EmbeddedBroker {
     const server = createServer((socket) => this.accept(socket));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const busy = err.code === 'EADDRINUSE' || err.code === 'EACCES';
+        reject(
+          busy
+            ? new MyceliumError(
+                ErrorCode.Config,
+                `MQTT port ${this.options.port} ${err.code === 'EADDRINUSE' ? 'is already in use' : 'needs privileges'}` +
+                  ' (choose another with --mqtt-port, or use an external broker with --mqtt-url)',
+                { cause: err },
+              )
+            : err,
+        );
+      });
       server.listen(this.options.port, this.options.host, () => {
         server.off('error', reject);
         resolve();

@@ -137,6 +137,16 @@ export class MqttGateway {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    try {
+      await this.startParts();
+    } catch (err) {
+      // Release what did start (a listening port, the broker link) before reporting the failure.
+      await this.shutdown().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async startParts(): Promise<void> {
     const config = this.config;
     this.tokenSource = this.deps.tokenSource ?? gatewayTokenSource(config, 'mqtt');
     if (config.mqttUrl) {
@@ -241,7 +251,7 @@ export class MqttGateway {
     });
     this.http = http;
     await new Promise<void>((resolve, reject) => {
-      http.once('error', reject);
+      http.once('error', (err) => reject(portError(err, this.config.httpPort, '--http-port')));
       http.listen(this.config.httpPort, this.config.httpHost, () => {
         http.off('error', reject);
         resolve();
@@ -470,6 +480,15 @@ export class MqttGateway {
 }
 
 class TimeoutError extends Error {}
+
+/** A busy or forbidden port, named with the option that chooses it. */
+export function portError(err: NodeJS.ErrnoException, port: number, flag: string): Error {
+  if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+    const what = err.code === 'EADDRINUSE' ? 'is already in use' : 'needs privileges';
+    return new MyceliumError(ErrorCode.Config, `port ${port} ${what} (choose another with ${flag})`, { cause: err });
+  }
+  return err;
+}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {

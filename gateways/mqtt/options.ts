@@ -84,7 +84,7 @@ export const mqttGatewayOptions = {
     type: 'number',
     default: 9183,
     min: -1,
-    description: 'port of the /metrics and /healthz HTTP endpoint (0 = any free port, -1 = off)',
+    description: 'port of the /metrics and /healthz HTTP endpoint (0 = any free port, --http-port=-1 = off)',
   },
   httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the /metrics HTTP endpoint' },
 } as const satisfies OptionTable;
