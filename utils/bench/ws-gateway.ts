@@ -23,14 +23,14 @@ const { values: opts, positionals } = parseArgs({
     workers: { type: 'string' },
     'interval-ms': { type: 'string', default: '10000' },
     seconds: { type: 'string', default: '30' },
-    'per-loader': { type: 'string', default: '12500' },
+    'per-loader': { type: 'string', default: '17000' },
     concurrency: { type: 'string', default: '200' },
     anonymous: { type: 'boolean', default: false },
   },
 });
 const N = Number(positionals[0] ?? 10_000);
-/** One gateway process holds at most ~19,900 sockets (20,000 files); leave room for its own descriptors. */
-const PER_WORKER = 15_000;
+/** One gateway process may hold 20,000 files; 17k nodes leaves room for its own descriptors and reconnect churn. */
+const PER_WORKER = 17_000;
 const WORKERS = Number(opts.workers ?? Math.max(1, Math.ceil(N / PER_WORKER)));
 const INTERVAL_MS = Number(opts['interval-ms']);
 const SECONDS = Number(opts.seconds);
@@ -154,6 +154,9 @@ async function main(): Promise<void> {
     let seen = 0;
     let measuring = false;
     const latencies: number[] = [];
+    /** Worst latency per second of the measurement, to tell steady lag from spikes (and when they happen). */
+    const worstPerSecond = new Map<number, number>();
+    let measureStart = 0;
     client.on('message', (raw) => {
       const text = raw.toString();
       if (text.startsWith('{"type":"new"')) {
@@ -162,7 +165,11 @@ async function main(): Promise<void> {
       }
       if (measuring && text.includes('"endpoint":"bench"')) {
         const f = JSON.parse(text) as { data: number };
-        latencies.push(performance.timeOrigin + performance.now() - f.data);
+        const now = performance.timeOrigin + performance.now();
+        const lat = now - f.data;
+        latencies.push(lat);
+        const second = Math.floor((now - measureStart) / 1000);
+        if (lat > (worstPerSecond.get(second) ?? 0)) worstPerSecond.set(second, lat);
       }
     });
     client.send(JSON.stringify({ type: 'new', data: 'client' }));
@@ -220,6 +227,7 @@ async function main(): Promise<void> {
     // Steady state: every node sends one update per interval; one interval of warm-up, then measure.
     for (const l of loaders) l.send({ type: 'run' });
     await sleep(INTERVAL_MS);
+    measureStart = Date.now();
     measuring = true;
     const gw0 = sumCpuMs(gwPids);
     const br0 = cpuMs(broker.pid!);
@@ -273,6 +281,11 @@ async function main(): Promise<void> {
       latencyP99Ms: percentile(latencies, 99),
       latencyMaxMs: latencies[latencies.length - 1],
       gatewayHealthzNodes: health.nodes,
+      secondsWithMaxOver100Ms: [...worstPerSecond.values()].filter((v) => v > 100).length,
+      worstSeconds: [...worstPerSecond.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 5)
+        .map(([sec, ms]) => `t+${sec}s: ${ms.toFixed(0)} ms`),
     };
     console.log(JSON.stringify(report, null, 2));
     console.log(
