@@ -44,6 +44,11 @@ export type RefusalReason =
   | GuardRefusal;
 
 const SYS_PREFIX = '$SYS';
+/**
+ * Pending TCP connections the kernel may queue (capped by net.core.somaxconn). Node's default of 511 overflows
+ * when thousands of nodes reconnect at once after a gateway restart, and each overflow costs a node a SYN retry.
+ */
+export const LISTEN_BACKLOG = 4096;
 
 export class EmbeddedBroker {
   private aedesInstance?: Aedes;
@@ -122,7 +127,7 @@ export class EmbeddedBroker {
             : err,
         );
       });
-      server.listen(this.options.port, this.options.host, () => {
+      server.listen(this.options.port, this.options.host, LISTEN_BACKLOG, () => {
         server.off('error', reject);
         resolve();
       });

@@ -10,7 +10,7 @@
 // BENCH_GATEWAY_NODE_OPTIONS passes Node flags to the gateway process (e.g. --trace-gc).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect as connectTcp, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -63,6 +63,16 @@ async function freePort(): Promise<number> {
       const { port } = s.address() as { port: number };
       s.close(() => resolve(port));
     });
+  });
+}
+
+function tcpOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connectTcp({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
   });
 }
 
@@ -172,6 +182,7 @@ interface Result {
 async function runCase(n: number): Promise<Result> {
   const [brokerPort, mqttPort, httpPort] = [await freePort(), await freePort(), await freePort()];
   const broker = mycelium(['broker', '--port', String(brokerPort), '--host', '127.0.0.1', '--key-file', keyFile]);
+  await waitUntil('broker port', () => tcpOpen(brokerPort), 20_000);
   const gateway = mycelium(
     [
       'mqtt-gateway',
