@@ -288,6 +288,10 @@ describe('dashboard with a gateway played by a test peer', () => {
     const gw = await fakeGateway(tb);
     gw.send({ type: 'new', uid: 'n-1', data: { name: 'porch' } });
     const { page: p } = await page();
+    // An expired token is named as such, without even trying the broker.
+    await p.goto(`${dash.url}/#token=${await tb.keys.token('viewer', 'old', -120)}`);
+    await waitText(p, '#login-message', (t) => t.includes('expired'), 'the expiry message');
+    expect(await p.isVisible('#login')).toBe(true);
     await p.goto(`${dash.url}/#token=not.a.token`);
     await waitText(p, '#login-message', (t) => t.includes('refused'), 'the refusal message');
     expect(await p.isVisible('#login')).toBe(true);

@@ -115,14 +115,32 @@ export class App {
     configureTiles(this.config.tileUrl);
     this.buildLayout();
     this.applyTheme();
+    // A #token= link opened in a tab that already shows the page changes only the fragment: no reload.
+    window.addEventListener('hashchange', () => {
+      const token = takeTokenFromFragment();
+      if (token) this.useToken(token, false);
+    });
     const fromLink = takeTokenFromFragment();
     if (fromLink) saveToken(fromLink, false);
-    this.token = fromLink ?? loadToken();
-    if (this.token && tokenExpired(this.token)) {
+    this.connectWith(fromLink ?? loadToken());
+  }
+
+  private useToken(token: string, remember: boolean): void {
+    saveToken(token, remember);
+    this.conn.stop();
+    this.clearAll();
+    this.connectWith(token);
+  }
+
+  private connectWith(token: string | undefined): void {
+    this.token = token;
+    if (token && tokenExpired(token)) {
+      this.conn.stop();
       this.showLogin('Your token has expired. Paste a new one.');
       return;
     }
-    this.conn.start(this.token);
+    this.login.hidden = true;
+    this.conn.start(token);
   }
 
   // -----------------------------------------------------------------------------------------
@@ -178,11 +196,8 @@ export class App {
       ev.preventDefault();
       const token = this.tokenInput.value.trim();
       if (!token) return;
-      saveToken(token, this.rememberBox.checked);
-      this.token = token;
       this.tokenInput.value = '';
-      this.login.hidden = true;
-      this.conn.start(token);
+      this.useToken(token, this.rememberBox.checked);
     });
     this.login.append(form);
 
