@@ -4,7 +4,8 @@
 // client). The Mycelium broker and the gateway (with its embedded aedes) are separate processes; the nodes live in
 // load-generator processes of at most --per-worker sockets each, spread over several 127.0.0.x source addresses.
 // Reported per N: gateway+embedded-broker CPU (% of one core) and RSS from /proc, the Mycelium broker's CPU,
-// MQTT messages/s into the gateway, updates/s delivered to the client, latency p50/p99/max.
+// MQTT messages/s into the gateway, updates/s delivered to the client, latency p50/p99/max, and the CPU used by
+// everything else on the machine meanwhile (the machine has two cores; other work there skews latency).
 // Usage: npm run bench:mqtt [-- --nodes 1000,5000,10000 --interval 5 --seconds 20]
 // BENCH_TRACE=1 prints every update slower than 50 ms with its time, to tell pauses from steady delay;
 // BENCH_GATEWAY_NODE_OPTIONS passes Node flags to the gateway process (e.g. --trace-gc).
@@ -44,6 +45,14 @@ function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** Busy CPU time of the whole machine (all cores), in milliseconds. */
+function machineBusyMs(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal ...
+  const busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
+  return (busy * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 
 function rssMiB(pid: number): { rss: number; peak: number } {
@@ -177,6 +186,15 @@ interface Result {
   p99: number;
   max: number;
   samples: number;
+  /** Load generators and this process (the measuring client). */
+  loadGenCpuPct: number;
+  /** Everything else on the machine during the window: the contention the figures were taken under. */
+  otherCpuPct: number;
+}
+
+function selfCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 async function runCase(n: number): Promise<Result> {
@@ -264,6 +282,8 @@ async function runCase(n: number): Promise<Result> {
     const m0 = await metricsOf(httpPort);
     const gw0 = cpuMs(gateway.pid!);
     const br0 = cpuMs(broker.pid!);
+    const ours0 = workers.reduce((t, w) => t + cpuMs(w.child.pid!), 0) + selfCpuMs();
+    const machine0 = machineBusyMs();
     const start = performance.now();
     measuring = true;
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
@@ -271,6 +291,8 @@ async function runCase(n: number): Promise<Result> {
     const elapsedS = (performance.now() - start) / 1000;
     const gw1 = cpuMs(gateway.pid!);
     const br1 = cpuMs(broker.pid!);
+    const ours1 = workers.reduce((t, w) => t + cpuMs(w.child.pid!), 0) + selfCpuMs();
+    const machine1 = machineBusyMs();
     const m1 = await metricsOf(httpPort);
     const mem = rssMiB(gateway.pid!);
     const key = 'mycelium_mqtt_messages_total';
@@ -287,6 +309,8 @@ async function runCase(n: number): Promise<Result> {
       p99: pct(latencies, 99),
       max: latencies[latencies.length - 1] ?? Number.NaN,
       samples: latencies.length,
+      loadGenCpuPct: (ours1 - ours0) / 10 / elapsedS,
+      otherCpuPct: (machine1 - machine0 - (ours1 - ours0) - (gw1 - gw0) - (br1 - br0)) / 10 / elapsedS,
     };
     process.stderr.write(
       `  N=${n}: all connected and discovered in ${connectS.toFixed(1)} s (${sum('retries')} connection retries)\n`,
@@ -315,12 +339,12 @@ console.log(`\nload average before: ${loadBefore}; after: ${loadAverage()}`);
 
 const f1 = (x: number) => x.toFixed(1);
 console.log(
-  '| nodes | gateway+aedes CPU (% of a core) | gateway RSS (MiB, peak) | broker CPU | MQTT msgs/s in | updates/s to client | p50 (ms) | p99 (ms) | max (ms) |',
+  '| nodes | gateway+aedes CPU (% of a core) | gateway RSS (MiB, peak) | broker CPU | MQTT msgs/s in | updates/s to client | p50 (ms) | p99 (ms) | max (ms) | load gen CPU | other processes CPU |',
 );
-console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of results) {
   console.log(
-    `| ${r.nodes} | ${f1(r.gwCpuPct)} % | ${f1(r.gwRss)} (${f1(r.gwPeak)}) | ${f1(r.brokerCpuPct)} % | ${f1(r.mqttInPerS)} | ${f1(r.updatesPerS)} | ${f1(r.p50)} | ${f1(r.p99)} | ${f1(r.max)} |`,
+    `| ${r.nodes} | ${f1(r.gwCpuPct)} % | ${f1(r.gwRss)} (${f1(r.gwPeak)}) | ${f1(r.brokerCpuPct)} % | ${f1(r.mqttInPerS)} | ${f1(r.updatesPerS)} | ${f1(r.p50)} | ${f1(r.p99)} | ${f1(r.max)} | ${f1(r.loadGenCpuPct)} % | ${f1(r.otherCpuPct)} % |`,
   );
 }
 process.exit(0);
