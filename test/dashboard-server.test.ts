@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { contentSecurityPolicy, DashboardServer } from '../dashboard/server/server.ts';
+import { checkUrls, contentSecurityPolicy, DashboardServer } from '../dashboard/server/server.ts';
 import { silentLogger } from '../services/common/log.ts';
 
 const cleanups: (() => unknown)[] = [];
@@ -115,5 +115,13 @@ describe('dashboard service', () => {
     const csp = contentSecurityPolicy({ brokerUrl: 'ws://localhost:8000', tileUrl: '' });
     expect(csp).toContain("img-src 'self' data:;");
     expect(csp).toContain("connect-src 'self' ws://localhost:8000 http://localhost:8000");
+  });
+
+  it('refuses broker and tile URLs a browser could not use', () => {
+    expect(() => checkUrls({ brokerUrl: 'http://localhost:8000', tileUrl: '' })).toThrow(/ws:\/\/ or wss:\/\//);
+    expect(() => checkUrls({ brokerUrl: 'localhost:8000x', tileUrl: '' })).toThrow(/broker-url/);
+    expect(() => checkUrls({ brokerUrl: 'ws://h:1', tileUrl: 'https://t.example/{z}/{x}.png' })).toThrow(/\{y\}/);
+    expect(() => checkUrls({ brokerUrl: 'ws://h:1', tileUrl: 'javascript:alert(1)//{z}{x}{y}' })).toThrow(/tile-url/);
+    expect(() => checkUrls({ brokerUrl: 'wss://h', tileUrl: 'https://t.example/{z}/{x}/{y}.png' })).not.toThrow();
   });
 });

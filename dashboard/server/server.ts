@@ -71,6 +71,29 @@ export function contentSecurityPolicy(config: Pick<PageConfig, 'brokerUrl' | 'ti
   ].join('; ');
 }
 
+/** The URLs end up in the page and the CSP: refuse at start what the browser could not use. */
+export function checkUrls(config: Pick<DashboardConfig, 'brokerUrl' | 'tileUrl'>): void {
+  const problems: string[] = [];
+  let broker: URL | undefined;
+  try {
+    broker = new URL(config.brokerUrl);
+  } catch {
+    problems.push(`--broker-url ${JSON.stringify(config.brokerUrl)} is not a URL`);
+  }
+  if (broker && broker.protocol !== 'ws:' && broker.protocol !== 'wss:') {
+    problems.push(`--broker-url must start with ws:// or wss:// (got ${broker.protocol}//)`);
+  }
+  const tiles = config.tileUrl ?? '';
+  if (tiles !== '') {
+    if (!/^https?:\/\//.test(tiles) || originOf(tiles) === undefined) {
+      problems.push(`--tile-url must be an http(s) URL template (got ${JSON.stringify(tiles)})`);
+    } else if (!['{z}', '{x}', '{y}'].every((p) => tiles.includes(p))) {
+      problems.push('--tile-url must contain {z}, {x} and {y}');
+    }
+  }
+  if (problems.length > 0) throw new MyceliumError(ErrorCode.Config, problems.join('\n'));
+}
+
 export class DashboardServer {
   private server?: Server;
   private stopping?: Promise<void>;
@@ -113,6 +136,7 @@ export class DashboardServer {
 
   async start(): Promise<void> {
     if (this.server) return;
+    checkUrls(this.config);
     await this.ensureBuilt();
     const server = createServer((req, res) => {
       this.handle(req, res).catch((err) => {
