@@ -147,11 +147,11 @@ describe('mqtt gateway (embedded broker): discovery, values, writes', () => {
   });
 
   it('keeps a node alive on any message it publishes, not only node/check', async () => {
-    await gateway(['--max-time', '0.4']);
+    await gateway(['--max-time', '1']);
     const auth = await creds('chatty');
     await mosquittoPub(gw.mqttPort, 'node/check', '{"id":"chatty"}', auth);
     await client.next(isFrame('new', 'chatty'), 'new');
-    const until = Date.now() + 800;
+    const until = Date.now() + 2000;
     while (Date.now() < until) await mosquittoPub(gw.mqttPort, 'node/chatty/temperature', '{"value":1}', auth);
     expect(client.frames.some(isFrame('out', 'chatty'))).toBe(false);
   });

@@ -115,13 +115,14 @@ describe('mqtt gateway with mosquitto: discovery, values, writes, liveness', () 
 
 describe('mqtt gateway with mosquitto: the broker goes away and comes back', () => {
   it('reconnects, resubscribes and rediscovers without losing nodes or sending outs', async () => {
-    await gateway(['--max-time', '1']);
+    // --max-time leaves room for both the gateway and the node to reconnect on a busy machine.
+    await gateway(['--max-time', '2']);
     const node = await testNode('survivor', { checkIntervalMs: 200, temperatureIntervalMs: 100 });
     await client.next(isFrame('update', 'survivor', 'temperature'), 'first temperature');
     await mq.pause();
     await waitFor(() => metric(gw, 'mqtt_connected') === 0, 'gateway notices the outage');
     // Longer than --max-time: without the pause of liveness during the outage the node would go out here.
-    await settle(1500);
+    await settle(2500);
     expect(client.frames.some(isFrame('out', 'survivor'))).toBe(false);
     expect(gw.nodeIds()).toEqual(['survivor']);
     // A write while MQTT is down fails at once instead of being queued.

@@ -27,6 +27,9 @@ export async function startMqttGateway(tb: TestBroker, args: string[] = []): Pro
       '0',
       '--backoff-initial-ms',
       '20',
+      // Generous, so a busy machine does not turn an `ok` into `delivered`; tests of `delivered` set their own.
+      '--write-confirm-ms',
+      '3000',
       ...args,
     ],
     {},
