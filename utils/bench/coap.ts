@@ -32,6 +32,8 @@ const { values: opts, positionals } = parseArgs({
     'per-loader': { type: 'string', default: '5000' },
     'stop-fraction': { type: 'string', default: '0.1' },
     'dedup-bytes': { type: 'string' },
+    /** Node.js flags for the gateway process only, space-separated, e.g. "--trace-gc --max-semi-space-size=32". */
+    'gateway-node-args': { type: 'string' },
   },
 });
 const N = Number(positionals[0] ?? 10_000);
@@ -57,9 +59,9 @@ async function freeTcpPort(): Promise<number> {
   });
 }
 
-function service(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
+function service(args: string[], logFile: string, nodeArgs: string[] = []): ChildProcess {
   const fd = openSync(logFile, 'w');
-  return spawn(process.execPath, [MYCELIUM, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, ...env } });
+  return spawn(process.execPath, [...nodeArgs, MYCELIUM, ...args], { stdio: ['ignore', fd, fd] });
 }
 
 async function until(cond: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
@@ -148,6 +150,7 @@ async function main(): Promise<void> {
         ...(opts['dedup-bytes'] ? ['--dedup-cache-bytes', opts['dedup-bytes']] : []),
       ],
       join(dir, 'gateway.log'),
+      opts['gateway-node-args']?.split(' ').filter(Boolean),
     );
     children.push(gateway);
     await waitForPort(httpPort);
