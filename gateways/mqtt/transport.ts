@@ -110,6 +110,9 @@ export function parseBrokerUrl(url: string): { url: string; username?: string; p
   return { url: `${u.protocol}//${u.host}`, username, password };
 }
 
+/** How long stop() waits for in-flight messages before closing the connection anyway. */
+export const END_GRACE_MS = 1000;
+
 /** Client of an external broker (mosquitto, EMQX...). Reconnects forever, every `reconnectMs`. */
 export class ClientTransport implements MqttTransport {
   private client?: MqttClient;
@@ -169,8 +172,19 @@ export class ClientTransport implements MqttTransport {
     const client = this.client;
     this.client = undefined;
     if (client === undefined) return;
-    // A clean DISCONNECT when connected ([MQTT-3.14.4-3]), but never wait long for a broker that is gone.
-    await client.endAsync(!client.connected);
+    // A clean DISCONNECT when connected ([MQTT-3.14.4-3]), but never wait long for a broker that is gone:
+    // a graceful end waits for in-flight QoS 1 messages, so it is cut short after END_GRACE_MS.
+    if (!client.connected) return client.endAsync(true);
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        // mqtt.js ignores a second end() while one is pending, so the socket is closed directly.
+        client.stream?.destroy();
+        resolve();
+      }, END_GRACE_MS);
+    });
+    await Promise.race([client.endAsync(false), cut]);
+    clearTimeout(timer);
   }
 
   async subscribe(filter: string): Promise<void> {
