@@ -76,6 +76,21 @@ describe('mqtt gateway with mosquitto: discovery, values, writes, liveness', () 
     await watch.next((l) => l === 'gateway/mq-node/led/set 1', 'the raw set payload on the wire');
   });
 
+  it('test node: answers discover with its resource list and values, and gateway/check with node/check', async () => {
+    await gateway(['--check-interval', '0.3']);
+    const watch = await sub(['node/tn/#', 'node/check']);
+    await testNode('tn');
+    await watch.next(
+      (l) => l === 'node/tn/resources ["name","os","board","led","temperature","pressure"]',
+      'resource list after discover resources',
+    );
+    await watch.next((l) => l.startsWith('node/tn/board {"value":"HP"}'), 'values');
+    const checks = () => watch.lines.filter((l) => l === 'node/check {"id":"tn"}').length;
+    const before = checks();
+    // Its own node/check runs every 30 s; more within a second are answers to gateway/check.
+    await waitFor(() => checks() >= before + 2, 'node/check answers to gateway/check');
+  });
+
   it('discovers a publish-only node and reports writes to it as delivered', async () => {
     await gateway(['--write-confirm-ms', '100']);
     await testNode('riot', { publishOnly: true });
