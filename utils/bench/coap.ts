@@ -11,7 +11,7 @@
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
@@ -182,6 +182,7 @@ async function main(): Promise<void> {
     const stopped: Array<[string, number]> = [];
     let stopReports = 0;
     const ready: Promise<void>[] = [];
+    const load0 = loadavg()[0];
     const rcv0 = udpRcvbufErrors();
     const rampStart = Date.now();
     const cpu0 = cpuMs(gwPid);
@@ -307,6 +308,9 @@ async function main(): Promise<void> {
     const report = {
       date: new Date().toISOString(),
       nodes: N,
+      // Other work on the machine skews CPU figures and causes stalls: the 1-minute load average at start and end.
+      loadAverageAtStart: load0,
+      loadAverageAtEnd: loadavg()[0],
       loaders: loaderCount,
       beaconSeconds: BEACON_MS / 1000,
       valueSeconds: VALUE_MS / 1000,
