@@ -153,6 +153,12 @@ describe('coap gateway: nodes appear, report values, are discovered', () => {
     expect(ip).toBe('::1');
   });
 
+  it('reaches the gateway through a host name (localhost may resolve to IPv4 only)', async () => {
+    const gw = await startGateway();
+    await startNode(gw, { gatewayHost: 'localhost', uid: 'by-name' });
+    await client.next(update('by-name', 'led', '0'), 'node behind a host name discovered');
+  });
+
   it('treats beacons from a known uid as a refresh: no second new, no second discovery', async () => {
     const gw = await startGateway();
     const node = await startNode(gw, { beaconIntervalMs: 30 });

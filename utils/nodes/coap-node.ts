@@ -2,6 +2,7 @@
 // it beacons and posts values from the same UDP socket its CoAP server listens on (RIOT gcoap has one socket),
 // so the gateway can discover it at the beacon's source address and port.
 import type { Socket } from 'node:dgram';
+import { lookup } from 'node:dns/promises';
 import {
   Agent,
   createServer,
@@ -74,6 +75,8 @@ export class CoapTestNode {
   private timers: NodeJS.Timeout[] = [];
   private readonly observers = new Map<string, Set<ObserveWriteStream>>();
   private running = false;
+  /** The gateway's address in the form this node's socket can send to. */
+  private gatewayAddress = '';
   /** When true, requests are left unanswered (a node that never answers discovery). */
   mute = false;
   /** When set, /.well-known/core answers this text instead of the real links. */
@@ -104,6 +107,7 @@ export class CoapTestNode {
     if (this.running) return;
     this.running = true;
     await this.open(this.config.port);
+    this.gatewayAddress = await this.resolveGateway();
     const c = this.config;
     this.beacon(c.resetBeacon ? 'reset' : 'Alive');
     this.every(c.beaconIntervalMs, () => this.beacon('Alive'));
@@ -150,6 +154,16 @@ export class CoapTestNode {
     this.beacon('Alive');
   }
 
+  /**
+   * Resolves --gateway-host once. "localhost" may resolve to 127.0.0.1 only, which a dual-stack IPv6 socket
+   * reaches as ::ffff:127.0.0.1; an IPv4-only socket needs an IPv4 address.
+   */
+  private async resolveGateway(): Promise<string> {
+    const v6 = this.socket?.address().family === 'IPv6';
+    const { address, family } = await lookup(this.config.gatewayHost, v6 ? {} : { family: 4 });
+    return v6 && family === 4 ? `::ffff:${address}` : address;
+  }
+
   private every(ms: number, fn: () => void): void {
     const t = setInterval(fn, ms);
     t.unref();
@@ -180,7 +194,7 @@ export class CoapTestNode {
   private post(path: string, payload: string): void {
     if (this.agent === undefined || !this.running) return;
     const req = this.agent.request({
-      hostname: this.config.gatewayHost,
+      hostname: this.gatewayAddress,
       port: this.config.gatewayPort,
       method: 'POST',
       pathname: path,
