@@ -257,7 +257,7 @@ describe('coap gateway: observe (RFC 7641)', () => {
 
 describe('coap gateway: liveness', () => {
   it('sends out timeout for a silent node, and none while nodes beacon', async () => {
-    const gw = await startGateway({ maxTime: 0.3, checkIntervalMs: 20 });
+    const gw = await startGateway({ maxTime: 0.5, checkIntervalMs: 20 });
     const node = await startNode(gw, { beaconIntervalMs: 50 });
     await client.next(update('1234', 'led', '0'), 'discovered');
     await settle(700);
@@ -266,7 +266,8 @@ describe('coap gateway: liveness', () => {
     await node.stop();
     const out = await client.next(ofType('out', '1234'), 'out after silence');
     expect(out.reason).toBe('timeout');
-    expect(Date.now() - stoppedAt).toBeLessThan(300 + 20 + 400);
+    // max-time + one check interval, plus room for a loaded CI machine to deliver the frame.
+    expect(Date.now() - stoppedAt).toBeLessThan(500 + 20 + 1000);
     expect(gw.nodeCount).toBe(0);
   });
 });
