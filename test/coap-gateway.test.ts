@@ -182,6 +182,19 @@ describe('coap gateway: nodes appear, report values, are discovered', () => {
     expect(client.frames.filter(ofType('new', '1234'))).toHaveLength(1);
   });
 
+  it('a reset during discovery discovers again once the node answers', async () => {
+    const gw = await startGateway();
+    const node = await startNode(gw, {}, (n) => {
+      n.mute = true;
+    });
+    await waitFor(() => node.seen.get('GET /.well-known/core') === 1, 'first discovery asked');
+    node.mute = false;
+    node.beacon('reset');
+    await client.next(ofType('reset', '1234'), 'reset');
+    await client.next(update('1234', 'led', '0'), 'discovered after the reset');
+    expect(node.seen.get('GET /.well-known/core')).toBe(2);
+  });
+
   it('a reset beacon from an unknown uid is just a new node', async () => {
     const gw = await startGateway();
     await startNode(gw, { resetBeacon: true, uid: 'fresh' });

@@ -398,11 +398,16 @@ export class CoapGateway {
         this.discoveryHead = 0;
       }
       this.discoveryActive++;
+      const generation = node.generation;
       this.discover(node)
         .catch((err) => this.log.warn({ err, uid: node.uid }, 'discovery failed'))
         .finally(() => {
           node.discovering = false;
           this.discoveryActive--;
+          // A reset while this discovery ran made its results void: discover the new generation.
+          if (node.generation !== generation && this.running && this.table.get(node.uid) === node) {
+            this.enqueueDiscovery(node);
+          }
           this.pumpDiscovery();
         });
     }
