@@ -43,6 +43,7 @@ function gatewayConfig(overrides: Partial<CoapGatewayConfig>): CoapGatewayConfig
     maxPayloadBytes: 256,
     nodePort: 0,
     discoveryConcurrency: 8,
+    discoveryRetryMs: 60_000,
     ignoreObs: false,
     observeRefreshMs: 300_000,
     dedupCacheBytes: 1 << 20,
@@ -348,6 +349,18 @@ describe('coap gateway: bad input', () => {
     node.setValue('led', '1');
     await client.next(update('mute', 'led', '1'), 'posted value still accepted');
     expect(gw.nodeCount).toBe(1);
+  });
+
+  it('retries a discovery that got no answer at a later beacon', async () => {
+    const gw = await startGateway({ requestTimeoutMs: 150, discoveryRetryMs: 0 });
+    const node = await startNode(gw, { uid: 'late' }, (n) => {
+      n.mute = true;
+    });
+    await waitFor(() => metric(gw, 'discovery_total{result="timeout"}') === 1, 'first discovery timed out');
+    node.mute = false;
+    node.beacon('alive');
+    await client.next(update('late', 'led', '0'), 'discovered at the next beacon');
+    expect(metric(gw, 'discovery_total{result="ok"}')).toBe(1);
   });
 
   it('serves the counters as Prometheus text on --http-port', async () => {

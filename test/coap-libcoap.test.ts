@@ -49,6 +49,7 @@ async function startGateway(overrides: Partial<CoapGatewayConfig> = {}): Promise
       maxPayloadBytes: 1024,
       nodePort: 0,
       discoveryConcurrency: 4,
+      discoveryRetryMs: 60_000,
       ignoreObs: false,
       observeRefreshMs: 300_000,
       dedupCacheBytes: 1 << 20,

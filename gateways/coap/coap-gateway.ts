@@ -315,7 +315,15 @@ export class CoapGateway {
     const now = Date.now();
     const node = this.table.get(uid);
     if (node === undefined) {
-      const fresh: CoapNode = { uid, address, port, lastSeen: now, generation: 0, discovering: false };
+      const fresh: CoapNode = {
+        uid,
+        address,
+        port,
+        lastSeen: now,
+        generation: 0,
+        discovering: false,
+        discoveryFailedAt: 0,
+      };
       this.table.add(fresh);
       this.counters.nodesNew.inc();
       core.nodeNew(uid, this.ownResources(fresh));
@@ -324,7 +332,8 @@ export class CoapGateway {
       return;
     }
     node.lastSeen = now;
-    if (node.address !== address || node.port !== port) {
+    const moved = node.address !== address || node.port !== port;
+    if (moved) {
       const ipChanged = node.address !== address;
       this.table.move(node, address, port);
       this.counters.rebinds.inc();
@@ -340,6 +349,9 @@ export class CoapGateway {
       this.dropObservations(node);
       core.nodeReset(uid);
       for (const [k, v] of Object.entries(this.ownResources(node))) core.nodeUpdate(uid, k, v);
+      this.enqueueDiscovery(node);
+    } else if (node.discoveryFailedAt > 0 && (moved || now - node.discoveryFailedAt >= this.config.discoveryRetryMs)) {
+      // The node beacons but did not answer discovery: maybe it was busy, maybe it moved. Try again.
       this.enqueueDiscovery(node);
     }
   }
@@ -385,6 +397,7 @@ export class CoapGateway {
 
   private enqueueDiscovery(node: CoapNode): void {
     if (node.discovering) return;
+    node.discoveryFailedAt = 0;
     node.discovering = true;
     this.discoveryQueue.push(node);
     this.pumpDiscovery();
@@ -461,6 +474,7 @@ export class CoapGateway {
   }
 
   private discoveryFailed(node: CoapNode, answer: Answer, what: string): void {
+    node.discoveryFailedAt = Date.now();
     if (answer.kind === 'timeout') this.counters.discoveryTimeout.inc();
     else this.counters.discoveryError.inc();
     this.log.warn(

@@ -15,6 +15,8 @@ export interface CoapNode {
   generation: number;
   /** In the discovery queue or being discovered. */
   discovering: boolean;
+  /** Date.now() when the last discovery got no answer (0 = none failed): a later beacon retries it. */
+  discoveryFailedAt: number;
 }
 
 export class NodeTable {

@@ -45,6 +45,12 @@ export const coapGatewayOptions = {
     min: 1,
     description: 'nodes discovered at the same time (more wait their turn, so a gateway restart is no storm)',
   },
+  discoveryRetryMs: {
+    type: 'number',
+    default: 60000,
+    min: 0,
+    description: 'a discovery that got no answer is retried at a beacon this long after (at once if the node moved)',
+  },
   ignoreObs: {
     type: 'boolean',
     default: false,
