@@ -11,7 +11,9 @@ const nodes: Record<string, () => Promise<CommandSpec<OptionTable>>> = {
 export async function nodeMain(argv: string[]): Promise<void> {
   const [kind, ...rest] = argv;
   if (kind === undefined || !Object.hasOwn(nodes, kind)) {
-    process.stderr.write(`Usage: mycelium node <${Object.keys(nodes).join('|')}> [options]\nRun \`mycelium node ws --help\` for the options.\n`);
+    process.stderr.write(
+      `Usage: mycelium node <${Object.keys(nodes).join('|')}> [options]\nRun \`mycelium node ws --help\` for the options.\n`,
+    );
     process.exit(kind === undefined || kind === '--help' ? 0 : 2);
   }
   await runCommand(await nodes[kind](), rest);
