@@ -1,7 +1,7 @@
 // The MQTT gateway with its embedded aedes broker, over real sockets: a real Mycelium broker on port 0, real MQTT
 // clients (mosquitto_pub / mosquitto_sub, mqtt.js, the MQTT test node) on the embedded broker's port 0.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MqttGateway } from '../gateways/mqtt/gateway.ts';
+import type { MqttGateway } from '../gateways/mqtt/mqtt-gateway.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { MqttTestNode } from '../utils/nodes/mqtt-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
