@@ -248,8 +248,9 @@ export class Broker {
   // Node events: published by the session that accepted them, applied and fanned out when they come back
   // off the bus. The same path serves one broker in-process and many brokers on NATS.
 
-  publishEvent(event: NodeEvent): void {
-    const { frame, payload } = textFrameOf(JSON.stringify(event));
+  /** `encoded`: the event's JSON when the caller already has it (a gateway frame that is the event verbatim). */
+  publishEvent(event: NodeEvent, encoded: string = JSON.stringify(event)): void {
+    const { frame, payload } = textFrameOf(encoded);
     this.localEvent = { bytes: payload, frame, event };
     this.bus.publish(this.eventsSubject, payload);
     this.localEvent = undefined;

@@ -6,6 +6,14 @@ import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseGatewayFrame } from '../protocol/frames.ts';
 import type { BrError, BrWrite, GatewayMessage, GatewayRecord, GwNew, GwResult } from '../protocol/messages.ts';
 import type { Broker } from './broker.ts';
+import type { NodeEvent } from './node-table.ts';
+
+/** True when `obj` has exactly `n` own keys (cheaper than Object.keys on the hot path). */
+function hasOnlyKeys(obj: object, n: number): boolean {
+  let count = 0;
+  for (const _ in obj) if (++count > n) return false;
+  return count === n;
+}
 
 export class GatewaySession {
   /** Uids this connection announced and has not put `out`: the nodes it may update. */
@@ -70,18 +78,22 @@ export class GatewaySession {
   private onMessage(data: RawData, isBinary: boolean): void {
     this.broker.counters.gatewayFramesIn.inc();
     if (isBinary) return this.reject(CloseCode.UnsupportedData, 'binary-frame', 'only text frames are accepted');
-    const parsed = parseGatewayFrame(data.toString());
+    const text = data.toString();
+    const parsed = parseGatewayFrame(text);
     if (!parsed.ok) return this.reject(parsed.close, parsed.code, parsed.reason);
-    this.dispatch(parsed.value);
+    this.dispatch(parsed.value, text);
   }
 
-  private dispatch(msg: GatewayMessage): void {
+  private dispatch(msg: GatewayMessage, text: string): void {
     switch (msg.type) {
       case 'new':
         return this.onNew(msg);
       case 'update': {
         if (!this.owns(msg.uid)) return;
-        this.broker.publishEvent({ type: 'update', uid: msg.uid, endpoint: msg.endpoint, data: msg.data });
+        const event: NodeEvent = { type: 'update', uid: msg.uid, endpoint: msg.endpoint, data: msg.data };
+        // The hot path: a gateway update with no extra fields is already the client frame, so its text is
+        // forwarded as it came (validated above) instead of being serialized again.
+        this.broker.publishEvent(event, hasOnlyKeys(msg, 4) ? text : undefined);
         return;
       }
       case 'out': {

@@ -49,8 +49,8 @@ export class MemoryBus implements Bus {
 
   publish(subject: string, data: Uint8Array, reply?: string): void {
     if (this.closed) return;
-    if (!isValidSubject(subject, false)) throw new Error(`invalid subject "${subject}"`);
-    const targets = this.route(subject);
+    // A cached route means the subject was checked before: the per-message path skips the check.
+    const targets = this.routes.get(subject) ?? this.checkedRoute(subject);
     if (targets.length === 0) return;
     const msg: BusMsg = { subject, data, reply };
     let queues: Set<string> | undefined;
@@ -118,6 +118,11 @@ export class MemoryBus implements Bus {
 
   private newInbox(): string {
     return `${this.inboxPrefix}.${++this.inboxSeq}`;
+  }
+
+  private checkedRoute(subject: string): Sub[] {
+    if (!isValidSubject(subject, false)) throw new Error(`invalid subject "${subject}"`);
+    return this.route(subject);
   }
 
   private route(subject: string): Sub[] {

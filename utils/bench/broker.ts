@@ -15,6 +15,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '4' },
     servers: { type: 'string', default: 'relay,memory,nats' },
     quick: { type: 'boolean', default: false },
+    /** Only the cases whose name contains this text, e.g. --cases "K=1". */
+    cases: { type: 'string', default: '' },
   },
 });
 const reps = args.quick ? 1 : Number(args.reps);
@@ -34,5 +36,9 @@ pinSelf();
 console.log(
   `# broker benchmark: ${reps} reps × ${seconds}s per case, medians; servers on CPU 0, load generator on CPU 1`,
 );
-await runCases(cases, args.servers.split(',') as ServerKind[], reps);
+await runCases(
+  cases.filter((c) => c.name.includes(args.cases)),
+  args.servers.split(',') as ServerKind[],
+  reps,
+);
 process.exit(0);
