@@ -81,7 +81,15 @@ describe('mycelium up', () => {
       ],
       home,
     );
-    await waitFor(() => run.out.stdout.includes('Press Ctrl-C'), 'the banner', 30_000);
+    await waitFor(
+      () => {
+        if (run.child.exitCode !== null)
+          throw new Error(`mycelium up exited with ${run.child.exitCode}: ${run.out.stderr}`);
+        return run.out.stdout.includes('Press Ctrl-C');
+      },
+      'the banner',
+      30_000,
+    );
     const token = /#token=([\w.-]+)/.exec(run.out.stdout)?.[1];
     expect(token).toBeDefined();
     expect(run.out.stdout).toContain(`http://localhost:${p.dash}/#token=`);
