@@ -29,7 +29,7 @@ async function broker(id: string): Promise<BrokerProcess> {
     '--peer-heartbeat-ms',
     '200',
     '--gateway-grace-ms',
-    '600',
+    '2000',
   ]);
   cleanups.push(() => b.kill());
   return b;
@@ -143,8 +143,8 @@ describe('several brokers on one NATS server', () => {
       'stream flowing through b',
       5000,
     );
-    // Past the dead-peer detection and the grace period: still online, never out.
-    await settle(1500);
+    // Past the dead-peer detection (3 × 200 ms) and the grace period (2 s): still online, never out.
+    await settle(2800);
     expect(onB.frames.filter((f) => f.uid === 'n1' && f.type === 'out')).toEqual([]);
     const node = await (
       await fetch(`${b.http}/api/v1/nodes/n1`, { headers: { authorization: `Bearer ${await keys.token('viewer')}` } })
@@ -163,7 +163,7 @@ describe('several brokers on one NATS server', () => {
     await onB.next((f) => f.type === 'new' && f.uid === 'n1', 'n1 on b');
     await gw.stop();
     await a.kill();
-    const out = await onB.next((f) => f.type === 'out' && f.uid === 'n1', 'out on b', 5000);
+    const out = await onB.next((f) => f.type === 'out' && f.uid === 'n1', 'out on b', 10_000);
     expect(out.reason).toBe('gateway-lost');
     await settle(300);
     expect(onB.frames.filter((f) => f.type === 'out' && f.uid === 'n1')).toHaveLength(1);
