@@ -15,8 +15,7 @@ async function gateway(sub = 'gw-a'): Promise<TestPeer> {
 async function client(role: 'viewer' | 'operator' | 'admin' = 'operator'): Promise<TestPeer> {
   const p = await TestPeer.connect(`${tb.ws}/ws`, await tb.keys.token(role, `${role}-user`));
   peers.push(p);
-  p.send({ type: 'new', data: 'client' });
-  await p.next((f) => f.type === 'synced', 'snapshot end');
+  await p.register();
   return p;
 }
 

@@ -38,8 +38,7 @@ async function broker(id: string): Promise<BrokerProcess> {
 async function client(b: BrokerProcess, role: 'viewer' | 'operator' = 'operator'): Promise<TestPeer> {
   const p = await TestPeer.connect(`${b.ws}/ws`, await keys.token(role, `${role}-${b.id}`));
   cleanups.push(() => p.close());
-  p.send({ type: 'new', data: 'client' });
-  await p.next((f) => f.type === 'synced', `snapshot from ${b.id}`);
+  await p.register();
   return p;
 }
 

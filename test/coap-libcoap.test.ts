@@ -29,8 +29,7 @@ beforeEach(async () => {
   cleanups.push(() => tb.stop());
   client = await TestPeer.connect(`${tb.ws}/ws`, await tb.keys.token('operator', 'op'));
   cleanups.push(() => client.close());
-  client.send({ type: 'new', data: 'client' });
-  await client.next((f) => f.type === 'synced', 'snapshot end');
+  await client.register();
 });
 
 afterEach(async () => {

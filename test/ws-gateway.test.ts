@@ -68,8 +68,7 @@ async function rawNode(gw: WsGateway, token?: string, options: object = {}, quer
 async function client(tb: TestBroker): Promise<TestPeer> {
   const c = await TestPeer.connect(`${tb.ws}/ws`, await tb.keys.token('operator', 'op'));
   cleanups.push(() => c.close());
-  c.send({ type: 'new', data: 'client' });
-  await c.next((f) => f.type === 'synced', 'snapshot end');
+  await c.register();
   return c;
 }
 

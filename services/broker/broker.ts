@@ -385,26 +385,7 @@ export class Broker {
       }
       if (body.broker === this.id) continue;
       this.peers.seed(body.broker, body.gateways ?? []);
-      for (const node of body.nodes ?? []) {
-        if (!this.table.get(node.uid)) {
-          this.table.apply(
-            {
-              type: 'new',
-              uid: node.uid,
-              gateway: node.gateway,
-              protocol: node.protocol,
-              status: 'online',
-              lastSeen: node.lastSeen,
-            },
-            node.lastSeen,
-          );
-          const rec = this.table.get(node.uid)!;
-          rec.status = node.status;
-          rec.reason = node.reason;
-          rec.resources = node.resources ?? {};
-          count++;
-        }
-      }
+      for (const node of body.nodes ?? []) if (this.table.adopt(node)) count++;
     }
     if (replies.length > 0) this.log.info({ peers: replies.length, nodes: count }, 'state synced from peer brokers');
   }

@@ -1,14 +1,7 @@
 // The broker's view of every node: resources and values, status, owning gateway, last seen.
 // It changes only by applying node events as they come off the bus, so every broker that sees the same
 // events holds the same table, and a snapshot taken between two events is consistent with the live stream.
-import type {
-  BrokerToClientMessage,
-  GatewayRecord,
-  Json,
-  NodeRecord,
-  ToClientNew,
-  ToClientOut,
-} from '../protocol/messages.ts';
+import type { BrokerToClientMessage, Json, NodeRecord, ToClientNew, ToClientOut } from '../protocol/messages.ts';
 
 /** Node events are the client frames `new`, `update`, `out`, `reset`. */
 export type NodeEvent = Extract<BrokerToClientMessage, { type: 'new' | 'update' | 'out' | 'reset' }>;
@@ -91,8 +84,11 @@ export class NodeTable {
     }
   }
 
-  remove(uid: string): boolean {
-    return this.nodes.delete(uid);
+  /** Takes a node as a peer broker reported it (state sync); a node already known here is kept. */
+  adopt(node: NodeRecord): boolean {
+    if (this.nodes.has(node.uid)) return false;
+    this.nodes.set(node.uid, { ...node, resources: { ...node.resources } });
+    return true;
   }
 
   /** The frames that bring a fresh client up to date with one node. */
@@ -121,5 +117,3 @@ export function newFrame(node: NodeRecord): ToClientNew {
 function outFrame(node: NodeRecord): ToClientOut {
   return { type: 'out', uid: node.uid, reason: node.reason ?? 'timeout', lastSeen: node.lastSeen };
 }
-
-export type { GatewayRecord };

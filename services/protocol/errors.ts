@@ -12,7 +12,6 @@ export const ErrorCode = {
   UnknownNode: 'MYC_ERR_UNKNOWN_NODE',
   NodeOffline: 'MYC_ERR_NODE_OFFLINE',
   Forbidden: 'MYC_ERR_FORBIDDEN',
-  WriteTimeout: 'MYC_ERR_WRITE_TIMEOUT',
   Unauthorized: 'MYC_ERR_UNAUTHORIZED',
   Config: 'MYC_ERR_CONFIG',
 } as const;

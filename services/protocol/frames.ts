@@ -1,5 +1,3 @@
-// Parsers for every inbound frame kind, and the encoders for outbound ones.
-import { CloseCode, ErrorCode } from './errors.ts';
 import {
   type BrokerToClientMessage,
   type BrokerToGatewayMessage,
@@ -11,7 +9,6 @@ import {
 import {
   type Check,
   checkShape,
-  fail,
   isAny,
   isIdentifier,
   isRecord,
@@ -73,11 +70,6 @@ export function parseBrokerToGatewayFrame(text: string): Parsed<BrokerToGatewayM
 
 export function parseBrokerToClientFrame(text: string): Parsed<BrokerToClientMessage> {
   return parseFrame<BrokerToClientMessage>(text, brokerToClientShapes);
-}
-
-/** A frame over `limit` bytes is refused before parsing (close 1009). */
-export function tooBig(limit: number) {
-  return fail(ErrorCode.TooBig, `frame exceeds ${limit} bytes`, CloseCode.TooBig);
 }
 
 /** Serializes an outbound message. One call per message, never per recipient. */

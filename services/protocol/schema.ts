@@ -2,7 +2,6 @@
 // Hand-written checks instead of a schema library: this runs per message on the hot path, and the browser
 // bundle stays small.
 import { CloseCode, ErrorCode, type FrameError } from './errors.ts';
-import type { Json } from './messages.ts';
 
 export type Parsed<T> = { ok: true; value: T } | FrameError;
 
@@ -75,9 +74,4 @@ export function parseFrame<T extends { type: string }>(text: string, shapes: Rec
   const problem = checkShape(obj, shape);
   if (problem !== undefined) return fail(ErrorCode.BadShape, `${type}: ${problem}`);
   return { ok: true, value: obj as unknown as T };
-}
-
-/** JSON values are already valid once parsed; this only narrows the type. */
-export function asJson(v: unknown): Json {
-  return v as Json;
 }

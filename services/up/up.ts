@@ -14,9 +14,6 @@ import type { ConfigOf } from '../common/config.ts';
 
 export type UpConfig = ConfigOf<typeof upOptions> & ConfigOf<typeof commonOptions>;
 
-export const SERVICES = ['broker', 'ws', 'coap', 'mqtt', 'dashboard'] as const;
-export type ServiceName = (typeof SERVICES)[number];
-
 /** Login links carry an operator token that lives this long. */
 export const LOGIN_TOKEN_TTL_SECONDS = 12 * 3600;
 
@@ -127,7 +124,7 @@ export class Up implements Component {
         portFlag: '--dashboard-port',
         port: c.dashboardPort,
       },
-    ].filter((p) => enabled.has(p.name as ServiceName));
+    ].filter((p) => enabled.has(p.name));
     for (const p of plan) await this.startOne(p);
     if (c.demo) await this.startDemoNodes(key);
     const token = await mintToken(key, { role: 'operator', sub: 'up-operator', ttlSeconds: LOGIN_TOKEN_TTL_SECONDS });

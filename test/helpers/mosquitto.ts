@@ -4,9 +4,10 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Socket, connect as tcpConnect } from 'node:net';
+import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { guard, terminate } from './child-process.ts';
 import { waitFor } from './wait.ts';
 
 export const MOSQUITTO_BIN = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto';
@@ -83,17 +84,17 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     url: `mqtt://127.0.0.1:${port}`,
     stop() {
       stopped ??= (async () => {
-        if (child) await terminate(child);
+        if (child) await terminate(child, MOSQUITTO_STOP_TIMEOUT_MS);
         await rm(dir, { recursive: true, force: true });
       })();
       return stopped;
     },
     async pause() {
-      if (child) await terminate(child);
+      if (child) await terminate(child, MOSQUITTO_STOP_TIMEOUT_MS);
     },
     async restart() {
       if (stopped !== undefined) throw new Error('mosquitto was stopped; restart() is only for a live fixture');
-      if (child) await terminate(child);
+      if (child) await terminate(child, MOSQUITTO_STOP_TIMEOUT_MS);
       child = await launch(join(dir, 'mosquitto.conf'), port);
     },
   };
@@ -121,7 +122,7 @@ async function launch(configFile: string, port: number): Promise<ChildProcess> {
     if (child.exitCode !== null) throw new Error(`mosquitto exited (code ${child.exitCode}):\n${log}`);
     if (await probe(port)) return child;
     if (Date.now() > deadline) {
-      await terminate(child);
+      await terminate(child, MOSQUITTO_STOP_TIMEOUT_MS);
       throw new Error(
         `mosquitto did not accept connections on ${port} within ${MOSQUITTO_READY_TIMEOUT_MS} ms:\n${log}`,
       );
@@ -142,30 +143,6 @@ function probe(port: number): Promise<boolean> {
       resolve(false);
     });
   });
-}
-
-async function terminate(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), MOSQUITTO_STOP_TIMEOUT_MS);
-  try {
-    await exited;
-  } finally {
-    clearTimeout(t);
-  }
-}
-
-/** Kills the server if this test process dies first (vitest workers end without exit hooks). */
-function guard(child: ChildProcess): void {
-  if (child.pid === undefined) return;
-  const watchdog = spawn('/bin/sh', ['-c', 'read _; kill -KILL "$0" 2>/dev/null', String(child.pid)], {
-    stdio: ['pipe', 'ignore', 'ignore'],
-  });
-  watchdog.on('error', () => {});
-  watchdog.unref();
-  (watchdog.stdin as Socket | null)?.unref();
-  child.once('exit', () => watchdog.kill());
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -265,6 +242,6 @@ export class MosquittoSub {
   }
 
   async stop(): Promise<void> {
-    await terminate(this.child);
+    await terminate(this.child, MOSQUITTO_STOP_TIMEOUT_MS);
   }
 }

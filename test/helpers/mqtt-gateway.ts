@@ -43,8 +43,7 @@ export async function startMqttGateway(tb: TestBroker, args: string[] = []): Pro
 /** A registered operator client on the broker's /ws. */
 export async function operator(tb: TestBroker): Promise<TestPeer> {
   const p = await TestPeer.connect(`${tb.ws}/ws`, await tb.keys.token('operator', 'op'));
-  p.send({ type: 'new', data: 'client' });
-  await p.next((f) => f.type === 'synced', 'snapshot end');
+  await p.register();
   return p;
 }
 

@@ -3,9 +3,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { type Socket, connect as tcpConnect } from 'node:net';
+import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { guard, terminate } from './child-process.ts';
 
 export const NATS_SERVER_READY_TIMEOUT_MS = 10_000;
 export const NATS_SERVER_STOP_TIMEOUT_MS = 5_000;
@@ -36,7 +37,6 @@ export interface NatsServer {
 }
 
 /** server -> the process that kills it if this test process dies first. */
-const watchdogs = new WeakMap<ChildProcess, ChildProcess>();
 /** The default binary that spawned last time, so later starts skip a failing PATH lookup. */
 let resolvedBin: string | undefined;
 
@@ -68,14 +68,14 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     storeDir,
     stop() {
       stopping ??= (async () => {
-        await terminate(child);
+        await terminate(child, NATS_SERVER_STOP_TIMEOUT_MS);
         if (storeDir !== undefined) await rm(storeDir, { recursive: true, force: true });
       })();
       return stopping;
     },
     async restart() {
       if (stopping !== undefined) throw new Error('nats-server was stopped; restart() is only for a running server');
-      await terminate(child);
+      await terminate(child, NATS_SERVER_STOP_TIMEOUT_MS);
       ({ child } = await launch(argsFor(port), readyTimeoutMs));
     },
   };
@@ -89,7 +89,7 @@ async function launch(args: string[], readyTimeoutMs: number): Promise<{ child: 
     await waitForTcp(port, deadline, readyTimeoutMs);
     return { child, port };
   } catch (err) {
-    await terminate(child);
+    await terminate(child, NATS_SERVER_STOP_TIMEOUT_MS);
     throw err;
   }
 }
@@ -169,34 +169,4 @@ function probe(port: number): Promise<Error | undefined> {
       resolve(err);
     });
   });
-}
-
-async function terminate(child: ChildProcess): Promise<void> {
-  watchdogs.get(child)?.kill('SIGKILL');
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), NATS_SERVER_STOP_TIMEOUT_MS);
-  try {
-    await exited;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * Vitest ends its workers without running `process.on('exit')` hooks, so a server whose test never reached stop()
- * would outlive the run. A shell holds the read end of a pipe from this process: when this process dies the pipe
- * closes, `read` returns, and the shell kills the server.
- */
-function guard(child: ChildProcess): void {
-  if (child.pid === undefined) return;
-  const watchdog = spawn('/bin/sh', ['-c', 'read _; kill -KILL "$0" 2>/dev/null', String(child.pid)], {
-    stdio: ['pipe', 'ignore', 'ignore'],
-  });
-  watchdog.on('error', () => {});
-  watchdog.unref();
-  // A piped stdio stream is a Socket at run time; unref'd, the pipe does not hold this process open.
-  (watchdog.stdin as Socket | null)?.unref();
-  watchdogs.set(child, watchdog);
 }

@@ -56,6 +56,13 @@ export class TestPeer {
     return peer;
   }
 
+  /** pyaiot's client registration: sends `new` and waits for the whole snapshot (`synced`). */
+  async register(): Promise<this> {
+    this.send({ type: 'new', data: 'client' });
+    await this.next((f) => f.type === 'synced', 'the snapshot to end');
+    return this;
+  }
+
   send(frame: Frame | string): void {
     this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
   }

@@ -2,13 +2,12 @@
 // connections that push ~100-byte updates, and web clients that count and time what they receive.
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { readPrivateKey, writeKeyPair } from '../../services/common/keys.ts';
 import { mintToken } from '../../services/common/tokens.ts';
-import { cpuMs, median, memoryKiB, percentile, spawnPinned, stopProcess, waitForPort } from './proc.ts';
+import { cpuMs, freePort, median, memoryKiB, percentile, spawnPinned, stopProcess, waitForPort } from './proc.ts';
 
 export const WARMUP_MS = 1000;
 export const NODES_PER_GATEWAY = 50;
@@ -30,15 +29,6 @@ export interface Server {
   gatewayPort: number;
   clientPort: number;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const keyDir = mkdtempSync(join(tmpdir(), 'myc-bench-'));

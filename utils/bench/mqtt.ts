@@ -11,7 +11,6 @@
 // BENCH_GATEWAY_NODE_OPTIONS passes Node flags to the gateway process (e.g. --trace-gc).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { connect as connectTcp, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -20,6 +19,7 @@ import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { readPrivateKey, writeKeyPair } from '../../services/common/keys.ts';
 import { mintToken } from '../../services/common/tokens.ts';
+import { cpuMs, freePort, memoryKiB, percentile, stopProcess, waitForPort } from './proc.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -41,12 +41,6 @@ const CONNECT_TIMEOUT_MS = 120_000;
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ
 const ROOT = new URL('../..', import.meta.url).pathname;
 
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
-}
-
 /** Busy CPU time of the whole machine (all cores), in milliseconds. */
 function machineBusyMs(): number {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
@@ -55,54 +49,12 @@ function machineBusyMs(): number {
   return (busy * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 
-function rssMiB(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
-  return { rss: kib('VmRSS') / 1024, peak: kib('VmHWM') / 1024 };
-}
-
-function pct(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function tcpOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connectTcp({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
-
 async function waitUntil(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
 }
 
 const keyDir = mkdtempSync(join(tmpdir(), 'myc-bench-mqtt-'));
@@ -200,7 +152,7 @@ function selfCpuMs(): number {
 async function runCase(n: number): Promise<Result> {
   const [brokerPort, mqttPort, httpPort] = [await freePort(), await freePort(), await freePort()];
   const broker = mycelium(['broker', '--port', String(brokerPort), '--host', '127.0.0.1', '--key-file', keyFile]);
-  await waitUntil('broker port', () => tcpOpen(brokerPort), 20_000);
+  await waitForPort(brokerPort, '127.0.0.1', 20_000);
   const gateway = mycelium(
     [
       'mqtt-gateway',
@@ -294,19 +246,19 @@ async function runCase(n: number): Promise<Result> {
     const ours1 = workers.reduce((t, w) => t + cpuMs(w.child.pid!), 0) + selfCpuMs();
     const machine1 = machineBusyMs();
     const m1 = await metricsOf(httpPort);
-    const mem = rssMiB(gateway.pid!);
+    const mem = memoryKiB(gateway.pid!);
     const key = 'mycelium_mqtt_messages_total';
     latencies.sort((a, b) => a - b);
     const result: Result = {
       nodes: n,
       gwCpuPct: ((gw1 - gw0) / 10 / elapsedS) * 1,
-      gwRss: mem.rss,
-      gwPeak: mem.peak,
+      gwRss: mem.rss / 1024,
+      gwPeak: mem.peak / 1024,
       brokerCpuPct: (br1 - br0) / 10 / elapsedS,
       mqttInPerS: ((m1.get(key) ?? 0) - (m0.get(key) ?? 0)) / elapsedS,
       updatesPerS: updates / elapsedS,
-      p50: pct(latencies, 50),
-      p99: pct(latencies, 99),
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
       max: latencies[latencies.length - 1] ?? Number.NaN,
       samples: latencies.length,
       loadGenCpuPct: (ours1 - ours0) / 10 / elapsedS,
@@ -318,9 +270,9 @@ async function runCase(n: number): Promise<Result> {
     return result;
   } finally {
     ws?.terminate();
-    await Promise.all(workers.map((w) => stop(w.child)));
-    await stop(gateway);
-    await stop(broker);
+    await Promise.all(workers.map((w) => stopProcess(w.child)));
+    await stopProcess(gateway);
+    await stopProcess(broker);
   }
 }
 

@@ -1,7 +1,7 @@
 // Process measurements for benchmarks, read from /proc (Linux): CPU time, resident memory, percentiles.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
@@ -35,6 +35,16 @@ export function median(values: number[]): number {
     : s.length % 2
       ? s[(s.length - 1) / 2]
       : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** A TCP port that was free a moment ago (the server under test is told to listen on it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 /** Waits until a TCP port accepts connections. */

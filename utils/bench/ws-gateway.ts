@@ -7,14 +7,13 @@
 // Usage: npm run bench:ws-gateway -- 20000 [--workers 2] [--interval-ms 10000] [--seconds 30] [--anonymous]
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { readPrivateKey, writeKeyPair } from '../../services/common/keys.ts';
 import { mintToken } from '../../services/common/tokens.ts';
-import { cpuMs, memoryKiB, percentile, stopProcess, waitForPort } from './proc.ts';
+import { cpuMs, freePort, memoryKiB, percentile, stopProcess, waitForPort } from './proc.ts';
 import type { LoaderMessage } from './ws-gateway-load.ts';
 
 const { values: opts, positionals } = parseArgs({
@@ -39,15 +38,6 @@ const CONCURRENCY = Number(opts.concurrency);
 const ROOT = new URL('../..', import.meta.url).pathname;
 const MYCELIUM = join(ROOT, 'bin/mycelium.js');
 const ALL_NODES_TIMEOUT_MS = 120_000;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** The process and its children (cluster workers), for summing RSS and CPU. */
 function family(pid: number): number[] {
