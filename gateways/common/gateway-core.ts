@@ -6,6 +6,7 @@ import { encode } from '../../services/protocol/frames.ts';
 import type {
   BrError,
   BrokerToGatewayMessage,
+  GatewayMessage,
   Json,
   OutReason,
   WriteResult,
@@ -84,14 +85,14 @@ export class GatewayCore {
   nodeNew(uid: string, resources: Record<string, Json> = {}): void {
     this.nodes.set(uid, { protocol: this.protocol, resources: { ...resources } });
     this.pendingOuts.delete(uid);
-    this.link.send(encode({ type: 'new', uid, protocol: this.protocol, data: resources }));
+    this.send({ type: 'new', uid, protocol: this.protocol, data: resources });
   }
 
   nodeUpdate(uid: string, endpoint: string, data: Json): void {
     const node = this.nodes.get(uid);
     if (node === undefined) return;
     node.resources[endpoint] = data;
-    this.link.send(encode({ type: 'update', uid, endpoint, data }));
+    this.send({ type: 'update', uid, endpoint, data });
   }
 
   /** The node rebooted: forget its values; discovery will report them again. */
@@ -99,25 +100,35 @@ export class GatewayCore {
     const node = this.nodes.get(uid);
     if (node === undefined) return;
     node.resources = {};
-    this.link.send(encode({ type: 'reset', uid }));
+    this.send({ type: 'reset', uid });
   }
 
   nodeOut(uid: string, reason: OutReason): void {
     if (!this.nodes.delete(uid)) return;
-    if (!this.link.send(encode({ type: 'out', uid, reason })) && this.pendingOuts.size < this.maxPendingOuts) {
+    if (!this.send({ type: 'out', uid, reason }) && this.pendingOuts.size < this.maxPendingOuts) {
       this.pendingOuts.set(uid, reason);
     }
+  }
+
+  /** Sends one frame to the broker if connected. A value that cannot be serialized is dropped and logged. */
+  private send(msg: GatewayMessage): boolean {
+    const frame = encode(msg);
+    if (frame === undefined) {
+      this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');
+      return false;
+    }
+    return this.link.send(frame);
   }
 
   /** On every (re)connection: the current state of every node, then the outs that happened meanwhile. */
   private replay(): void {
     for (const [uid, node] of this.nodes) {
-      this.link.send(encode({ type: 'new', uid, protocol: node.protocol, data: node.resources }));
+      this.send({ type: 'new', uid, protocol: node.protocol, data: node.resources });
     }
     for (const [uid, reason] of this.pendingOuts) {
       // The broker only accepts an `out` for a node this connection announced.
-      this.link.send(encode({ type: 'new', uid, protocol: this.protocol }));
-      this.link.send(encode({ type: 'out', uid, reason }));
+      this.send({ type: 'new', uid, protocol: this.protocol });
+      this.send({ type: 'out', uid, reason });
     }
     this.pendingOuts.clear();
     this.log.info({ nodes: this.nodes.size }, 'node state replayed to broker');
@@ -151,6 +162,6 @@ export class GatewayCore {
         outcome = { result: 'error', reason: (err as Error).message };
       }
     }
-    this.link.send(encode({ type: 'result', id, ...outcome }));
+    this.send({ type: 'result', id, ...outcome });
   }
 }

@@ -51,7 +51,10 @@ export class ClientSession {
   }
 
   send(msg: BrokerToClientMessage): void {
-    if (this.ws.readyState === 1) this.ws.send(encode(msg));
+    if (this.ws.readyState !== 1) return;
+    const frame = encode(msg);
+    if (frame === undefined) return this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');
+    this.ws.send(frame);
   }
 
   close(code: number, reason: string): void {

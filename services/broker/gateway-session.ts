@@ -60,7 +60,9 @@ export class GatewaySession {
 
   send(msg: BrWrite | BrError): void {
     if (this.ws.readyState !== 1) return;
-    this.ws.send(encode(msg));
+    const frame = encode(msg);
+    if (frame === undefined) return this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');
+    this.ws.send(frame);
     this.broker.counters.toGateways.inc();
   }
 

@@ -6,6 +6,9 @@ export const ErrorCode = {
   BadType: 'MYC_ERR_BAD_TYPE',
   BadShape: 'MYC_ERR_BAD_SHAPE',
   TooBig: 'MYC_ERR_TOO_BIG',
+  TooDeep: 'MYC_ERR_TOO_DEEP',
+  LimitReached: 'MYC_ERR_LIMIT_REACHED',
+  AlreadyRegistered: 'MYC_ERR_ALREADY_REGISTERED',
   RateLimited: 'MYC_ERR_RATE_LIMITED',
   NotOwner: 'MYC_ERR_NOT_OWNER',
   DuplicateUid: 'MYC_ERR_DUPLICATE_UID',
@@ -26,6 +29,8 @@ export const CloseCode = {
   TooBig: 1009,
   /** Application range (4000-4999): a newer connection with the same identity took over. */
   Replaced: 4001,
+  /** The token the connection was opened with has expired or was revoked (like HTTP 401). */
+  TokenExpired: 4401,
 } as const;
 
 /** An inbound frame that failed validation: what to tell the peer and which close code fits. */

@@ -11,6 +11,7 @@ import {
   checkShape,
   isAny,
   isIdentifier,
+  isIdentifierRecord,
   isRecord,
   isString,
   oneOf,
@@ -18,14 +19,18 @@ import {
   type Parsed,
   parseFrame,
   type Shape,
+  stringifySafe,
 } from './schema.ts';
+
+/** Most resources one node may announce in a `new` frame (the gateways cap resources per node too). */
+export const MAX_RESOURCES_PER_NODE = 256;
 
 const writeRequest: Shape = { uid: isIdentifier, endpoint: isIdentifier, payload: isAny };
 const isWriteRequest: Check = (v) => isRecord(v) ?? checkShape(v as Record<string, unknown>, writeRequest, 'data.');
 
 /** Frames a gateway may send on /gw. */
 const gatewayShapes: Record<string, Shape> = {
-  new: { uid: isIdentifier, protocol: optional(isString), data: optional(isRecord) },
+  new: { uid: isIdentifier, protocol: optional(isString), data: optional(isIdentifierRecord(MAX_RESOURCES_PER_NODE)) },
   update: { uid: isIdentifier, endpoint: isIdentifier, data: isAny },
   out: { uid: isIdentifier, reason: oneOf(OUT_REASONS) },
   reset: { uid: isIdentifier },
@@ -72,7 +77,12 @@ export function parseBrokerToClientFrame(text: string): Parsed<BrokerToClientMes
   return parseFrame<BrokerToClientMessage>(text, brokerToClientShapes);
 }
 
-/** Serializes an outbound message. One call per message, never per recipient. */
-export function encode(msg: BrokerToClientMessage | BrokerToGatewayMessage | GatewayMessage | ClientMessage): string {
-  return JSON.stringify(msg);
+/**
+ * Serializes an outbound message. One call per message, never per recipient. Never throws: undefined when
+ * the message cannot be serialized (see stringifySafe); the caller drops and counts it.
+ */
+export function encode(
+  msg: BrokerToClientMessage | BrokerToGatewayMessage | GatewayMessage | ClientMessage,
+): string | undefined {
+  return stringifySafe(msg);
 }

@@ -10,17 +10,115 @@ export type Check = (value: unknown) => string | undefined;
 
 export const MAX_ID_LENGTH = 256;
 
+/**
+ * Deepest JSON nesting accepted at any parse point (frames, REST bodies, device payloads). Device values are
+ * flat in practice; the cap exists because `JSON.stringify` recurses and throws "Maximum call stack size
+ * exceeded" at a few thousand levels, so a value accepted here must always be serializable again.
+ */
+export const MAX_JSON_DEPTH = 32;
+
+/** Names that would reach an object's prototype machinery if a table were ever keyed by them. */
+const RESERVED_IDS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
 export const isString: Check = (v) => (typeof v === 'string' ? undefined : 'must be a string');
 
-/** Identifiers (uids, endpoints, write ids): non-empty strings without control characters. */
+/**
+ * The one identifier rule for uids, resource names, gateway ids and write ids, applied by the broker and by
+ * every gateway before a frame leaves it: a non-empty string of at most MAX_ID_LENGTH characters, without
+ * C0/C1 control characters, and none of the reserved prototype names.
+ */
 export const isIdentifier: Check = (v) => {
   if (typeof v !== 'string') return 'must be a string';
   if (v.length === 0) return 'must not be empty';
   if (v.length > MAX_ID_LENGTH) return `must be at most ${MAX_ID_LENGTH} characters`;
   // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-  if (/[\u0000-\u001f\u007f]/.test(v)) return 'must not contain control characters';
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(v)) return 'must not contain control characters';
+  if (RESERVED_IDS.has(v)) return `must not be "${v}"`;
   return undefined;
 };
+
+/** A record whose keys are identifiers (at most `maxKeys` of them), with any JSON values. */
+export function isIdentifierRecord(maxKeys: number): Check {
+  return (v) => {
+    const bad = isRecord(v);
+    if (bad !== undefined) return bad;
+    let n = 0;
+    for (const key in v as Record<string, unknown>) {
+      if (++n > maxKeys) return `must have at most ${maxKeys} keys`;
+      const problem = isIdentifier(key);
+      if (problem !== undefined) return `key ${JSON.stringify(key.slice(0, 40))} ${problem}`;
+    }
+    return undefined;
+  };
+}
+
+/**
+ * True when the JSON text nests arrays and objects deeper than `maxDepth`. A linear scan of the text before
+ * parsing, skipping strings: cheaper than walking the parsed value, and it refuses the value before any
+ * recursive code sees it.
+ */
+export function jsonTooDeep(text: string, maxDepth: number = MAX_JSON_DEPTH): boolean {
+  let depth = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c /* \ */) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (++depth > maxDepth) return true;
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) {
+      depth--;
+    }
+  }
+  return false;
+}
+
+/** True when a parsed value nests deeper than `maxDepth` (for values that arrive already parsed). */
+export function valueTooDeep(value: unknown, maxDepth: number = MAX_JSON_DEPTH): boolean {
+  // Iterative, so the check itself cannot overflow the stack on a hostile value.
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > maxDepth) return true;
+    for (const key in v as Record<string, unknown>) stack.push([(v as Record<string, unknown>)[key], depth + 1]);
+  }
+  return false;
+}
+
+export type JsonResult = { ok: true; value: unknown } | FrameError;
+
+/**
+ * The one JSON parse for outside input: refuses text nested deeper than `maxDepth` (MYC_ERR_TOO_DEEP, close
+ * 1003) and invalid JSON (MYC_ERR_BAD_JSON, close 1003). Size is capped by each transport before this.
+ */
+export function parseJson(text: string, maxDepth: number = MAX_JSON_DEPTH): JsonResult {
+  if (jsonTooDeep(text, maxDepth)) {
+    return fail(ErrorCode.TooDeep, `JSON nested deeper than ${maxDepth} levels`);
+  }
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return fail(ErrorCode.BadJson, 'not valid JSON');
+  }
+}
+
+/**
+ * Serializes a value without ever throwing: undefined when it cannot be (a cycle, a BigInt, or nesting
+ * beyond what JSON.stringify's recursion survives). Parse points cap depth, so this is the last line of
+ * defence for hot paths, which drop and count such a message instead of crashing.
+ */
+export function stringifySafe(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Any JSON value, but present. */
 export const isAny: Check = (v) => (v === undefined ? 'is required' : undefined);
@@ -57,12 +155,9 @@ export function fail(code: ErrorCode, reason: string, close: number = CloseCode.
  * Returns the typed message or an error that says what was wrong.
  */
 export function parseFrame<T extends { type: string }>(text: string, shapes: Record<string, Shape>): Parsed<T> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    return fail(ErrorCode.BadJson, 'frame is not valid JSON');
-  }
+  const json = parseJson(text);
+  if (!json.ok) return json.code === ErrorCode.BadJson ? fail(ErrorCode.BadJson, 'frame is not valid JSON') : json;
+  const raw = json.value;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     return fail(ErrorCode.BadShape, 'frame must be a JSON object');
   }
