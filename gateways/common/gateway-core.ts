@@ -2,7 +2,8 @@
 // replay on reconnect, and the dispatch of writes to the protocol binding.
 // A protocol binding calls nodeNew / nodeUpdate / nodeReset / nodeOut and answers writes.
 import type { Logger } from '../../services/common/log.ts';
-import { encode } from '../../services/protocol/frames.ts';
+import { ErrorCode } from '../../services/protocol/errors.ts';
+import { encode, MAX_RESOURCES_PER_NODE } from '../../services/protocol/frames.ts';
 import type {
   BrError,
   BrokerToGatewayMessage,
@@ -11,6 +12,7 @@ import type {
   OutReason,
   WriteResult,
 } from '../../services/protocol/messages.ts';
+import { isIdentifier, valueTooDeep } from '../../services/protocol/schema.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
 
 export interface WriteOutcome {
@@ -23,16 +25,33 @@ export type WriteHandler = (uid: string, endpoint: string, payload: Json) => Pro
 
 interface CachedNode {
   protocol: string;
+  /** Null-prototype: keyed by names a device chose. */
   resources: Record<string, Json>;
+  resourceCount: number;
+  proof?: 'token';
 }
+
+/** Why the core refused a node or a value before it left the gateway (counted by the adapter if it likes). */
+export type Refusal = 'bad-uid' | 'bad-resource' | 'too-deep' | 'max-nodes' | 'max-resources' | 'unknown-node';
 
 export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | 'onMessage'> {
   protocol: string;
   /** Bound on the `out`s remembered while the broker is unreachable (sent on reconnect). */
   maxPendingOuts?: number;
-  /** Told about every `error` frame from the broker (e.g. a uid refused as owned by another gateway). */
+  /**
+   * Told about every `error` frame from the broker. When the frame names a uid the broker refused (a duplicate,
+   * a bad frame), the core has already forgotten that node, so it is never replayed; the adapter drops it too.
+   */
   onBrokerError?: (msg: BrError) => void;
+  /** Most nodes this gateway holds; a new one beyond it is refused (logged once, counted). */
+  maxNodes?: number;
+  /** Most resources one node may have; more are refused. */
+  maxResourcesPerNode?: number;
+  /** Called once per refusal, so each adapter can count it in its own metrics. */
+  onRefused?: (reason: Refusal, uid: string) => void;
 }
+
+export const CORE_DEFAULTS = { maxNodes: 100_000, maxResourcesPerNode: 64 } as const;
 
 export class GatewayCore {
   readonly link: BrokerLink;
@@ -44,9 +63,20 @@ export class GatewayCore {
   private writeHandler: WriteHandler = async () => ({ result: 'error', reason: 'gateway cannot write' });
   private readonly log: Logger;
   private readonly onBrokerError?: (msg: BrError) => void;
+  private readonly onRefused?: (reason: Refusal, uid: string) => void;
+  private readonly maxNodes: number;
+  private readonly maxResourcesPerNode: number;
+  /** Refusals already logged: a cap hit is logged once per reason, then only counted. */
+  private readonly logged = new Set<Refusal>();
 
   constructor(options: GatewayCoreOptions) {
     this.onBrokerError = options.onBrokerError;
+    this.onRefused = options.onRefused;
+    this.maxNodes = options.maxNodes ?? CORE_DEFAULTS.maxNodes;
+    this.maxResourcesPerNode = Math.min(
+      options.maxResourcesPerNode ?? CORE_DEFAULTS.maxResourcesPerNode,
+      MAX_RESOURCES_PER_NODE,
+    );
     this.protocol = options.protocol;
     this.log = options.log;
     this.maxPendingOuts = options.maxPendingOuts ?? 100_000;
@@ -81,25 +111,50 @@ export class GatewayCore {
     return this.nodes.keys();
   }
 
-  /** A node appeared. Announcing a known uid again replaces its resources (the broker sees no flap). */
-  nodeNew(uid: string, resources: Record<string, Json> = {}): void {
-    this.nodes.set(uid, { protocol: this.protocol, resources: { ...resources } });
+  /**
+   * A node appeared. Announcing a known uid again replaces its resources (the broker sees no flap).
+   * `proof: 'token'` when the node proved its uid with a token (WebSocket, MQTT): the broker lets such a uid
+   * move between gateways, never to an unauthenticated one. Returns false when refused: a uid or resource name
+   * that breaks the identifier rule, a value nested too deep, or a cap reached. Nothing refused leaves the gateway.
+   */
+  nodeNew(uid: string, resources: Record<string, Json> = {}, proof?: 'token'): boolean {
+    if (isIdentifier(uid) !== undefined) return this.refuse('bad-uid', uid);
+    if (!this.nodes.has(uid) && this.nodes.size >= this.maxNodes) return this.refuse('max-nodes', uid);
+    const table: Record<string, Json> = Object.create(null);
+    let count = 0;
+    for (const name in resources) {
+      if (isIdentifier(name) !== undefined) return this.refuse('bad-resource', uid);
+      if (valueTooDeep(resources[name])) return this.refuse('too-deep', uid);
+      if (++count > this.maxResourcesPerNode) return this.refuse('max-resources', uid);
+      table[name] = resources[name];
+    }
+    this.nodes.set(uid, { protocol: this.protocol, resources: table, resourceCount: count, proof });
     this.pendingOuts.delete(uid);
-    this.send({ type: 'new', uid, protocol: this.protocol, data: resources });
+    this.send(this.newFrame(uid, this.nodes.get(uid)!));
+    return true;
   }
 
-  nodeUpdate(uid: string, endpoint: string, data: Json): void {
+  /** A value of a known node. Returns false when refused (see nodeNew). */
+  nodeUpdate(uid: string, endpoint: string, data: Json): boolean {
     const node = this.nodes.get(uid);
-    if (node === undefined) return;
+    if (node === undefined) return this.refuse('unknown-node', uid);
+    if (isIdentifier(endpoint) !== undefined) return this.refuse('bad-resource', uid);
+    if (valueTooDeep(data)) return this.refuse('too-deep', uid);
+    if (!(endpoint in node.resources)) {
+      if (node.resourceCount >= this.maxResourcesPerNode) return this.refuse('max-resources', uid);
+      node.resourceCount++;
+    }
     node.resources[endpoint] = data;
     this.send({ type: 'update', uid, endpoint, data });
+    return true;
   }
 
   /** The node rebooted: forget its values; discovery will report them again. */
   nodeReset(uid: string): void {
     const node = this.nodes.get(uid);
     if (node === undefined) return;
-    node.resources = {};
+    node.resources = Object.create(null);
+    node.resourceCount = 0;
     this.send({ type: 'reset', uid });
   }
 
@@ -108,6 +163,31 @@ export class GatewayCore {
     if (!this.send({ type: 'out', uid, reason }) && this.pendingOuts.size < this.maxPendingOuts) {
       this.pendingOuts.set(uid, reason);
     }
+  }
+
+  /** Forgets a node without telling the broker (it refused the node, or the adapter dropped it). */
+  forget(uid: string): void {
+    this.nodes.delete(uid);
+    this.pendingOuts.delete(uid);
+  }
+
+  private newFrame(uid: string, node: CachedNode): GatewayMessage {
+    return node.proof === undefined
+      ? { type: 'new', uid, protocol: node.protocol, data: node.resources }
+      : { type: 'new', uid, protocol: node.protocol, data: node.resources, proof: node.proof };
+  }
+
+  private refuse(reason: Refusal, uid: string): false {
+    this.onRefused?.(reason, uid);
+    if (!this.logged.has(reason)) {
+      this.logged.add(reason);
+      // JSON.stringify: the uid may hold anything a device sent; the log line must stay one line.
+      this.log.warn(
+        { reason, uid: JSON.stringify(uid.slice(0, 64)) },
+        'node or value refused (logged once per reason)',
+      );
+    }
+    return false;
   }
 
   /** Sends one frame to the broker if connected. A value that cannot be serialized is dropped and logged. */
@@ -123,7 +203,7 @@ export class GatewayCore {
   /** On every (re)connection: the current state of every node, then the outs that happened meanwhile. */
   private replay(): void {
     for (const [uid, node] of this.nodes) {
-      this.send({ type: 'new', uid, protocol: node.protocol, data: node.resources });
+      this.send(this.newFrame(uid, node));
     }
     for (const [uid, reason] of this.pendingOuts) {
       // The broker only accepts an `out` for a node this connection announced.
@@ -141,6 +221,8 @@ export class GatewayCore {
         return;
       case 'error':
         this.log.warn({ code: msg.code, reason: msg.reason, uid: msg.uid }, 'broker reported an error');
+        // A refused node is forgotten so the next reconnect does not replay it (and get refused again).
+        if (msg.uid !== undefined && msg.code !== ErrorCode.NotOwner) this.forget(msg.uid);
         this.onBrokerError?.(msg);
         return;
       default: {

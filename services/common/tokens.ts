@@ -1,6 +1,6 @@
 // Signed JWTs (EdDSA). Every token has a role, a subject and an expiry; the verifier pins the algorithm
 // and checks exp, nbf, iss, aud and the role, allowing a small clock skew.
-import type { KeyObject } from 'node:crypto';
+import { type KeyObject, randomUUID } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import { ROLES, type Role } from '../protocol/messages.ts';
 
@@ -11,9 +11,15 @@ export const CLOCK_SKEW_SECONDS = 30;
 export interface TokenClaims {
   sub: string;
   role: Role;
+  /** Expiry, seconds since the epoch; a session opened with this token is closed (4401) at this time. */
+  exp?: number;
+  /** Token id, for revocation (`mycelium token revoke <jti>`). */
+  jti?: string;
 }
 
-export interface MintOptions extends TokenClaims {
+export interface MintOptions {
+  sub: string;
+  role: Role;
   /** Lifetime in seconds. */
   ttlSeconds: number;
 }
@@ -22,6 +28,7 @@ export async function mintToken(privateKey: KeyObject, { sub, role, ttlSeconds }
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ role })
     .setProtectedHeader({ alg: 'EdDSA', typ: 'JWT' })
+    .setJti(randomUUID())
     .setSubject(sub)
     .setIssuer(ISSUER)
     .setAudience(AUDIENCE)
@@ -66,7 +73,9 @@ export async function verifyToken(
     return { ok: false, reason: 'bad-claims' };
   }
   if (!allowed.includes(role as Role)) return { ok: false, reason: 'wrong-role' };
-  return { ok: true, claims: { sub: payload.sub, role: role as Role } };
+  const claims: TokenClaims = { sub: payload.sub, role: role as Role, exp: payload.exp as number };
+  if (typeof payload.jti === 'string') claims.jti = payload.jti;
+  return { ok: true, claims };
 }
 
 function classify(err: unknown): AuthFailure {

@@ -30,7 +30,12 @@ const isWriteRequest: Check = (v) => isRecord(v) ?? checkShape(v as Record<strin
 
 /** Frames a gateway may send on /gw. */
 const gatewayShapes: Record<string, Shape> = {
-  new: { uid: isIdentifier, protocol: optional(isString), data: optional(isIdentifierRecord(MAX_RESOURCES_PER_NODE)) },
+  new: {
+    uid: isIdentifier,
+    protocol: optional(isString),
+    data: optional(isIdentifierRecord(MAX_RESOURCES_PER_NODE)),
+    proof: optional(oneOf(['token'])),
+  },
   update: { uid: isIdentifier, endpoint: isIdentifier, data: isAny },
   out: { uid: isIdentifier, reason: oneOf(OUT_REASONS) },
   reset: { uid: isIdentifier },

@@ -31,6 +31,11 @@ export interface GwNew {
   uid: string;
   protocol?: string;
   data?: Record<string, Json>;
+  /**
+   * How the node proved its uid to the gateway: `token` when it presented a node token whose subject is the uid
+   * (WebSocket, MQTT). Absent for unauthenticated protocols (CoAP). A proven uid never goes to an unproven node.
+   */
+  proof?: 'token';
 }
 /** One resource value of a node. */
 export interface GwUpdate {
