@@ -24,6 +24,30 @@ export const gatewayLinkOptions = {
 
 export type GatewayLinkConfig = ConfigOf<typeof gatewayLinkOptions>;
 
+/** Bounds every gateway enforces, whatever the protocol (see docs/security.md). */
+export const gatewayLimitOptions = {
+  maxNodes: {
+    type: 'number',
+    default: 100000,
+    min: 1,
+    description: 'most nodes this gateway holds; a new node beyond it is refused (logged once, counted)',
+  },
+  maxResourcesPerNode: {
+    type: 'number',
+    default: 64,
+    min: 1,
+    description: 'most resources one node may report; more are refused',
+  },
+  newNodesPerMinute: {
+    type: 'number',
+    default: 60,
+    min: 1,
+    description: 'new node ids accepted per source address per minute (bursts up to this many)',
+  },
+} as const satisfies OptionTable;
+
+export type GatewayLimitConfig = ConfigOf<typeof gatewayLimitOptions>;
+
 /** Minted tokens live this long; a fresh one is minted for every connection attempt. */
 export const MINTED_TOKEN_TTL_SECONDS = 600;
 
