@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConnectionCounter, KeyedRateLimiter } from '../services/common/limits.ts';
 import { ErrorCode } from '../services/protocol/errors.ts';
-import { encode } from '../services/protocol/frames.ts';
+import { encode, parseClientFrame, parseGatewayFrame } from '../services/protocol/frames.ts';
 import { isIdentifier, MAX_JSON_DEPTH, parseJson, stringifySafe, valueTooDeep } from '../services/protocol/schema.ts';
 
 const deep = (levels: number): string => '['.repeat(levels) + ']'.repeat(levels);
@@ -47,6 +47,15 @@ describe('parse-point guards', () => {
     expect(refused).toMatchObject({ ok: false, code: ErrorCode.TooDeep });
     // 100,000 levels: the attack from the issue, far beyond JSON.stringify's recursion limit.
     expect(parseJson(`{"a":${deep(100_000)}}`)).toMatchObject({ ok: false, code: ErrorCode.TooDeep });
+  });
+
+  it('lets a frame carry a value of the full depth, and refuses a deeper one', () => {
+    const update = (levels: number) => `{"type":"update","uid":"n","endpoint":"e","data":${deep(levels)}}`;
+    expect(parseGatewayFrame(update(MAX_JSON_DEPTH)).ok).toBe(true);
+    expect(parseGatewayFrame(update(6000))).toMatchObject({ ok: false, code: ErrorCode.TooDeep });
+    const write = (levels: number) => `{"type":"update","data":{"uid":"n","endpoint":"led","payload":${deep(levels)}}}`;
+    expect(parseClientFrame(write(MAX_JSON_DEPTH)).ok).toBe(true);
+    expect(parseClientFrame(write(6000))).toMatchObject({ ok: false, code: ErrorCode.TooDeep });
   });
 
   it('does not count brackets inside strings, escaped quotes included', () => {

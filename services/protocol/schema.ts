@@ -17,6 +17,12 @@ export const MAX_ID_LENGTH = 256;
  */
 export const MAX_JSON_DEPTH = 32;
 
+/**
+ * Levels a frame adds around a value (`{"data":{"payload":<value>}}` is the deepest), so a frame carrying a
+ * value of MAX_JSON_DEPTH levels still parses.
+ */
+export const FRAME_WRAPPER_DEPTH = 2;
+
 /** Names that would reach an object's prototype machinery if a table were ever keyed by them. */
 const RESERVED_IDS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
@@ -155,7 +161,7 @@ export function fail(code: ErrorCode, reason: string, close: number = CloseCode.
  * Returns the typed message or an error that says what was wrong.
  */
 export function parseFrame<T extends { type: string }>(text: string, shapes: Record<string, Shape>): Parsed<T> {
-  const json = parseJson(text);
+  const json = parseJson(text, MAX_JSON_DEPTH + FRAME_WRAPPER_DEPTH);
   if (!json.ok) return json.code === ErrorCode.BadJson ? fail(ErrorCode.BadJson, 'frame is not valid JSON') : json;
   const raw = json.value;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
