@@ -46,14 +46,26 @@ export type AuthFailure =
   | 'expired'
   | 'not-yet-valid'
   | 'bad-claims'
-  | 'wrong-role';
+  | 'wrong-role'
+  /** The token's jti is on the revocation list (`mycelium token revoke`). */
+  | 'revoked'
+  /** exp - iat exceeds the role's maximum lifetime (`--max-token-ttl`), or iat is missing when a maximum applies. */
+  | 'ttl-too-long';
 
 export type VerifyResult = { ok: true; claims: TokenClaims } | { ok: false; reason: AuthFailure };
+
+export interface VerifyOptions {
+  /** Revoked token ids; a token whose jti is revoked is refused ('revoked'). */
+  revocations?: { isRevoked(jti?: string): boolean };
+  /** Longest lifetime (exp - iat, seconds) accepted per role; roles not listed have no maximum. */
+  maxTtlSeconds?: Partial<Record<Role, number>>;
+}
 
 export async function verifyToken(
   publicKey: KeyObject,
   token: string | undefined,
   allowed: readonly Role[],
+  options: VerifyOptions = {},
 ): Promise<VerifyResult> {
   if (!token) return { ok: false, reason: 'missing' };
   let payload: Record<string, unknown>;
@@ -75,6 +87,14 @@ export async function verifyToken(
   if (!allowed.includes(role as Role)) return { ok: false, reason: 'wrong-role' };
   const claims: TokenClaims = { sub: payload.sub, role: role as Role, exp: payload.exp as number };
   if (typeof payload.jti === 'string') claims.jti = payload.jti;
+  // A long-lived token is a standing risk if it leaks; the verifier, not the minter, has the last word.
+  const maxTtl = options.maxTtlSeconds?.[role as Role];
+  if (maxTtl !== undefined) {
+    if (typeof payload.iat !== 'number' || (payload.exp as number) - payload.iat > maxTtl) {
+      return { ok: false, reason: 'ttl-too-long' };
+    }
+  }
+  if (options.revocations?.isRevoked(claims.jti)) return { ok: false, reason: 'revoked' };
   return { ok: true, claims };
 }
 
