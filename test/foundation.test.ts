@@ -52,7 +52,7 @@ describe('tokens', () => {
     const token = await keys.token('operator', 'alice');
     expect(await verifyToken(keys.publicKey, token, ['operator'])).toEqual({
       ok: true,
-      claims: { sub: 'alice', role: 'operator' },
+      claims: { sub: 'alice', role: 'operator', exp: expect.any(Number), jti: expect.any(String) },
     });
     expect(await verifyToken(keys.publicKey, token, ['gateway'])).toEqual({ ok: false, reason: 'wrong-role' });
   });

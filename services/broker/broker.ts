@@ -26,7 +26,10 @@ import type { brokerOptions } from './options.ts';
 import { pathOf, refuseUpgrade } from './upgrade.ts';
 import { WriteRouter } from './writes.ts';
 
-export type BrokerConfig = Omit<ConfigOf<typeof brokerOptions>, 'keyFile' | 'natsUrl' | 'brokerId'> & {
+export type BrokerConfig = Omit<
+  ConfigOf<typeof brokerOptions>,
+  'keyFile' | 'publicKeyFile' | 'natsUrl' | 'brokerId'
+> & {
   brokerId?: string;
 };
 

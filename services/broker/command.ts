@@ -1,5 +1,5 @@
 import { createBus } from '../bus/index.ts';
-import { defaultKeyFile, readPublicKey } from '../common/keys.ts';
+import { defaultKeyFile, readPublicKey, readPublicKeyFile } from '../common/keys.ts';
 import type { CommandSpec } from '../common/run.ts';
 import { Broker } from './broker.ts';
 import { brokerOptions } from './options.ts';
@@ -9,7 +9,9 @@ export const brokerCommand: CommandSpec<typeof brokerOptions> = {
   summary: 'Run the broker: gateways connect to /gw, web clients to /ws, REST under /api/v1.',
   options: brokerOptions,
   build(config, log) {
-    const publicKey = readPublicKey(config.keyFile ?? defaultKeyFile());
+    const publicKey = config.publicKeyFile
+      ? readPublicKeyFile(config.publicKeyFile)
+      : readPublicKey(config.keyFile ?? defaultKeyFile());
     const bus = config.natsUrl ? createBus({ natsUrl: config.natsUrl, name: 'mycelium-broker' }) : undefined;
     const broker = new Broker(config, { publicKey, log, bus });
     // The broker does not own a bus it was handed, so start and drain it around the broker here.

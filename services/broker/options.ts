@@ -7,6 +7,11 @@ export const brokerOptions = {
     type: 'string',
     description: 'Ed25519 key file (default ~/.mycelium/key.pem); the public half verifies tokens',
   },
+  publicKeyFile: {
+    type: 'string',
+    description:
+      'Ed25519 public key (SPKI PEM) that verifies tokens; a broker never needs the private key (overrides --key-file)',
+  },
   natsUrl: { type: 'string', description: 'NATS server URL(s), comma-separated; empty = in-process bus' },
   brokerId: { type: 'string', description: 'name of this broker on the bus (default: host-pid)' },
   allowAnonymousViewers: {

@@ -2,21 +2,11 @@
 // `mycelium token revoke` and re-read by every broker and gateway that shares it. Polling the file's
 // mtime (not fs.watch) works the same on every filesystem, including bind mounts and Docker volumes,
 // and bounds how late a revocation is honoured by the poll interval.
-import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  fsyncSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { stat, readFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
+import { writeFileAtomic } from './files.ts';
 import type { Logger } from './log.ts';
 import { CLOCK_SKEW_SECONDS } from './tokens.ts';
 
@@ -79,42 +69,6 @@ export function readRevocations(file: string): RevocationEntry[] {
     throw new MyceliumError(ErrorCode.Config, `cannot read revocation file ${file}: ${(err as Error).message}`);
   }
   return parseRevocationFile(text);
-}
-
-/**
- * Writes `text` to `file` atomically: a temporary file in the same directory (created exclusively, mode
- * `mode`), fsync, then rename over the target. rename replaces a symlink at `file` rather than writing
- * through it, so the file a symlink points to is never touched; we still refuse a symlink target outright
- * because it almost always means someone is trying exactly that.
- */
-export function writeFileAtomic(file: string, text: string, mode: number): void {
-  let isLink = false;
-  try {
-    isLink = lstatSync(file).isSymbolicLink();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  if (isLink) throw new MyceliumError(ErrorCode.Config, `${file} is a symbolic link; refusing to replace it`);
-  const dir = dirname(file);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tmp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-  // 'wx' = O_CREAT|O_EXCL: fails rather than follow a symlink or reuse a file planted at the temp name.
-  const fd = openSync(tmp, 'wx', mode);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw err;
-  }
-  closeSync(fd);
-  try {
-    renameSync(tmp, file);
-  } catch (err) {
-    unlinkSync(tmp);
-    throw err;
-  }
 }
 
 /**
