@@ -3,12 +3,24 @@
 // server delivers to a connection in publish order, so once a later marker message arrives, any earlier message
 // that was going to arrive has arrived.
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { type Bus, BusError, type BusMsg, createBus, MemoryBus, NatsBus } from '../services/bus/index.ts';
+import {
+  type Bus,
+  BusError,
+  type BusMsg,
+  createBus,
+  KvConflictError,
+  KvUnavailableError,
+  kvKey,
+  MemoryBus,
+  NatsBus,
+} from '../services/bus/index.ts';
 import { type NatsServer, startNatsServer } from './helpers/nats-server.ts';
 import { DEFAULT_WAIT_MS, waitFor } from './helpers/wait.ts';
 
 /** Long enough for replies over loopback, short enough to keep the suite fast. */
 const GATHER_WINDOW_MS = 250;
+/** Generous for one JetStream round trip on a loaded CI machine. */
+const KV_TIMEOUT_MS = 5_000;
 const RECONNECT_TIMEOUT_MS = 10_000;
 
 type OnError = (err: unknown, subject: string) => void;
@@ -233,6 +245,47 @@ function busContract(name: string, makeBus: MakeBus): void {
       expect(err).toBeInstanceOf(BusError);
       expect((err as BusError).code).toBe('closed');
     });
+
+    it('key-value: create only when absent, update and delete only at the revision read (compare-and-set)', async () => {
+      const bus = await openBus();
+      const kv = await bus.keyValue(`kv-cas-${Date.now()}`, { timeoutMs: KV_TIMEOUT_MS });
+      expect(await kv.get('k')).toBeUndefined();
+      const r1 = await kv.create('k', bytes('one'));
+      expect(await rejection(kv.create('k', bytes('two')))).toBeInstanceOf(KvConflictError);
+      const got = await kv.get('k');
+      expect(got?.revision).toBe(r1);
+      expect(dec.decode(got?.value)).toBe('one');
+      const r2 = await kv.update('k', bytes('three'), r1);
+      expect(r2).toBeGreaterThan(r1);
+      expect(await rejection(kv.update('k', bytes('stale'), r1))).toBeInstanceOf(KvConflictError);
+      expect(await rejection(kv.delete('k', r1))).toBeInstanceOf(KvConflictError);
+      expect(dec.decode((await kv.get('k'))?.value)).toBe('three');
+      await kv.delete('k', r2);
+      expect(await kv.get('k')).toBeUndefined();
+      // A deleted key can be created again.
+      await kv.create('k', bytes('four'));
+      expect(dec.decode((await kv.get('k'))?.value)).toBe('four');
+      await kv.delete('k');
+      expect(await kv.get('k')).toBeUndefined();
+    });
+
+    it('key-value: of 10 creates of one key at the same moment exactly one wins', async () => {
+      const bus = await openBus();
+      const kv = await bus.keyValue(`kv-race-${Date.now()}`, { timeoutMs: KV_TIMEOUT_MS });
+      const outcomes = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => kv.create('race', bytes(`${i}`))));
+      const won = outcomes.filter((o) => o.status === 'fulfilled');
+      expect(won).toHaveLength(1);
+      for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toBeInstanceOf(KvConflictError);
+    });
+
+    it('key-value: kvKey keeps device-chosen ids apart, dots, wildcards and non-ASCII included', async () => {
+      const bus = await openBus();
+      const kv = await bus.keyValue(`kv-keys-${Date.now()}`, { timeoutMs: KV_TIMEOUT_MS });
+      const ids = ['plain-id_1', 'a.b', 'a=2eb', '*', '>', '.lead', 'trail.', 'é', 'sp ace', 'x/y'];
+      expect(new Set(ids.map(kvKey)).size).toBe(ids.length);
+      for (const id of ids) await kv.create(kvKey(id), bytes(id));
+      for (const id of ids) expect(dec.decode((await kv.get(kvKey(id)))?.value)).toBe(id);
+    });
   });
 }
 
@@ -241,11 +294,22 @@ busContract('MemoryBus', (onError) => new MemoryBus(onError));
 describe('NatsBus', () => {
   let server: NatsServer;
   beforeAll(async () => {
-    server = await startNatsServer();
+    server = await startNatsServer({ jetstream: true });
   });
   afterAll(() => server?.stop());
 
   busContract('contract', (onError) => new NatsBus({ servers: server.url, name: 'contract-test', onError }));
+
+  it('refuses a key-value bucket with KvUnavailableError naming JetStream when the server has none', async () => {
+    const plain = await startNatsServer();
+    onTestFinished(() => plain.stop());
+    const bus = new NatsBus({ servers: plain.url });
+    onTestFinished(() => bus.stop());
+    await bus.start();
+    const err = await rejection(bus.keyValue('kv-none', { timeoutMs: KV_TIMEOUT_MS }));
+    expect(err).toBeInstanceOf(KvUnavailableError);
+    expect((err as Error).message).toMatch(/JetStream is not enabled/);
+  });
 
   it('rejects start() with a clear error when no server listens', async () => {
     const gone = await startNatsServer();

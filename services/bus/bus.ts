@@ -1,6 +1,7 @@
 // The message bus: one interface, two implementations (in-process and NATS) with NATS subject semantics.
 // Subjects are dot-separated tokens; `*` matches one token, `>` matches one or more trailing tokens.
 // Subject names used by Mycelium are in ./subjects.ts.
+import type { KvBucket, KvBucketOptions } from './kv.ts';
 
 export interface BusMsg {
   subject: string;
@@ -42,6 +43,11 @@ export interface Bus {
   requestMany(subject: string, data: Uint8Array, windowMs: number): Promise<BusMsg[]>;
   /** Resolves once everything published so far has reached the server (a no-op in-process). */
   flush(): Promise<void>;
+  /**
+   * A key-value bucket with compare-and-set shared by every user of this bus (created when missing). In-process
+   * a map; on NATS a JetStream KV bucket, so it fails with KvUnavailableError when the server has no JetStream.
+   */
+  keyValue(bucket: string, options: KvBucketOptions): Promise<KvBucket>;
 }
 
 /** True when `subject` matches `pattern` under NATS wildcard rules. */

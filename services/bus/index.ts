@@ -13,6 +13,15 @@ export {
   type SubscribeOptions,
   subjectMatches,
 } from './bus.ts';
+export {
+  type KvBucket,
+  type KvBucketOptions,
+  KvConflictError,
+  type KvEntry,
+  KvUnavailableError,
+  kvKey,
+  MemoryKv,
+} from './kv.ts';
 export { MemoryBus } from './memory-bus.ts';
 export { NatsBus, type NatsBusOptions } from './nats-bus.ts';
 export { PREFIX, subjects, token } from './subjects.ts';

@@ -11,6 +11,7 @@ import {
   type SubscribeOptions,
   subjectMatches,
 } from './bus.ts';
+import { type KvBucket, MemoryKv } from './kv.ts';
 
 /** Bounds the route cache when a bus user publishes on very many distinct subjects. */
 const MAX_CACHED_ROUTES = 10_000;
@@ -30,6 +31,7 @@ export class MemoryBus implements Bus {
   private closed = false;
   private inboxPrefix = `_INBOX.${randomUUID().replace(/-/g, '')}`;
   private inboxSeq = 0;
+  private readonly buckets = new Map<string, MemoryKv>();
 
   /** `onError` sees exceptions thrown by handlers (default: printed); delivery to others goes on. */
   constructor(
@@ -46,6 +48,15 @@ export class MemoryBus implements Bus {
   }
 
   async flush(): Promise<void> {}
+
+  async keyValue(bucket: string): Promise<KvBucket> {
+    let kv = this.buckets.get(bucket);
+    if (kv === undefined) {
+      kv = new MemoryKv();
+      this.buckets.set(bucket, kv);
+    }
+    return kv;
+  }
 
   publish(subject: string, data: Uint8Array, reply?: string): void {
     if (this.closed) return;

@@ -1,6 +1,15 @@
 // NATS bus: the MemoryBus contract over one client connection that reconnects forever.
 // Subscriptions use callbacks rather than async iterators: no promise per message on the hot path.
-import { connect, createInbox, ErrorCode, type Msg, type NatsConnection, type Subscription } from 'nats';
+import {
+  connect,
+  createInbox,
+  ErrorCode,
+  type KV,
+  type Msg,
+  type NatsConnection,
+  type NatsError,
+  type Subscription,
+} from 'nats';
 import {
   type Bus,
   BusError,
@@ -10,6 +19,7 @@ import {
   isValidSubject,
   type SubscribeOptions,
 } from './bus.ts';
+import { type KvBucket, type KvBucketOptions, KvConflictError, type KvEntry, KvUnavailableError } from './kv.ts';
 
 /** Pause between reconnect attempts (nats.js adds up to 100 ms of jitter). */
 export const DEFAULT_RECONNECT_TIME_WAIT_MS = 2_000;
@@ -152,6 +162,20 @@ export class NatsBus implements Bus {
     }
   }
 
+  async keyValue(bucket: string, options: KvBucketOptions): Promise<KvBucket> {
+    const nc = this.connection();
+    try {
+      // history 1: only the last value of a key matters; file storage (the default) keeps it across restarts.
+      const kv = await nc.jetstream({ timeout: options.timeoutMs }).views.kv(bucket, {
+        history: 1,
+        timeout: options.timeoutMs,
+      });
+      return new NatsKv(kv);
+    } catch (err) {
+      throw toKvError(err, `JetStream key-value bucket ${bucket}`);
+    }
+  }
+
   private async connect(): Promise<void> {
     const { servers, name } = this.options;
     try {
@@ -196,6 +220,59 @@ export class NatsBus implements Bus {
     if (this.nc === undefined) throw new Error('NatsBus used before start()');
     return this.nc;
   }
+}
+
+/** A JetStream KV bucket behind the KvBucket contract: conflicts and outages become typed errors. */
+class NatsKv implements KvBucket {
+  constructor(private readonly kv: KV) {}
+
+  async get(key: string): Promise<KvEntry | undefined> {
+    try {
+      const e = await this.kv.get(key);
+      // A deleted or purged key reads as a marker entry: for the contract it has no value.
+      return e === null || e.operation !== 'PUT' ? undefined : { value: e.value, revision: e.revision };
+    } catch (err) {
+      throw toKvError(err, key);
+    }
+  }
+
+  async create(key: string, value: Uint8Array): Promise<number> {
+    try {
+      return await this.kv.create(key, value);
+    } catch (err) {
+      throw toKvError(err, key);
+    }
+  }
+
+  async update(key: string, value: Uint8Array, revision: number): Promise<number> {
+    try {
+      return await this.kv.update(key, value, revision);
+    } catch (err) {
+      throw toKvError(err, key);
+    }
+  }
+
+  async delete(key: string, revision?: number): Promise<void> {
+    try {
+      await this.kv.delete(key, revision === undefined ? undefined : { previousSeq: revision });
+    } catch (err) {
+      throw toKvError(err, key);
+    }
+  }
+}
+
+/** JetStream's "wrong last sequence": the compare-and-set lost. */
+const JS_WRONG_LAST_SEQUENCE = 10071;
+
+function toKvError(err: unknown, what: string): Error {
+  const apiCode = (err as Partial<NatsError> | undefined)?.api_error?.err_code;
+  if (apiCode === JS_WRONG_LAST_SEQUENCE) return new KvConflictError(what, { cause: err });
+  const code = natsCode(err);
+  const reason = err instanceof Error ? err.message : String(err);
+  if (code === ErrorCode.JetStreamNotEnabled || code === ErrorCode.NoResponders) {
+    return new KvUnavailableError(`${what}: JetStream is not enabled on the NATS server (${reason})`, { cause: err });
+  }
+  return new KvUnavailableError(`${what}: ${reason}`, { cause: err });
 }
 
 function toBusMsg(msg: Msg): BusMsg {
