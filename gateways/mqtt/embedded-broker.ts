@@ -1,5 +1,7 @@
 // The MQTT broker the gateway embeds when no --mqtt-url is given (aedes on a TCP port), so the system runs with
-// no external server. It checks node tokens at CONNECT, applies the per-node ACL (acl.ts), and bounds packet size.
+// no external server. It checks node tokens at CONNECT, applies the per-node ACL (acl.ts), bounds packet size,
+// rate-limits new node ids per source address, and ends sessions whose token expired or was revoked (one sweep
+// timer for all clients, not one per connection).
 // The gateway itself does not connect through a socket: it uses aedes' in-process publish/subscribe, which
 // bypasses authentication and the ACL (see transport.ts).
 import type { KeyObject } from 'node:crypto';
@@ -11,7 +13,7 @@ import { verifyToken } from '../../services/common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { mayPublish, maySubscribe } from './acl.ts';
 import { GuardedConnection, type GuardRefusal } from './frame-guard.ts';
-import { nodeIdProblem } from './topics.ts';
+import { nodeIdProblem, parseCheckPayload, parseNodeTopic, TOPIC_NODE_CHECK } from './topics.ts';
 
 /** CONNACK return codes, MQTT 3.1.1 §3.2.2.3 (Table 3.1). */
 export const ConnackCode = {
@@ -31,6 +33,26 @@ export interface EmbeddedBrokerOptions {
   connectTimeoutMs: number;
   log: Logger;
   metrics: Metrics;
+  /** How often sessions are checked against their token's exp and the revocation list. */
+  tokenSweepMs: number;
+  /** Revoked token ids (`mycelium token revoke`); a session whose jti is revoked is closed at the next sweep. */
+  revocations?: Revocations;
+  /**
+   * Asked before a publish that names a node id: false when the id is new to the gateway and its source address
+   * is over --new-nodes-per-minute. The publish is then refused and the connection closed ([MQTT-3.3.5-2]).
+   */
+  admitNode?: (nodeId: string, address: string) => boolean;
+}
+
+/** What the gateways need of a revocation list (services/common/revocations.ts provides one). */
+export interface Revocations {
+  isRevoked(jti?: string): boolean;
+}
+
+/** The token a session was opened with: when it ends, and its id for revocation. */
+interface TokenSession {
+  exp?: number;
+  jti?: string;
 }
 
 export type RefusalReason =
@@ -41,6 +63,9 @@ export type RefusalReason =
   | 'token-subject-mismatch'
   | 'acl-publish'
   | 'acl-subscribe'
+  | 'new-node-rate'
+  | 'session-token-expired'
+  | 'session-token-revoked'
   | GuardRefusal;
 
 const SYS_PREFIX = '$SYS';
@@ -56,6 +81,11 @@ export class EmbeddedBroker {
   private readonly sockets = new Set<Socket>();
   /** The node id each authenticated client proved with its token. */
   private readonly nodeIds = new WeakMap<Client, string>();
+  /** The token of each connected client that authenticated with one; walked by the token sweep. */
+  private readonly tokens = new Map<Client, TokenSession>();
+  private tokenTimer?: NodeJS.Timeout;
+  /** Refusals already logged at warn: a flood is logged once per reason, then only counted. */
+  private readonly warned = new Set<RefusalReason>();
   private readonly refused: (reason: RefusalReason) => { inc(n?: number): void };
   private readonly clientErrors;
   private readonly log: Logger;
@@ -111,6 +141,7 @@ export class EmbeddedBroker {
       this.clientErrors.inc();
       this.log.debug({ err: err.message }, 'MQTT connection error before CONNECT completed');
     });
+    aedes.on('clientDisconnect', (client) => this.tokens.delete(client));
     const server = createServer((socket) => this.accept(socket));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -132,6 +163,10 @@ export class EmbeddedBroker {
         resolve();
       });
     });
+    if (!this.anonymous) {
+      this.tokenTimer = setInterval(() => this.sweepTokens(), this.options.tokenSweepMs);
+      this.tokenTimer.unref();
+    }
     this.log.info(
       { port: this.port, host: this.options.host, auth: this.anonymous ? 'anonymous' : 'token' },
       'embedded MQTT broker listening',
@@ -139,6 +174,8 @@ export class EmbeddedBroker {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.tokenTimer);
+    this.tokens.clear();
     const server = this.server;
     const aedes = this.aedesInstance;
     this.server = undefined;
@@ -199,7 +236,11 @@ export class EmbeddedBroker {
           );
         }
         if (result.claims.sub !== username) return refuse(ConnackCode.NotAuthorized, 'token-subject-mismatch');
+        if (this.options.revocations?.isRevoked(result.claims.jti)) {
+          return refuse(ConnackCode.BadUsernameOrPassword, 'token-revoked');
+        }
         this.nodeIds.set(client, username);
+        this.tokens.set(client, { exp: result.claims.exp, jti: result.claims.jti });
         done(null, true);
       },
       (err: unknown) => {
@@ -213,9 +254,22 @@ export class EmbeddedBroker {
     if (packet.topic.startsWith(SYS_PREFIX)) return done(new Error(`${SYS_PREFIX} topics are reserved`));
     // Nothing in this protocol needs retained messages, and each one would stay in the broker's memory.
     packet.retain = false;
-    if (this.anonymous || client === null) return done(null);
-    const nodeId = this.nodeIds.get(client);
+    if (client === null) return done(null);
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const session = this.tokens.get(client);
+    // Between exp and the next sweep, nothing the client sends is processed.
+    if (session !== undefined && this.ended(session) !== undefined) {
+      this.sweepTokens();
+      return done(new Error('token no longer valid'));
+    }
+    if (this.anonymous) {
+      // Only anonymous nodes are rate-limited: a token names one node id, issued by the operator, so the tokens
+      // themselves bound how many ids an authenticated client can bring.
+      if (this.admitPublisher(client, packet.topic, payload)) return done(null);
+      this.count('new-node-rate', { clientId: client.id, topic: packet.topic }, 'new node ids over the rate; closed');
+      return done(new Error('too many new node ids from this address'));
+    }
+    const nodeId = this.nodeIds.get(client);
     const decision =
       nodeId === undefined
         ? { ok: false as const, reason: 'not authenticated' }
@@ -241,5 +295,50 @@ export class EmbeddedBroker {
     this.log.warn({ nodeId, filter: sub.topic, reason: decision.reason }, 'subscription refused');
     // [MQTT-3.9.3]: return code 0x80 (Failure) in the SUBACK for this filter; the connection stays up.
     done(null, null);
+  }
+
+  /** The node id a publish speaks for (topic level, or node/check's payload), checked against the new-node rate. */
+  private admitPublisher(client: Client, topic: string, payload: Buffer): boolean {
+    const admit = this.options.admitNode;
+    if (admit === undefined) return true;
+    let nodeId: string | undefined;
+    if (topic === TOPIC_NODE_CHECK) {
+      const check = parseCheckPayload(payload);
+      nodeId = check.ok ? check.value : undefined;
+    } else {
+      const t = parseNodeTopic(topic);
+      nodeId = t.kind === 'value' || t.kind === 'resources' ? t.id : undefined;
+    }
+    if (nodeId === undefined) return true;
+    const conn = client.conn as unknown as { socket?: { remoteAddress?: string } };
+    return admit(nodeId, conn.socket?.remoteAddress ?? 'unknown');
+  }
+
+  /** Why a token session must end now, or undefined while it is valid. */
+  private ended(session: TokenSession): RefusalReason | undefined {
+    if (session.exp !== undefined && session.exp * 1000 <= Date.now()) return 'session-token-expired';
+    if (session.jti !== undefined && this.options.revocations?.isRevoked(session.jti)) return 'session-token-revoked';
+    return undefined;
+  }
+
+  /**
+   * One pass over the token sessions: a client whose token expired or was revoked is disconnected. MQTT 3.1.1
+   * has no way to tell the client why ([MQTT-4.8.0-1]: closing the connection is the server's only answer).
+   */
+  private sweepTokens(): void {
+    for (const [client, session] of this.tokens) {
+      const reason = this.ended(session);
+      if (reason === undefined) continue;
+      this.tokens.delete(client);
+      this.count(reason, { clientId: client.id }, 'MQTT session ended: token no longer valid');
+      client.close();
+    }
+  }
+
+  private count(reason: RefusalReason, fields: Record<string, unknown>, msg: string): void {
+    this.refused(reason).inc();
+    if (this.warned.has(reason)) return this.log.debug({ ...fields, reason }, msg);
+    this.warned.add(reason);
+    this.log.warn({ ...fields, reason }, `${msg} (logged once per reason, then counted)`);
   }
 }

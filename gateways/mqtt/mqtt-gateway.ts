@@ -6,13 +6,14 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
 import { Metrics } from '../../services/broker/metrics.ts';
+import { KeyedRateLimiter } from '../../services/common/limits.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { defaultKeyFile, readPublicKey } from '../../services/common/keys.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import type { Json } from '../../services/protocol/messages.ts';
 import { GatewayCore, type WriteOutcome } from '../common/gateway-core.ts';
 import { gatewayTokenSource } from '../common/options.ts';
-import { EmbeddedBroker } from './embedded-broker.ts';
+import { EmbeddedBroker, type Revocations } from './embedded-broker.ts';
 import type { MqttGatewayConfig } from './options.ts';
 import {
   type BadInput,
@@ -20,7 +21,6 @@ import {
   DISCOVER_VALUES,
   discoverTopic,
   FILTER_ALL_NODES,
-  MAX_RESOURCES_PER_NODE,
   parseCheckPayload,
   parseNodeTopic,
   parseResourcesPayload,
@@ -42,6 +42,8 @@ export interface MqttGatewayDeps {
   log: Logger;
   /** Token for the broker link; default: --token, or minted from --key-file. */
   tokenSource?: () => Promise<string>;
+  /** Revoked token ids: the embedded broker refuses them at CONNECT and ends sessions that use them. */
+  revocations?: Revocations;
 }
 
 interface WriteWaiter {
@@ -56,8 +58,6 @@ interface MqttNode {
   id: string;
   uid: string;
   lastSeen: number;
-  /** Distinct resources with a value, bounded by MAX_RESOURCES_PER_NODE. */
-  resourceCount: number;
   /** Writes waiting for the node to publish the written resource. */
   waiters?: WriteWaiter[];
 }
@@ -76,6 +76,10 @@ export class MqttGateway {
   private started = false;
   private stopping?: Promise<void>;
   private readonly maxTimeMs: number;
+  /** New node ids per source address (anonymous nodes of the embedded broker; see EmbeddedBroker.admitNode). */
+  private readonly newNodes: KeyedRateLimiter;
+  /** Bad-input reasons already logged at warn: each is logged once, then only counted. */
+  private readonly warned = new Set<BadInput>();
 
   private readonly counters;
 
@@ -93,6 +97,13 @@ export class MqttGateway {
       backoffInitialMs: config.backoffInitialMs,
       backoffMaxMs: config.backoffMaxMs,
       pingIntervalMs: config.brokerPingMs,
+      maxNodes: config.maxNodes,
+      maxResourcesPerNode: config.maxResourcesPerNode,
+      onRefused: (reason) => this.counters.refused(reason).inc(),
+    });
+    this.newNodes = new KeyedRateLimiter({
+      perSecond: config.newNodesPerMinute / 60,
+      burst: config.newNodesPerMinute,
     });
     const m = this.registry;
     this.counters = {
@@ -103,6 +114,11 @@ export class MqttGateway {
       writes: m.counterFamily('writes_total', 'writes to nodes, by result', 'result'),
       reconnects: m.counter('mqtt_reconnects_total', 'reconnections to the external MQTT broker'),
       publishErrors: m.counter('publish_errors_total', 'gateway publishes the MQTT broker did not take'),
+      refused: m.counterFamily(
+        'node_refusals_total',
+        'nodes and values refused before reaching the broker (identifier rule, depth, caps), by reason',
+        'reason',
+      ),
     };
     m.gauge('nodes', 'nodes this gateway holds', () => this.nodes.size);
     m.gauge('mqtt_connected', '1 when the gateway is connected to its MQTT broker', () =>
@@ -170,6 +186,9 @@ export class MqttGateway {
         connectTimeoutMs: config.mqttConnectTimeoutMs,
         log: this.log,
         metrics: this.registry,
+        tokenSweepMs: config.tokenSweepMs,
+        revocations: this.deps.revocations,
+        admitNode: (id, address) => this.nodes.has(id) || this.newNodes.take(address),
       });
       this.broker = broker;
       await broker.start();
@@ -336,8 +355,21 @@ export class MqttGateway {
 
   private bad(reason: BadInput, topic: string, detail: string): void {
     this.counters.bad(reason).inc();
-    // debug, not warn: a misbehaving node can send thousands of these.
-    this.log.debug({ reason, topic, detail }, 'node message refused');
+    // One warn line per reason, then debug: a misbehaving node can send thousands of these.
+    if (this.warned.has(reason)) return this.log.debug({ reason, topic, detail }, 'node message refused');
+    this.warned.add(reason);
+    this.log.warn(
+      { reason, topic: JSON.stringify(topic.slice(0, 128)), detail },
+      'node message refused (logged once per reason, then counted)',
+    );
+  }
+
+  /**
+   * A node token proves the uid on the embedded broker (the ACL lets a node publish only under its own id);
+   * anonymous nodes and clients of an external broker prove nothing.
+   */
+  private get proof(): 'token' | undefined {
+    return this.broker !== undefined && !this.broker.anonymous ? 'token' : undefined;
   }
 
   /** node/check: a new id is announced and discovered; a known one is refreshed. */
@@ -351,10 +383,11 @@ export class MqttGateway {
       this.bad('too-many-nodes', `node/${id}`, `node limit ${this.config.maxNodes} reached`);
       return undefined;
     }
-    const node: MqttNode = { id, uid: (this.config.uidPrefix ?? '') + id, lastSeen: Date.now(), resourceCount: 0 };
+    const node: MqttNode = { id, uid: (this.config.uidPrefix ?? '') + id, lastSeen: Date.now() };
+    // Refused by the core (a prefixed uid that breaks the identifier rule): counted there, never held here.
+    if (!this.core.nodeNew(node.uid, {}, this.proof)) return undefined;
     this.nodes.set(id, node);
     this.counters.discovered.inc();
-    this.core.nodeNew(node.uid);
     this.log.debug({ id, uid: node.uid }, 'node discovered');
     // pyaiot's step 2. A publish-only node ignores it and sends its list unasked.
     this.publish(discoverTopic(id), DISCOVER_RESOURCES);
@@ -376,14 +409,10 @@ export class MqttGateway {
   }
 
   private value(node: MqttNode, resource: string, value: Json, topic: string): void {
-    const resources = this.core.resources(node.uid);
-    if (resources !== undefined && !Object.hasOwn(resources, resource)) {
-      if (node.resourceCount >= MAX_RESOURCES_PER_NODE) {
-        return this.bad('too-many-resources', topic, `more than ${MAX_RESOURCES_PER_NODE} resources`);
-      }
-      node.resourceCount++;
+    // The core bounds resources per node (--max-resources-per-node) and counts what it refuses.
+    if (!this.core.nodeUpdate(node.uid, resource, value)) {
+      return this.bad('too-many-resources', topic, 'refused by the gateway core (see node_refusals_total)');
     }
-    this.core.nodeUpdate(node.uid, resource, value);
     if (node.waiters !== undefined) this.confirmWrites(node, resource, value);
   }
 
@@ -429,6 +458,7 @@ export class MqttGateway {
     if (transport === undefined || !transport.connected) return { result: 'error', reason: 'mqtt-disconnected' };
     // Registered before publishing, so an echo that overtakes the broker's acknowledgement still counts.
     const text = setPayload(payload);
+    if (text === undefined) return { result: 'error', reason: 'payload cannot be serialized' };
     const confirmed = this.config.writeConfirmMs > 0 ? this.waitForEcho(node, endpoint, text) : undefined;
     try {
       await withTimeout(transport.publish(setTopic(node.id, endpoint), text), this.config.publishTimeoutMs);
@@ -470,6 +500,7 @@ export class MqttGateway {
   /** A value that merely happens to be published (periodic report, answer to discover) is not a confirmation. */
   private confirmWrites(node: MqttNode, resource: string, value: Json): void {
     const text = setPayload(value);
+    if (text === undefined) return;
     for (const w of [...(node.waiters ?? [])]) if (w.resource === resource && w.expected === text) w.finish(true);
   }
 

@@ -1,8 +1,10 @@
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
-import { gatewayLinkOptions } from '../common/options.ts';
+import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const mqttGatewayOptions = {
   ...gatewayLinkOptions,
+  // --max-nodes, --max-resources-per-node, --new-nodes-per-minute (the last one: anonymous nodes of the embedded broker).
+  ...gatewayLimitOptions,
   mqttUrl: {
     type: 'string',
     description:
@@ -75,7 +77,12 @@ export const mqttGatewayOptions = {
     min: 64,
     description: 'largest MQTT payload accepted from a node',
   },
-  maxNodes: { type: 'number', default: 50000, min: 1, description: 'most nodes this gateway keeps' },
+  tokenSweepMs: {
+    type: 'number',
+    default: 1000,
+    min: 10,
+    description: 'embedded broker: how often sessions are checked for an expired or revoked token (then disconnected)',
+  },
   uidPrefix: {
     type: 'string',
     description: 'prefix for the node uids reported to the broker (uid = prefix + node id; default none)',

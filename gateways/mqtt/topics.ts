@@ -1,6 +1,8 @@
 // pyaiot's MQTT topics and payloads (docs/gateways/mqtt.md, pyaiot-protocol.md §5.2), parsed once at the edge.
 // No I/O here: the gateway, the embedded broker's ACL, the test node and the tests all use these functions.
+import { ErrorCode } from '../../services/protocol/errors.ts';
 import type { Json } from '../../services/protocol/messages.ts';
+import { isIdentifier, parseJson as parseJsonText, stringifySafe } from '../../services/protocol/schema.ts';
 
 /** Longest node id and resource name accepted; they become topic levels and broker uids. */
 export const MAX_NODE_ID_LENGTH = 64;
@@ -23,6 +25,7 @@ export type BadInput =
   | 'bad-resource'
   | 'bad-json'
   | 'bad-shape'
+  | 'too-deep'
   | 'oversized'
   | 'unknown-node'
   | 'too-many-resources'
@@ -38,6 +41,8 @@ export type NodeTopic =
 /**
  * A name that may become one topic level: not empty, bounded, and free of the MQTT wildcards and the level
  * separator ([MQTT-4.7.1-1..3]) and of control characters (U+0000 is forbidden in topics, [MQTT-4.7.3-2]).
+ * It also keeps the identifier rule every gateway applies (isIdentifier: no C1 controls, not `__proto__`,
+ * `constructor` or `prototype`), so nothing the broker would refuse leaves the gateway.
  * Returns why it is refused, or undefined.
  */
 export function topicLevelProblem(name: string, maxLength: number): string | undefined {
@@ -49,7 +54,7 @@ export function topicLevelProblem(name: string, maxLength: number): string | und
     if (c === 0x23 || c === 0x2b || c === 0x2f) return 'contains an MQTT wildcard or separator (+ # /)';
     if (c < 0x20 || c === 0x7f) return 'contains a control character';
   }
-  return undefined;
+  return isIdentifier(name);
 }
 
 export function nodeIdProblem(id: string): string | undefined {
@@ -82,12 +87,13 @@ export function parseNodeTopic(topic: string): NodeTopic {
 
 export type PayloadResult<T> = { ok: true; value: T } | { ok: false; reason: BadInput; detail: string };
 
+/** The one JSON parse of a node payload: depth-capped (MAX_JSON_DEPTH), so no value can crash a serializer. */
 function parseJson(payload: Buffer): PayloadResult<unknown> {
-  try {
-    return { ok: true, value: JSON.parse(payload.toString('utf8')) };
-  } catch {
-    return { ok: false, reason: 'bad-json', detail: 'payload is not JSON' };
-  }
+  const parsed = parseJsonText(payload.toString('utf8'));
+  if (parsed.ok) return parsed;
+  return parsed.code === ErrorCode.TooDeep
+    ? { ok: false, reason: 'too-deep', detail: parsed.reason }
+    : { ok: false, reason: 'bad-json', detail: 'payload is not JSON' };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -155,6 +161,6 @@ export function resourcesTopic(id: string): string {
  * The payload of a `.../set` publish: pyaiot passed the web client's payload through as a raw string;
  * a non-string JSON value is sent as its JSON text.
  */
-export function setPayload(payload: Json): string {
-  return typeof payload === 'string' ? payload : JSON.stringify(payload);
+export function setPayload(payload: Json): string | undefined {
+  return typeof payload === 'string' ? payload : stringifySafe(payload);
 }
