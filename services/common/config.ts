@@ -101,21 +101,44 @@ function coerce(name: string, spec: OptionSpec, raw: unknown, source: string, er
   }
 }
 
-function readConfigFile(path: string): Record<string, unknown> {
+/** Keys that reach an object's prototype machinery when assigned; never option names. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * Reads a config file into a null-prototype table of camelCase keys. A key like `__proto__` would otherwise
+ * re-prototype the table and smuggle options in through inheritance, so such keys are reported in `errors`
+ * and dropped.
+ */
+function readConfigFile(path: string, errors: string[]): Map<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new MyceliumError(ErrorCode.Config, `cannot read config file ${path}: ${(err as Error).message}`);
   }
-  const data = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
-  if (data === null || data === undefined) return {};
+  let data: unknown;
+  try {
+    data = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new MyceliumError(ErrorCode.Config, `config file ${path}: ${(err as Error).message}`);
+  }
+  const out = new Map<string, unknown>();
+  if (data === null || data === undefined) return out;
   if (typeof data !== 'object' || Array.isArray(data)) {
     throw new MyceliumError(ErrorCode.Config, `config file ${path} must hold a mapping of option names to values`);
   }
-  // Accept both kebab-case (as on the command line) and camelCase keys.
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(data)) out[k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())] = v;
+  // Object.keys lists own keys only, including an own "__proto__" made by JSON.parse or the YAML parser.
+  for (const k of Object.keys(data)) {
+    if (FORBIDDEN_KEYS.has(k)) {
+      errors.push(`config file: key "${k}" is not allowed`);
+      continue;
+    }
+    // Accept both kebab-case (as on the command line) and camelCase keys.
+    out.set(
+      k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()),
+      (data as Record<string, unknown>)[k],
+    );
+  }
   return out;
 }
 
@@ -144,10 +167,10 @@ export function resolveConfig<T extends OptionTable>(
   }
   const errors: string[] = [];
   const configPath = (flags.config as string | undefined) ?? env.MYCELIUM_CONFIG;
-  let file: Record<string, unknown> = {};
+  let file = new Map<string, unknown>();
   if (configPath) {
     try {
-      file = readConfigFile(configPath);
+      file = readConfigFile(configPath, errors);
     } catch (err) {
       errors.push((err as Error).message);
     }
@@ -159,11 +182,11 @@ export function resolveConfig<T extends OptionTable>(
     const envValue = envKey ? env[envKey] : undefined;
     if (flag !== undefined) out[name] = coerce(name, spec, flag, 'flag', errors);
     else if (envValue !== undefined) out[name] = coerce(name, spec, envValue, `env ${envKey}`, errors);
-    else if (file[name] !== undefined) out[name] = coerce(name, spec, file[name], 'config file', errors);
+    else if (file.get(name) !== undefined) out[name] = coerce(name, spec, file.get(name), 'config file', errors);
     else out[name] = spec.default;
   }
-  for (const key of Object.keys(file)) {
-    if (!(key in all)) errors.push(`config file: unknown option "${key}"`);
+  for (const key of file.keys()) {
+    if (!Object.hasOwn(all, key)) errors.push(`config file: unknown option "${key}"`);
   }
   if (errors.length > 0) throw new MyceliumError(ErrorCode.Config, errors.join('\n'));
   if (out.debug) out.logLevel = 'debug';
