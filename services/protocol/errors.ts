@@ -31,6 +31,8 @@ export const CloseCode = {
   Replaced: 4001,
   /** The token the connection was opened with has expired or was revoked (like HTTP 401). */
   TokenExpired: 4401,
+  /** The broker refused this node's uid: another gateway holds it (MYC_ERR_DUPLICATE_UID; like HTTP 409). */
+  UidTaken: 4409,
 } as const;
 
 /** An inbound frame that failed validation: what to tell the peer and which close code fits. */
