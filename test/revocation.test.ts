@@ -72,9 +72,7 @@ describe('revocation list', () => {
     await run(process.execPath, [BIN, 'token', 'revoke', '--token', token, '--revocation-file', revokedFile]);
     const data = JSON.parse(readFileSync(revokedFile, 'utf8'));
     expect(data.revoked).toEqual([{ jti, exp, revokedAt: expect.any(Number) }]);
-    const bad = await run(process.execPath, [BIN, 'token', 'revoke', '--revocation-file', revokedFile]).catch(
-      (e: { code: number; stderr: string }) => e,
-    );
+    const bad = await run(process.execPath, [BIN, 'token', 'revoke', '--revocation-file', revokedFile]).catch((e) => e);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/give the token id/);
   }, 20_000);

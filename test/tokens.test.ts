@@ -72,7 +72,7 @@ describe('--max-token-ttl', () => {
     const env = { ...process.env, MYCELIUM_HOME: keys.dir };
     const refused = await run(process.execPath, [BIN, 'token', '--role', 'operator', '--sub', 'me', '--ttl', '2d'], {
       env,
-    }).catch((e: { code: number; stderr: string; stdout: string }) => e);
+    }).catch((e) => e);
     expect(refused.code).toBe(2);
     expect(refused.stdout).toBe('');
     expect(refused.stderr).toMatch(/--ttl 2d is longer than the maximum for role operator \(1d\)/);
