@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { hostname } from 'node:os';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { type WebSocket, WebSocketServer } from 'ws';
@@ -10,11 +11,13 @@ import type { Bus, BusMsg, BusSubscription } from '../bus/bus.ts';
 import { MemoryBus } from '../bus/memory-bus.ts';
 import { subjects } from '../bus/subjects.ts';
 import type { ConfigOf } from '../common/config.ts';
+import { ConnectionCounter } from '../common/limits.ts';
 import type { Logger } from '../common/log.ts';
-import { extractToken, type TokenClaims, verifyToken } from '../common/tokens.ts';
-import { CloseCode } from '../protocol/errors.ts';
-import { parseBrokerToClientFrame } from '../protocol/frames.ts';
+import { type AuthFailure, extractToken, type TokenClaims, verifyToken } from '../common/tokens.ts';
+import { CloseCode, ErrorCode } from '../protocol/errors.ts';
+import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
+import { isIdentifier, parseJson } from '../protocol/schema.ts';
 import { ClientSession } from './client-session.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession } from './gateway-session.ts';
@@ -23,15 +26,17 @@ import { Metrics } from './metrics.ts';
 import { type NodeEvent, NodeTable } from './node-table.ts';
 import { PeerDirectory } from './peers.ts';
 import type { brokerOptions } from './options.ts';
+import { createOwnership, type OwnershipRegistry, ownerLost, type ownershipOptions } from './ownership.ts';
 import { pathOf, refuseUpgrade } from './upgrade.ts';
 import { WriteRouter } from './writes.ts';
 
 export type BrokerConfig = Omit<
   ConfigOf<typeof brokerOptions>,
-  'keyFile' | 'publicKeyFile' | 'natsUrl' | 'brokerId'
-> & {
-  brokerId?: string;
-};
+  'keyFile' | 'publicKeyFile' | 'natsUrl' | 'brokerId' | keyof typeof ownershipOptions
+> &
+  Partial<ConfigOf<typeof ownershipOptions>> & {
+    brokerId?: string;
+  };
 
 export interface BrokerDeps {
   /** Verification key for tokens. */
@@ -39,6 +44,18 @@ export interface BrokerDeps {
   log: Logger;
   /** The bus; an in-process one is made (and owned) when absent. */
   bus?: Bus;
+  /** Revoked token ids: refused at the upgrade and on REST, and open sessions closed (4401) within a sweep. */
+  revocations?: { isRevoked(jti?: string): boolean };
+}
+
+/** Why a token was refused, including revocation (checked here, after the signature). */
+export type BrokerVerifyResult = { ok: true; claims: TokenClaims } | { ok: false; reason: AuthFailure | 'revoked' };
+
+/** A refusal of a gateway frame for one node: the `error` frame's code and reason, and the counter label. */
+export interface NodeRefusal {
+  code: ErrorCode;
+  counter: string;
+  reason: string;
 }
 
 const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
@@ -62,6 +79,8 @@ export class Broker {
   readonly gateways = new Map<string, GatewaySession>();
   /** Peer brokers on the same bus and the gateways they hold. */
   readonly peers: PeerDirectory;
+  /** Which gateway owns each node uid: decided once for the whole cluster (ownership.ts). */
+  readonly ownership: OwnershipRegistry;
   /** Registered web clients (they sent `new`): they receive the live stream. */
   private readonly registered = new Set<ClientSession>();
   private readonly clients = new Set<ClientSession>();
@@ -72,6 +91,17 @@ export class Broker {
   private readonly wss: WebSocketServer;
   private subs: BusSubscription[] = [];
   private pingTimer?: NodeJS.Timeout;
+  private sessionTimer?: NodeJS.Timeout;
+  private evictTimer?: NodeJS.Timeout;
+  /** Open TCP connections per client address (finding 10 of issue 10: one address cannot hold the port). */
+  private readonly connections: ConnectionCounter;
+  /** Connections accepted beyond their address's cap: answered 429 at their request or upgrade. */
+  private readonly overCap = new WeakSet<object>();
+  /** The token claims each gateway connection was opened with (its exp and jti end the session). */
+  private readonly gatewayClaims = new WeakMap<GatewaySession, TokenClaims>();
+  /** Set while the node table is full, so the refusal is logged once, not per frame. */
+  private nodeCapLogged = false;
+  private readonly maxResourcesPerNode: number;
   private started = false;
   private stopping?: Promise<void>;
   /** The event this broker just published on an in-process bus: delivered synchronously, so no re-parse. */
@@ -97,14 +127,36 @@ export class Broker {
       events: m.counter('node_events_total', 'node events applied from the bus'),
       rejected: m.counterFamily('rejections_total', 'refused frames, connections and writes', 'reason'),
       writes: m.counterFamily('writes_total', 'writes by result', 'result'),
+      evicted: m.counter('nodes_evicted_total', 'offline nodes forgotten after --offline-retention-ms'),
+      sessionsEnded: m.counterFamily('sessions_ended_total', 'sessions closed because their token ended', 'reason'),
     };
+    this.connections = new ConnectionCounter(config.maxConnectionsPerAddress);
+    this.maxResourcesPerNode = Math.min(config.maxResourcesPerNode, MAX_RESOURCES_PER_NODE);
     m.gauge('connections', 'open WebSocket connections', () => this.gateways.size, { kind: 'gateway' });
     m.gauge('connections', 'open WebSocket connections', () => this.clients.size, { kind: 'client' });
     m.gauge('nodes', 'known nodes', () => this.table.countByStatus('online'), { status: 'online' });
     m.gauge('nodes', 'known nodes', () => this.table.countByStatus('offline'), { status: 'offline' });
     this.writes = new WriteRouter(this);
+    this.ownership = createOwnership({
+      bus: this.bus,
+      statusOf: (uid) => this.table.get(uid)?.status,
+      log: this.log,
+      local: config.localOwnership,
+      timeoutMs: config.ownershipTimeoutMs,
+    });
+    this.table.onOwnerLost = (node, why) => ownerLost(this, node, why);
     this.peers = new PeerDirectory(this, config.peerHeartbeatMs);
-    this.app = Fastify({ logger: false, bodyLimit: config.maxFrameBytes });
+    const handshake = config.handshakeTimeoutMs;
+    this.app = Fastify({
+      logger: false,
+      bodyLimit: config.maxFrameBytes,
+      // Finding 10 of issue 10: a connection that never finishes its request (or upgrade) is closed after
+      // --handshake-timeout-ms, not after Node's 60-300 s defaults. The idle timeout catches a silent socket
+      // (ws clears it once upgraded); headers/request timeouts catch a slow one, checked often enough to matter.
+      connectionTimeout: handshake,
+      requestTimeout: handshake,
+      http: { headersTimeout: handshake, connectionsCheckingInterval: Math.max(10, Math.min(1000, handshake / 2)) },
+    });
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: config.maxFrameBytes,
@@ -124,14 +176,29 @@ export class Broker {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  async verify(token: string | undefined, roles: readonly Role[]) {
-    return verifyToken(this.deps.publicKey, token, roles);
+  async verify(token: string | undefined, roles: readonly Role[]): Promise<BrokerVerifyResult> {
+    const result = await verifyToken(this.deps.publicKey, token, roles);
+    if (result.ok && this.deps.revocations?.isRevoked(result.claims.jti)) return { ok: false, reason: 'revoked' };
+    return result;
+  }
+
+  /** Why a session opened with `claims` must end now (4401), or undefined while its token holds. */
+  tokenEnded(claims: TokenClaims, now: number): 'expired' | 'revoked' | undefined {
+    if (claims.exp !== undefined && claims.exp * 1000 <= now) return 'expired';
+    if (claims.jti !== undefined && this.deps.revocations?.isRevoked(claims.jti)) return 'revoked';
+    return undefined;
+  }
+
+  /** True when this request's connection is beyond its address's cap (answered 429). */
+  overConnectionCap(socket: object): boolean {
+    return this.overCap.has(socket);
   }
 
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     if (this.ownsBus) await this.bus.start();
+    await this.ownership.start();
     this.subs.push(
       this.bus.subscribe(subjects.allEvents, (msg) => this.onBusEvent(msg)),
       this.bus.subscribe(subjects.allGatewayClaims, (msg) => this.onGatewayClaim(msg)),
@@ -141,6 +208,7 @@ export class Broker {
     await this.syncStateFromPeers();
     this.peers.start();
     registerHttpApi(this.app, this);
+    this.app.server.on('connection', (socket: Socket) => this.onConnection(socket));
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', (err) => this.log.debug({ err }, 'socket error during upgrade'));
       this.onUpgrade(req, socket, head).catch((err) => {
@@ -151,6 +219,10 @@ export class Broker {
     await this.app.listen({ port: this.config.port, host: this.config.host });
     this.pingTimer = setInterval(() => this.heartbeat(), this.config.pingIntervalMs);
     this.pingTimer.unref();
+    this.sessionTimer = setInterval(() => this.sweepSessions(), this.config.sessionSweepMs);
+    this.sessionTimer.unref();
+    this.evictTimer = setInterval(() => this.evictOffline(), this.config.offlineSweepMs);
+    this.evictTimer.unref();
     this.log.info({ port: this.port, bus: this.bus.kind }, 'broker listening');
   }
 
@@ -163,6 +235,8 @@ export class Broker {
   private async doStop(): Promise<void> {
     if (!this.started) return;
     clearInterval(this.pingTimer);
+    clearInterval(this.sessionTimer);
+    clearInterval(this.evictTimer);
     this.peers.stop();
     for (const t of this.graceTimers.values()) clearTimeout(t);
     this.graceTimers.clear();
@@ -180,7 +254,29 @@ export class Broker {
   // ---------------------------------------------------------------------------------------------
   // Connections
 
+  private onConnection(socket: Socket): void {
+    const address = socket.remoteAddress ?? 'unknown';
+    if (!this.connections.acquire(address)) {
+      // Refused at its request or upgrade with 429 (a reason the client can read); a silent one is closed by
+      // the handshake timeout. It holds no slot, so it cannot keep others of its address out.
+      this.overCap.add(socket);
+      return;
+    }
+    socket.once('close', () => this.connections.release(address));
+  }
+
+  /** Counts a refused connection; logs the first and then every 1000th, so a flood does not flood the log. */
+  refusedConnection(reason: string, remote: string | undefined): void {
+    const c = this.counters.rejected(reason);
+    c.inc();
+    if (c.value % 1000 === 1) this.log.warn({ reason, remote, count: c.value }, 'connection refused');
+  }
+
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    if (this.overCap.has(req.socket)) {
+      this.refusedConnection('too-many-connections', req.socket.remoteAddress);
+      return refuseUpgrade(socket, 429, 'too many connections from this address');
+    }
     const path = pathOf(req);
     const kind = path === '/gw' ? 'gateway' : path === '/ws' ? 'client' : undefined;
     if (kind === undefined) {
@@ -200,18 +296,33 @@ export class Broker {
       }
       claims = result.claims;
     }
+    if (kind === 'gateway') {
+      // The subject becomes the gateway id: a table key and a bus subject token (finding 12 of issue 10).
+      const bad = isIdentifier(claims.sub);
+      if (bad !== undefined) {
+        this.refusedConnection('bad-gateway-id', req.socket.remoteAddress);
+        return refuseUpgrade(socket, 400, `gateway id (token sub) ${bad}`);
+      }
+    }
     if (!this.started || this.stopping) return refuseUpgrade(socket, 503, 'broker shutting down');
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      if (kind === 'gateway') this.adoptGateway(ws, claims.sub);
+      if (kind === 'gateway') this.adoptGateway(ws, claims);
       else this.adoptClient(ws, claims);
     });
   }
 
-  private adoptGateway(ws: WebSocket, gatewayId: string): void {
+  private adoptGateway(ws: WebSocket, claims: TokenClaims): void {
+    const gatewayId = claims.sub;
     const previous = this.gateways.get(gatewayId);
     const session = new GatewaySession(this, ws, gatewayId);
+    this.gatewayClaims.set(session, claims);
     this.gateways.set(gatewayId, session);
-    if (previous) previous.close(CloseCode.Replaced, 'replaced by a newer connection', false);
+    if (previous) {
+      // Writes in flight on the old connection complete through the new one (a gateway renewing its token
+      // answers on the new link), and only the new one takes further writes.
+      this.writes.handOver(previous, session);
+      previous.close(CloseCode.Replaced, 'replaced by a newer connection', false);
+    }
     // Tell peer brokers, which close their own connection for this gateway (it moved here).
     this.bus.publish(
       subjects.gatewayClaim(gatewayId),
@@ -245,6 +356,72 @@ export class Broker {
   private heartbeat(): void {
     for (const gw of this.gateways.values()) gw.heartbeat();
     for (const c of this.clients) c.heartbeat();
+  }
+
+  /**
+   * Finding 7 of issue 10: a session lives no longer than its token. Every --session-sweep-ms, a session whose
+   * token expired or was revoked is closed with 4401; the gateway link renews its token before that.
+   */
+  private sweepSessions(): void {
+    const now = Date.now();
+    for (const gw of this.gateways.values()) {
+      const claims = this.gatewayClaims.get(gw);
+      const ended = claims === undefined ? undefined : this.tokenEnded(claims, now);
+      if (ended !== undefined && gw.ws.readyState === 1) {
+        this.counters.sessionsEnded(ended).inc();
+        this.log.info({ gateway: gw.gatewayId, reason: ended }, 'gateway session closed: token ended');
+        gw.close(CloseCode.TokenExpired, `token ${ended}`);
+      }
+    }
+    for (const c of this.clients) c.checkToken(now);
+  }
+
+  /** Finding 4 of issue 10: nodes offline longer than --offline-retention-ms are forgotten. */
+  private evictOffline(): void {
+    const evicted = this.table.evictOffline(Date.now() - this.config.offlineRetentionMs);
+    if (evicted > 0) {
+      this.counters.evicted.inc(evicted);
+      this.log.info({ nodes: evicted }, 'offline nodes evicted');
+    }
+  }
+
+  /**
+   * Whether a gateway may announce `uid` with `resources` resources: a node the table does not hold yet is
+   * refused while it is full (--max-nodes), and no node may have more than --max-resources-per-node.
+   */
+  admitNode(uid: string, resources: number): NodeRefusal | undefined {
+    if (resources > this.maxResourcesPerNode) return this.resourceRefusal(uid);
+    if (this.table.get(uid) !== undefined || this.table.size < this.config.maxNodes) {
+      this.nodeCapLogged = false;
+      return undefined;
+    }
+    if (!this.nodeCapLogged) {
+      this.nodeCapLogged = true;
+      this.log.warn({ maxNodes: this.config.maxNodes, uid }, 'node table full: new nodes refused');
+    }
+    return {
+      code: ErrorCode.LimitReached,
+      counter: 'max-nodes',
+      reason: `the broker holds its maximum of ${this.config.maxNodes} nodes`,
+    };
+  }
+
+  /** Whether an update may store `endpoint` on `uid`: a new resource beyond the per-node cap is refused. */
+  admitResource(uid: string, endpoint: string): NodeRefusal | undefined {
+    const node = this.table.get(uid);
+    if (node === undefined || Object.hasOwn(node.resources, endpoint)) return undefined;
+    return NodeTable.resourceCount(node, this.maxResourcesPerNode) >= this.maxResourcesPerNode
+      ? this.resourceRefusal(uid)
+      : undefined;
+  }
+
+  private resourceRefusal(uid: string): NodeRefusal {
+    this.log.debug({ uid, max: this.maxResourcesPerNode }, 'resource refused: node at its resource cap');
+    return {
+      code: ErrorCode.LimitReached,
+      counter: 'max-resources-per-node',
+      reason: `a node may have at most ${this.maxResourcesPerNode} resources`,
+    };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -291,6 +468,11 @@ export class Broker {
     for (const client of this.registered) {
       const socket = rawSocket(client.ws);
       if (socket === undefined || client.ws.readyState !== 1) continue;
+      // A client still receiving its snapshot gets live frames after it, in order.
+      if (!client.live) {
+        client.queue(frame);
+        continue;
+      }
       if (socket.writableLength > limit) {
         // Bounded memory: a client that cannot keep up is dropped; it reconnects and gets a fresh snapshot.
         this.counters.rejected('slow-client').inc();
@@ -380,12 +562,10 @@ export class Broker {
     const replies = await this.bus.requestMany(subjects.stateSync, Buffer.from('{}'), this.config.stateSyncMs);
     let count = 0;
     for (const r of replies) {
-      let body: StateSyncReply;
-      try {
-        body = JSON.parse(Buffer.from(r.data).toString());
-      } catch {
-        continue;
-      }
+      // A peer's reply is outside input too: the same depth cap as every frame.
+      const json = parseJson(Buffer.from(r.data).toString());
+      if (!json.ok || typeof json.value !== 'object' || json.value === null) continue;
+      const body = json.value as StateSyncReply;
       if (body.broker === this.id) continue;
       this.peers.seed(body.broker, body.gateways ?? []);
       for (const node of body.nodes ?? []) if (this.table.adopt(node)) count++;

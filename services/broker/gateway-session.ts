@@ -5,8 +5,10 @@ import type { Logger } from '../common/log.ts';
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseGatewayFrame } from '../protocol/frames.ts';
 import type { BrError, BrWrite, GatewayMessage, GatewayRecord, GwNew, GwResult } from '../protocol/messages.ts';
-import type { Broker } from './broker.ts';
-import type { NodeEvent } from './node-table.ts';
+import type { Broker, NodeRefusal } from './broker.ts';
+import { refusedFrameUid } from './frame-uid.ts';
+import type { NodeEvent, OwnerLost } from './node-table.ts';
+import { type ClaimResult, ownershipOptions } from './ownership.ts';
 
 /** True when `obj` has exactly `n` own keys (cheaper than Object.keys on the hot path). */
 function hasOnlyKeys(obj: object, n: number): boolean {
@@ -22,6 +24,10 @@ export class GatewaySession {
   private readonly log: Logger;
   private alive = true;
   private closed = false;
+  /** Uids whose `new` awaits the ownership registry, with the frames that arrived for them meanwhile. */
+  private claiming?: Map<string, { msg: GatewayMessage; text: string }[]>;
+  /** Frames waiting in `claiming`, all uids together (bounded by --max-claim-queue). */
+  private queued = 0;
 
   constructor(
     private readonly broker: Broker,
@@ -82,16 +88,31 @@ export class GatewaySession {
     if (isBinary) return this.reject(CloseCode.UnsupportedData, 'binary-frame', 'only text frames are accepted');
     const text = data.toString();
     const parsed = parseGatewayFrame(text);
-    if (!parsed.ok) return this.reject(parsed.close, parsed.code, parsed.reason);
+    if (!parsed.ok) {
+      // A bad frame about one node is refused for that node only; the link stays (finding 3 of issue 10).
+      const uid = refusedFrameUid(text);
+      if (uid !== undefined)
+        return this.refuseNode(uid, { code: parsed.code, counter: parsed.code, reason: parsed.reason });
+      return this.reject(parsed.close, parsed.code, parsed.reason);
+    }
     this.dispatch(parsed.value, text);
   }
 
   private dispatch(msg: GatewayMessage, text: string): void {
+    // Frames about a node whose ownership is still being decided wait behind its `new`, in order (see onNew).
+    if (this.claiming !== undefined && msg.type !== 'result' && this.claiming.has(msg.uid)) {
+      return this.defer(msg.uid, msg, text);
+    }
     switch (msg.type) {
-      case 'new':
+      case 'new': {
+        const refusal = this.broker.admitNode(msg.uid, msg.data === undefined ? 0 : Object.keys(msg.data).length);
+        if (refusal !== undefined) return this.refuseNode(msg.uid, refusal);
         return this.onNew(msg);
+      }
       case 'update': {
         if (!this.owns(msg.uid)) return;
+        const refusal = this.broker.admitResource(msg.uid, msg.endpoint);
+        if (refusal !== undefined) return this.refuseNode(msg.uid, refusal);
         const event: NodeEvent = { type: 'update', uid: msg.uid, endpoint: msg.endpoint, data: msg.data };
         // The hot path: a gateway update with no extra fields is already the client frame, so its text is
         // forwarded as it came (validated above) instead of being serialized again.
@@ -119,43 +140,124 @@ export class GatewaySession {
   }
 
   /**
-   * Duplicate uids: a node belongs to the gateway that announced it while it is online. Another gateway
-   * announcing the same uid is refused (error frame, counted) until the node goes offline; then the newcomer
-   * takes it over. See docs/architecture.md, "Node ownership".
+   * Node ownership (docs/architecture.md, "Node ownership"): the broker's ownership registry decides whether this
+   * gateway may hold the uid (first announcer keeps it; a token-proven uid may follow its node to another gateway
+   * while offline; an operator's DELETE releases it). On NATS the decision is made once for the cluster and takes
+   * a round trip: until it is known, later frames for the uid wait in `claiming`, in order, so an update sent
+   * right after `new` is neither refused nor lost.
    */
   private onNew(msg: GwNew): void {
-    const existing = this.broker.table.get(msg.uid);
-    if (existing && existing.status === 'online' && existing.gateway !== this.gatewayId) {
+    const decided = this.broker.ownership.claim(msg.uid, this.gatewayId, msg.proof);
+    if (!(decided instanceof Promise)) return this.onClaim(msg, decided);
+    this.claiming ??= new Map();
+    this.claiming.set(msg.uid, []);
+    decided.then(
+      (result) => {
+        this.onClaim(msg, result);
+        this.settleClaim(msg.uid);
+      },
+      (err: unknown) => this.onClaimFailed(msg.uid, err),
+    );
+  }
+
+  private onClaim(msg: GwNew, result: ClaimResult): void {
+    // A gateway gone while the cluster decided: its nodes are re-announced by its next connection.
+    if (this.ws.readyState !== 1) return;
+    if (!result.ok) {
       this.broker.counters.rejected('duplicate-uid').inc();
-      this.log.warn({ uid: msg.uid, owner: existing.gateway }, 'refused a node uid owned by another gateway');
+      this.log.warn(
+        { uid: msg.uid, owner: result.owner, why: result.why },
+        'refused a node uid owned by another gateway',
+      );
       this.send({
         type: 'error',
         code: ErrorCode.DuplicateUid,
-        reason: `node ${msg.uid} is owned by gateway ${existing.gateway}`,
+        reason: `node ${msg.uid} is owned by gateway ${result.owner || 'unknown'} (${result.why})`,
         uid: msg.uid,
       });
       return;
     }
+    if (result.moved !== undefined) {
+      this.log.info({ uid: msg.uid, from: result.moved.from }, 'token-proven node moved to this gateway');
+    }
+    const existing = this.broker.table.get(msg.uid);
+    const proof = result.claim.proof;
     // A gateway re-announcing its own online node (after a reconnect) is not news for clients.
-    const readopt = existing !== undefined && existing.status === 'online' && existing.gateway === this.gatewayId;
+    const readopt =
+      existing !== undefined &&
+      existing.status === 'online' &&
+      existing.gateway === this.gatewayId &&
+      existing.proof === proof;
     this.nodes.add(msg.uid);
     if (!readopt) {
-      this.broker.publishEvent({
+      const event: NodeEvent = {
         type: 'new',
         uid: msg.uid,
         gateway: this.gatewayId,
         protocol: msg.protocol,
         status: 'online',
         lastSeen: Date.now(),
-      });
+      };
+      if (proof !== undefined) event.proof = proof;
+      this.broker.publishEvent(event);
     }
     if (msg.data) {
+      const known = readopt ? existing.resources : undefined;
       for (const endpoint in msg.data) {
         const data = msg.data[endpoint];
-        if (readopt && JSON.stringify(existing.resources[endpoint]) === JSON.stringify(data)) continue;
+        if (known !== undefined && JSON.stringify(known[endpoint]) === JSON.stringify(data)) continue;
         this.broker.publishEvent({ type: 'update', uid: msg.uid, endpoint, data });
       }
     }
+  }
+
+  /** The store could not decide (JetStream down or slow): the gateway retries by reconnecting and replaying. */
+  private onClaimFailed(uid: string, err: unknown): void {
+    this.claiming?.delete(uid);
+    this.broker.counters.rejected('ownership-unavailable').inc();
+    this.log.error({ err, uid }, 'node ownership could not be decided; closing the gateway link so it retries');
+    this.close(CloseCode.TryAgainLater, 'node ownership store unavailable, retry later');
+  }
+
+  /** Frames that arrived for `uid` while its claim was in flight, replayed in order now that it is decided. */
+  private settleClaim(uid: string): void {
+    const queue = this.claiming?.get(uid);
+    if (queue === undefined) return;
+    this.claiming?.delete(uid);
+    this.queued -= queue.length;
+    for (let i = 0; i < queue.length; i++) {
+      this.dispatch(queue[i].msg, queue[i].text);
+      // A later `new` for the uid started a claim of its own: what follows it waits for that one.
+      const next = this.claiming?.get(uid);
+      if (next !== undefined) {
+        for (let j = i + 1; j < queue.length; j++) next.push(queue[j]);
+        this.queued += queue.length - i - 1;
+        return;
+      }
+    }
+  }
+
+  private defer(uid: string, msg: GatewayMessage, text: string): void {
+    if (this.queued >= (this.broker.config.maxClaimQueue ?? ownershipOptions.maxClaimQueue.default)) {
+      this.broker.counters.rejected('claim-queue-full').inc();
+      this.log.warn({ uid, queued: this.queued }, 'too many frames wait for ownership decisions; closing the link');
+      // State, not backlog: the gateway reconnects and replays each node's current state.
+      this.close(CloseCode.TryAgainLater, 'too many frames while node ownership is decided');
+      return;
+    }
+    this.claiming?.get(uid)?.push({ msg, text });
+    this.queued++;
+  }
+
+  /** The node left this gateway (another gateway took it, or an operator removed it): frames for it are refused. */
+  ownershipLost(uid: string, why: OwnerLost): void {
+    if (!this.nodes.delete(uid) || why === 'evicted') return;
+    this.log.info({ uid, why }, 'node no longer owned by this gateway');
+    this.send(
+      why === 'removed'
+        ? { type: 'error', code: ErrorCode.NodeRemoved, reason: `node ${uid} was removed by an operator`, uid }
+        : { type: 'error', code: ErrorCode.DuplicateUid, reason: `node ${uid} moved to another gateway`, uid },
+    );
   }
 
   private owns(uid: string): boolean {
@@ -169,6 +271,16 @@ export class GatewaySession {
       uid,
     });
     return false;
+  }
+
+  /** Refuses one frame about one node: counted, logged (first and every 1000th), answered with an error frame. */
+  private refuseNode(uid: string, refusal: NodeRefusal): void {
+    const counter = this.broker.counters.rejected(refusal.counter);
+    counter.inc();
+    if (counter.value % 1000 === 1) {
+      this.log.warn({ uid, code: refusal.code, reason: refusal.reason, count: counter.value }, 'node frame refused');
+    }
+    this.send({ type: 'error', code: refusal.code, reason: refusal.reason.slice(0, 200), uid });
   }
 
   private onResult(msg: GwResult): void {

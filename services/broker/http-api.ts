@@ -3,8 +3,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { extractToken, type TokenClaims } from '../common/tokens.ts';
 import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
-import { isIdentifier } from '../protocol/schema.ts';
+import { isIdentifier, parseJson } from '../protocol/schema.ts';
 import type { Broker } from './broker.ts';
+import { removeNode } from './ownership.ts';
 
 const READ_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
 
@@ -19,8 +20,29 @@ function problem(reply: FastifyReply, status: number, code: string, message: str
 }
 
 export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
-  // Devices and scripts may send a plain-text payload; JSON bodies are parsed by fastify itself.
+  // Devices and scripts may send a plain-text payload.
   app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  // JSON bodies go through the same depth-capped parse as every frame (finding 1 of issue 10): a body nested
+  // too deep is a 400 MYC_ERR_TOO_DEEP, never a value that crashes a later JSON.stringify. Fastify's bodyLimit
+  // (--max-frame-bytes) answers a body too large with 413 before this runs.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const json = parseJson(body as string);
+    if (json.ok) return done(null, json.value);
+    done(Object.assign(new Error(json.reason), { statusCode: 400, code: json.code }), undefined);
+  });
+
+  // A connection beyond its address's cap (--max-connections-per-address) gets a 429 and is closed.
+  app.addHook('onRequest', async (req, reply) => {
+    if (!broker.overConnectionCap(req.raw.socket)) return;
+    broker.refusedConnection('too-many-connections', req.raw.socket.remoteAddress);
+    return problem(
+      reply.header('connection', 'close'),
+      429,
+      ErrorCode.LimitReached,
+      'too many connections from this address',
+    );
+  });
 
   // Fastify's own errors (bad JSON body, body too large, ...) are the client's mistake: a 4xx, never a 500.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
@@ -71,6 +93,26 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
         const node = broker.table.get(req.params.uid);
         if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${req.params.uid}`);
         return node;
+      });
+
+      // Releases a uid (docs/architecture.md, "Node ownership"): the only way a node that never proved its uid
+      // with a token moves to another gateway. Roles that may write may remove.
+      api.delete<{ Params: { uid: string } }>('/nodes/:uid', async (req, reply) => {
+        const { uid } = req.params;
+        if (!canWrite(req.claims!.role)) {
+          broker.counters.rejected('forbidden-remove').inc();
+          return problem(reply, 403, ErrorCode.Forbidden, `role ${req.claims!.role} may not remove nodes`);
+        }
+        let removed: boolean;
+        try {
+          removed = await removeNode(broker, uid, req.claims!.sub);
+        } catch (err) {
+          broker.counters.rejected('ownership-unavailable').inc();
+          broker.log.error({ err, uid }, 'node removal failed: ownership store unavailable');
+          return problem(reply, 503, ErrorCode.Unavailable, 'the node ownership store did not answer; retry');
+        }
+        if (!removed) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
+        return { uid, removed: true };
       });
 
       api.put<{ Params: { uid: string; name: string }; Body: unknown }>(

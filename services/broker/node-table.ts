@@ -3,11 +3,27 @@
 // events holds the same table, and a snapshot taken between two events is consistent with the live stream.
 import type { BrokerToClientMessage, Json, NodeRecord, ToClientNew, ToClientOut } from '../protocol/messages.ts';
 
+/**
+ * A resource table keyed by outside input (resource names): no prototype, so a name like `__proto__` can
+ * never reach prototype machinery even if a check upstream missed it (finding 9 of issue 10).
+ */
+function emptyResources(): Record<string, Json> {
+  return Object.create(null) as Record<string, Json>;
+}
+
 /** Node events are the client frames `new`, `update`, `out`, `reset`. */
 export type NodeEvent = Extract<BrokerToClientMessage, { type: 'new' | 'update' | 'out' | 'reset' }>;
 
+/** Why a node left its gateway: another gateway took it, an operator removed it, or it was offline too long. */
+export type OwnerLost = 'moved' | 'removed' | 'evicted';
+
 export class NodeTable {
   private nodes = new Map<string, NodeRecord>();
+  /**
+   * Told (as the event is applied, so in bus order on every broker) when a node leaves its gateway: the
+   * broker makes that gateway's session forget the uid, so it can no longer update a node it lost.
+   */
+  onOwnerLost?: (node: NodeRecord, why: OwnerLost) => void;
 
   get size(): number {
     return this.nodes.size;
@@ -43,15 +59,19 @@ export class NodeTable {
           existing.lastSeen = event.lastSeen;
           existing.protocol = event.protocol ?? existing.protocol;
           existing.reason = undefined;
+          if (event.proof !== undefined) existing.proof = event.proof;
         } else {
-          this.nodes.set(event.uid, {
+          const node: NodeRecord = {
             uid: event.uid,
             gateway: event.gateway,
             protocol: event.protocol,
             status: event.status,
             lastSeen: event.lastSeen,
-            resources: {},
-          });
+            resources: emptyResources(),
+          };
+          if (event.proof !== undefined) node.proof = event.proof;
+          this.nodes.set(event.uid, node);
+          if (existing !== undefined) this.onOwnerLost?.(existing, 'moved');
         }
         return;
       }
@@ -65,6 +85,12 @@ export class NodeTable {
       case 'out': {
         const node = this.nodes.get(event.uid);
         if (node === undefined) return;
+        if (event.reason === 'removed') {
+          // An operator released the uid (DELETE /api/v1/nodes/:uid): the node is forgotten, not dimmed.
+          this.nodes.delete(event.uid);
+          this.onOwnerLost?.(node, 'removed');
+          return;
+        }
         node.status = 'offline';
         node.reason = event.reason;
         node.lastSeen = event.lastSeen;
@@ -73,7 +99,7 @@ export class NodeTable {
       case 'reset': {
         const node = this.nodes.get(event.uid);
         if (node === undefined) return;
-        node.resources = {};
+        node.resources = emptyResources();
         node.lastSeen = now;
         return;
       }
@@ -87,8 +113,33 @@ export class NodeTable {
   /** Takes a node as a peer broker reported it (state sync); a node already known here is kept. */
   adopt(node: NodeRecord): boolean {
     if (this.nodes.has(node.uid)) return false;
-    this.nodes.set(node.uid, { ...node, resources: { ...node.resources } });
+    this.nodes.set(node.uid, { ...node, resources: Object.assign(emptyResources(), node.resources) });
     return true;
+  }
+
+  /** Forgets a node. */
+  remove(uid: string): boolean {
+    return this.nodes.delete(uid);
+  }
+
+  /** Forgets every offline node last seen before `before` (ms since the epoch); returns how many. */
+  evictOffline(before: number): number {
+    let n = 0;
+    for (const [uid, node] of this.nodes) {
+      if (node.status === 'offline' && node.lastSeen < before) {
+        this.nodes.delete(uid);
+        this.onOwnerLost?.(node, 'evicted');
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** How many resources `node` has, counting no further than `upTo`. */
+  static resourceCount(node: NodeRecord, upTo: number): number {
+    let n = 0;
+    for (const _ in node.resources) if (++n >= upTo) break;
+    return n;
   }
 
   /** The frames that bring a fresh client up to date with one node. */
@@ -111,6 +162,7 @@ export function newFrame(node: NodeRecord): ToClientNew {
     lastSeen: node.lastSeen,
   };
   if (node.protocol !== undefined) frame.protocol = node.protocol;
+  if (node.proof !== undefined) frame.proof = node.proof;
   return frame;
 }
 

@@ -1,4 +1,6 @@
 import type { OptionTable } from '../common/config.ts';
+import { MAX_RESOURCES_PER_NODE } from '../protocol/frames.ts';
+import { ownershipOptions } from './ownership.ts';
 
 export const brokerOptions = {
   port: { type: 'number', default: 8000, min: 0, description: 'HTTP and WebSocket port (0 = any free port)' },
@@ -56,5 +58,60 @@ export const brokerOptions = {
     default: 500,
     min: 0,
     description: 'how long a starting broker gathers state from its peers on NATS',
+  },
+  ...ownershipOptions,
+  maxNodes: {
+    type: 'number',
+    default: 100000,
+    min: 1,
+    description: 'most nodes the broker holds; a new node beyond it is refused (MYC_ERR_LIMIT_REACHED)',
+  },
+  maxResourcesPerNode: {
+    type: 'number',
+    default: MAX_RESOURCES_PER_NODE,
+    min: 1,
+    description: `most resources one node may have (at most ${MAX_RESOURCES_PER_NODE}); more are refused`,
+  },
+  offlineRetentionMs: {
+    type: 'number',
+    default: 86_400_000,
+    min: 0,
+    description: 'how long an offline node stays in the table before it is forgotten (default 24 h)',
+  },
+  offlineSweepMs: {
+    type: 'number',
+    default: 60_000,
+    min: 10,
+    description: 'how often offline nodes older than --offline-retention-ms are evicted',
+  },
+  sessionSweepMs: {
+    type: 'number',
+    default: 1000,
+    min: 10,
+    description: 'how often WebSocket sessions are checked for an expired (4401) or revoked token',
+  },
+  handshakeTimeoutMs: {
+    type: 'number',
+    default: 10_000,
+    min: 10,
+    description: 'a connection that has not sent a complete HTTP request or upgrade by then is closed',
+  },
+  maxConnectionsPerAddress: {
+    type: 'number',
+    default: 20_000,
+    min: 1,
+    description: 'open TCP connections one client address may hold; more are refused with 429',
+  },
+  clientFramesPerSecond: {
+    type: 'number',
+    default: 100,
+    min: 1,
+    description: 'frames per second a web client may send (token bucket); beyond: MYC_ERR_RATE_LIMITED',
+  },
+  clientFrameBurst: {
+    type: 'number',
+    default: 200,
+    min: 1,
+    description: 'burst of client frames allowed above the rate; this many refused in a row closes with 1008',
   },
 } as const satisfies OptionTable;

@@ -3,14 +3,19 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 
-export function refuseUpgrade(socket: Duplex, status: 401 | 403 | 404 | 400 | 503, reason: string): void {
-  const text = {
-    400: 'Bad Request',
-    401: 'Unauthorized',
-    403: 'Forbidden',
-    404: 'Not Found',
-    503: 'Service Unavailable',
-  }[status];
+export type RefusalStatus = 400 | 401 | 403 | 404 | 429 | 503;
+
+const STATUS_TEXT: Record<RefusalStatus, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+  503: 'Service Unavailable',
+};
+
+export function refuseUpgrade(socket: Duplex, status: RefusalStatus, reason: string): void {
+  const text = STATUS_TEXT[status];
   const body = `${reason}\n`;
   const headers = [
     `HTTP/1.1 ${status} ${text}`,

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { BusError, type BusSubscription } from '../bus/bus.ts';
 import { subjects } from '../bus/subjects.ts';
 import type { GwResult, Json, WriteResult } from '../protocol/messages.ts';
+import { parseJson, stringifySafe } from '../protocol/schema.ts';
 import type { Broker } from './broker.ts';
 import type { GatewaySession } from './gateway-session.ts';
 
@@ -32,11 +33,22 @@ export class WriteRouter {
 
   /** Sends a write to the gateway that owns the node, wherever it is connected, and waits for its result. */
   async write(gatewayId: string, request: WriteRequest): Promise<WriteOutcome> {
-    const bytes = Buffer.from(JSON.stringify(request));
+    // Never throws (finding 1 of issue 10): a payload that cannot be serialized is an error outcome, not a
+    // rejected promise; parse points cap depth, so this is the last line of defence.
+    const text = stringifySafe(request);
+    if (text === undefined) {
+      this.broker.counters.writes('error').inc();
+      return { result: 'error', reason: 'payload cannot be serialized' };
+    }
     let outcome: WriteOutcome;
     try {
-      const reply = await this.broker.bus.request(subjects.write(gatewayId), bytes, this.broker.config.writeTimeoutMs);
-      outcome = JSON.parse(Buffer.from(reply.data).toString()) as WriteOutcome;
+      const reply = await this.broker.bus.request(
+        subjects.write(gatewayId),
+        Buffer.from(text),
+        this.broker.config.writeTimeoutMs,
+      );
+      const json = parseJson(Buffer.from(reply.data).toString());
+      outcome = json.ok ? (json.value as WriteOutcome) : { result: 'error', reason: 'bad reply from gateway' };
     } catch (err) {
       if (err instanceof BusError && err.code === 'no-responders') {
         outcome = { result: 'error', reason: 'gateway-unreachable' };
@@ -53,12 +65,9 @@ export class WriteRouter {
   serveGateway(session: GatewaySession): void {
     const sub = this.broker.bus.subscribe(subjects.write(session.gatewayId), (msg) => {
       if (!msg.reply) return;
-      let request: WriteRequest;
-      try {
-        request = JSON.parse(Buffer.from(msg.data).toString()) as WriteRequest;
-      } catch {
-        return;
-      }
+      const json = parseJson(Buffer.from(msg.data).toString());
+      if (!json.ok || typeof json.value !== 'object' || json.value === null) return;
+      const request = json.value as WriteRequest;
       const id = randomUUID();
       const timer = setTimeout(() => this.pending.delete(id), this.broker.config.writeTimeoutMs);
       timer.unref();
@@ -66,6 +75,16 @@ export class WriteRouter {
       session.send({ type: 'write', id, uid: request.uid, endpoint: request.endpoint, payload: request.payload });
     });
     this.served.set(session, sub);
+  }
+
+  /**
+   * A newer connection of the same gateway replaced `previous`: only the new one takes writes from now on, and
+   * writes already sent on the old one may complete through the new one (the gateway answers on its current link).
+   */
+  handOver(previous: GatewaySession, next: GatewaySession): void {
+    this.served.get(previous)?.unsubscribe();
+    this.served.delete(previous);
+    for (const p of this.pending.values()) if (p.session === previous) p.session = next;
   }
 
   unserveGateway(session: GatewaySession): void {

@@ -15,6 +15,15 @@ export const TEST_BROKER_CONFIG: BrokerConfig = {
   clientBufferBytes: 1048576,
   stateSyncMs: 300,
   peerHeartbeatMs: 100,
+  maxNodes: 100000,
+  maxResourcesPerNode: 256,
+  offlineRetentionMs: 86_400_000,
+  offlineSweepMs: 60_000,
+  sessionSweepMs: 100,
+  handshakeTimeoutMs: 10_000,
+  maxConnectionsPerAddress: 20_000,
+  clientFramesPerSecond: 100,
+  clientFrameBurst: 200,
 };
 
 export interface TestBroker {
