@@ -12,6 +12,10 @@ export const ErrorCode = {
   RateLimited: 'MYC_ERR_RATE_LIMITED',
   NotOwner: 'MYC_ERR_NOT_OWNER',
   DuplicateUid: 'MYC_ERR_DUPLICATE_UID',
+  /** An operator removed the node (DELETE /api/v1/nodes/:uid): its gateway no longer owns the uid. */
+  NodeRemoved: 'MYC_ERR_NODE_REMOVED',
+  /** A store the broker needs for this request (the JetStream ownership bucket) did not answer. */
+  Unavailable: 'MYC_ERR_UNAVAILABLE',
   UnknownNode: 'MYC_ERR_UNKNOWN_NODE',
   NodeOffline: 'MYC_ERR_NODE_OFFLINE',
   Forbidden: 'MYC_ERR_FORBIDDEN',
@@ -27,6 +31,8 @@ export const CloseCode = {
   UnsupportedData: 1003,
   PolicyViolation: 1008,
   TooBig: 1009,
+  /** Try again later (RFC 6455 §7.4.1 registry): a dependency is unavailable; reconnect with backoff. */
+  TryAgainLater: 1013,
   /** Application range (4000-4999): a newer connection with the same identity took over. */
   Replaced: 4001,
   /** The token the connection was opened with has expired or was revoked (like HTTP 401). */

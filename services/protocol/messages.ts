@@ -110,6 +110,8 @@ export interface ToClientNew {
   protocol?: string;
   status: NodeStatus;
   lastSeen: number;
+  /** The node proved its uid with a token (see GwNew.proof); carried so every broker's table knows it. */
+  proof?: 'token';
 }
 export interface ToClientUpdate {
   type: 'update';
@@ -170,6 +172,8 @@ export interface NodeRecord {
   lastSeen: number;
   reason?: OutReason;
   resources: Record<string, Json>;
+  /** `token`: the node proved its uid with a token; only a token-proven announcement may take it elsewhere. */
+  proof?: 'token';
 }
 
 export interface GatewayRecord {
