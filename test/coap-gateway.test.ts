@@ -8,6 +8,7 @@ import { bindUdp, closeUdp } from '../gateways/coap/udp.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { type CoapNodeConfig, CoapTestNode } from '../utils/nodes/coap-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { coapGatewayConfig, coapMetric } from './helpers/coap.ts';
 import { settle, waitFor } from './helpers/wait.ts';
 import { type Frame, TestPeer } from './helpers/ws-client.ts';
 
@@ -33,30 +34,7 @@ afterEach(async () => {
 afterAll(() => defaultTiming());
 
 function gatewayConfig(overrides: Partial<CoapGatewayConfig>): CoapGatewayConfig {
-  return {
-    coapPort: 0,
-    coapHost: '::',
-    maxTime: 120,
-    checkIntervalMs: 50,
-    requestTimeoutMs: 400,
-    maxPayloadBytes: 256,
-    nodePort: 0,
-    discoveryConcurrency: 8,
-    discoveryRetryMs: 60_000,
-    ignoreObs: false,
-    observeRefreshMs: 300_000,
-    dedupCacheBytes: 1 << 20,
-    httpPort: -1,
-    httpHost: '127.0.0.1',
-    brokerUrl: [tb.ws],
-    token: undefined,
-    keyFile: undefined,
-    gatewayId: undefined,
-    backoffInitialMs: 50,
-    backoffMaxMs: 500,
-    brokerPingMs: 15_000,
-    ...overrides,
-  };
+  return coapGatewayConfig(tb.ws, overrides);
 }
 
 async function startGateway(overrides: Partial<CoapGatewayConfig> = {}): Promise<CoapGateway> {
@@ -104,10 +82,7 @@ async function startNode(
 const update = (uid: string, endpoint: string, data?: unknown) => (f: Frame) =>
   f.type === 'update' && f.uid === uid && f.endpoint === endpoint && (data === undefined || f.data === data);
 const ofType = (type: string, uid: string) => (f: Frame) => f.type === type && f.uid === uid;
-const metric = (gw: CoapGateway, name: string) => {
-  const m = gw.metrics().match(new RegExp(`^mycelium_coap_${name.replace(/[{}"]/g, '\\$&')} (\\d+)$`, 'm'));
-  return m ? Number(m[1]) : 0;
-};
+const metric = coapMetric;
 
 /** A bare CoAP endpoint for sending hand-made requests from one UDP socket. */
 async function rawPeer(): Promise<{
@@ -184,15 +159,18 @@ describe('coap gateway: nodes appear, report values, are discovered', () => {
 
   it('a reset during discovery discovers again once the node answers', async () => {
     const gw = await startGateway();
-    const node = await startNode(gw, {}, (n) => {
-      n.mute = true;
-    });
-    await waitFor(() => node.seen.get('GET /.well-known/core') === 1, 'first discovery asked');
-    node.mute = false;
+    const node = await startNode(gw);
+    await client.next(update('1234', 'led', '0'), 'discovered');
+    // The node reboots and is slow to answer: the gateway's second discovery waits on it...
+    node.mute = true;
     node.beacon('reset');
-    await client.next(ofType('reset', '1234'), 'reset');
-    await client.next(update('1234', 'led', '0'), 'discovered after the reset');
-    expect(node.seen.get('GET /.well-known/core')).toBe(2);
+    await waitFor(() => node.seen.get('GET /.well-known/core') === 2, 'second discovery asked');
+    // ... when it reboots again: that discovery's results are void and a third one runs.
+    node.mute = false;
+    const before = client.frames.length;
+    node.beacon('reset');
+    await waitFor(() => client.frames.slice(before).find(update('1234', 'led', '0')), 'discovered after the reset');
+    expect(node.seen.get('GET /.well-known/core')).toBeGreaterThanOrEqual(3);
   });
 
   it('a reset beacon from an unknown uid is just a new node', async () => {
@@ -310,7 +288,8 @@ describe('coap gateway: bad input', () => {
     expect(metric(gw, 'unknown_sender_total')).toBe(1);
     const ack = await peer.post(gw, '/alive', 'alive:raw-1');
     expect(ack.code).toBe('2.04');
-    expect(ack.payload.toString()).toBe("Received 'alive:raw-1'");
+    // No echo of the payload (pyaiot's "Received '...'"): an answer never outweighs its request.
+    expect(ack.payload.length).toBe(0);
     await client.next(ofType('new', 'raw-1'), 'raw node appears');
     expect((await peer.post(gw, '/server', 'no colon here')).code).toBe('4.00');
     expect((await peer.post(gw, '/alive', 'nocolon')).code).toBe('4.00');

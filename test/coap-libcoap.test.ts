@@ -10,6 +10,7 @@ import type { CoapGatewayConfig } from '../gateways/coap/options.ts';
 import { bindUdp, closeUdp } from '../gateways/coap/udp.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { coapGatewayConfig } from './helpers/coap.ts';
 import { waitFor } from './helpers/wait.ts';
 import { type Frame, TestPeer } from './helpers/ws-client.ts';
 
@@ -39,30 +40,13 @@ afterEach(async () => {
 async function startGateway(overrides: Partial<CoapGatewayConfig> = {}): Promise<CoapGateway> {
   const token = await tb.keys.token('gateway', 'coap-libcoap');
   const gw = new CoapGateway(
-    {
-      coapPort: 0,
-      coapHost: '::',
-      maxTime: 120,
+    coapGatewayConfig(tb.ws, {
       checkIntervalMs: 100,
       requestTimeoutMs: 1000,
       maxPayloadBytes: 1024,
-      nodePort: 0,
       discoveryConcurrency: 4,
-      discoveryRetryMs: 60_000,
-      ignoreObs: false,
-      observeRefreshMs: 300_000,
-      dedupCacheBytes: 1 << 20,
-      httpPort: -1,
-      httpHost: '127.0.0.1',
-      brokerUrl: [tb.ws],
-      token: undefined,
-      keyFile: undefined,
-      gatewayId: undefined,
-      backoffInitialMs: 50,
-      backoffMaxMs: 500,
-      brokerPingMs: 15_000,
       ...overrides,
-    },
+    }),
     { log: silentLogger(), tokenSource: async () => token },
   );
   await gw.start();

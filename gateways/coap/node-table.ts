@@ -1,7 +1,8 @@
 // The gateway's CoAP nodes, keyed by uid (the node's own identity), with an index by source endpoint.
 // pyaiot keyed nodes by IP address and checked the uid against that map, so every beacon looked like a new
 // node (pyaiot-protocol §4.2). Here the uid is the identity; the address and port are only where the node
-// was last heard from, and they may change (NAT rebinding, DHCP) without the node changing.
+// was last heard from. The port may change (NAT rebinding, a client that beacons from a fresh socket each time);
+// the address is bound on first use and changes only with --allow-rebinding (docs/gateways/coap.md, Identity).
 
 export interface CoapNode {
   uid: string;
@@ -17,6 +18,19 @@ export interface CoapNode {
   discovering: boolean;
   /** Date.now() when the last discovery got no answer (0 = none failed): a later beacon retries it. */
   discoveryFailedAt: number;
+  /** Discovery is due but waits for a beacon (probe credit, rate limit, the next probe port). */
+  wantDiscovery: boolean;
+  /**
+   * Where the node answered the reachability probe: at its beacon's source port, at --fallback-node-port, or at
+   * --node-port. Undefined while unverified: then nothing but answers and probes is sent to it (anti-amplification).
+   */
+  serve?: 'beacon' | 'fallback' | 'configured';
+  /** Bytes received from the node beyond the bytes of our answers to them; a probe spends PROBE_BYTES of it. */
+  credit: number;
+  /** A beacon arrived since the last probe: at most one probe per beacon. */
+  probeReady: boolean;
+  /** Which probe port is next while unverified: 0 = the beacon's source port, 1 = the fallback port. */
+  probeStep: number;
 }
 
 export class NodeTable {

@@ -1,5 +1,5 @@
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
-import { gatewayLinkOptions } from '../common/options.ts';
+import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const coapGatewayOptions = {
   coapPort: {
@@ -37,7 +37,27 @@ export const coapGatewayOptions = {
     default: 0,
     min: 0,
     description:
-      'port the gateway sends GET/PUT to on a node; 0 = the source port of its last beacon (RIOT gcoap beacons from its server port)',
+      'port the gateway sends GET/PUT to on a node; 0 = the source port of its last beacon (RIOT gcoap beacons from its server port), else --fallback-node-port',
+  },
+  fallbackNodePort: {
+    type: 'number',
+    default: 5683,
+    min: 0,
+    description:
+      'port tried when a node does not answer at its beacon source port (nodes that beacon from another socket than they serve on); 0 = none',
+  },
+  allowRebinding: {
+    type: 'boolean',
+    default: false,
+    description:
+      'let a known uid move to another source address (NAT rebinding); off: a uid stays bound to its first address (trust on first use)',
+  },
+  discoveriesPerMinute: {
+    type: 'number',
+    default: 60,
+    min: 1,
+    description:
+      'discoveries started per source address per minute (bursts up to this many); more wait for a later beacon',
   },
   discoveryConcurrency: {
     type: 'number',
@@ -55,6 +75,12 @@ export const coapGatewayOptions = {
     type: 'boolean',
     default: false,
     description: 'do not observe (RFC 7641) resources whose link carries "obs"; read them once like the others',
+  },
+  pollIntervalMs: {
+    type: 'number',
+    default: 30000,
+    min: 10,
+    description: 'period of the plain GET that replaces an observation the node refused (or did not register)',
   },
   observeRefreshMs: {
     type: 'number',
@@ -80,6 +106,7 @@ export const coapGatewayOptions = {
     description: 'HTTP port for GET /metrics (Prometheus text); -1 = off, 0 = any free port',
   },
   httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the metrics HTTP port' },
+  ...gatewayLimitOptions,
   ...gatewayLinkOptions,
 } as const satisfies OptionTable;
 
