@@ -1,6 +1,10 @@
 // The gateway's link to the broker (/gw), shared by every gateway. It reconnects after any failure with
 // exponential backoff and full jitter, rotating through the broker URLs it was given, checks the link with
 // its own WebSocket pings, and tells its owner when a connection opens so the node state can be replayed.
+// The broker closes a session at its token's exp (4401), so before that the link renews: it opens a second
+// connection with a fresh token and closes the first only once the second is open (make-before-break). The
+// broker hands the gateway over to the new connection and a re-announced online node is not news for clients,
+// so they see no `out`/`new` flap.
 import WebSocket from 'ws';
 import type { Logger } from '../../services/common/log.ts';
 import { parseBrokerToGatewayFrame } from '../../services/protocol/frames.ts';
@@ -15,11 +19,34 @@ export interface BrokerLinkOptions {
   backoffInitialMs?: number;
   backoffMaxMs?: number;
   pingIntervalMs?: number;
+  /** Fraction of a token's remaining life after which the link renews it (0 < f < 1). */
+  renewAtFraction?: number;
   onOpen: () => void;
   onMessage: (msg: BrokerToGatewayMessage) => void;
 }
 
-export const LINK_DEFAULTS = { backoffInitialMs: 500, backoffMaxMs: 30_000, pingIntervalMs: 15_000 } as const;
+export const LINK_DEFAULTS = {
+  backoffInitialMs: 500,
+  backoffMaxMs: 30_000,
+  pingIntervalMs: 15_000,
+  renewAtFraction: 0.8,
+} as const;
+
+/**
+ * The `exp` claim of a JWT (seconds since the epoch), read without verifying it: the broker verifies; the
+ * link only needs to know when to renew. Undefined when the token is not a JWT or has no numeric exp.
+ */
+export function tokenExpiry(token: string): number | undefined {
+  const part = token.split('.')[1];
+  if (part === undefined) return undefined;
+  try {
+    const payload: unknown = JSON.parse(Buffer.from(part, 'base64url').toString());
+    const exp = (payload as { exp?: unknown } | null)?.exp;
+    return typeof exp === 'number' && Number.isFinite(exp) ? exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export function gatewayUrl(url: string): string {
   const u = new URL(url);
@@ -35,6 +62,9 @@ export class BrokerLink {
   private urlIndex = 0;
   private retryTimer?: NodeJS.Timeout;
   private pingTimer?: NodeJS.Timeout;
+  private renewTimer?: NodeJS.Timeout;
+  /** Connections opened to replace one whose token is about to expire. */
+  renewals = 0;
   private alive = false;
   private stopped = true;
   private readonly urls: string[];
@@ -59,12 +89,13 @@ export class BrokerLink {
   async start(): Promise<void> {
     if (!this.stopped) return;
     this.stopped = false;
-    void this.connect();
+    this.connect().catch((err: unknown) => this.opts.log.error({ err }, 'broker link failed'));
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.renewTimer);
     clearInterval(this.pingTimer);
     const ws = this.ws;
     this.ws = undefined;
@@ -99,12 +130,36 @@ export class BrokerLink {
       return this.retry();
     }
     if (this.stopped) return;
+    const ws = this.dial(url, token);
+    this.ws = ws;
+    ws.on('open', () => {
+      this.attempt = 0;
+      this.opts.log.info({ url }, 'connected to broker');
+      this.adopt(ws, token);
+    });
+    this.reconnectOnClose(ws, url);
+  }
+
+  /** When `ws` closes while it is the current connection, the link reconnects (a replaced one is let go). */
+  private reconnectOnClose(ws: WebSocket, url: string): void {
+    ws.on('close', (code, reason) => {
+      if (this.ws !== ws) return;
+      clearInterval(this.pingTimer);
+      clearTimeout(this.renewTimer);
+      this.ws = undefined;
+      if (this.stopped) return;
+      this.opts.log.warn({ url, code, reason: reason.toString() }, 'broker link closed; reconnecting');
+      this.retry();
+    });
+  }
+
+  /** Opens a connection; frames from it are handled whichever connection is current. */
+  private dial(url: string, token: string): WebSocket {
     const ws = new WebSocket(url, {
       headers: { authorization: `Bearer ${token}` },
       perMessageDeflate: false,
       handshakeTimeout: 10_000,
     });
-    this.ws = ws;
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
       res.on('data', (c: Buffer) => {
@@ -115,16 +170,8 @@ export class BrokerLink {
       );
       ws.terminate();
     });
-    ws.on('open', () => {
-      this.attempt = 0;
-      this.alive = true;
-      this.opts.log.info({ url }, 'connected to broker');
-      this.pingTimer = setInterval(() => this.heartbeat(ws), this.opts.pingIntervalMs);
-      this.pingTimer.unref();
-      this.opts.onOpen();
-    });
     ws.on('pong', () => {
-      this.alive = true;
+      if (this.ws === ws) this.alive = true;
     });
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
@@ -136,14 +183,76 @@ export class BrokerLink {
       this.opts.onMessage(parsed.value);
     });
     ws.on('error', (err) => this.opts.log.debug({ err: err.message, url }, 'broker link error'));
-    ws.on('close', (code, reason) => {
-      clearInterval(this.pingTimer);
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      if (this.stopped) return;
-      this.opts.log.warn({ url, code, reason: reason.toString() }, 'broker link closed; reconnecting');
-      this.retry();
+    return ws;
+  }
+
+  /** `ws` is open and becomes the current connection: pings, renewal before its token expires, replay. */
+  private adopt(ws: WebSocket, token: string): void {
+    this.ws = ws;
+    this.alive = true;
+    clearInterval(this.pingTimer);
+    this.pingTimer = setInterval(() => this.heartbeat(ws), this.opts.pingIntervalMs);
+    this.pingTimer.unref();
+    this.scheduleRenewal(ws, tokenExpiry(token));
+    this.opts.onOpen();
+  }
+
+  private scheduleRenewal(ws: WebSocket, exp: number | undefined): void {
+    clearTimeout(this.renewTimer);
+    if (exp === undefined) return;
+    const left = exp * 1000 - Date.now();
+    // A token already expired (or nearly) is not renewed early: the broker closes 4401 and the link reconnects.
+    if (left <= 0) return;
+    this.renewTimer = setTimeout(() => {
+      this.renew(ws, exp).catch((err: unknown) => this.opts.log.error({ err }, 'token renewal failed'));
+    }, left * this.opts.renewAtFraction);
+    this.renewTimer.unref();
+  }
+
+  /**
+   * Make-before-break: a second connection with a fresh token; once it is open it becomes current (the node
+   * state is replayed on it) and the old one is closed. If it fails, the next try is at half the remaining life.
+   */
+  private async renew(old: WebSocket, exp: number): Promise<void> {
+    if (this.stopped || this.ws !== old) return;
+    const retryLater = (why: string, detail: Record<string, unknown> = {}): void => {
+      this.opts.log.warn({ ...detail, why }, 'token renewal failed; will try again');
+      if (this.ws === old && !this.stopped) this.scheduleRenewalHalf(old, exp);
+    };
+    let token: string;
+    try {
+      token = await this.opts.token();
+    } catch (err) {
+      return retryLater('no token', { err });
+    }
+    if (this.stopped || this.ws !== old) return;
+    const url = this.currentUrl;
+    const next = this.dial(url, token);
+    next.once('open', () => {
+      if (this.stopped || this.ws !== old) {
+        next.close(1000, 'not needed');
+        return;
+      }
+      this.renewals++;
+      this.opts.log.info({ url }, 'broker link renewed with a fresh token');
+      this.reconnectOnClose(next, url);
+      this.adopt(next, token);
+      // The broker has already replaced the old connection (4001); this closes ours if it has not yet.
+      old.close(1000, 'token renewed');
     });
+    next.once('close', () => {
+      if (this.ws === old) retryLater('connection failed', { url });
+    });
+  }
+
+  private scheduleRenewalHalf(ws: WebSocket, exp: number): void {
+    clearTimeout(this.renewTimer);
+    const left = exp * 1000 - Date.now();
+    if (left <= 1000) return;
+    this.renewTimer = setTimeout(() => {
+      this.renew(ws, exp).catch((err: unknown) => this.opts.log.error({ err }, 'token renewal failed'));
+    }, left / 2);
+    this.renewTimer.unref();
   }
 
   /** A broker that did not answer the previous ping is treated as gone (half-open TCP). */
@@ -166,7 +275,9 @@ export class BrokerLink {
     const delay = this.urlIndex === 0 || this.urls.length === 1 ? Math.round(Math.random() * ceiling) : 0;
     if (this.urlIndex === 0 || this.urls.length === 1) this.attempt++;
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => void this.connect(), delay);
+    this.retryTimer = setTimeout(() => {
+      this.connect().catch((err: unknown) => this.opts.log.error({ err }, 'broker link failed'));
+    }, delay);
     this.retryTimer.unref();
   }
 }
