@@ -2,8 +2,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from './helpers/wait.ts';
@@ -45,7 +46,7 @@ async function ports() {
 }
 
 function up(args: string[], home: string) {
-  const child = spawn(process.execPath, [BIN, 'up', '--host', '127.0.0.1', '--log-level', 'warn', ...args], {
+  const child = spawn(process.execPath, [BIN, 'up', '--log-level', 'warn', ...args], {
     env: { ...process.env, MYCELIUM_HOME: home },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -59,6 +60,53 @@ function up(args: string[], home: string) {
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, out, exited };
+}
+
+/** The first address of this machine that is not loopback, if it has one. */
+function externalAddress(): string | undefined {
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
+  return undefined;
+}
+
+/** Resolves with the connect error code, or 'connected'. */
+function tryConnect(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port, timeout: 3000 });
+    s.once('connect', () => {
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('timeout', () => {
+      s.destroy();
+      resolve('timeout');
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+  });
+}
+
+/**
+ * Local addresses of the sockets bound to `port` in /proc/net/{tcp,tcp6,udp,udp6} (Linux), as printed there:
+ * 0100007F is 127.0.0.1, 00000000 is 0.0.0.0, 000...0 (32 digits) is ::.
+ */
+function boundAddresses(kind: 'tcp' | 'udp', port: number): string[] {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  const out: string[] = [];
+  for (const file of [`/proc/net/${kind}`, `/proc/net/${kind}6`]) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const local = line.trim().split(/\s+/)[1];
+      const state = line.trim().split(/\s+/)[3];
+      // TCP: only listening sockets (state 0A); UDP sockets have no listen state.
+      if (local?.endsWith(`:${hex}`) && (kind === 'udp' || state === '0A')) out.push(local.split(':')[0]);
+    }
+  }
+  return out;
 }
 
 describe('mycelium up', () => {
@@ -114,6 +162,47 @@ describe('mycelium up', () => {
     });
     expect(write.status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${p.dash}/`)).status).toBe(200);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  }, 60_000);
+
+  it('without --host, every port (broker, ws, MQTT, dashboard, CoAP UDP) is bound to 127.0.0.1 and refused on the external address', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
+    const p = await ports();
+    const run = up(
+      [
+        '--port',
+        String(p.port),
+        '--ws-port',
+        String(p.ws),
+        '--coap-port',
+        String(p.coap),
+        '--mqtt-port',
+        String(p.mqtt),
+        '--dashboard-port',
+        String(p.dash),
+      ],
+      home,
+    );
+    await waitFor(
+      () => {
+        if (run.child.exitCode !== null)
+          throw new Error(`mycelium up exited with ${run.child.exitCode}: ${run.out.stderr}`);
+        return run.out.stdout.includes('Press Ctrl-C');
+      },
+      'the banner',
+      30_000,
+    );
+    expect(run.out.stdout).toMatch(/Listening on: +127\.0\.0\.1 only/);
+    const tcp = [p.port, p.ws, p.mqtt, p.dash];
+    if (process.platform === 'linux') {
+      for (const port of tcp) expect(boundAddresses('tcp', port), `TCP ${port}`).toEqual(['0100007F']);
+      expect(boundAddresses('udp', p.coap), `UDP ${p.coap}`).toEqual(['0100007F']);
+    }
+    for (const port of tcp) expect(await tryConnect('127.0.0.1', port)).toBe('connected');
+    const external = externalAddress();
+    if (external)
+      for (const port of tcp) expect(await tryConnect(external, port), `${external}:${port}`).toBe('ECONNREFUSED');
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
   }, 60_000);

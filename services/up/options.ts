@@ -1,4 +1,5 @@
 import type { OptionTable } from '../common/config.ts';
+import { tokenPolicyOptions } from '../common/token-policy.ts';
 
 export const upOptions = {
   port: { type: 'number', default: 8000, min: 0, description: 'broker port (HTTP, /gw, /ws)' },
@@ -6,7 +7,12 @@ export const upOptions = {
   coapPort: { type: 'number', default: 5683, min: 0, description: 'CoAP gateway UDP port' },
   mqttPort: { type: 'number', default: 1883, min: 0, description: 'embedded MQTT broker port' },
   dashboardPort: { type: 'number', default: 8080, min: 0, description: 'dashboard port' },
-  host: { type: 'string', default: '0.0.0.0', description: 'address the TCP services listen on' },
+  host: {
+    type: 'string',
+    // Loopback by default: a first `mycelium up` on a laptop must not open a device hub to the whole network.
+    default: '127.0.0.1',
+    description: 'address every service listens on (TCP and the CoAP UDP port); 0.0.0.0 or :: = all interfaces',
+  },
   publicBrokerUrl: { type: 'string', description: 'broker URL as browsers reach it (default ws://localhost:<port>)' },
   keyFile: { type: 'string', description: 'key file; created on first run (default ~/.mycelium/key.pem)' },
   natsUrl: { type: 'string', description: 'NATS server URL; empty = in-process bus' },
@@ -16,4 +22,5 @@ export const upOptions = {
     description: 'which services to start',
   },
   demo: { type: 'boolean', default: false, description: 'also start one test node per protocol' },
+  ...tokenPolicyOptions,
 } as const satisfies OptionTable;

@@ -8,14 +8,36 @@ import { type commonOptions, type OptionTable, resolveConfig } from '../common/c
 import { defaultKeyFile, ensureKeyPair, readPrivateKey } from '../common/keys.ts';
 import type { Logger } from '../common/log.ts';
 import type { CommandSpec, Component } from '../common/run.ts';
+import { revocationFileFor } from '../common/revocations.ts';
+import { parseMaxTokenTtl } from '../common/token-policy.ts';
 import { mintToken } from '../common/tokens.ts';
+import type { Role } from '../protocol/messages.ts';
 import type { upOptions } from './options.ts';
 import type { ConfigOf } from '../common/config.ts';
 
 export type UpConfig = ConfigOf<typeof upOptions> & ConfigOf<typeof commonOptions>;
 
-/** Login links carry an operator token that lives this long. */
+/** Login links carry an operator token that lives this long (or the operator maximum, if shorter). */
 export const LOGIN_TOKEN_TTL_SECONDS = 12 * 3600;
+/** Demo nodes get node tokens that live this long (or the node maximum, if shorter). */
+export const DEMO_NODE_TOKEN_TTL_SECONDS = 30 * 24 * 3600;
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+
+/** The address local clients (gateways, demo nodes) dial to reach a service bound to `host`. */
+export function dialAddress(host: string): string {
+  if (host === '::') return '::1';
+  return WILDCARDS.has(host) ? '127.0.0.1' : host;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/** `host` as it goes in a URL (IPv6 literals in brackets). */
+function urlHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
 
 interface Planned {
   name: string;
@@ -43,6 +65,7 @@ async function loadSpec(command: string, sub?: string): Promise<CommandSpec<Opti
 export class Up implements Component {
   private running: Array<{ name: string; component: Component }> = [];
   private readonly keyFile: string;
+  private maxTtl: Partial<Record<Role, number>> = {};
 
   constructor(
     private readonly config: UpConfig,
@@ -55,9 +78,13 @@ export class Up implements Component {
     if (ensureKeyPair(this.keyFile)) this.log.info({ keyFile: this.keyFile }, 'created a new key pair');
     const key = readPrivateKey(this.keyFile);
     const c = this.config;
+    this.maxTtl = parseMaxTokenTtl(c.maxTokenTtl);
     const enabled = new Set(c.services);
-    const brokerWs = `ws://127.0.0.1:${c.port}`;
+    const dial = urlHost(dialAddress(c.host));
+    const brokerWs = `ws://${dial}:${c.port}`;
     const common = ['--key-file', this.keyFile, '--log-level', c.logLevel];
+    // "0.0.0.0" keeps the CoAP gateway's dual-stack default ("::", which falls back to IPv4 on its own).
+    const coapHost = c.host === '0.0.0.0' ? '::' : c.host;
     const host = hostname();
     const plan: Planned[] = [
       {
@@ -87,7 +114,17 @@ export class Up implements Component {
       {
         name: 'coap',
         command: 'coap-gateway',
-        argv: ['--coap-port', String(c.coapPort), '--broker-url', brokerWs, '--gateway-id', `coap-${host}`, ...common],
+        argv: [
+          '--coap-port',
+          String(c.coapPort),
+          '--coap-host',
+          coapHost,
+          '--broker-url',
+          brokerWs,
+          '--gateway-id',
+          `coap-${host}`,
+          ...common,
+        ],
         portFlag: '--coap-port',
         port: c.coapPort,
       },
@@ -103,6 +140,8 @@ export class Up implements Component {
           brokerWs,
           '--gateway-id',
           `mqtt-${host}`,
+          // No extra fixed port: under `up` the broker's /metrics covers the system.
+          '--http-port=-1',
           ...common,
         ],
         portFlag: '--mqtt-port',
@@ -117,7 +156,7 @@ export class Up implements Component {
           '--host',
           c.host,
           '--broker-url',
-          c.publicBrokerUrl ?? `ws://localhost:${c.port}`,
+          c.publicBrokerUrl ?? `ws://${this.displayHost()}:${c.port}`,
           '--log-level',
           c.logLevel,
         ],
@@ -127,8 +166,10 @@ export class Up implements Component {
     ].filter((p) => enabled.has(p.name));
     for (const p of plan) await this.startOne(p);
     if (c.demo) await this.startDemoNodes(key);
-    const token = await mintToken(key, { role: 'operator', sub: 'up-operator', ttlSeconds: LOGIN_TOKEN_TTL_SECONDS });
-    this.printBanner(plan, token);
+    const ttlSeconds = this.ttlFor('operator', LOGIN_TOKEN_TTL_SECONDS);
+    const token = await mintToken(key, { role: 'operator', sub: 'up-operator', ttlSeconds });
+    this.log.info({ host: c.host }, 'mycelium up listening');
+    this.printBanner(plan, token, ttlSeconds);
   }
 
   async stop(): Promise<void> {
@@ -143,10 +184,37 @@ export class Up implements Component {
     this.running = [];
   }
 
+  /** The wanted lifetime, cut to the role's maximum so the services accept the token. */
+  private ttlFor(role: Role, wanted: number): number {
+    const max = this.maxTtl[role];
+    return max === undefined ? wanted : Math.min(wanted, max);
+  }
+
+  /** How the banner names the host: localhost for loopback and wildcard binds, else the address itself. */
+  private displayHost(): string {
+    const dial = dialAddress(this.config.host);
+    return isLoopback(dial) ? 'localhost' : urlHost(dial);
+  }
+
+  /**
+   * Flags of the token policy (maximum lifetimes, revocation list) for every service that verifies tokens,
+   * so one `mycelium token revoke` reaches them all. Only flags the service's option table has are passed.
+   */
+  private tokenPolicyArgs(options: OptionTable): string[] {
+    const c = this.config;
+    const args: string[] = [];
+    if (Object.hasOwn(options, 'maxTokenTtl')) args.push('--max-token-ttl', c.maxTokenTtl.join(','));
+    if (Object.hasOwn(options, 'revocationFile'))
+      args.push('--revocation-file', c.revocationFile ?? revocationFileFor(this.keyFile));
+    if (Object.hasOwn(options, 'revocationPollMs')) args.push('--revocation-poll-ms', String(c.revocationPollMs));
+    return args;
+  }
+
   private async startOne(p: Planned & { spec?: CommandSpec<OptionTable> }): Promise<void> {
     const [command, sub] = p.command.split(' ');
     const spec = p.spec ?? (await loadSpec(command, sub));
-    const config = resolveConfig(spec.options, p.argv, {});
+    const argv = command === 'node' ? p.argv : [...p.argv, ...this.tokenPolicyArgs(spec.options)];
+    const config = resolveConfig(spec.options, argv, {});
     const component = await spec.build(config, this.log.child({ service: p.name }));
     try {
       await component.start();
@@ -171,8 +239,13 @@ export class Up implements Component {
   /** One simulated device per protocol, so a new user sees live values and can toggle an LED at once. */
   private async startDemoNodes(key: ReturnType<typeof readPrivateKey>): Promise<void> {
     const c = this.config;
-    const nodeToken = (sub: string) => mintToken(key, { role: 'node', sub, ttlSeconds: 30 * 24 * 3600 });
+    const ttlSeconds = this.ttlFor('node', DEMO_NODE_TOKEN_TTL_SECONDS);
+    const nodeToken = (sub: string) => mintToken(key, { role: 'node', sub, ttlSeconds });
     const enabled = new Set(c.services);
+    const dial = urlHost(dialAddress(c.host));
+    // The CoAP demo node binds where it dials from, so it is no more exposed than the gateway it talks to.
+    // (A wildcard CoAP socket is dual-stack, so 127.0.0.1 reaches it.)
+    const coapDial = WILDCARDS.has(c.host) ? '127.0.0.1' : c.host;
     const nodes: Planned[] = [];
     if (enabled.has('ws')) {
       nodes.push({
@@ -180,7 +253,7 @@ export class Up implements Component {
         command: 'node ws',
         argv: [
           '--gateway-url',
-          `ws://127.0.0.1:${c.wsPort}/node`,
+          `ws://${dial}:${c.wsPort}/node`,
           '--id',
           'demo-ws',
           '--token',
@@ -200,13 +273,13 @@ export class Up implements Component {
         command: 'node coap',
         argv: [
           '--gateway-host',
-          '127.0.0.1',
+          coapDial,
           '--gateway-port',
           String(c.coapPort),
           '--port',
           '0',
           '--host',
-          '127.0.0.1',
+          coapDial,
           '--uid',
           'demo-coap',
           '--led',
@@ -225,7 +298,7 @@ export class Up implements Component {
         command: 'node mqtt',
         argv: [
           '--mqtt-url',
-          `mqtt://127.0.0.1:${c.mqttPort}`,
+          `mqtt://${dial}:${c.mqttPort}`,
           '--id',
           'demo-mqtt',
           '--token',
@@ -238,23 +311,34 @@ export class Up implements Component {
     for (const n of nodes) await this.startOne(n);
   }
 
-  private printBanner(plan: Planned[], token: string): void {
+  private printBanner(plan: Planned[], token: string, tokenTtlSeconds: number): void {
     const c = this.config;
+    const h = this.displayHost();
+    const hours = Math.round((tokenTtlSeconds / 3600) * 10) / 10;
     const lines = ['', 'Mycelium is up.', ''];
     if (plan.some((p) => p.name === 'dashboard')) {
       lines.push(
-        `  Dashboard:      http://localhost:${c.dashboardPort}/#token=${token}`,
-        '                  (the link logs you in as an operator for 12 hours)',
+        `  Dashboard:      http://${h}:${c.dashboardPort}/#token=${token}`,
+        `                  (the link logs you in as an operator for ${hours} hours)`,
       );
     }
     const where: Record<string, string> = {
-      broker: `Broker:         http://localhost:${c.port}  (gateways ws://…/gw, web clients ws://…/ws, REST /api/v1)`,
-      ws: `WebSocket gw:   ws://localhost:${c.wsPort}/node`,
-      coap: `CoAP gw:        coap://localhost:${c.coapPort}  (UDP)`,
-      mqtt: `MQTT gw:        mqtt://localhost:${c.mqttPort}  (embedded broker; username = node id, password = node token)`,
+      broker: `Broker:         http://${h}:${c.port}  (gateways ws://…/gw, web clients ws://…/ws, REST /api/v1)`,
+      ws: `WebSocket gw:   ws://${h}:${c.wsPort}/node`,
+      coap: `CoAP gw:        coap://${h}:${c.coapPort}  (UDP)`,
+      mqtt: `MQTT gw:        mqtt://${h}:${c.mqttPort}  (embedded broker; username = node id, password = node token)`,
     };
     for (const p of plan) if (where[p.name]) lines.push(`  ${where[p.name]}`);
-    lines.push('', `  Keys:           ${this.keyFile}`, `  Node tokens:    mycelium token --role node --sub <node-id>`);
+    const exposure = WILDCARDS.has(c.host)
+      ? `${c.host} (every interface: other machines can connect)`
+      : `${c.host}${isLoopback(c.host) ? ' only (this machine; --host 0.0.0.0 to accept others)' : ''}`;
+    lines.push(
+      '',
+      `  Listening on:   ${exposure}`,
+      `  Keys:           ${this.keyFile}`,
+      '  Node tokens:    mycelium token --role node --sub <node-id>',
+      '  Revoke a token: mycelium token revoke <jti>',
+    );
     if (c.demo) lines.push('  Demo nodes:     demo-ws, demo-coap, demo-mqtt');
     lines.push('', 'Press Ctrl-C to stop.', '');
     process.stdout.write(`${lines.join('\n')}\n`);
