@@ -13,7 +13,7 @@ let nats: NatsServer;
 const cleanups: Array<() => unknown> = [];
 
 beforeAll(async () => {
-  nats = await startNatsServer();
+  nats = await startNatsServer({ jetstream: true });
 });
 afterAll(async () => {
   await nats.stop();

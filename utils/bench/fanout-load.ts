@@ -1,7 +1,7 @@
 // The fan-out load used by bench:broker and bench:cluster: servers under test started as processes, gateway
 // connections that push ~100-byte updates, and web clients that count and time what they receive.
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -63,11 +63,24 @@ export async function startServer(kind: ServerKind): Promise<Server> {
   let natsUrl: string | undefined;
   if (kind === 'nats' || kind === 'cluster') {
     const natsPort = await freePort();
-    const nats = spawnPinned('0', '/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);
+    // JetStream: brokers on NATS keep node ownership in a JetStream key-value bucket and refuse to start without it.
+    const store = mkdtempSync(join(tmpdir(), 'bench-nats-'));
+    const nats = spawnPinned('0', '/usr/sbin/nats-server', [
+      '-a',
+      '127.0.0.1',
+      '-p',
+      String(natsPort),
+      '-js',
+      '-sd',
+      store,
+    ]);
     await waitForPort(natsPort);
     natsPid = nats.pid;
     natsUrl = `nats://127.0.0.1:${natsPort}`;
-    stops.push(() => stopProcess(nats));
+    stops.push(async () => {
+      await stopProcess(nats);
+      rmSync(store, { recursive: true, force: true });
+    });
   }
   const gatewayPort = await freePort();
   if (kind === 'relay') {
