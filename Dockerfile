@@ -6,9 +6,10 @@ COPY package.json package-lock.json ./
 # Dev dependencies are needed once, to build the dashboard; the sources run through tsx.
 RUN npm ci --no-audit --no-fund
 COPY . .
+# /keys holds the private key (mounted only into containers that mint tokens), /pub the public key and the
+# revocation list (mounted read-only into the brokers). No VOLUME here: a container mounts only what it needs.
 RUN npm run build:dashboard && npm prune --omit=dev \
-  && mkdir -p /keys && chown node:node /keys
+  && mkdir -p /keys /pub && chown node:node /keys /pub && chmod 700 /keys
 USER node
-VOLUME ["/keys"]
 ENTRYPOINT ["node", "bin/mycelium.js"]
 CMD ["--help"]

@@ -50,8 +50,41 @@ describe('docker-compose.yml', () => {
         }
       }
     }
-    for (const [, s] of mycelium) expect(s.volumes).toContain('keys:/keys');
     expect(compose.volumes).toHaveProperty('keys');
     expect(compose.services['broker-1'].healthcheck?.test.join(' ')).toContain('/healthz');
+  });
+
+  it('mounts the private key only into services that mint tokens; brokers get the public key read-only', () => {
+    // The `keys` service writes the key pair and is the token tool; gateways mint their own gateway tokens.
+    const minters = new Set(['keys', 'ws-gateway', 'coap-gateway', 'mqtt-gateway']);
+    const mountsPrivate = (s: Service) => (s.volumes ?? []).some((v) => v.split(':')[0] === 'keys');
+    for (const [name, s] of Object.entries(compose.services)) {
+      const command = s.command?.[0] ?? '';
+      expect(mountsPrivate(s), `${name} mounts the private key`).toBe(minters.has(command));
+      if (mountsPrivate(s) && command !== 'keys') expect(s.volumes, `${name}: read-only`).toContain('keys:/keys:ro');
+      // A path under /keys or /pub in the command only works where that volume is mounted.
+      for (const arg of s.command ?? []) {
+        if (arg.startsWith('/keys/')) expect(mountsPrivate(s), `${name} uses ${arg}`).toBe(true);
+        if (arg.startsWith('/pub/'))
+          expect(
+            (s.volumes ?? []).some((v) => v.startsWith('public-keys:/pub')),
+            `${name} uses ${arg}`,
+          ).toBe(true);
+      }
+    }
+    for (const name of ['broker-1', 'broker-2']) {
+      const broker = compose.services[name];
+      expect(broker.command).toContain('--public-key-file');
+      expect(broker.command).not.toContain('--key-file');
+      expect(broker.volumes).toEqual(['public-keys:/pub:ro']);
+    }
+    expect(compose.services.dashboard.volumes ?? []).toEqual([]);
+    // The key pair is written with the public half where the brokers mount it.
+    const keys = compose.services.keys.command ?? [];
+    expect(keys[keys.indexOf('--public-key-file') + 1]).toMatch(/^\/pub\//);
+  });
+
+  it('runs NATS with JetStream (-js)', () => {
+    expect(compose.services.nats.command).toContain('-js');
   });
 });
