@@ -77,8 +77,10 @@ const is =
   (f: Frame) =>
     f.type === type && (uid === undefined || f.uid === uid) && more(f);
 
-async function metricsOf(gw: WsGateway): Promise<string> {
-  return (await fetch(`http://127.0.0.1:${gw.port}/metrics`)).text();
+/** The gateway's /metrics, read with a viewer token of the key the gateway verifies with. */
+async function metricsOf(gw: WsGateway, tb: TestBroker): Promise<string> {
+  const headers = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
+  return (await fetch(`http://127.0.0.1:${gw.port}/metrics`, { headers })).text();
 }
 
 /** A port that was free a moment ago (for restarting a broker on the same port). */
@@ -134,7 +136,7 @@ describe('ws gateway: nodes at the broker', () => {
     await node(gw, { token: await tb.keys.token('node', 'n1') });
     const health = await (await fetch(`http://127.0.0.1:${gw.port}/healthz`)).json();
     expect(health).toEqual({ status: 'ok', nodes: 1, broker: 'connected' });
-    const metrics = await metricsOf(gw);
+    const metrics = await metricsOf(gw, tb);
     expect(metrics).toMatch(/mycelium_ws_gateway_connections 1/);
     expect(metrics).toMatch(/mycelium_ws_gateway_broker_connected 1/);
     expect((await fetch(`http://127.0.0.1:${gw.port}/nope`)).status).toBe(404);
@@ -233,7 +235,7 @@ describe('ws gateway: liveness and identity', () => {
     await rawNode(gw, await tb.keys.token('node', 'h1'), { autoPong: false });
     await c.next(is('new', 'h1'), 'h1 online');
     expect(await c.next(is('out', 'h1'), 'out h1', 3000)).toMatchObject({ reason: 'timeout' });
-    expect(await metricsOf(gw)).toMatch(/mycelium_ws_gateway_nodes_out_total\{reason="timeout"\} 1/);
+    expect(await metricsOf(gw, tb)).toMatch(/mycelium_ws_gateway_nodes_out_total\{reason="timeout"\} 1/);
   });
 
   it('replaces a connection when the same id reconnects, without an out/new flap', async () => {
@@ -261,7 +263,7 @@ describe('ws gateway: liveness and identity', () => {
     expect(await c.next(is('out', 'same'), 'out')).toMatchObject({ reason: 'closed' });
   });
 
-  it('claims a node again once the other gateway (worker) that held it lets go', async () => {
+  it('closes a node with 4409 when the broker refuses its uid as held by another gateway, and claims it on reconnect once free', async () => {
     const tb = await broker();
     const a = await gateway(tb, { gatewayId: 'ws-w1' });
     const b = await gateway(tb, { gatewayId: 'ws-w2' });
@@ -271,10 +273,14 @@ describe('ws gateway: liveness and identity', () => {
     onA.send({ type: 'update', data: { led: '0' } });
     await c.next(is('update', 'roamer'), 'roamer at w1');
     // The device reconnects through another worker while its old link still looks alive there.
-    const onB = await rawNode(b, token);
-    await waitFor(() => b.sessions.get('roamer')?.refused, 'the broker to refuse w2');
+    const refused = await rawNode(b, token);
+    expect(await refused.closed()).toEqual({ code: 4409, reason: 'uid held by another gateway' });
+    expect(b.sessions.has('roamer')).toBe(false);
+    expect(b.core.has('roamer')).toBe(false);
     onA.close();
     await c.next(is('out', 'roamer'), 'w1 lets go');
+    // The device reconnects (as the test node does after any close) and w2 announces it afresh.
+    const onB = await rawNode(b, token);
     onB.send({ type: 'update', data: { led: '1' } });
     expect(
       await c.next(
@@ -333,7 +339,7 @@ describe('ws gateway: authentication before the upgrade', () => {
     await ok.next((f) => f.request === 'discover', 'discover');
     expect(gw.sessions.has('q1')).toBe(true);
     expect((await TestPeer.connect(`ws://127.0.0.1:${gw.port}/elsewhere`).catch((e) => e)).status).toBe(404);
-    const metrics = await metricsOf(gw);
+    const metrics = await metricsOf(gw, tb);
     expect(metrics).toMatch(/rejections_total\{reason="auth-wrong-role"\} 2/);
     expect(metrics).toMatch(/rejections_total\{reason="auth-missing"\} 1/);
   });
@@ -359,7 +365,7 @@ describe('ws gateway: bad input', () => {
     good.send({ type: 'update', data: { led: '1' } });
     await c.next(is('update', 'good'), 'the other node still served');
     expect(good.closeCode).toBeUndefined();
-    expect(await metricsOf(gw)).toContain(`reason="${counter}"`);
+    expect(await metricsOf(gw, tb)).toContain(`reason="${counter}"`);
   });
 
   it('closes a node that sends binary frames with 1003', async () => {
@@ -386,7 +392,7 @@ describe('ws gateway: bad input', () => {
     expect(c.frames.some(is('update', 'flood', (f) => f.data === 10))).toBe(false);
     calm.send({ type: 'update', data: { led: '1' } });
     await c.next(is('update', 'calm'), 'calm node served');
-    expect(await metricsOf(gw)).toMatch(/rejections_total\{reason="MYC_ERR_RATE_LIMITED"\} 1/);
+    expect(await metricsOf(gw, tb)).toMatch(/rejections_total\{reason="MYC_ERR_RATE_LIMITED"\} 1/);
   });
 });
 

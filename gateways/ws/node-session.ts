@@ -14,12 +14,6 @@ export class NodeSession {
   alive = true;
   /** The node has said (`hello` with `ack: true`) or shown (by acking) that it acknowledges writes. */
   acks = false;
-  /**
-   * The broker refused this node's `new` because another gateway (another worker) still holds the uid online,
-   * e.g. the device reconnected to a different worker before the old one saw its link die. Announced again
-   * on its next frame or probe, until the broker accepts it.
-   */
-  refused = false;
   /** Why the node goes out when its socket closes; the liveness sweep sets `timeout` before terminating. */
   outReason: OutReason = 'closed';
   /** Token bucket of the per-connection rate limit. */
@@ -33,6 +27,10 @@ export class NodeSession {
     readonly authenticated: boolean,
     private readonly rate: { perSecond: number; burst: number },
     now: number,
+    /** When the token expires, ms since the epoch (Infinity: anonymous); the session is closed with 4401 then. */
+    readonly expiresAt: number = Number.POSITIVE_INFINITY,
+    /** The token's id, checked against the revocation list by the token sweep. */
+    readonly jti?: string,
   ) {
     this.tokens = rate.burst;
     this.refilledAt = now;

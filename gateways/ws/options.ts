@@ -1,6 +1,6 @@
 // Options of `mycelium ws-gateway`. Every limit and interval has a named default here and nowhere else.
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
-import { gatewayLinkOptions } from '../common/options.ts';
+import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const WS_GATEWAY_DEFAULTS = {
   port: 8001,
@@ -18,6 +18,19 @@ export const WS_GATEWAY_DEFAULTS = {
   closeTimeoutMs: 2000,
   /** Unsent bytes queued to one node before writes to it are refused (a stuck node cannot pile up memory). */
   nodeBufferBytes: 65536,
+  /** A connection has this long to send a complete HTTP request (the upgrade); then it is closed. */
+  handshakeTimeoutMs: 10_000,
+  /**
+   * Open connections from one address. High, because a NAT (or a loopback bench) puts thousands of devices
+   * behind one address; it bounds one attacker's share of the process's 20,000 files per worker.
+   */
+  maxConnectionsPerAddress: 25_000,
+  /** How often the token sweep closes sessions whose token expired or was revoked (4401). */
+  tokenSweepMs: 1000,
+  publicMetrics: false,
+  maxNodes: gatewayLimitOptions.maxNodes.default,
+  maxResourcesPerNode: gatewayLimitOptions.maxResourcesPerNode.default,
+  newNodesPerMinute: gatewayLimitOptions.newNodesPerMinute.default,
 } as const;
 
 export const wsGatewayOptions = {
@@ -79,6 +92,29 @@ export const wsGatewayOptions = {
     min: 1024,
     description: 'unsent bytes queued to one node before writes to it fail',
   },
+  handshakeTimeoutMs: {
+    type: 'number',
+    default: WS_GATEWAY_DEFAULTS.handshakeTimeoutMs,
+    min: 10,
+    description: 'time a connection has to send its HTTP request (upgrade, /metrics) before it is closed',
+  },
+  maxConnectionsPerAddress: {
+    type: 'number',
+    default: WS_GATEWAY_DEFAULTS.maxConnectionsPerAddress,
+    min: 1,
+    description: 'open connections one address may hold (per worker); beyond it: HTTP 429 and close',
+  },
+  tokenSweepMs: {
+    type: 'number',
+    default: WS_GATEWAY_DEFAULTS.tokenSweepMs,
+    min: 10,
+    description: 'how often node sessions are checked for an expired or revoked token (then closed with 4401)',
+  },
+  publicMetrics: {
+    type: 'boolean',
+    default: WS_GATEWAY_DEFAULTS.publicMetrics,
+    description: 'serve /metrics without a token (default: a viewer, operator or admin token)',
+  },
   workers: {
     type: 'number',
     default: 1,
@@ -86,6 +122,8 @@ export const wsGatewayOptions = {
     description: 'worker processes sharing the port (each is gateway <gateway-id>-w<n>; needs a key file, not --token)',
   },
   ...gatewayLinkOptions,
+  // --max-nodes, --max-resources-per-node, --new-nodes-per-minute (the last one: anonymous nodes).
+  ...gatewayLimitOptions,
 } as const satisfies OptionTable;
 
 export type WsGatewayConfig = ConfigOf<typeof wsGatewayOptions>;

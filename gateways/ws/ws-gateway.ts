@@ -5,21 +5,30 @@
 //
 // Memory per connection is the design constraint (tens of thousands of sockets per process): the event
 // handlers are shared functions created once per gateway (`this` is the socket, which points at its session),
-// there is no timer per connection (one ping sweep walks all sessions), and per-message deflate is off.
+// there is no timer per connection (one ping sweep and one token sweep walk all sessions), and per-message
+// deflate is off.
+//
+// Hardening (issue 10): a connection must send its HTTP request within --handshake-timeout-ms; one address may
+// hold at most --max-connections-per-address connections (429 beyond); anonymous nodes bring at most
+// --new-nodes-per-minute new ids per address (429); frames are depth- and size-capped (1003 / 1009); a node
+// reports at most --max-resources-per-node resources (1008); a session ends with 4401 at its token's exp or
+// when its jti is revoked; /metrics needs a viewer, operator or admin token unless --public-metrics.
 import type { KeyObject } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { type RawData, type Server as WsServer, WebSocketServer } from 'ws';
 import { pathOf, refuseUpgrade } from '../../services/broker/upgrade.ts';
 import { Metrics } from '../../services/broker/metrics.ts';
 import { defaultKeyFile, readPublicKey } from '../../services/common/keys.ts';
+import { ConnectionCounter, KeyedRateLimiter } from '../../services/common/limits.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { extractToken, verifyToken } from '../../services/common/tokens.ts';
 import { CloseCode, ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import type { Json, Role } from '../../services/protocol/messages.ts';
 import { isIdentifier } from '../../services/protocol/schema.ts';
-import { GatewayCore, type WriteOutcome } from '../common/gateway-core.ts';
+import { GatewayCore, type Refusal, type WriteOutcome } from '../common/gateway-core.ts';
 import { gatewayTokenSource } from '../common/options.ts';
 import { DISCOVER_FRAME, type NodeAck, type NodeFrame, parseNodeFrame, writeFrame } from './node-frames.ts';
 import { NodeSession, NodeSocket } from './node-session.ts';
@@ -29,6 +38,8 @@ import type { WsGatewayConfig } from './options.ts';
 export const WS_PROTOCOL = 'WebSocket';
 export const NODE_PATH = '/node';
 const NODE_ROLES: readonly Role[] = ['node'];
+/** Who may read /metrics (as on the broker): anyone who may read the node table. */
+const METRICS_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
 /**
  * The ping sweep runs this many times per ping interval and probes that share of the sessions each time:
  * pinging 15k sockets (and receiving 15k pongs) at one instant would stall updates for tens of milliseconds.
@@ -43,6 +54,13 @@ export interface WsGatewayDeps {
   tokenSource?: () => Promise<string>;
   /** Verifies node tokens; default: read from `--node-key-file` / `--key-file` at start. */
   publicKey?: KeyObject;
+  /** Revoked token ids (services/common/revocations.ts): refused at the upgrade, and sessions closed (4401). */
+  revocations?: { isRevoked(jti?: string): boolean };
+}
+
+/** A TCP connection of the HTTP server, with the address it is counted under (remoteAddress is gone at close). */
+interface CountedSocket extends Socket {
+  countedAddress?: string;
 }
 
 interface PendingWrite {
@@ -66,6 +84,12 @@ export class WsGateway {
   private publicKey?: KeyObject;
   private tokenFn?: () => Promise<string>;
   private sweepTimer?: NodeJS.Timeout;
+  private tokenTimer?: NodeJS.Timeout;
+  private readonly perAddress: ConnectionCounter;
+  /** New node ids of anonymous nodes, per source address. */
+  private readonly newNodes: KeyedRateLimiter;
+  /** The last refusal the core reported, to name it when a node is closed for it. */
+  private lastRefusal?: Refusal;
   /** Where the sweep stopped; a live Map iterator sees sessions added meanwhile and skips deleted ones. */
   private sweepCursor?: Iterator<NodeSession>;
   /** When the current sweep round began: a new round starts one ping interval after the previous one. */
@@ -78,6 +102,8 @@ export class WsGateway {
   private readonly onSocketPong: (this: NodeSocket) => void;
   private readonly onSocketError: (this: NodeSocket, err: Error & { code?: string }) => void;
   private readonly onSocketClose: (this: NodeSocket, code: number, reason: Buffer) => void;
+  private readonly onTcpClose: (this: CountedSocket) => void;
+  private readonly onHandshakeTimeout: (this: CountedSocket) => void;
 
   constructor(
     readonly config: WsGatewayOptions,
@@ -94,12 +120,16 @@ export class WsGateway {
       backoffInitialMs: config.backoffInitialMs,
       backoffMaxMs: config.backoffMaxMs,
       pingIntervalMs: config.brokerPingMs,
-      onBrokerError: (msg) => {
-        if (msg.code !== ErrorCode.DuplicateUid || msg.uid === undefined) return;
-        const session = this.sessions.get(msg.uid);
-        if (session !== undefined) session.refused = true;
+      maxNodes: config.maxNodes,
+      maxResourcesPerNode: config.maxResourcesPerNode,
+      onRefused: (reason) => {
+        this.lastRefusal = reason;
+        this.counters.refused(reason).inc();
       },
+      onBrokerError: (msg) => this.onBrokerRefusal(msg.code, msg.uid),
     });
+    this.perAddress = new ConnectionCounter(config.maxConnectionsPerAddress);
+    this.newNodes = new KeyedRateLimiter({ perSecond: config.newNodesPerMinute / 60, burst: config.newNodesPerMinute });
     this.core.onWrite((uid, endpoint, payload) => this.write(uid, endpoint, payload));
 
     const m = this.metrics;
@@ -111,12 +141,29 @@ export class WsGateway {
       rejected: m.counterFamily('rejections_total', 'refused connections and frames, by reason', 'reason'),
       outs: m.counterFamily('nodes_out_total', 'nodes gone, by reason', 'reason'),
       writes: m.counterFamily('writes_total', 'writes by result', 'result'),
+      refused: m.counterFamily(
+        'node_refusals_total',
+        'nodes and values refused before reaching the broker (identifier rule, depth, caps), by reason',
+        'reason',
+      ),
+      tokenEnds: m.counterFamily('token_closes_total', 'sessions closed with 4401, by reason', 'reason'),
     };
     m.gauge('connections', 'open node connections', () => this.sessions.size);
     m.gauge('nodes', 'nodes in the gateway cache', () => this.core.size);
     m.gauge('broker_connected', '1 while the link to the broker is open', () => (this.core.link.connected ? 1 : 0));
 
-    this.server = createServer((req, res) => this.onHttp(req, res));
+    // headersTimeout/requestTimeout bound a slow request; Node checks them every connectionsCheckingInterval
+    // (30 s by default, hence set here). A socket that sends nothing at all is caught by the idle timeout set in
+    // onConnection, which ws clears (setTimeout(0)) once the upgrade completes.
+    this.server = createServer(
+      {
+        headersTimeout: config.handshakeTimeoutMs,
+        requestTimeout: config.handshakeTimeoutMs,
+        connectionsCheckingInterval: Math.max(10, Math.min(1000, config.handshakeTimeoutMs / 2)),
+      },
+      (req, res) => this.onHttp(req, res),
+    );
+    this.server.on('connection', (socket: CountedSocket) => this.onConnection(socket));
     this.wss = new WebSocketServer<typeof NodeSocket>({
       noServer: true,
       WebSocket: NodeSocket,
@@ -142,6 +189,13 @@ export class WsGateway {
     };
     this.onSocketClose = function (code, reason) {
       if (this.session !== undefined) gw.onClose(this.session, code, reason);
+    };
+    this.onTcpClose = function () {
+      if (this.countedAddress !== undefined) gw.perAddress.release(this.countedAddress);
+    };
+    this.onHandshakeTimeout = function () {
+      gw.counters.rejected('handshake-timeout').inc();
+      this.destroy();
     };
   }
 
@@ -169,6 +223,8 @@ export class WsGateway {
     await this.core.start();
     this.sweepTimer = setInterval(() => this.sweep(), Math.max(1, this.config.pingIntervalMs / SWEEP_STEPS));
     this.sweepTimer.unref();
+    this.tokenTimer = setInterval(() => this.sweepTokens(), this.config.tokenSweepMs);
+    this.tokenTimer.unref();
     this.log.info({ port: this.port, path: NODE_PATH }, 'ws gateway listening');
   }
 
@@ -186,6 +242,7 @@ export class WsGateway {
   private async doStop(): Promise<void> {
     if (!this.started) return;
     clearInterval(this.sweepTimer);
+    clearInterval(this.tokenTimer);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
@@ -220,14 +277,61 @@ export class WsGateway {
       return;
     }
     if (req.method === 'GET' && path === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
+      if (this.config.publicMetrics) {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
+        return;
+      }
+      this.serveMetrics(req, res).catch((err: unknown) => {
+        this.log.error({ err }, '/metrics failed');
+        if (!res.headersSent) res.writeHead(500).end();
+      });
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end(`no resource at ${path}\n`);
   }
 
+  /** /metrics with a token, like the broker's: counters reveal node counts and traffic. */
+  private async serveMetrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { token } = extractToken(req.headers, undefined);
+    const result =
+      this.publicKey === undefined
+        ? ({ ok: false, reason: 'cannot be verified (no key)' } as const)
+        : await verifyToken(this.publicKey, token, METRICS_ROLES);
+    if (result.ok && !this.deps.revocations?.isRevoked(result.claims.jti)) {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
+      return;
+    }
+    const reason = result.ok ? 'revoked' : result.reason;
+    this.counters.rejected(`metrics-auth-${reason}`).inc();
+    res
+      .writeHead(401, {
+        'content-type': 'text/plain',
+        'www-authenticate': `Bearer error="invalid_token", error_description="token ${reason}"`,
+      })
+      .end(`token ${reason}\n`);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Connections
+
+  /**
+   * Every TCP connection: counted per address (refused with 429 beyond the cap, before any request is read),
+   * and given --handshake-timeout-ms of idleness before it is closed.
+   */
+  private onConnection(socket: CountedSocket): void {
+    const address = socket.remoteAddress ?? 'unknown';
+    if (!this.perAddress.acquire(address)) {
+      this.counters.rejected('max-connections-per-address').inc();
+      this.log.debug({ remote: address }, 'too many connections from one address; refused');
+      socket.on('error', onUpgradeSocketError);
+      refuseUpgrade(socket, 429, `more than ${this.config.maxConnectionsPerAddress} connections from this address`);
+      return;
+    }
+    socket.countedAddress = address;
+    socket.once('close', this.onTcpClose);
+    socket.setTimeout(this.config.handshakeTimeoutMs);
+    socket.on('timeout', this.onHandshakeTimeout);
+  }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', onUpgradeSocketError);
@@ -256,15 +360,24 @@ export class WsGateway {
       return refuseUpgrade(socket, 403, `node id ${identity.uid} belongs to an authenticated node`);
     }
     if (!this.started || this.stopping) return refuseUpgrade(socket, 503, 'gateway shutting down');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.adopt(ws, identity.uid, identity.authenticated));
+    const known = this.core.has(identity.uid) || current !== undefined;
+    if (!known && this.core.size >= this.config.maxNodes) {
+      this.counters.refused('max-nodes').inc();
+      return refuseUpgrade(socket, 503, `gateway full (${this.config.maxNodes} nodes)`);
+    }
+    // Anonymous nodes pick their ids: new ids are rate-limited per address. A token names one id the operator
+    // issued, so tokens themselves bound what an authenticated device can bring.
+    if (!known && !identity.authenticated && !this.newNodes.take(req.socket.remoteAddress ?? 'unknown')) {
+      this.counters.rejected('new-node-rate').inc();
+      return refuseUpgrade(socket, 429, `more than ${this.config.newNodesPerMinute} new nodes per minute`);
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.adopt(ws, identity));
   }
 
   /** Who the node is: its token's subject, else (anonymous nodes allowed) `?id=` or a fresh uuid as in pyaiot. */
   private async identify(
     req: IncomingMessage,
-  ): Promise<
-    { uid: string; authenticated: boolean } | { refuse: string; status: 400 | 401 | 403 | 404 | 503; counter: string }
-  > {
+  ): Promise<Identity | { refuse: string; status: 400 | 401 | 403 | 404 | 503; counter: string }> {
     const { token } = extractToken(req.headers, req.url);
     if (token === undefined && this.config.allowAnonymousNodes) {
       const id = queryParam(req.url, 'id');
@@ -280,11 +393,14 @@ export class WsGateway {
     if (!result.ok) return { refuse: `token ${result.reason}`, status: 401, counter: `auth-${result.reason}` };
     const problem = isIdentifier(result.claims.sub);
     if (problem !== undefined) return { refuse: `token subject ${problem}`, status: 401, counter: 'auth-bad-sub' };
-    return { uid: result.claims.sub, authenticated: true };
+    const { exp, jti } = result.claims;
+    if (this.deps.revocations?.isRevoked(jti)) return { refuse: 'token revoked', status: 401, counter: 'auth-revoked' };
+    return { uid: result.claims.sub, authenticated: true, expiresAt: exp === undefined ? undefined : exp * 1000, jti };
   }
 
-  private adopt(ws: NodeSocket, uid: string, authenticated: boolean): void {
-    const session = new NodeSession(uid, ws, authenticated, this.rate, Date.now());
+  private adopt(ws: NodeSocket, identity: Identity): void {
+    const { uid, authenticated } = identity;
+    const session = new NodeSession(uid, ws, authenticated, this.rate, Date.now(), identity.expiresAt, identity.jti);
     ws.session = session;
     ws.on('message', this.onSocketMessage);
     ws.on('pong', this.onSocketPong);
@@ -302,8 +418,16 @@ export class WsGateway {
       previous.ws.close(CloseCode.Replaced, 'replaced by a newer connection');
     }
     // A known uid keeps its cached values (and the broker its online state); a new one is announced now,
-    // as pyaiot did on open, and its values follow as the node answers the discover request.
-    if (!this.core.has(uid)) this.core.nodeNew(uid);
+    // as pyaiot did on open, and its values follow as the node answers the discover request. A token-holding
+    // node proved its uid (the broker never hands such a uid to an unauthenticated protocol).
+    if (!this.core.has(uid) && !this.core.nodeNew(uid, {}, authenticated ? 'token' : undefined)) {
+      return this.reject(
+        session,
+        CloseCode.PolicyViolation,
+        ErrorCode.LimitReached,
+        `node refused: ${this.lastRefusal}`,
+      );
+    }
     ws.send(DISCOVER_FRAME);
     this.log.debug({ uid, authenticated }, 'node connected');
   }
@@ -316,7 +440,10 @@ export class WsGateway {
     this.counters.framesIn.inc();
     // A socket that is closing (refused, replaced) has had its say: later frames are dropped uncounted.
     if (session.ws.readyState !== NodeSocket.OPEN) return;
-    if (!session.admit(Date.now())) {
+    const now = Date.now();
+    // Between exp and the next token sweep, nothing the node sends is processed.
+    if (now >= session.expiresAt) return this.endSession(session, 'token expired');
+    if (!session.admit(now)) {
       return this.reject(session, CloseCode.PolicyViolation, ErrorCode.RateLimited, 'rate limit exceeded');
     }
     if (isBinary)
@@ -330,8 +457,18 @@ export class WsGateway {
     switch (frame.type) {
       case 'update': {
         const uid = session.uid;
-        if (session.refused) this.reannounce(session);
-        for (const endpoint in frame.data) this.core.nodeUpdate(uid, endpoint, frame.data[endpoint]);
+        for (const endpoint in frame.data) {
+          // Refused (--max-resources-per-node, or a node the broker refused): the node is closed with 1008 and
+          // the rest of the frame dropped. Closing, not an error frame: pyaiot nodes would not read one, and a
+          // node that keeps inventing resource names must not keep its connection.
+          if (!this.core.nodeUpdate(uid, endpoint, frame.data[endpoint])) {
+            const reason =
+              this.lastRefusal === 'max-resources'
+                ? `more than ${this.config.maxResourcesPerNode} resources`
+                : `value refused: ${this.lastRefusal}`;
+            return this.reject(session, CloseCode.PolicyViolation, ErrorCode.LimitReached, reason);
+          }
+        }
         this.counters.updates.inc();
         return;
       }
@@ -420,14 +557,49 @@ export class WsGateway {
       return;
     }
     session.alive = false;
-    if (session.refused) this.reannounce(session);
     if (session.ws.readyState === NodeSocket.OPEN) session.ws.ping();
   }
 
-  /** Tries again to claim a uid the broker refused (see NodeSession.refused); the cached values go with it. */
-  private reannounce(session: NodeSession): void {
-    session.refused = false;
-    this.core.nodeNew(session.uid, { ...this.core.resources(session.uid) });
+  /**
+   * The broker refused a node this gateway announced (the core has forgotten it, so it is never replayed).
+   * MYC_ERR_DUPLICATE_UID: another gateway (or worker) holds the uid, e.g. the device reconnected elsewhere
+   * before the old link died; the node is closed with 4409 and claims the uid again when it reconnects.
+   * Any other refusal naming a uid (a frame the broker found bad): closed with 1008 and the code.
+   */
+  private onBrokerRefusal(code: string, uid: string | undefined): void {
+    if (uid === undefined || code === ErrorCode.NotOwner) return;
+    const session = this.sessions.get(uid);
+    if (session === undefined) return;
+    this.counters.rejected(`broker-${code}`).inc();
+    this.log.info({ uid, code }, 'broker refused the node; closing it');
+    // Not reported out: the broker does not hold this node for us.
+    this.sessions.delete(uid);
+    this.failWrites(session, 'node refused by the broker');
+    if (code === ErrorCode.DuplicateUid) session.ws.close(CloseCode.UidTaken, 'uid held by another gateway');
+    else session.ws.close(CloseCode.PolicyViolation, `refused by the broker: ${code}`);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Token lifetime: one sweep for all sessions, every --token-sweep-ms (no timer per connection).
+
+  private sweepTokens(): void {
+    const now = Date.now();
+    const revocations = this.deps.revocations;
+    for (const session of this.sessions.values()) {
+      if (now >= session.expiresAt) this.endSession(session, 'token expired');
+      else if (revocations !== undefined && session.jti !== undefined && revocations.isRevoked(session.jti)) {
+        this.endSession(session, 'token revoked');
+      }
+    }
+  }
+
+  /** Closes a session whose token is no longer valid with 4401; the node goes out (reason closed). */
+  private endSession(session: NodeSession, reason: 'token expired' | 'token revoked'): void {
+    if (session.ws.readyState !== NodeSocket.OPEN) return;
+    this.counters.tokenEnds(reason === 'token expired' ? 'expired' : 'revoked').inc();
+    this.log.info({ uid: session.uid, reason }, 'node session ended');
+    this.failWrites(session, reason);
+    session.ws.close(CloseCode.TokenExpired, reason);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -501,6 +673,15 @@ export class WsGateway {
 
 /** A socket error before the upgrade completes (peer reset) must not crash the process; ws handles later ones. */
 function onUpgradeSocketError(): void {}
+
+/** Who a node is, from its token (or, anonymous, from ?id= or a fresh uuid). */
+interface Identity {
+  uid: string;
+  authenticated: boolean;
+  /** Token expiry in ms since the epoch; undefined for anonymous nodes. */
+  expiresAt?: number;
+  jti?: string;
+}
 
 function queryParam(url: string | undefined, name: string): string | undefined {
   const q = url?.indexOf('?') ?? -1;
