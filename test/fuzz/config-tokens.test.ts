@@ -73,10 +73,9 @@ describe('config files (fast-check)', () => {
     );
   });
 
-  // Finding 9: `{"__proto__":{"allowAnonymousViewers":true}}` turned the option on. Still true of
-  // services/common/config.ts readConfigFile (a plain `{}` keyed by file keys, then `file[name]`) when this was
-  // written: marked `fails` until finding 9 is fixed there; remove `.fails` then.
-  it.fails('no prototype key in a config file sets an option (it is refused or ignored)', () => {
+  // Finding 9: `{"__proto__":{"allowAnonymousViewers":true}}` turned the option on (fixed in config.ts:
+  // file keys go into a Map, prototype names are refused).
+  it('no prototype key in a config file sets an option (it is refused or ignored)', () => {
     const protoKey = fc.constantFrom('__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf');
     fc.assert(
       fc.property(protoKey, fc.constantFrom<'json' | 'yaml'>('json', 'yaml'), (key, ext) => {
@@ -95,9 +94,8 @@ describe('config files (fast-check)', () => {
     );
   });
 
-  // Finding 9 again: `key in all` finds "constructor" and "toString" on the prototype, and a "__proto__" key
-  // never shows in Object.keys, so neither is reported. Marked `fails` until config.ts uses Object.hasOwn.
-  it.fails('every key of a config file that is not an option is reported as unknown', () => {
+  // Finding 9 again: `key in all` found "constructor" and "toString" on the prototype (fixed: Object.hasOwn).
+  it('every key of a config file that is not an option is reported as unknown', () => {
     fc.assert(
       fc.property(
         fc.constantFrom(...HOSTILE_NAMES.filter((n) => n !== ''), 'hasOwnProperty', 'valueOf', 'debugx'),
