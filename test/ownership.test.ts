@@ -194,3 +194,25 @@ describe('ownership: DELETE /api/v1/nodes/:uid', () => {
     expect(tb.broker.table.get('lamp')).toBeUndefined();
   });
 });
+
+describe('ownership: eviction after --offline-retention-ms', () => {
+  it('releases an evicted unproven uid, but keeps the claim of an evicted proven one (DELETE still releases it)', async () => {
+    await tb.stop();
+    tb = await startBroker({ offlineRetentionMs: 0, offlineSweepMs: 20 });
+    const a = await gateway('gw-a');
+    const b = await gateway('gw-b');
+    a.send({ type: 'new', uid: 'beacon' });
+    a.send({ type: 'new', uid: 'phone', proof: 'token' });
+    a.send({ type: 'out', uid: 'beacon', reason: 'timeout' });
+    a.send({ type: 'out', uid: 'phone', reason: 'closed' });
+    await waitFor(() => tb.broker.counters.evicted.value >= 2 && tb.broker.table.size === 0, 'both evicted');
+    b.send({ type: 'new', uid: 'beacon' });
+    b.send({ type: 'new', uid: 'phone' });
+    expect((await b.next(isType('error', 'phone'), 'phone refused')).code).toBe('MYC_ERR_DUPLICATE_UID');
+    expect(ownerOf('beacon')).toBe('gw-b');
+    expect(errorsOf(b, 'beacon')).toEqual([]);
+    expect((await remove('phone')).status).toBe(200);
+    b.send({ type: 'new', uid: 'phone' });
+    await waitFor(() => ownerOf('phone') === 'gw-b', 'phone released by DELETE');
+  });
+});
