@@ -32,6 +32,7 @@ export type ParentMessage =
   | { type: 'halt' };
 
 const CON = 0;
+const NON = 1;
 const ACK = 2;
 const POST = 0x02;
 const GET = 0x01;
@@ -80,10 +81,10 @@ function uriPath(msg: Buffer, tkl: number): { path: string; payloadAt: number } 
   return { path: parts.join('/'), payloadAt: i };
 }
 
-function answer(req: Buffer, tkl: number, code: number, payload: string): Buffer {
+function answer(req: Buffer, tkl: number, code: number, payload: string, type = ACK): Buffer {
   const p = Buffer.from(payload, 'utf8');
   const buf = Buffer.allocUnsafe(4 + tkl + 1 + p.length);
-  buf[0] = 0x40 | (ACK << 4) | tkl;
+  buf[0] = 0x40 | (type << 4) | tkl;
   buf[1] = code;
   buf[2] = req[2];
   buf[3] = req[3];
@@ -125,12 +126,13 @@ async function main(): Promise<void> {
         if (msg[1] === CHANGED) acked++;
         return;
       }
-      if (type === CON && msg[1] === GET) {
+      if ((type === CON || type === NON) && msg[1] === GET) {
         if (i >= active) return; // a stopped node answers nothing
         const { path } = uriPath(msg, tkl);
         const body = path === '.well-known/core' ? LINKS : path === 'name' ? 'Bench Node' : '21.5°C';
         served++;
-        s.send(answer(msg, tkl, CONTENT, body), rinfo.port, rinfo.address);
+        // The gateway's reachability probe is a NON GET: answered NON (RFC 7252 §5.2.3).
+        s.send(answer(msg, tkl, CONTENT, body, type === NON ? NON : ACK), rinfo.port, rinfo.address);
       }
     });
     await new Promise<void>((resolve) => s.bind(0, cfg.localAddress, () => resolve()));

@@ -145,6 +145,11 @@ async function main(): Promise<void> {
         String(CHECK_MS),
         '--http-port',
         String(httpPort),
+        // Thousands of simulated nodes share each loader's source address: no per-address limits here.
+        '--new-nodes-per-minute',
+        '10000000',
+        '--discoveries-per-minute',
+        '10000000',
         '--log-level',
         'warn',
         ...(opts['dedup-bytes'] ? ['--dedup-cache-bytes', opts['dedup-bytes']] : []),
