@@ -6,6 +6,7 @@ import { MqttGateway } from '../gateways/mqtt/mqtt-gateway.ts';
 import { mqttGatewayOptions } from '../gateways/mqtt/options.ts';
 import { resolveConfig } from '../services/common/config.ts';
 import { silentLogger } from '../services/common/log.ts';
+import { addRevocations, revocationFileFor } from '../services/common/revocations.ts';
 import type { GatewayMessage } from '../services/protocol/messages.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { mosquittoPub } from './helpers/mosquitto.ts';
@@ -228,5 +229,17 @@ describe('mqtt gateway: proof and token lifetime (findings 2, 7)', () => {
     expect(metric(g, 'broker_refused_total', 'reason="session-token-revoked"')).toBe(1);
     await expect(mqttClient(`mqtt://127.0.0.1:${g.mqttPort}`, { ...auth, clientId: 'rev' })).rejects.toThrow();
     expect(metric(g, 'broker_refused_total', 'reason="token-revoked"')).toBe(1);
+  });
+
+  it('disconnects a session within a poll of revoked.json naming its jti, as `mycelium token revoke` writes it', async () => {
+    const g = await gateway(['--token-sweep-ms', '100', '--revocation-poll-ms', '100']);
+    const auth = await creds('filed');
+    const node = await mqttClient(`mqtt://127.0.0.1:${g.mqttPort}`, { ...auth, clientId: 'filed' });
+    cleanups.push(() => node.endAsync(true));
+    const closed = new Promise<void>((resolve) => node.once('close', () => resolve()));
+    const claims = claimsOf(auth.password);
+    addRevocations(revocationFileFor(tb.keys.keyFile), [{ jti: claims.jti as string, exp: claims.exp as number }]);
+    await closed;
+    expect(metric(g, 'broker_refused_total', 'reason="session-token-revoked"')).toBe(1);
   });
 });

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
 import { WsGateway, type WsGatewayDeps, type WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
 import { silentLogger } from '../services/common/log.ts';
+import { addRevocations, revocationFileFor } from '../services/common/revocations.ts';
 import type { GatewayMessage } from '../services/protocol/messages.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { type Frame, TestPeer } from './helpers/ws-client.ts';
@@ -285,6 +286,24 @@ describe('ws gateway: token lifetime (finding 7)', () => {
       body: 'token revoked',
     });
     await stillServes(gw, tb, c);
+  });
+});
+
+describe('ws gateway: the revocation file (finding 7)', () => {
+  it('closes a session within a poll of `revoked.json` naming its jti (4401), as `mycelium token revoke` writes it', async () => {
+    const tb = await broker();
+    const gw = await gateway(tb, { tokenSweepMs: 100, revocationPollMs: 100 });
+    const c = await client(tb);
+    const token = await tb.keys.token('node', 'filed');
+    const n = await rawNode(gw, token);
+    n.send({ type: 'update', data: { led: '0' } });
+    await c.next(is('update', 'filed'), 'filed online');
+    const claims = claimsOf(token);
+    addRevocations(revocationFileFor(tb.keys.keyFile), [{ jti: claims.jti as string, exp: claims.exp as number }]);
+    const started = Date.now();
+    expect(await n.closed()).toEqual({ code: 4401, reason: 'token revoked' });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await TestPeer.connect(nodeUrl(gw), token).catch((e) => e)).toMatchObject({ status: 401 });
   });
 });
 

@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Metrics } from '../../services/broker/metrics.ts';
 import type { Logger } from '../../services/common/log.ts';
-import { verifyToken } from '../../services/common/tokens.ts';
+import { type VerifyOptions, verifyToken } from '../../services/common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { mayPublish, maySubscribe } from './acl.ts';
 import { GuardedConnection, type GuardRefusal } from './frame-guard.ts';
@@ -37,6 +37,8 @@ export interface EmbeddedBrokerOptions {
   tokenSweepMs: number;
   /** Revoked token ids (`mycelium token revoke`); a session whose jti is revoked is closed at the next sweep. */
   revocations?: Revocations;
+  /** Passed to verifyToken at CONNECT: the revocation list and the maximum token lifetime per role. */
+  verifyOptions?: VerifyOptions;
   /**
    * Asked before a publish that names a node id: false when the id is new to the gateway and its source address
    * is over --new-nodes-per-minute. The publish is then refused and the connection closed ([MQTT-3.3.5-2]).
@@ -226,7 +228,7 @@ export class EmbeddedBroker {
     if (client.id !== username && !client.id.startsWith(`${username}/`) && !client.id.startsWith('aedes_')) {
       return refuse(ConnackCode.IdentifierRejected, 'client-id-mismatch');
     }
-    verifyToken(this.options.publicKey!, password.toString('utf8'), ['node']).then(
+    verifyToken(this.options.publicKey!, password.toString('utf8'), ['node'], this.options.verifyOptions).then(
       (result) => {
         if (!result.ok) {
           // A token for another role is a valid credential without the right to connect here.
@@ -236,9 +238,6 @@ export class EmbeddedBroker {
           );
         }
         if (result.claims.sub !== username) return refuse(ConnackCode.NotAuthorized, 'token-subject-mismatch');
-        if (this.options.revocations?.isRevoked(result.claims.jti)) {
-          return refuse(ConnackCode.BadUsernameOrPassword, 'token-revoked');
-        }
         this.nodeIds.set(client, username);
         this.tokens.set(client, { exp: result.claims.exp, jti: result.claims.jti });
         done(null, true);

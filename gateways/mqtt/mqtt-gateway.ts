@@ -7,6 +7,8 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
 import { Metrics } from '../../services/broker/metrics.ts';
 import { KeyedRateLimiter } from '../../services/common/limits.ts';
+import { parseMaxTokenTtl, TokenPolicy } from '../../services/common/token-policy.ts';
+import type { VerifyOptions } from '../../services/common/tokens.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { defaultKeyFile, readPublicKey } from '../../services/common/keys.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
@@ -42,7 +44,10 @@ export interface MqttGatewayDeps {
   log: Logger;
   /** Token for the broker link; default: --token, or minted from --key-file. */
   tokenSource?: () => Promise<string>;
-  /** Revoked token ids: the embedded broker refuses them at CONNECT and ends sessions that use them. */
+  /**
+   * Revoked token ids: the embedded broker refuses them at CONNECT and ends sessions that use them. Default:
+   * the RevocationList of --revocation-file (revoked.json beside --key-file), polled every --revocation-poll-ms.
+   */
   revocations?: Revocations;
 }
 
@@ -72,6 +77,8 @@ export class MqttGateway {
   private http?: HttpServer;
   private tokenSource?: () => Promise<string>;
   private sweepTimer?: NodeJS.Timeout;
+  /** The token policy when built from the config (embedded broker with tokens, no revocations given). */
+  private policy?: TokenPolicy;
   private checkTimer?: NodeJS.Timeout;
   private started = false;
   private stopping?: Promise<void>;
@@ -178,6 +185,7 @@ export class MqttGateway {
         log: this.log.child({ component: 'mqtt-client' }),
       });
     } else {
+      const tokens = config.allowAnonymousNodes ? undefined : await this.tokenChecks();
       const broker = new EmbeddedBroker({
         port: config.mqttPort,
         host: config.mqttHost,
@@ -187,7 +195,8 @@ export class MqttGateway {
         log: this.log,
         metrics: this.registry,
         tokenSweepMs: config.tokenSweepMs,
-        revocations: this.deps.revocations,
+        revocations: tokens?.revocations,
+        verifyOptions: tokens?.verifyOptions,
         admitNode: (id, address) => this.nodes.has(id) || this.newNodes.take(address),
       });
       this.broker = broker;
@@ -221,6 +230,7 @@ export class MqttGateway {
   private async shutdown(): Promise<void> {
     clearInterval(this.sweepTimer);
     clearInterval(this.checkTimer);
+    this.policy?.stop();
     for (const node of this.nodes.values()) this.releaseWaiters(node);
     await this.transport?.stop();
     await this.broker?.stop();
@@ -230,6 +240,21 @@ export class MqttGateway {
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
     }
+  }
+
+  /** What node tokens are checked against besides the signature: the revocation list and the lifetime per role. */
+  private async tokenChecks(): Promise<{ revocations: Revocations; verifyOptions: VerifyOptions }> {
+    const given = this.deps.revocations;
+    if (given !== undefined) {
+      return {
+        revocations: given,
+        verifyOptions: { revocations: given, maxTtlSeconds: parseMaxTokenTtl(this.config.maxTokenTtl) },
+      };
+    }
+    const policy = new TokenPolicy(this.config, this.config.keyFile ?? defaultKeyFile(), this.log);
+    this.policy = policy;
+    await policy.start();
+    return { revocations: policy.revocations, verifyOptions: policy.verifyOptions };
   }
 
   private token(): Promise<string> {

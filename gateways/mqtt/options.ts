@@ -1,10 +1,13 @@
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
+import { tokenPolicyOptions } from '../../services/common/token-policy.ts';
 import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const mqttGatewayOptions = {
   ...gatewayLinkOptions,
   // --max-nodes, --max-resources-per-node, --new-nodes-per-minute (the last one: anonymous nodes of the embedded broker).
   ...gatewayLimitOptions,
+  // --max-token-ttl, --revocation-file, --revocation-poll-ms: the policy the embedded broker checks node tokens by.
+  ...tokenPolicyOptions,
   mqttUrl: {
     type: 'string',
     description:

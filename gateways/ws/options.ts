@@ -1,5 +1,7 @@
 // Options of `mycelium ws-gateway`. Every limit and interval has a named default here and nowhere else.
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
+import { DEFAULT_REVOCATION_POLL_MS } from '../../services/common/revocations.ts';
+import { DEFAULT_MAX_TOKEN_TTL, tokenPolicyOptions } from '../../services/common/token-policy.ts';
 import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const WS_GATEWAY_DEFAULTS = {
@@ -31,6 +33,10 @@ export const WS_GATEWAY_DEFAULTS = {
   maxNodes: gatewayLimitOptions.maxNodes.default,
   maxResourcesPerNode: gatewayLimitOptions.maxResourcesPerNode.default,
   newNodesPerMinute: gatewayLimitOptions.newNodesPerMinute.default,
+  maxTokenTtl: [...DEFAULT_MAX_TOKEN_TTL] as string[],
+  revocationPollMs: DEFAULT_REVOCATION_POLL_MS,
+  /** undefined: revoked.json beside the node key file. */
+  revocationFile: undefined as string | undefined,
 } as const;
 
 export const wsGatewayOptions = {
@@ -124,6 +130,8 @@ export const wsGatewayOptions = {
   ...gatewayLinkOptions,
   // --max-nodes, --max-resources-per-node, --new-nodes-per-minute (the last one: anonymous nodes).
   ...gatewayLimitOptions,
+  // --max-token-ttl, --revocation-file, --revocation-poll-ms: the policy node and /metrics tokens are checked by.
+  ...tokenPolicyOptions,
 } as const satisfies OptionTable;
 
 export type WsGatewayConfig = ConfigOf<typeof wsGatewayOptions>;

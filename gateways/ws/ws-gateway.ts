@@ -23,8 +23,9 @@ import { pathOf, refuseUpgrade } from '../../services/broker/upgrade.ts';
 import { Metrics } from '../../services/broker/metrics.ts';
 import { defaultKeyFile, readPublicKey } from '../../services/common/keys.ts';
 import { ConnectionCounter, KeyedRateLimiter } from '../../services/common/limits.ts';
+import { parseMaxTokenTtl, TokenPolicy } from '../../services/common/token-policy.ts';
 import type { Logger } from '../../services/common/log.ts';
-import { extractToken, verifyToken } from '../../services/common/tokens.ts';
+import { extractToken, type VerifyOptions, verifyToken } from '../../services/common/tokens.ts';
 import { CloseCode, ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import type { Json, Role } from '../../services/protocol/messages.ts';
 import { isIdentifier } from '../../services/protocol/schema.ts';
@@ -54,7 +55,10 @@ export interface WsGatewayDeps {
   tokenSource?: () => Promise<string>;
   /** Verifies node tokens; default: read from `--node-key-file` / `--key-file` at start. */
   publicKey?: KeyObject;
-  /** Revoked token ids (services/common/revocations.ts): refused at the upgrade, and sessions closed (4401). */
+  /**
+   * Revoked token ids: refused at the upgrade, and sessions closed (4401). Default: the RevocationList of
+   * --revocation-file (revoked.json beside the node key), polled every --revocation-poll-ms.
+   */
   revocations?: { isRevoked(jti?: string): boolean };
 }
 
@@ -85,6 +89,10 @@ export class WsGateway {
   private tokenFn?: () => Promise<string>;
   private sweepTimer?: NodeJS.Timeout;
   private tokenTimer?: NodeJS.Timeout;
+  /** The token policy (max lifetimes, revocation list) when built from the config rather than given. */
+  private policy?: TokenPolicy;
+  private revocations?: { isRevoked(jti?: string): boolean };
+  private verifyOptions: VerifyOptions = {};
   private readonly perAddress: ConnectionCounter;
   /** New node ids of anonymous nodes, per source address. */
   private readonly newNodes: KeyedRateLimiter;
@@ -209,6 +217,18 @@ export class WsGateway {
     if (this.started) return;
     this.started = true;
     this.publicKey = this.deps.publicKey ?? this.loadNodeKey();
+    if (this.deps.revocations !== undefined) {
+      this.revocations = this.deps.revocations;
+      this.verifyOptions = {
+        revocations: this.deps.revocations,
+        maxTtlSeconds: parseMaxTokenTtl(this.config.maxTokenTtl),
+      };
+    } else {
+      this.policy = new TokenPolicy(this.config, this.nodeKeyFile(), this.log);
+      await this.policy.start();
+      this.revocations = this.policy.revocations;
+      this.verifyOptions = this.policy.verifyOptions;
+    }
     this.tokenFn = this.deps.tokenSource ?? gatewayTokenSource(this.config, 'ws');
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.onUpgrade(req, socket, head),
@@ -243,6 +263,7 @@ export class WsGateway {
     if (!this.started) return;
     clearInterval(this.sweepTimer);
     clearInterval(this.tokenTimer);
+    this.policy?.stop();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
@@ -296,12 +317,12 @@ export class WsGateway {
     const result =
       this.publicKey === undefined
         ? ({ ok: false, reason: 'cannot be verified (no key)' } as const)
-        : await verifyToken(this.publicKey, token, METRICS_ROLES);
-    if (result.ok && !this.deps.revocations?.isRevoked(result.claims.jti)) {
+        : await verifyToken(this.publicKey, token, METRICS_ROLES, this.verifyOptions);
+    if (result.ok) {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
       return;
     }
-    const reason = result.ok ? 'revoked' : result.reason;
+    const reason = result.reason;
     this.counters.rejected(`metrics-auth-${reason}`).inc();
     res
       .writeHead(401, {
@@ -389,12 +410,11 @@ export class WsGateway {
     if (this.publicKey === undefined) {
       return { refuse: 'token cannot be verified (no key)', status: 401, counter: 'auth-no-key' };
     }
-    const result = await verifyToken(this.publicKey, token, NODE_ROLES);
+    const result = await verifyToken(this.publicKey, token, NODE_ROLES, this.verifyOptions);
     if (!result.ok) return { refuse: `token ${result.reason}`, status: 401, counter: `auth-${result.reason}` };
     const problem = isIdentifier(result.claims.sub);
     if (problem !== undefined) return { refuse: `token subject ${problem}`, status: 401, counter: 'auth-bad-sub' };
     const { exp, jti } = result.claims;
-    if (this.deps.revocations?.isRevoked(jti)) return { refuse: 'token revoked', status: 401, counter: 'auth-revoked' };
     return { uid: result.claims.sub, authenticated: true, expiresAt: exp === undefined ? undefined : exp * 1000, jti };
   }
 
@@ -584,7 +604,7 @@ export class WsGateway {
 
   private sweepTokens(): void {
     const now = Date.now();
-    const revocations = this.deps.revocations;
+    const revocations = this.revocations;
     for (const session of this.sessions.values()) {
       if (now >= session.expiresAt) this.endSession(session, 'token expired');
       else if (revocations !== undefined && session.jti !== undefined && revocations.isRevoked(session.jti)) {
@@ -655,8 +675,12 @@ export class WsGateway {
     return this.tokenFn();
   }
 
+  private nodeKeyFile(): string {
+    return this.config.nodeKeyFile ?? this.config.keyFile ?? defaultKeyFile();
+  }
+
   private loadNodeKey(): KeyObject | undefined {
-    const keyFile = this.config.nodeKeyFile ?? this.config.keyFile ?? defaultKeyFile();
+    const keyFile = this.nodeKeyFile();
     try {
       return readPublicKey(keyFile);
     } catch (err) {
