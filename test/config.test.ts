@@ -86,5 +86,5 @@ describe('config files', () => {
       (err: { status?: number }) => err,
     );
     expect(refused.status).toBe(401);
-  }, 20_000);
+  }, 60_000);
 });

@@ -42,7 +42,7 @@ describe('mycelium keys and key files', () => {
     await expect(spawnBroker('perm', keys.keyFile)).rejects.toThrow(/exited with 2/);
     chmodSync(keys.keyFile, 0o600);
     expect(() => readPrivateKey(keys.keyFile)).not.toThrow();
-  }, 30_000);
+  }, 60_000);
 
   it('keys --force never writes through a symlink: the file it points to is untouched', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'myc-keys-'));
@@ -61,7 +61,7 @@ describe('mycelium keys and key files', () => {
     const pub = await mycelium(['keys', '--force', '--key-file', other]);
     expect(pub.code).toBe(2);
     expect(readFileSync(elsewhere, 'utf8')).toBe('do not overwrite\n');
-  }, 30_000);
+  }, 60_000);
 
   it('keys --force replaces the key by renaming a new file into place (new inode, 0600 even if the old was not)', async () => {
     const keys = makeKeys();
@@ -74,7 +74,7 @@ describe('mycelium keys and key files', () => {
     expect(after.ino).not.toBe(before.ino);
     expect(after.mode & 0o777).toBe(0o600);
     expect(readFileSync(keys.keyFile, 'utf8')).not.toBe(oldPem);
-  }, 30_000);
+  }, 60_000);
 
   it('a broker started with --public-key-file alone verifies tokens, and refuses a private key given there', async () => {
     const keys = makeKeys();
@@ -93,7 +93,7 @@ describe('mycelium keys and key files', () => {
     await expect(spawnBroker('priv-as-pub', pubFile, ['--public-key-file', keys.keyFile])).rejects.toThrow(
       /exited with 2/,
     );
-  }, 30_000);
+  }, 60_000);
 
   it('keys --public-key-file puts the public key elsewhere; --if-missing writes a missing one from the private key', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'myc-keys-'));
@@ -107,5 +107,5 @@ describe('mycelium keys and key files', () => {
     const res = await mycelium(['keys', '--key-file', keyFile, '--public-key-file', pub2, '--if-missing']);
     expect(res.code).toBe(0);
     expect(readFileSync(pub2, 'utf8')).toBe(pem);
-  }, 30_000);
+  }, 60_000);
 });

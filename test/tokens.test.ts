@@ -85,5 +85,5 @@ describe('--max-token-ttl', () => {
     expect(ok.stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+\n$/);
     const { jti } = decodeJwt(ok.stdout.trim());
     expect(ok.stderr).toContain(`jti: ${jti}`);
-  }, 20_000);
+  }, 60_000);
 });
