@@ -36,8 +36,12 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-async function startGateway(overrides: Partial<CoapGatewayConfig> = {}, log: Logger = silentLogger()) {
-  const token = await tb.keys.token('gateway', 'coap-hardening');
+async function startGateway(
+  overrides: Partial<CoapGatewayConfig> = {},
+  log: Logger = silentLogger(),
+  id = 'coap-hardening',
+) {
+  const token = await tb.keys.token('gateway', id);
   const gw = new CoapGateway(coapGatewayConfig(tb.ws, overrides), { log, tokenSource: async () => token });
   await gw.start();
   cleanups.push(() => gw.stop());
@@ -126,6 +130,20 @@ describe('finding 2: a CoAP uid is bound to its first address (trust on first us
     expect(gw.nodeEndpoint('1234')?.address).toBe('::ffff:127.0.0.1');
     await client.next(update('1234', 'ip', '127.0.0.1'), 'ip update');
     expect(metric(gw, 'rebinds_total')).toBe(1);
+  });
+});
+
+describe('finding 2, across gateways: the broker decides, the gateway follows', () => {
+  it('a second gateway whose uid the broker refuses as a duplicate drops the node (no replay, no table entry)', async () => {
+    const a = await startGateway();
+    await startNode(a, { uid: 'dup' });
+    await client.next(update('dup', 'led', '0'), 'dup discovered on gateway A');
+    const b = await startGateway({}, silentLogger(), 'coap-second');
+    const peer = await rawSocket('udp6', '::1');
+    peer.socket.send(coapPost('alive', 'alive:dup', 0x0701), b.coapPort, '::1');
+    await waitFor(() => metric(b, 'broker_refused_total{code="MYC_ERR_DUPLICATE_UID"}') === 1, 'refused by the broker');
+    expect(b.nodeCount).toBe(0);
+    expect(a.nodeEndpoint('dup')?.port).not.toBe(peer.socket.address().port);
   });
 });
 

@@ -523,7 +523,10 @@ export class CoapGateway {
       if (!o.registering && now - o.lastNotify > o.refreshMs) {
         this.counters.observeRenewals.inc();
         this.log.debug({ uid: o.node.uid, resource: o.name }, 'observation silent; registering again');
-        this.register(o).catch((err) => this.log.warn({ err, uid: o.node.uid }, 'observe renewal failed'));
+        this.register(o)
+          // A node that now refuses the observation (rebooted with other firmware, say) is polled instead.
+          .then((result) => (result === 'refused' ? this.poll(o) : undefined))
+          .catch((err) => this.log.warn({ err, uid: o.node.uid }, 'observe renewal failed'));
       }
     }
     for (const o of this.polls) {
@@ -715,7 +718,7 @@ export class CoapGateway {
     );
   }
 
-  /** Reports a value; false when it was not a readable 2.05 answer. */
+  /** Reports a value and returns it; undefined when it was not a readable 2.05 answer. */
   private report(node: CoapNode, name: string, code: string, payload: Buffer): string | undefined {
     if (code !== '2.05') {
       this.log.debug({ uid: node.uid, resource: name, code }, 'resource not readable');
