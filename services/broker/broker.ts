@@ -12,8 +12,15 @@ import { MemoryBus } from '../bus/memory-bus.ts';
 import { subjects } from '../bus/subjects.ts';
 import type { ConfigOf } from '../common/config.ts';
 import { ConnectionCounter } from '../common/limits.ts';
+import type { tokenPolicyOptions } from '../common/token-policy.ts';
 import type { Logger } from '../common/log.ts';
-import { type AuthFailure, extractToken, type TokenClaims, verifyToken } from '../common/tokens.ts';
+import {
+  extractToken,
+  type TokenClaims,
+  type VerifyOptions,
+  type VerifyResult,
+  verifyToken,
+} from '../common/tokens.ts';
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
@@ -32,7 +39,7 @@ import { WriteRouter } from './writes.ts';
 
 export type BrokerConfig = Omit<
   ConfigOf<typeof brokerOptions>,
-  'keyFile' | 'publicKeyFile' | 'natsUrl' | 'brokerId' | keyof typeof ownershipOptions
+  'keyFile' | 'publicKeyFile' | 'natsUrl' | 'brokerId' | keyof typeof ownershipOptions | keyof typeof tokenPolicyOptions
 > &
   Partial<ConfigOf<typeof ownershipOptions>> & {
     brokerId?: string;
@@ -46,10 +53,9 @@ export interface BrokerDeps {
   bus?: Bus;
   /** Revoked token ids: refused at the upgrade and on REST, and open sessions closed (4401) within a sweep. */
   revocations?: { isRevoked(jti?: string): boolean };
+  /** Longest token lifetime accepted per role (--max-token-ttl); none when absent. */
+  maxTtlSeconds?: Partial<Record<Role, number>>;
 }
-
-/** Why a token was refused, including revocation (checked here, after the signature). */
-export type BrokerVerifyResult = { ok: true; claims: TokenClaims } | { ok: false; reason: AuthFailure | 'revoked' };
 
 /** A refusal of a gateway frame for one node: the `error` frame's code and reason, and the counter label. */
 export interface NodeRefusal {
@@ -176,10 +182,16 @@ export class Broker {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  async verify(token: string | undefined, roles: readonly Role[]): Promise<BrokerVerifyResult> {
-    const result = await verifyToken(this.deps.publicKey, token, roles);
-    if (result.ok && this.deps.revocations?.isRevoked(result.claims.jti)) return { ok: false, reason: 'revoked' };
-    return result;
+  /** What verifyToken checks beyond the signature: revocation and the maximum lifetime per role. */
+  private get verifyOptions(): VerifyOptions {
+    const options: VerifyOptions = {};
+    if (this.deps.revocations !== undefined) options.revocations = this.deps.revocations;
+    if (this.deps.maxTtlSeconds !== undefined) options.maxTtlSeconds = this.deps.maxTtlSeconds;
+    return options;
+  }
+
+  async verify(token: string | undefined, roles: readonly Role[]): Promise<VerifyResult> {
+    return verifyToken(this.deps.publicKey, token, roles, this.verifyOptions);
   }
 
   /** Why a session opened with `claims` must end now (4401), or undefined while its token holds. */

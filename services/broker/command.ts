@@ -1,6 +1,7 @@
 import { createBus } from '../bus/index.ts';
 import { defaultKeyFile, readPublicKey, readPublicKeyFile } from '../common/keys.ts';
 import type { CommandSpec } from '../common/run.ts';
+import { TokenPolicy } from '../common/token-policy.ts';
 import { Broker } from './broker.ts';
 import { brokerOptions } from './options.ts';
 
@@ -13,15 +14,25 @@ export const brokerCommand: CommandSpec<typeof brokerOptions> = {
       ? readPublicKeyFile(config.publicKeyFile)
       : readPublicKey(config.keyFile ?? defaultKeyFile());
     const bus = config.natsUrl ? createBus({ natsUrl: config.natsUrl, name: 'mycelium-broker' }) : undefined;
-    const broker = new Broker(config, { publicKey, log, bus });
+    // Max lifetime per role and the revocation list (revoked.json beside the key, or --revocation-file).
+    const policy = new TokenPolicy(config, config.publicKeyFile ?? config.keyFile ?? defaultKeyFile(), log);
+    const broker = new Broker(config, {
+      publicKey,
+      log,
+      bus,
+      revocations: policy.revocations,
+      maxTtlSeconds: policy.maxTtlSeconds,
+    });
     // The broker does not own a bus it was handed, so start and drain it around the broker here.
     return {
       async start() {
+        await policy.start();
         await bus?.start();
         await broker.start();
       },
       async stop() {
         await broker.stop();
+        policy.stop();
         await bus?.stop();
       },
     };

@@ -1,4 +1,5 @@
 import type { OptionTable } from '../common/config.ts';
+import { tokenPolicyOptions } from '../common/token-policy.ts';
 import { MAX_RESOURCES_PER_NODE } from '../protocol/frames.ts';
 import { ownershipOptions } from './ownership.ts';
 
@@ -60,6 +61,8 @@ export const brokerOptions = {
     description: 'how long a starting broker gathers state from its peers on NATS',
   },
   ...ownershipOptions,
+  // --max-token-ttl, --revocation-file, --revocation-poll-ms: the token policy the broker verifies with.
+  ...tokenPolicyOptions,
   maxNodes: {
     type: 'number',
     default: 100000,
