@@ -24,7 +24,7 @@ import {
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
-import { isIdentifier, parseJson } from '../protocol/schema.ts';
+import { isIdentifier, parseJson, stringifySafe } from '../protocol/schema.ts';
 import { ClientSession } from './client-session.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession } from './gateway-session.ts';
@@ -149,6 +149,7 @@ export class Broker {
       log: this.log,
       local: config.localOwnership,
       timeoutMs: config.ownershipTimeoutMs,
+      concurrency: config.ownershipConcurrency,
     });
     this.table.onOwnerLost = (node, why) => ownerLost(this, node, why);
     this.peers = new PeerDirectory(this, config.peerHeartbeatMs);
@@ -441,8 +442,15 @@ export class Broker {
   // off the bus. The same path serves one broker in-process and many brokers on NATS.
 
   /** `encoded`: the event's JSON when the caller already has it (a gateway frame that is the event verbatim). */
-  publishEvent(event: NodeEvent, encoded: string = JSON.stringify(event)): void {
-    const { frame, payload } = textFrameOf(encoded);
+  publishEvent(event: NodeEvent, encoded?: string): void {
+    // Never throws: parse points cap depth, so this only guards against a value that slipped past them.
+    const text = encoded ?? stringifySafe(event);
+    if (text === undefined) {
+      this.counters.rejected('unserializable').inc();
+      this.log.warn({ uid: event.uid, type: event.type }, 'node event cannot be serialized; dropped');
+      return;
+    }
+    const { frame, payload } = textFrameOf(text);
     this.localEvent = { bytes: payload, frame, event };
     this.bus.publish(this.eventsSubject, payload);
     this.localEvent = undefined;
@@ -565,7 +573,9 @@ export class Broker {
       }
     }
     const reply: StateSyncReply = { broker: this.id, nodes, gateways };
-    this.bus.publish(msg.reply, Buffer.from(JSON.stringify(reply)));
+    const text = stringifySafe(reply);
+    if (text === undefined) return this.log.warn('state-sync reply cannot be serialized; not sent');
+    this.bus.publish(msg.reply, Buffer.from(text));
   }
 
   /** A broker that starts beside running peers asks them for the nodes they own. */
