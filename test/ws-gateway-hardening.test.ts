@@ -342,13 +342,20 @@ describe('ws gateway: handshakes and connections per address (finding 10)', () =
     expect(refused).toMatchObject({ status: 429 });
     held[0].socket.destroy();
     await held[0].closed;
-    await waitFor(async () => {
-      const res = await fetch(`http://127.0.0.1:${gw.port}/healthz`).catch(() => undefined);
-      return res?.status === 200;
-    }, 'a free slot');
-    held[1].socket.destroy();
-    await held[1].closed;
-    await stillServes(gw, tb, c);
+    // The gateway sees the close a moment later; a node then gets the free slot.
+    const token = await tb.keys.token('node', 'n4');
+    const admitted = await waitFor(
+      () => TestPeer.connect(nodeUrl(gw), token).catch(() => undefined),
+      'a free slot for a node',
+    );
+    cleanups.push(() => admitted.close());
+    admitted.send({ type: 'update', data: { led: 'on' } });
+    await c.next(
+      is('update', 'n4', (f) => f.data === 'on'),
+      'n4 served',
+    );
+    for (const h of held.slice(1)) h.socket.destroy();
+    await Promise.all(held.map((h) => h.closed));
     expect(await metricsOf(gw, tb)).toMatch(/rejections_total\{reason="max-connections-per-address"\} [1-9]/);
   });
 });
