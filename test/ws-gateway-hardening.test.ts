@@ -245,7 +245,7 @@ describe('ws gateway: token lifetime (finding 7)', () => {
     expect(await n.closed()).toEqual({ code: 4401, reason: 'token expired' });
     expect(Date.now() - started).toBeLessThan(5000);
     await c.next(is('out', 'brief'), 'brief out');
-    expect(await metricsOf(gw, tb)).toMatch(/token_closes_total\{reason="expired"\} 1/);
+    expect(await metricsOf(gw, tb)).toMatch(/sessions_ended_total\{reason="expired"\} 1/);
     // The broker-side verifier allows 30 s of clock skew, but the session itself ended at exp.
     expect(claimsOf(token).exp).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000));
   });
