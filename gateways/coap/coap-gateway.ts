@@ -418,11 +418,14 @@ export class CoapGateway {
       const before = this.targetPort(node);
       this.table.move(node, address, port);
       this.counters.rebinds.inc();
-      this.log.info({ uid, address, port }, 'node heard from a new address or port');
       if (addressChanged) core.nodeUpdate(uid, 'ip', displayAddress(address));
       // Requests now go to an endpoint that never answered us: verify it again before anything but a probe,
-      // and drop observations registered at the old one. A node served at the fallback or --node-port keeps it.
-      if (addressChanged || (node.serve !== undefined && this.targetPort(node) !== before)) this.unverify(node);
+      // and drop observations registered at the old one. A node served at the fallback or --node-port keeps it
+      // (coap-client beacons from a fresh port every time: that is logged at debug only).
+      if (addressChanged || (node.serve !== undefined && this.targetPort(node) !== before)) {
+        this.unverify(node);
+        this.log.info({ uid, address, port }, 'node heard from a new endpoint; verifying it there');
+      } else this.log.debug({ uid, address, port }, 'node beaconed from another port');
     }
     if (reset) {
       // The node rebooted: its values and any observations are void. One `reset` to clients, no `out`.
