@@ -9,7 +9,7 @@ import { silentLogger } from '../services/common/log.ts';
 import { addRevocations, revocationFileFor } from '../services/common/revocations.ts';
 import type { GatewayMessage } from '../services/protocol/messages.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
-import { mosquittoPub } from './helpers/mosquitto.ts';
+import { mosquittoPub, startMosquitto } from './helpers/mosquitto.ts';
 import { isFrame, metric, mqttClient, operator, startMqttGateway } from './helpers/mqtt-gateway.ts';
 import { waitFor } from './helpers/wait.ts';
 import type { TestPeer } from './helpers/ws-client.ts';
@@ -66,6 +66,18 @@ describe('mqtt gateway: deep and oversized payloads (finding 1)', () => {
     expect((await mosquittoPub(g.mqttPort, 'node/good/temperature', '{"value":"21°C"}', auth)).code).toBe(0);
     await client.next((f) => isFrame('update', 'good', 'temperature')(f) && f.data === '21°C', 'good still served');
     expect(client.frames.some((f) => f.uid === 'evil' && f.endpoint === 'temperature')).toBe(false);
+  });
+
+  it('with mosquitto (--mqtt-url): drops a 7,000-level value from mosquitto_pub, counted as too-deep; another node still served', async () => {
+    const mq = await startMosquitto();
+    cleanups.push(() => mq.stop());
+    const g = await gateway(['--mqtt-url', mq.url, '--mqtt-reconnect-ms', '50']);
+    await waitFor(() => metric(g, 'mqtt_connected') === 1, 'gateway connected to mosquitto');
+    expect((await mosquittoPub(mq.port, 'node/evil/led', deepValue(7000))).code).toBe(0);
+    await waitFor(() => metric(g, 'bad_input_total', 'reason="too-deep"') === 1, 'the deep value counted');
+    await mosquittoPub(mq.port, 'node/good/temperature', '{"value":"19°C"}');
+    await client.next((f) => isFrame('update', 'good', 'temperature')(f) && f.data === '19°C', 'good still served');
+    expect(client.frames.some((f) => f.uid === 'evil' && f.endpoint === 'led')).toBe(false);
   });
 
   it('drops a payload over --max-payload-bytes, counted as oversized, and keeps the node connected', async () => {
