@@ -73,6 +73,17 @@ describe('beacon and value payloads', () => {
     expect(parseValuePost(':value')).toMatchObject({ ok: false, code: '4.00' });
   });
 
+  it('refuses uids and resource names that break the identifier rule (control characters, prototype names)', () => {
+    expect(parseBeacon('alive:x\u0001y')).toMatchObject({ ok: false, code: '4.00', kind: 'bad-uid' });
+    expect(parseBeacon('alive:a\u0085b')).toMatchObject({ ok: false, kind: 'bad-uid' });
+    expect(parseBeacon('alive:__proto__')).toMatchObject({ ok: false, kind: 'bad-uid' });
+    expect(parseBeacon('alive:constructor')).toMatchObject({ ok: false, kind: 'bad-uid' });
+    expect(parseValuePost('te\u007fmp:1')).toMatchObject({ ok: false, code: '4.00', kind: 'bad-resource' });
+    expect(parseValuePost('prototype:1')).toMatchObject({ ok: false, kind: 'bad-resource' });
+    // Values are data, not names: control characters in a value pass.
+    expect(parseValuePost('t:\u0001')).toMatchObject({ ok: true, value: '\u0001' });
+  });
+
   it('decodes strict UTF-8 only', () => {
     expect(decodeUtf8(Buffer.from('23°C'))).toBe('23°C');
     expect(decodeUtf8(Buffer.from([0x61, 0xff, 0x62]))).toBeUndefined();
