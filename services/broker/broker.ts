@@ -542,7 +542,7 @@ export class Broker {
       const current = this.gateways.get(gatewayId);
       let lost = 0;
       for (const node of this.table.ownedBy(gatewayId)) {
-        if (node.status === 'online' && !current?.nodes.has(node.uid)) {
+        if (node.status === 'online' && !current?.announced(node.uid)) {
           this.publishEvent({ type: 'out', uid: node.uid, reason: 'gateway-lost', lastSeen: node.lastSeen });
           lost++;
         }

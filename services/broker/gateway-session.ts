@@ -249,6 +249,14 @@ export class GatewaySession {
     this.queued++;
   }
 
+  /**
+   * True when this connection holds `uid` or has announced it and awaits the ownership decision: a large replay
+   * on JetStream takes seconds, and the grace period must not put out nodes whose claim is merely in flight.
+   */
+  announced(uid: string): boolean {
+    return this.nodes.has(uid) || this.claiming?.has(uid) === true;
+  }
+
   /** The node left this gateway (another gateway took it, or an operator removed it): frames for it are refused. */
   ownershipLost(uid: string, why: OwnerLost): void {
     if (!this.nodes.delete(uid) || why === 'evicted') return;

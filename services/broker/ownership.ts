@@ -79,6 +79,14 @@ export const ownershipOptions = {
     min: 100,
     description: 'how long a node announcement waits for the cluster-wide ownership decision (JetStream)',
   },
+  ownershipConcurrency: {
+    type: 'number',
+    default: 256,
+    min: 1,
+    description:
+      'ownership decisions one broker has in flight at once on JetStream; more wait their turn (a gateway ' +
+      'replaying 20,000 nodes at once would otherwise time out)',
+  },
   maxClaimQueue: {
     type: 'number',
     default: 10000,
@@ -174,12 +182,16 @@ const MAX_ATTEMPTS = 4;
 export class KvOwnership implements OwnershipRegistry {
   readonly kind = 'cluster' as const;
   private kv?: KvBucket;
+  private readonly slots: Slots;
 
   constructor(
     private readonly open: () => Promise<KvBucket>,
     private readonly statusOf: StatusOf,
     private readonly log: Logger,
-  ) {}
+    concurrency: number = ownershipOptions.ownershipConcurrency.default,
+  ) {
+    this.slots = new Slots(concurrency);
+  }
 
   async start(): Promise<void> {
     try {
@@ -195,7 +207,11 @@ export class KvOwnership implements OwnershipRegistry {
     }
   }
 
-  async claim(uid: string, gateway: string, proof: Proof | undefined): Promise<ClaimResult> {
+  claim(uid: string, gateway: string, proof: Proof | undefined): Promise<ClaimResult> {
+    return this.slots.run(() => this.decideInStore(uid, gateway, proof));
+  }
+
+  private async decideInStore(uid: string, gateway: string, proof: Proof | undefined): Promise<ClaimResult> {
     const kv = this.bucket();
     const key = kvKey(uid);
     let contended = false;
@@ -220,7 +236,11 @@ export class KvOwnership implements OwnershipRegistry {
     }
   }
 
-  async release(uid: string, only?: ReleaseIf): Promise<void> {
+  release(uid: string, only?: ReleaseIf): Promise<void> {
+    return this.slots.run(() => this.releaseInStore(uid, only));
+  }
+
+  private async releaseInStore(uid: string, only?: ReleaseIf): Promise<void> {
     const kv = this.bucket();
     const key = kvKey(uid);
     if (only === undefined) return kv.delete(key);
@@ -234,9 +254,11 @@ export class KvOwnership implements OwnershipRegistry {
     }
   }
 
-  async owner(uid: string): Promise<Claim | undefined> {
-    const entry = await this.bucket().get(kvKey(uid));
-    return entry === undefined ? undefined : this.parse(uid, entry.value);
+  owner(uid: string): Promise<Claim | undefined> {
+    return this.slots.run(async () => {
+      const entry = await this.bucket().get(kvKey(uid));
+      return entry === undefined ? undefined : this.parse(uid, entry.value);
+    });
   }
 
   private bucket(): KvBucket {
@@ -258,6 +280,27 @@ export class KvOwnership implements OwnershipRegistry {
   }
 }
 
+/** At most `max` store operations at once; the rest wait in arrival order (each one's timeout starts when it runs). */
+class Slots {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active < this.max) this.active++;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      // The slot passes straight to the next waiter, so `active` only drops when nobody waits.
+      const next = this.waiting.shift();
+      if (next !== undefined) next();
+      else this.active--;
+    }
+  }
+}
+
 function encodeClaim(claim: Claim): Uint8Array {
   return Buffer.from(JSON.stringify(claim));
 }
@@ -269,6 +312,8 @@ export interface OwnershipSetup {
   /** On NATS: decide in this broker alone (ownershipOptions.localOwnership). */
   local?: boolean;
   timeoutMs?: number;
+  /** Store operations in flight at once (ownershipOptions.ownershipConcurrency). */
+  concurrency?: number;
 }
 
 /** The registry for a bus: in-process, a map; on NATS, the JetStream bucket unless told to stay local. */
@@ -276,7 +321,12 @@ export function createOwnership(setup: OwnershipSetup): OwnershipRegistry {
   if (setup.bus.kind === 'memory') return new LocalOwnership(setup.statusOf);
   if (setup.local) return new LocalOwnership(setup.statusOf, { log: setup.log });
   const timeoutMs = setup.timeoutMs ?? ownershipOptions.ownershipTimeoutMs.default;
-  return new KvOwnership(() => setup.bus.keyValue(OWNERSHIP_BUCKET, { timeoutMs }), setup.statusOf, setup.log);
+  return new KvOwnership(
+    () => setup.bus.keyValue(OWNERSHIP_BUCKET, { timeoutMs }),
+    setup.statusOf,
+    setup.log,
+    setup.concurrency,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
