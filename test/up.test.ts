@@ -1,5 +1,6 @@
 // `mycelium up --demo`: the whole system in one process, as a new user starts it.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
 import { readFileSync } from 'node:fs';
@@ -7,7 +8,10 @@ import { connect, createServer } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { readPrivateKey } from '../services/common/keys.ts';
+import { mintToken } from '../services/common/tokens.ts';
 import { waitFor } from './helpers/wait.ts';
+import { TestPeer } from './helpers/ws-client.ts';
 
 const BIN = new URL('../bin/mycelium.js', import.meta.url).pathname;
 const children: ChildProcess[] = [];
@@ -203,6 +207,48 @@ describe('mycelium up', () => {
     const external = externalAddress();
     if (external)
       for (const port of tcp) expect(await tryConnect(external, port), `${external}:${port}`).toBe('ECONNREFUSED');
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  }, 60_000);
+
+  it('a token revoked with `mycelium token revoke` while its web client and its node are connected: both closed 4401 within 5 s, the token then refused 401', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
+    const p = await ports();
+    const run = up(
+      ['--services', 'broker,ws', '--port', String(p.port), '--ws-port', String(p.ws), '--revocation-poll-ms', '200'],
+      home,
+    );
+    await waitFor(
+      () => {
+        if (run.child.exitCode !== null)
+          throw new Error(`mycelium up exited with ${run.child.exitCode}: ${run.out.stderr}`);
+        return run.out.stdout.includes('Press Ctrl-C');
+      },
+      'the banner',
+      30_000,
+    );
+    const cli = (args: string[]) =>
+      promisify(execFile)(process.execPath, [BIN, ...args], { env: { ...process.env, MYCELIUM_HOME: home } });
+    // Minted in-process from the key `up` created (the CLI's minting is covered in test/tokens.test.ts).
+    const key = readPrivateKey(join(home, 'key.pem'));
+    const operator = await mintToken(key, { role: 'operator', sub: 'rev-op', ttlSeconds: 600 });
+    const nodeToken = await mintToken(key, { role: 'node', sub: 'rev-node', ttlSeconds: 600 });
+    const client = await TestPeer.connect(`ws://127.0.0.1:${p.port}/ws`, operator);
+    const node = await TestPeer.connect(`ws://127.0.0.1:${p.ws}/node`, nodeToken);
+    // Each wait starts when its `token revoke` command has returned: the list is honoured within 5 s of that.
+    await cli(['token', 'revoke', '--token', operator]);
+    await waitFor(() => client.closeCode !== undefined, 'the web client closed', 5000);
+    await cli(['token', 'revoke', '--token', nodeToken]);
+    await waitFor(() => node.closeCode !== undefined, 'the node closed', 5000);
+    expect(client.closeCode).toBe(4401);
+    expect(node.closeCode).toBe(4401);
+    await expect(TestPeer.connect(`ws://127.0.0.1:${p.port}/ws`, operator)).rejects.toMatchObject({
+      status: 401,
+      body: 'token revoked',
+    });
+    await expect(TestPeer.connect(`ws://127.0.0.1:${p.ws}/node`, nodeToken)).rejects.toMatchObject({
+      status: 401,
+    });
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
   }, 60_000);
