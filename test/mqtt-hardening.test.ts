@@ -152,6 +152,21 @@ describe('mqtt gateway: identifiers, caps and rates (findings 3, 4, 9)', () => {
     expect([...names].sort()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
   });
 
+  it('charges one new-node token per new id, not one per message of its start-up burst', async () => {
+    const g = await gateway(['--allow-anonymous-nodes', '--new-nodes-per-minute', '2']);
+    const anon = await mqttClient(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'two-nodes' });
+    cleanups.push(() => anon.endAsync(true));
+    for (const id of ['n1', 'n2']) {
+      anon.publish('node/check', `{"id":"${id}"}`, { qos: 0 });
+      anon.publish(`node/${id}/resources`, '["a","b","c","d"]', { qos: 0 });
+      for (const r of ['a', 'b', 'c', 'd']) anon.publish(`node/${id}/${r}`, `{"value":"${r}"}`, { qos: 0 });
+    }
+    await client.next(isFrame('update', 'n2', 'd'), 'the last value of n2');
+    expect(client.frames.filter(isFrame('update', 'n1'))).toHaveLength(4);
+    expect(metric(g, 'broker_refused_total', 'reason="new-node-rate"')).toBe(0);
+    expect(anon.connected).toBe(true);
+  });
+
   it('limits new node ids per source address (--new-nodes-per-minute) for anonymous nodes, closing the publisher', async () => {
     const g = await gateway(['--allow-anonymous-nodes', '--new-nodes-per-minute', '3']);
     const spoofer = await mqttClient(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'spoofer' });

@@ -39,6 +39,8 @@ export const PROTOCOL = 'MQTT';
 export const LIVENESS_SWEEP_MAX_MS = 1000;
 /** Slack above --max-payload-bytes for the topic and header of a packet, for the embedded broker's size guard. */
 export const PACKET_OVERHEAD_BYTES = 1024;
+/** Most ids admitted by the new-node rate limit while their first message is still on its way. */
+const MAX_ADMITTED_PENDING = 4096;
 
 export interface MqttGatewayDeps {
   log: Logger;
@@ -85,6 +87,11 @@ export class MqttGateway {
   private readonly maxTimeMs: number;
   /** New node ids per source address (anonymous nodes of the embedded broker; see EmbeddedBroker.admitNode). */
   private readonly newNodes: KeyedRateLimiter;
+  /**
+   * Ids admitted by the rate limit but not yet heard by the gateway (aedes authorizes a burst of publishes
+   * before delivering the first): one new node costs one token, not one per message of its start-up burst.
+   */
+  private readonly admitted = new Set<string>();
   /** Bad-input reasons already logged at warn: each is logged once, then only counted. */
   private readonly warned = new Set<BadInput>();
 
@@ -197,7 +204,7 @@ export class MqttGateway {
         tokenSweepMs: config.tokenSweepMs,
         revocations: tokens?.revocations,
         verifyOptions: tokens?.verifyOptions,
-        admitNode: (id, address) => this.nodes.has(id) || this.newNodes.take(address),
+        admitNode: (id, address) => this.admitNode(id, address),
       });
       this.broker = broker;
       await broker.start();
@@ -389,6 +396,15 @@ export class MqttGateway {
     );
   }
 
+  private admitNode(id: string, address: string): boolean {
+    if (this.nodes.has(id) || this.admitted.has(id)) return true;
+    if (!this.newNodes.take(address)) return false;
+    // Bounded: ids admitted but never heard of (refused later, say) must not pile up.
+    if (this.admitted.size >= MAX_ADMITTED_PENDING) this.admitted.delete(this.admitted.values().next().value as string);
+    this.admitted.add(id);
+    return true;
+  }
+
   /**
    * A node token proves the uid on the embedded broker (the ACL lets a node publish only under its own id);
    * anonymous nodes and clients of an external broker prove nothing.
@@ -408,6 +424,7 @@ export class MqttGateway {
       this.bad('too-many-nodes', `node/${id}`, `node limit ${this.config.maxNodes} reached`);
       return undefined;
     }
+    this.admitted.delete(id);
     const node: MqttNode = { id, uid: (this.config.uidPrefix ?? '') + id, lastSeen: Date.now() };
     // Refused by the core (a prefixed uid that breaks the identifier rule): counted there, never held here.
     if (!this.core.nodeNew(node.uid, {}, this.proof)) return undefined;
