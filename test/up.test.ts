@@ -211,11 +211,22 @@ describe('mycelium up', () => {
     expect(await run.exited).toBe(0);
   }, 60_000);
 
-  it('a token revoked with `mycelium token revoke` while its web client and its node are connected: both closed 4401 within 5 s, the token then refused 401', async () => {
+  it('up passes --max-token-ttl to broker and gateway (a longer token is refused 401); a token revoked with `mycelium token revoke` while its web client and its node are connected: both closed 4401 within 5 s, then refused 401', async () => {
     const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
     const p = await ports();
     const run = up(
-      ['--services', 'broker,ws', '--port', String(p.port), '--ws-port', String(p.ws), '--revocation-poll-ms', '200'],
+      [
+        '--services',
+        'broker,ws',
+        '--port',
+        String(p.port),
+        '--ws-port',
+        String(p.ws),
+        '--revocation-poll-ms',
+        '200',
+        '--max-token-ttl',
+        'operator=15m,node=15m',
+      ],
       home,
     );
     await waitFor(
@@ -233,6 +244,14 @@ describe('mycelium up', () => {
     const key = readPrivateKey(join(home, 'key.pem'));
     const operator = await mintToken(key, { role: 'operator', sub: 'rev-op', ttlSeconds: 600 });
     const nodeToken = await mintToken(key, { role: 'node', sub: 'rev-node', ttlSeconds: 600 });
+    // up hands its --max-token-ttl to the broker and the gateway: a 1-hour token is refused by both.
+    const tooLong = await mintToken(key, { role: 'operator', sub: 'rev-op', ttlSeconds: 3600 });
+    await expect(TestPeer.connect(`ws://127.0.0.1:${p.port}/ws`, tooLong)).rejects.toMatchObject({
+      status: 401,
+      body: 'token ttl-too-long',
+    });
+    const tooLongNode = await mintToken(key, { role: 'node', sub: 'rev-node', ttlSeconds: 3600 });
+    await expect(TestPeer.connect(`ws://127.0.0.1:${p.ws}/node`, tooLongNode)).rejects.toMatchObject({ status: 401 });
     const client = await TestPeer.connect(`ws://127.0.0.1:${p.port}/ws`, operator);
     const node = await TestPeer.connect(`ws://127.0.0.1:${p.ws}/node`, nodeToken);
     // Each wait starts when its `token revoke` command has returned: the list is honoured within 5 s of that.
