@@ -4,7 +4,9 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { connect } from 'nats';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { OWNERSHIP_BUCKET } from '../services/broker/ownership.ts';
 import { type BrokerProcess, spawnBroker } from './helpers/broker-process.ts';
 import { guard, terminate } from './helpers/child-process.ts';
 import { makeKeys } from './helpers/keys.ts';
@@ -27,7 +29,8 @@ const cleanups: Array<() => unknown> = [];
 
 beforeAll(async () => {
   nats = await startNatsServer({ jetstream: true });
-  const args = ['--nats-url', nats.url, '--peer-heartbeat-ms', '200'];
+  // A 2 s store timeout: the bucket-loss test waits out one timed-out read before the bucket is opened again.
+  const args = ['--nats-url', nats.url, '--peer-heartbeat-ms', '200', '--ownership-timeout-ms', '2000'];
   [a, b] = await Promise.all([spawnBroker('own-a', keys.keyFile, args), spawnBroker('own-b', keys.keyFile, args)]);
 });
 afterAll(async () => {
@@ -145,6 +148,24 @@ describe('node ownership across brokers (JetStream)', () => {
     // Free now, even for an unproven gateway.
     coap.send({ type: 'new', uid: 'lamp' });
     await onB.next((f) => f.type === 'new' && f.uid === 'lamp' && f.gateway === 'coap-1', 'coap-1 took it');
+  });
+});
+
+describe('node ownership when the bucket is lost', () => {
+  it('creates the bucket again when JetStream lost it (a server back without its store) and goes on deciding', async () => {
+    const nc = await connect({ servers: nats.url });
+    cleanups.push(() => nc.close());
+    const jsm = await nc.jetstreamManager();
+    expect(await jsm.streams.delete(`KV_${OWNERSHIP_BUCKET}`)).toBe(true);
+    const g = await gateway(a, 'gw-after-loss');
+    g.send({ type: 'new', uid: 'after-loss' });
+    await waitFor(async () => (await rest(b, '/nodes/after-loss')).status === 200, 'claimed after the loss', 10_000);
+    expect(g.closeCode).toBeUndefined();
+    expect(g.frames.filter((f) => f.type === 'error')).toEqual([]);
+    // The bucket is back and holds the claim: another gateway is refused.
+    const other = await gateway(b, 'gw-other');
+    other.send({ type: 'new', uid: 'after-loss' });
+    expect((await other.next((f) => f.uid === 'after-loss', 'refused')).code).toBe('MYC_ERR_DUPLICATE_UID');
   });
 });
 

@@ -9,7 +9,7 @@
 // answers synchronously) for the in-process bus, and KvOwnership (a key-value bucket with compare-and-set, a
 // JetStream KV bucket on NATS) so that two brokers deciding at the same moment cannot both say yes.
 import type { Bus } from '../bus/bus.ts';
-import { type KvBucket, KvConflictError, kvKey } from '../bus/kv.ts';
+import { type KvBucket, KvConflictError, KvUnavailableError, kvKey } from '../bus/kv.ts';
 import type { OptionTable } from '../common/config.ts';
 import type { Logger } from '../common/log.ts';
 import type { NodeRecord, NodeStatus } from '../protocol/messages.ts';
@@ -170,6 +170,9 @@ export class LocalOwnership implements OwnershipRegistry {
   }
 }
 
+/** Shortest pause between two re-opens of the ownership bucket after store failures. */
+const REOPEN_INTERVAL_MS = 1000;
+
 /** A compare-and-set that lost is read and decided again this many times before the claim gives up. */
 const MAX_ATTEMPTS = 4;
 
@@ -183,6 +186,7 @@ export class KvOwnership implements OwnershipRegistry {
   readonly kind = 'cluster' as const;
   private kv?: KvBucket;
   private readonly slots: Slots;
+  private reopenedAt = 0;
 
   constructor(
     private readonly open: () => Promise<KvBucket>,
@@ -208,7 +212,7 @@ export class KvOwnership implements OwnershipRegistry {
   }
 
   claim(uid: string, gateway: string, proof: Proof | undefined): Promise<ClaimResult> {
-    return this.slots.run(() => this.decideInStore(uid, gateway, proof));
+    return this.slots.run(() => this.withBucket(() => this.decideInStore(uid, gateway, proof)));
   }
 
   private async decideInStore(uid: string, gateway: string, proof: Proof | undefined): Promise<ClaimResult> {
@@ -237,7 +241,7 @@ export class KvOwnership implements OwnershipRegistry {
   }
 
   release(uid: string, only?: ReleaseIf): Promise<void> {
-    return this.slots.run(() => this.releaseInStore(uid, only));
+    return this.slots.run(() => this.withBucket(() => this.releaseInStore(uid, only)));
   }
 
   private async releaseInStore(uid: string, only?: ReleaseIf): Promise<void> {
@@ -255,10 +259,32 @@ export class KvOwnership implements OwnershipRegistry {
   }
 
   owner(uid: string): Promise<Claim | undefined> {
-    return this.slots.run(async () => {
-      const entry = await this.bucket().get(kvKey(uid));
-      return entry === undefined ? undefined : this.parse(uid, entry.value);
-    });
+    return this.slots.run(() =>
+      this.withBucket(async () => {
+        const entry = await this.bucket().get(kvKey(uid));
+        return entry === undefined ? undefined : this.parse(uid, entry.value);
+      }),
+    );
+  }
+
+  /**
+   * Runs `op`; when the store fails, opens the bucket again (which creates it if a NATS server came back without
+   * its JetStream store) and retries once. At most one re-open per REOPEN_INTERVAL_MS, so an outage is not hammered.
+   */
+  private async withBucket<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (!(err instanceof KvUnavailableError) || Date.now() - this.reopenedAt < REOPEN_INTERVAL_MS) throw err;
+      this.reopenedAt = Date.now();
+      try {
+        this.kv = await this.open();
+      } catch {
+        throw err;
+      }
+      this.log.warn({ err }, 'ownership store failed; bucket opened again');
+      return op();
+    }
   }
 
   private bucket(): KvBucket {

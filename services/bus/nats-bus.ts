@@ -270,7 +270,13 @@ function toKvError(err: unknown, what: string): Error {
   const code = natsCode(err);
   const reason = err instanceof Error ? err.message : String(err);
   if (code === ErrorCode.JetStreamNotEnabled || code === ErrorCode.NoResponders) {
-    return new KvUnavailableError(`${what}: JetStream is not enabled on the NATS server (${reason})`, { cause: err });
+    // Nobody answers on the JetStream API or the bucket's subjects: JetStream is off, or the bucket is gone.
+    return new KvUnavailableError(
+      `${what}: JetStream is not enabled on the NATS server, or the bucket is gone (${reason})`,
+      {
+        cause: err,
+      },
+    );
   }
   return new KvUnavailableError(`${what}: ${reason}`, { cause: err });
 }
