@@ -154,7 +154,11 @@ export class WsGateway {
         'nodes and values refused before reaching the broker (identifier rule, depth, caps), by reason',
         'reason',
       ),
-      tokenEnds: m.counterFamily('sessions_ended_total', 'node sessions closed with 4401 (token expired or revoked), by reason', 'reason'),
+      tokenEnds: m.counterFamily(
+        'sessions_ended_total',
+        'node sessions closed with 4401 (token expired or revoked), by reason',
+        'reason',
+      ),
     };
     m.gauge('connections', 'open node connections', () => this.sessions.size);
     m.gauge('nodes', 'nodes in the gateway cache', () => this.core.size);
