@@ -164,11 +164,17 @@ export class GatewaySession {
     // A gateway gone while the cluster decided: its nodes are re-announced by its next connection.
     if (this.ws.readyState !== 1) return;
     if (!result.ok) {
-      this.broker.counters.rejected('duplicate-uid').inc();
-      this.log.warn(
-        { uid: msg.uid, owner: result.owner, why: result.why },
-        'refused a node uid owned by another gateway',
-      );
+      // It may have held the uid until a moment ago (moved or removed, the event not applied here yet).
+      this.nodes.delete(msg.uid);
+      const refused = this.broker.counters.rejected('duplicate-uid');
+      refused.inc();
+      // A device beaconing a taken uid is refused at every beacon: logged at the first and every 1000th.
+      if (refused.value % 1000 === 1) {
+        this.log.warn(
+          { uid: msg.uid, owner: result.owner, why: result.why, count: refused.value },
+          'refused a node uid owned by another gateway',
+        );
+      }
       this.send({
         type: 'error',
         code: ErrorCode.DuplicateUid,
