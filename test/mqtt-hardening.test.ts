@@ -1,6 +1,7 @@
 // Attacks on the MQTT gateway (issue 10), each against the real gateway: a real Mycelium broker on port 0, the
 // embedded aedes broker on port 0, real MQTT clients (mqtt.js, mosquitto_pub). Every test first plays the attack,
 // then checks that the gateway still serves a well-behaved node.
+import { connect as tcpConnect } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MqttGateway } from '../gateways/mqtt/mqtt-gateway.ts';
 import { mqttGatewayOptions } from '../gateways/mqtt/options.ts';
@@ -268,5 +269,20 @@ describe('mqtt gateway: proof and token lifetime (findings 2, 7)', () => {
     addRevocations(revocationFileFor(tb.keys.keyFile), [{ jti: claims.jti as string, exp: claims.exp as number }]);
     await closed;
     expect(metric(g, 'broker_refused_total', 'reason="session-token-revoked"')).toBe(1);
+  });
+});
+
+describe('mqtt gateway: the /metrics port (finding 10)', () => {
+  it('closes a connection to the HTTP port that sends nothing within --http-timeout-ms', async () => {
+    const g = await gateway(['--http-timeout-ms', '300']);
+    const socket = tcpConnect(g.httpPort, '127.0.0.1');
+    cleanups.push(() => {
+      socket.destroy();
+    });
+    socket.on('error', () => undefined);
+    const started = Date.now();
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect((await fetch(`http://127.0.0.1:${g.httpPort}/metrics`)).status).toBe(200);
   });
 });

@@ -284,7 +284,11 @@ export class MqttGateway {
   }
 
   private async startHttp(): Promise<void> {
-    const http = createServer((req, res) => {
+    // A connection that sends nothing, or its headers too slowly, is closed after --http-timeout-ms; Node checks
+    // header and request deadlines every connectionsCheckingInterval (30 s by default, hence set here).
+    const ms = this.config.httpTimeoutMs;
+    const options = { headersTimeout: ms, requestTimeout: ms, connectionsCheckingInterval: Math.min(1000, ms / 2) };
+    const http = createServer(options, (req, res) => {
       if (req.method === 'GET' && req.url === '/metrics') {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
         res.end(this.metrics());
@@ -300,6 +304,8 @@ export class MqttGateway {
         res.writeHead(404).end();
       }
     });
+    // Idle sockets (no 'timeout' listener on the server) are destroyed after this long.
+    http.setTimeout(ms);
     this.http = http;
     await new Promise<void>((resolve, reject) => {
       http.once('error', (err) => reject(portError(err, this.config.httpPort, '--http-port')));

@@ -97,6 +97,12 @@ export const mqttGatewayOptions = {
     description: 'port of the /metrics and /healthz HTTP endpoint (0 = any free port, --http-port=-1 = off)',
   },
   httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the /metrics HTTP endpoint' },
+  httpTimeoutMs: {
+    type: 'number',
+    default: 10000,
+    min: 10,
+    description: 'time a connection to the /metrics port has to send its request (idle or slow: closed)',
+  },
 } as const satisfies OptionTable;
 
 export type MqttGatewayConfig = ConfigOf<typeof mqttGatewayOptions>;
