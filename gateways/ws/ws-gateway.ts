@@ -320,7 +320,7 @@ export class WsGateway {
     const { token } = extractToken(req.headers, undefined);
     const result =
       this.publicKey === undefined
-        ? ({ ok: false, reason: 'cannot be verified (no key)' } as const)
+        ? ({ ok: false, reason: 'no-key' } as const)
         : await verifyToken(this.publicKey, token, METRICS_ROLES, this.verifyOptions);
     if (result.ok) {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
