@@ -119,6 +119,8 @@ describe('node ownership across brokers (JetStream)', () => {
     expect(values()).toEqual(Array.from({ length: N }, (_, i) => i));
     expect(ga.frames.filter((f) => f.type === 'error')).toEqual([]);
     expect(onB.frames.find((f) => f.type === 'new' && f.uid === 'burst')).toMatchObject({ proof: 'token' });
+    // Broker b learned the proof from broker a's event: its own table (and REST) carries it.
+    expect(await (await rest(b, '/nodes/burst')).json()).toMatchObject({ gateway: 'gw-burst', proof: 'token' });
   });
 
   it('keeps a proven uid from an unproven gateway on another broker, moves it to a proven one, and releases it on DELETE', async () => {

@@ -57,7 +57,7 @@ const brokerToGatewayShapes: Record<string, Shape> = {
 /** Frames the broker sends to a web client (the dashboard validates what it receives too). */
 const brokerToClientShapes: Record<string, Shape> = {
   hello: { client: isString, role: isString, broker: isString },
-  new: { uid: isString, gateway: isString, status: oneOf(['online', 'offline']) },
+  new: { uid: isString, gateway: isString, status: oneOf(['online', 'offline']), proof: optional(oneOf(['token'])) },
   update: { uid: isString, endpoint: isString, data: isAny },
   out: { uid: isString, reason: isString },
   reset: { uid: isString },
