@@ -32,6 +32,8 @@ export interface Mosquitto {
   restart(): Promise<void>;
   /** Stops the broker but keeps the port and config, for a later restart(). */
   pause(): Promise<void>;
+  /** SIGKILL, as a crash: no will messages, no goodbye to clients. restart() starts it again. */
+  crash(): Promise<void>;
 }
 
 export interface MosquittoOptions {
@@ -90,6 +92,10 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       return stopped;
     },
     async pause() {
+      if (child) await terminate(child, MOSQUITTO_STOP_TIMEOUT_MS);
+    },
+    async crash() {
+      child?.kill('SIGKILL');
       if (child) await terminate(child, MOSQUITTO_STOP_TIMEOUT_MS);
     },
     async restart() {

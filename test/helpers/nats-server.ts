@@ -34,6 +34,8 @@ export interface NatsServer {
   stop(): Promise<void>;
   /** Stops the server and starts a new one on the same port (and the same JetStream store). */
   restart(): Promise<void>;
+  /** SIGKILL, as a crash: no flush, no goodbye to clients. restart() starts it again. */
+  crash(): Promise<void>;
 }
 
 /** server -> the process that kills it if this test process dies first. */
@@ -72,6 +74,10 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
         if (storeDir !== undefined) await rm(storeDir, { recursive: true, force: true });
       })();
       return stopping;
+    },
+    async crash() {
+      child.kill('SIGKILL');
+      await terminate(child, NATS_SERVER_STOP_TIMEOUT_MS);
     },
     async restart() {
       if (stopping !== undefined) throw new Error('nats-server was stopped; restart() is only for a running server');
