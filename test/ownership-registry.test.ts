@@ -6,9 +6,9 @@ import { type ClaimResult, decide, KvOwnership, LocalOwnership } from '../servic
 import type { Bus, BusHandler, SubscribeOptions } from '../services/bus/bus.ts';
 import { type KvBucket, KvUnavailableError, MemoryBus, MemoryKv } from '../services/bus/index.ts';
 import { silentLogger } from '../services/common/log.ts';
-import type { NodeStatus } from '../services/protocol/messages.ts';
+import type { NodeRecord, NodeStatus } from '../services/protocol/messages.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
-import { settle, waitFor } from './helpers/wait.ts';
+import { settle } from './helpers/wait.ts';
 import { TestPeer } from './helpers/ws-client.ts';
 
 describe('decide: the ownership rule', () => {
@@ -133,6 +133,22 @@ describe('KvOwnership: one decision for the cluster', () => {
     expect(await r.owner('n')).toBeUndefined();
   });
 
+  it('LocalOwnership with --local-ownership judges a uid it holds no claim for by the node table (a peer node)', () => {
+    const table = new Map<string, NodeRecord>([
+      ['peer-node', { uid: 'peer-node', gateway: 'gw-on-peer', status: 'offline', lastSeen: 0, resources: {} }],
+    ]);
+    const local = new LocalOwnership((uid) => table.get(uid)?.status, {
+      log: silentLogger(),
+      recordOf: (uid) => table.get(uid),
+    });
+    expect(local.claim('peer-node', 'gw-here', undefined)).toEqual({
+      ok: false,
+      owner: 'gw-on-peer',
+      why: 'operator-required',
+    });
+    expect(local.claim('fresh', 'gw-here', undefined)).toMatchObject({ ok: true });
+  });
+
   it('LocalOwnership applies the same rule synchronously', () => {
     const local = new LocalOwnership(() => 'offline');
     expect(local.claim('n', 'gw-a', undefined)).toEqual({ ok: true, claim: { gateway: 'gw-a' } });
@@ -225,7 +241,7 @@ describe('broker: claims in flight and a store that fails', () => {
     peers.push(c);
     await c.register();
     kv.open();
-    await waitFor(() => tb?.broker.table.get('n1')?.status === 'offline', 'n1 new, updates, then out');
+    await c.next((f) => f.type === 'out' && f.uid === 'n1', 'n1 new, updates, then out at the client');
     for (const f of c.frames) if (f.uid === 'n1') seen.push(f.type === 'update' ? f.data : f.type);
     expect(seen).toEqual(['new', -1, 0, 1, 2, 3, 4, 'out']);
     expect(gw.frames.filter((f) => f.type === 'error')).toEqual([]);

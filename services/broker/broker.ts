@@ -146,6 +146,7 @@ export class Broker {
     this.ownership = createOwnership({
       bus: this.bus,
       statusOf: (uid) => this.table.get(uid)?.status,
+      recordOf: (uid) => this.table.get(uid),
       log: this.log,
       local: config.localOwnership,
       timeoutMs: config.ownershipTimeoutMs,

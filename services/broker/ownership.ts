@@ -135,10 +135,14 @@ export class LocalOwnership implements OwnershipRegistry {
   readonly kind = 'local' as const;
   private readonly claims = new Map<string, Claim>();
 
-  /** `shared`: brokers on a shared bus that each decide alone (--local-ownership): said loudly at start. */
+  /**
+   * `shared`: brokers on a shared bus that each decide alone (--local-ownership), said loudly at start. Each
+   * broker's map then only knows its own gateways' claims, so a uid with no claim here is judged by the node table
+   * (replicated by bus events): the pre-cluster rule, with its race window.
+   */
   constructor(
     private readonly statusOf: StatusOf,
-    private readonly shared?: { log: Logger },
+    private readonly shared?: { log: Logger; recordOf: (uid: string) => NodeRecord | undefined },
   ) {}
 
   async start(): Promise<void> {
@@ -149,7 +153,7 @@ export class LocalOwnership implements OwnershipRegistry {
   }
 
   claim(uid: string, gateway: string, proof: Proof | undefined): ClaimResult {
-    const current = this.claims.get(uid);
+    const current = this.claims.get(uid) ?? this.fromTable(uid);
     const decision = decide(current, gateway, proof, this.statusOf(uid));
     if (typeof decision === 'object') return { ok: false, owner: current?.gateway ?? '', why: decision.refuse };
     const next = decision === 'keep' && current !== undefined ? current : nextClaim(current, gateway, proof);
@@ -159,6 +163,12 @@ export class LocalOwnership implements OwnershipRegistry {
 
   async release(uid: string, only?: ReleaseIf): Promise<void> {
     if (matches(this.claims.get(uid), only)) this.claims.delete(uid);
+  }
+
+  private fromTable(uid: string): Claim | undefined {
+    const node = this.shared?.recordOf(uid);
+    if (node === undefined) return undefined;
+    return node.proof === undefined ? { gateway: node.gateway } : { gateway: node.gateway, proof: node.proof };
   }
 
   async owner(uid: string): Promise<Claim | undefined> {
@@ -292,7 +302,10 @@ export class KvOwnership implements OwnershipRegistry {
     return this.kv;
   }
 
-  /** A value this code did not write (or a corrupt one) is held by nobody we know: refused until released. */
+  /**
+   * A value this code did not write (or a corrupt one) reads as a proven claim of an unknown gateway: only a
+   * token-proven node can take the uid, or an operator's DELETE.
+   */
   private parse(uid: string, value: Uint8Array): Claim {
     try {
       const v = JSON.parse(Buffer.from(value).toString('utf8')) as { gateway?: unknown; proof?: unknown };
@@ -334,6 +347,8 @@ function encodeClaim(claim: Claim): Uint8Array {
 export interface OwnershipSetup {
   bus: Bus;
   statusOf: StatusOf;
+  /** The node as this broker's table holds it (for --local-ownership, which has no shared store). */
+  recordOf?: (uid: string) => NodeRecord | undefined;
   log: Logger;
   /** On NATS: decide in this broker alone (ownershipOptions.localOwnership). */
   local?: boolean;
@@ -345,7 +360,10 @@ export interface OwnershipSetup {
 /** The registry for a bus: in-process, a map; on NATS, the JetStream bucket unless told to stay local. */
 export function createOwnership(setup: OwnershipSetup): OwnershipRegistry {
   if (setup.bus.kind === 'memory') return new LocalOwnership(setup.statusOf);
-  if (setup.local) return new LocalOwnership(setup.statusOf, { log: setup.log });
+  if (setup.local) {
+    const recordOf = setup.recordOf ?? (() => undefined);
+    return new LocalOwnership(setup.statusOf, { log: setup.log, recordOf });
+  }
   const timeoutMs = setup.timeoutMs ?? ownershipOptions.ownershipTimeoutMs.default;
   return new KvOwnership(
     () => setup.bus.keyValue(OWNERSHIP_BUCKET, { timeoutMs }),
@@ -377,6 +395,12 @@ export interface OwnerLostDeps {
  */
 export function ownerLost(deps: OwnerLostDeps, node: NodeRecord, why: OwnerLost): void {
   deps.gateways.get(node.gateway)?.ownershipLost(node.uid, why);
+  // Each broker's own map (--local-ownership) learns of a removal made on a peer broker only from this event.
+  if (why === 'removed' && deps.ownership.kind === 'local') {
+    deps.ownership
+      .release(node.uid, { owner: node.gateway })
+      .catch((err) => deps.log.warn({ err, uid: node.uid }, 'could not release the claim of a removed node'));
+  }
   if (why === 'evicted' && node.proof === undefined) {
     deps.ownership
       .release(node.uid, { owner: node.gateway, unproven: true })
