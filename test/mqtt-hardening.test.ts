@@ -216,7 +216,7 @@ describe('mqtt gateway: proof and token lifetime (findings 2, 7)', () => {
 
   it('never processes a publish sent after exp, even before the sweep runs', async () => {
     const g = await gateway(['--token-sweep-ms', '600000']);
-    const auth = await creds('late', 1);
+    const auth = await creds('late', 2);
     const exp = claimsOf(auth.password).exp as number;
     const node = await mqttClient(`mqtt://127.0.0.1:${g.mqttPort}`, { ...auth, clientId: 'late' });
     cleanups.push(() => node.endAsync(true));

@@ -254,7 +254,7 @@ describe('ws gateway: token lifetime (finding 7)', () => {
     const tb = await broker();
     const gw = await gateway(tb, { tokenSweepMs: 600_000 });
     const c = await client(tb);
-    const token = await tb.keys.token('node', 'late', 1);
+    const token = await tb.keys.token('node', 'late', 2);
     const exp = claimsOf(token).exp as number;
     const n = await rawNode(gw, token);
     n.send({ type: 'update', data: { led: 'before' } });
