@@ -65,4 +65,14 @@ describe('dashboard model', () => {
     expect(nodes.get('x')).toMatchObject({ discovering: true });
     expect(nodes.get('x')?.values.size).toBe(0);
   });
+
+  it('forgets a node an operator removed (out with reason removed)', () => {
+    const nodes = new Map<string, NodeModel>();
+    applyFrame(nodes, { type: 'new', uid: 'x', gateway: 'g', status: 'online', lastSeen: 5 }, 10);
+    expect(applyFrame(nodes, { type: 'out', uid: 'x', reason: 'removed', lastSeen: 12 }, 13)).toEqual({
+      uid: 'x',
+      all: true,
+    });
+    expect(nodes.has('x')).toBe(false);
+  });
 });

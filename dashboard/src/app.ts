@@ -375,6 +375,8 @@ export class App {
     for (const [uid, what] of this.dirty) {
       const node = this.nodes.get(uid);
       if (node === undefined) {
+        // Removed by an operator: its card goes too.
+        this.removeCard(uid);
         this.dirty.delete(uid);
         continue;
       }

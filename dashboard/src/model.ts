@@ -57,6 +57,11 @@ export function applyFrame(nodes: Map<string, NodeModel>, msg: NodeFrame, now: n
     case 'out': {
       const node = nodes.get(msg.uid);
       if (node === undefined) return undefined;
+      // An operator released the uid (DELETE /api/v1/nodes/:uid): the broker forgot the node, so does the page.
+      if (msg.reason === 'removed') {
+        nodes.delete(msg.uid);
+        return { uid: msg.uid, all: true };
+      }
       node.status = 'offline';
       node.reason = msg.reason;
       node.lastSeen = typeof msg.lastSeen === 'number' ? msg.lastSeen : now;
