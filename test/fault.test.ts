@@ -175,8 +175,10 @@ describe('fault injection with real peers (kill -9, restart, mid-stream)', () =>
       const exits = new ExitWatch();
       const nats = await startNatsServer({ jetstream: true });
       cleanups.push(() => nats.stop());
-      const a = await clusterBroker('fa', keys, nats.url, exits);
-      const b = await clusterBroker('fb', keys, nats.url, exits);
+      const [a, b] = await Promise.all([
+        clusterBroker('fa', keys, nats.url, exits),
+        clusterBroker('fb', keys, nats.url, exits),
+      ]);
       const onA = await viewer(a.ws, keys);
       const gw = gatewayCore(keys, [b.ws], 'gw-nats');
       await gw.start();
@@ -244,8 +246,10 @@ describe('fault injection with real peers (kill -9, restart, mid-stream)', () =>
       const exits = new ExitWatch();
       const nats = await startNatsServer({ jetstream: true });
       cleanups.push(() => nats.stop());
-      const a = await clusterBroker('ka', keys, nats.url, exits);
-      const b = await clusterBroker('kb', keys, nats.url, exits);
+      const [a, b] = await Promise.all([
+        clusterBroker('ka', keys, nats.url, exits),
+        clusterBroker('kb', keys, nats.url, exits),
+      ]);
       const onA = await viewer(a.ws, keys);
       const gw = gatewayCore(keys, [b.ws, a.ws], 'gw-failover');
       await gw.start();
@@ -258,9 +262,11 @@ describe('fault injection with real peers (kill -9, restart, mid-stream)', () =>
       exits.expectExit(b.child);
       await b.kill();
       const from = stream.mark();
-      const b2 = await clusterBroker('kb', keys, nats.url, exits);
-
-      await expectHealed(onA, stream, 'seq-broker', 'n', from);
+      // The killed broker comes back while the gateway heals on the other one.
+      const [b2] = await Promise.all([
+        clusterBroker('kb', keys, nats.url, exits),
+        expectHealed(onA, stream, 'seq-broker', 'n', from),
+      ]);
       await expectOnline(a.http, keys, 'seq-broker');
       await expectOnline(b2.http, keys, 'seq-broker');
       exits.check();
