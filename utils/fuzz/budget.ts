@@ -26,9 +26,15 @@ export function garbageInputs(): number {
   return positiveInt('FUZZ_INPUTS') ?? CI_GARBAGE_INPUTS;
 }
 
-/** Seed of the garbage run: FUZZ_SEED, else the fixed CI seed (a long run sets a fresh one and prints it). */
+/** A long run's seed when FUZZ_SEED is not set: fresh per process, so each long run tries new inputs. */
+const freshSeed = 1 + Math.floor(Math.random() * 0x7ffffffe);
+
+/**
+ * Seed of the garbage run: FUZZ_SEED, else the fixed CI seed, else (long run) a fresh one. The test prints
+ * it in its title and summary, so a failure replays with FUZZ_SEED=<seed>.
+ */
 export function garbageSeed(): number {
-  return positiveInt('FUZZ_SEED') ?? CI_GARBAGE_SEED;
+  return positiveInt('FUZZ_SEED') ?? (longRun() ? freshSeed : CI_GARBAGE_SEED);
 }
 
 /** True under `npm run test:fuzz`: tests may allow themselves a longer timeout. */
