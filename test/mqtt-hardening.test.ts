@@ -286,3 +286,44 @@ describe('mqtt gateway: the /metrics port (finding 10)', () => {
     expect((await fetch(`http://127.0.0.1:${g.httpPort}/metrics`)).status).toBe(200);
   });
 });
+
+/** An MQTT 3.1.1 CONNECT packet with username and password ([MQTT-3.1]), built by hand for a raw socket. */
+function connectPacket(clientId: string, username: string, password: string): Buffer {
+  const str = (t: string) => {
+    const b = Buffer.from(t);
+    return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
+  };
+  // Protocol name, level 4, flags: username | password | clean session, keep-alive 60 s.
+  const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2, 0, 60]), str(clientId), str(username), str(password)]);
+  const length: number[] = [];
+  let n = body.length;
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    length.push(byte);
+  } while (n > 0);
+  return Buffer.concat([Buffer.from([0x10, ...length]), body]);
+}
+
+describe('mqtt gateway: the token table of the embedded broker', () => {
+  it('keeps no entry for clients that close while their token is being verified (found by the garbage run)', async () => {
+    const g = await gateway(['--token-sweep-ms', '100']);
+    const auth = await creds('quick');
+    const packet = connectPacket('quick', auth.username, auth.password);
+    const closes: Promise<void>[] = [];
+    for (let i = 0; i < 50; i++) {
+      const socket = tcpConnect(g.mqttPort, '127.0.0.1');
+      socket.on('error', () => undefined);
+      closes.push(new Promise<void>((resolve) => socket.once('close', () => resolve())));
+      socket.once('connect', () => socket.end(packet, () => socket.destroy()));
+    }
+    await Promise.all(closes);
+    // A real node afterwards is watched; it is the only one.
+    const node = await mqttClient(`mqtt://127.0.0.1:${g.mqttPort}`, { ...(await creds('stays')), clientId: 'stays' });
+    cleanups.push(() => node.endAsync(true));
+    await waitFor(() => metric(g, 'broker_token_sessions') === 1, 'one watched session');
+    await node.endAsync(true);
+    await waitFor(() => metric(g, 'broker_token_sessions') === 0, 'no watched session');
+  });
+});

@@ -83,8 +83,13 @@ export class EmbeddedBroker {
   private readonly sockets = new Set<Socket>();
   /** The node id each authenticated client proved with its token. */
   private readonly nodeIds = new WeakMap<Client, string>();
-  /** The token of each connected client that authenticated with one; walked by the token sweep. */
+  /**
+   * The token of each client that authenticated with one, from its CONNACK until it is unregistered ('client'
+   * to 'clientDisconnect', which aedes pairs); walked by the token sweep. A client whose connection closed while
+   * its token was being verified never gets either event: it stays in `verified` (a WeakMap) and is collected.
+   */
   private readonly tokens = new Map<Client, TokenSession>();
+  private readonly verified = new WeakMap<Client, TokenSession>();
   private tokenTimer?: NodeJS.Timeout;
   /** Refusals already logged at warn: a flood is logged once per reason, then only counted. */
   private readonly warned = new Set<RefusalReason>();
@@ -102,6 +107,11 @@ export class EmbeddedBroker {
     this.clientErrors = options.metrics.counter(
       'broker_client_errors_total',
       'MQTT connections the embedded broker closed on a protocol error',
+    );
+    options.metrics.gauge(
+      'broker_token_sessions',
+      'MQTT clients whose token the embedded broker watches for exp and revocation',
+      () => this.tokens.size,
     );
     options.metrics.gauge(
       'broker_clients',
@@ -142,6 +152,10 @@ export class EmbeddedBroker {
     aedes.on('connectionError', (_client, err) => {
       this.clientErrors.inc();
       this.log.debug({ err: err.message }, 'MQTT connection error before CONNECT completed');
+    });
+    aedes.on('client', (client) => {
+      const session = this.verified.get(client);
+      if (session !== undefined) this.tokens.set(client, session);
     });
     aedes.on('clientDisconnect', (client) => this.tokens.delete(client));
     const server = createServer((socket) => this.accept(socket));
@@ -239,7 +253,7 @@ export class EmbeddedBroker {
         }
         if (result.claims.sub !== username) return refuse(ConnackCode.NotAuthorized, 'token-subject-mismatch');
         this.nodeIds.set(client, username);
-        this.tokens.set(client, { exp: result.claims.exp, jti: result.claims.jti });
+        this.verified.set(client, { exp: result.claims.exp, jti: result.claims.jti });
         done(null, true);
       },
       (err: unknown) => {
@@ -255,7 +269,7 @@ export class EmbeddedBroker {
     packet.retain = false;
     if (client === null) return done(null);
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-    const session = this.tokens.get(client);
+    const session = this.tokens.get(client) ?? this.verified.get(client);
     // Between exp and the next sweep, nothing the client sends is processed.
     if (session !== undefined && this.ended(session) !== undefined) {
       this.sweepTokens();
@@ -326,6 +340,11 @@ export class EmbeddedBroker {
    */
   private sweepTokens(): void {
     for (const [client, session] of this.tokens) {
+      // Backstop for a close aedes did not pair with clientDisconnect (a session taken over, say).
+      if (client.closed) {
+        this.tokens.delete(client);
+        continue;
+      }
       const reason = this.ended(session);
       if (reason === undefined) continue;
       this.tokens.delete(client);
