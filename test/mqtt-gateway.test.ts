@@ -203,12 +203,16 @@ describe('mqtt gateway (embedded broker): authentication and ACL', () => {
     await gateway();
     const auth = await creds('n1');
     const c = await mqttClient(`mqtt://127.0.0.1:${gw.mqttPort}`, { ...auth, clientId: 'n1' });
-    cleanups.push(() => void c.end(true));
+    cleanups.push(() => {
+      c.end(true);
+    });
     const closed = new Promise<void>((resolve) => c.once('close', () => resolve()));
     c.publish('node/n2/temperature', '{"value":1}', { qos: 1 });
     await closed;
     const c2 = await mqttClient(`mqtt://127.0.0.1:${gw.mqttPort}`, { ...auth, clientId: 'n1' });
-    cleanups.push(() => void c2.end(true));
+    cleanups.push(() => {
+      c2.end(true);
+    });
     const closed2 = new Promise<void>((resolve) => c2.once('close', () => resolve()));
     c2.publish('node/check', '{"id":"n2"}', { qos: 1 });
     await closed2;
@@ -237,7 +241,9 @@ describe('mqtt gateway (embedded broker): authentication and ACL', () => {
   it('a node token is not a gateway: the internal client is the only one to publish under gateway/', async () => {
     await gateway();
     const r = await mqttClient(`mqtt://127.0.0.1:${gw.mqttPort}`, { ...(await creds('n1')), clientId: 'n1' });
-    cleanups.push(() => void r.end(true));
+    cleanups.push(() => {
+      r.end(true);
+    });
     const closed = new Promise<void>((resolve) => r.once('close', () => resolve()));
     r.publish('gateway/n2/led/set', '1', { qos: 1 });
     await closed;

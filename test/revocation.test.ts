@@ -94,7 +94,14 @@ describe('revocation list', () => {
     const keys = makeKeys();
     const file = revocationFileFor(keys.keyFile);
     const warnings: string[] = [];
-    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const log = pino(
+      { level: 'warn' },
+      {
+        write: (line: string) => {
+          warnings.push(line);
+        },
+      },
+    );
     const revocations = list(file, 20, log);
     await revocations.start();
     expect(revocations.isRevoked('a')).toBe(false);

@@ -105,7 +105,7 @@ export class BrokerConnection {
       if (this.ws !== ws || this.stopped) return;
       this.ws = undefined;
       if (opened) this.retry(true);
-      else void this.afterFailedHandshake();
+      else this.afterFailedHandshake().catch((err) => console.warn('mycelium: reconnect failed', err));
     };
   }
 

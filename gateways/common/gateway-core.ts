@@ -217,7 +217,10 @@ export class GatewayCore {
   private onBrokerMessage(msg: BrokerToGatewayMessage): void {
     switch (msg.type) {
       case 'write':
-        void this.write(msg.id, msg.uid, msg.endpoint, msg.payload);
+        // write() catches the handler's failures itself; this catch is for a failure to send the result.
+        this.write(msg.id, msg.uid, msg.endpoint, msg.payload).catch((err) =>
+          this.log.error({ err, id: msg.id }, 'write result could not be sent'),
+        );
         return;
       case 'error':
         this.log.warn({ code: msg.code, reason: msg.reason, uid: msg.uid }, 'broker reported an error');

@@ -214,7 +214,9 @@ export class MqttGateway {
     this.core.onWrite((uid, endpoint, payload) => this.write(uid, endpoint, payload));
     await this.core.start();
     await this.transport.start({
-      onConnect: (reconnect) => void this.onMqttConnect(reconnect),
+      onConnect: (reconnect) => {
+        this.onMqttConnect(reconnect).catch((err) => this.log.error({ err }, 'MQTT (re)connect handling failed'));
+      },
       onDisconnect: () => this.log.warn({ nodes: this.nodes.size }, 'MQTT broker lost; node liveness paused'),
       onMessage: (topic, payload) => this.onMessage(topic, payload),
     });

@@ -79,7 +79,9 @@ class WorkerPool implements Component {
     w.on('exit', (code, signal) => {
       if (this.stopping) return;
       this.log.error({ worker: n, code, signal }, 'ws gateway worker died; restarting it');
-      setTimeout(() => void this.fork(n), WORKER_RESTART_DELAY_MS).unref();
+      setTimeout(() => {
+        this.fork(n).catch((err) => this.log.error({ err, worker: n }, 'cannot restart ws gateway worker'));
+      }, WORKER_RESTART_DELAY_MS).unref();
     });
     return new Promise<void>((resolve) => {
       w.once('listening', () => resolve());

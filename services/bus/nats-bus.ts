@@ -192,9 +192,12 @@ export class NatsBus implements Bus {
       const reason = err instanceof Error ? err.message : String(err);
       throw new Error(`cannot connect to NATS at ${String(servers)}: ${reason}`, { cause: err });
     }
-    void this.nc.closed().then((err) => {
-      if (err !== undefined && this.stopping === undefined) this.onError(err, '');
-    });
+    this.nc
+      .closed()
+      .then((err) => {
+        if (err !== undefined && this.stopping === undefined) this.onError(err, '');
+      })
+      .catch((err) => this.onError(err, ''));
   }
 
   private async shutdown(): Promise<void> {

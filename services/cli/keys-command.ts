@@ -41,7 +41,10 @@ export async function keysMain(argv: string[]): Promise<void> {
   } catch (err) {
     fatal(`mycelium keys: ${(err as Error).message}`);
   }
-  if (config.help) return void process.stdout.write(helpText('keys', summary, keysOptions));
+  if (config.help) {
+    process.stdout.write(helpText('keys', summary, keysOptions));
+    return;
+  }
   const keyFile = config.keyFile ?? defaultKeyFile();
   const publicPath = config.publicKeyFile ?? publicKeyFileFor(keyFile);
   try {
@@ -116,7 +119,10 @@ async function mintMain(argv: string[]): Promise<void> {
   } catch (err) {
     fatal(`mycelium token: ${(err as Error).message}`);
   }
-  if (config.help) return void process.stdout.write(helpText('token', TOKEN_SUMMARY, tokenOptions));
+  if (config.help) {
+    process.stdout.write(helpText('token', TOKEN_SUMMARY, tokenOptions));
+    return;
+  }
   const problems: string[] = [];
   const role = config.role as Role;
   if (!config.role || !(ROLES as readonly string[]).includes(config.role))
@@ -167,7 +173,8 @@ async function revokeMain(argv: string[]): Promise<void> {
   if (config.help) {
     const summary =
       'Add a token id to the revocation list. Brokers and gateways sharing the list refuse the token within seconds.';
-    return void process.stdout.write(helpText('token revoke <jti>', summary, revokeOptions));
+    process.stdout.write(helpText('token revoke <jti>', summary, revokeOptions));
+    return;
   }
   const problems: string[] = [];
   let jti = positional ?? config.jti;
@@ -214,7 +221,8 @@ async function listRevokedMain(argv: string[]): Promise<void> {
   }
   if (config.help) {
     const summary = 'Print the revocation list: one line per token id, with when it was revoked and when it expires.';
-    return void process.stdout.write(helpText('token list-revoked', summary, listRevokedOptions));
+    process.stdout.write(helpText('token list-revoked', summary, listRevokedOptions));
+    return;
   }
   const file = revocationFile(config);
   try {

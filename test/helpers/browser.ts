@@ -38,7 +38,7 @@ export async function openPage(
   const watch: PageWatch = { dialogs: [], errors: [] };
   page.on('dialog', (d) => {
     watch.dialogs.push(`${d.type()}: ${d.message()}`);
-    void d.dismiss().catch(() => undefined);
+    d.dismiss().catch(() => undefined);
   });
   page.on('pageerror', (err) => watch.errors.push(err.message));
   page.on('console', (msg) => {

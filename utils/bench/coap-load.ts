@@ -202,4 +202,7 @@ async function main(): Promise<void> {
   process.send!({ type: 'ready', sockets: sockets.length } satisfies LoadMessage);
 }
 
-void main();
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

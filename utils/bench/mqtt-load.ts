@@ -188,4 +188,7 @@ async function main(): Promise<void> {
   });
 }
 
-void main();
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -136,4 +136,7 @@ process.on('message', (msg: { type: string }) => {
   }
 });
 
-void connectAll();
+connectAll().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -83,7 +83,11 @@ async function main(): Promise<void> {
     for (const l of loaders) l.kill('SIGKILL');
     for (const c of children.reverse()) await stopProcess(c);
   };
-  process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
+  process.on('SIGINT', () => {
+    cleanup()
+      .catch((err) => console.error(err))
+      .finally(() => process.exit(130));
+  });
 
   try {
     console.error(`logs in ${keyDir}`);

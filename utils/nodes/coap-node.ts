@@ -222,7 +222,8 @@ export class CoapTestNode {
     if (req.method === 'GET') {
       if (path === '/.well-known/core') {
         res.setOption('Content-Format', 'application/link-format');
-        return void res.end(this.linkFormatOverride ?? this.links());
+        res.end(this.linkFormatOverride ?? this.links());
+        return;
       }
       const value = this.values.get(name);
       if (value === undefined) return this.answer(res, '4.04', 'Not Found');
@@ -240,7 +241,8 @@ export class CoapTestNode {
         stream.write(value);
         return;
       }
-      return void res.end(value);
+      res.end(value);
+      return;
     }
     if (req.method === 'PUT') {
       const payload = req.payload.toString('utf8');

@@ -134,7 +134,9 @@ export class MqttTestNode {
       reconnectPeriod: this.opts.reconnectMs,
     });
     this.client = client;
-    client.on('connect', () => void this.onConnect(client));
+    client.on('connect', () => {
+      this.onConnect(client).catch((err) => this.log.warn({ err }, 'MQTT connect handling failed'));
+    });
     client.on('error', (err) => {
       this.lastError = err;
       this.log.warn({ err: err.message }, 'MQTT error');
