@@ -220,7 +220,9 @@ describe('coap gateway: observe (RFC 7641)', () => {
     const gw = await startGateway({ observeRefreshMs: 150 });
     const node = await startNode(gw, { temperature: true, observe: true });
     await client.next(update('1234', 'temperature', '23°C'), 'first notification');
-    await waitFor(() => node.observerCount('temperature') === 1 && node.observerCount('led') === 1, 'observers');
+    // At least one: a silent resource is re-registered every refresh period, and the test node only forgets an old
+    // registration when its next notification is answered with a RST (RFC 7641 §3.6), so `led` may hold several.
+    await waitFor(() => node.observerCount('temperature') >= 1 && node.observerCount('led') >= 1, 'observers');
     node.setValue('temperature', '42°C');
     await client.next(update('1234', 'temperature', '42°C'), 'notification');
     // The node forgets its observers silently (reboot without reset beacon): the gateway must register again.
@@ -230,7 +232,7 @@ describe('coap gateway: observe (RFC 7641)', () => {
     await waitFor(() => metric(gw, 'observe_renewals_total') >= 4, 'renewals retried while the node is mute', 5000);
     expect(node.observerCount('temperature')).toBe(0);
     node.mute = false;
-    await waitFor(() => node.observerCount('temperature') === 1, 're-registration', 3000);
+    await waitFor(() => node.observerCount('temperature') >= 1, 're-registration', 3000);
     node.setValue('temperature', '25°C');
     await client.next(update('1234', 'temperature', '25°C'), 'notification after re-registration');
     // No value travelled as a POST.
