@@ -64,6 +64,9 @@ export function isIdentifierRecord(maxKeys: number): Check {
  * recursive code sees it.
  */
 export function jsonTooDeep(text: string, maxDepth: number = MAX_JSON_DEPTH): boolean {
+  // Fast path for the hot path's flat frames: fewer opening brackets than the cap cannot nest past it, and
+  // indexOf runs at native speed where the scan below is a JavaScript loop per character.
+  if (countUpTo(text, '{', maxDepth + 1) + countUpTo(text, '[', maxDepth + 1) <= maxDepth) return false;
   let depth = 0;
   const n = text.length;
   for (let i = 0; i < n; i++) {
@@ -81,6 +84,13 @@ export function jsonTooDeep(text: string, maxDepth: number = MAX_JSON_DEPTH): bo
     }
   }
   return false;
+}
+
+/** Occurrences of `ch` in `text`, counting no further than `limit`. */
+function countUpTo(text: string, ch: string, limit: number): number {
+  let n = 0;
+  for (let i = text.indexOf(ch); i >= 0 && n < limit; i = text.indexOf(ch, i + 1)) n++;
+  return n;
 }
 
 /** True when a parsed value nests deeper than `maxDepth` (for values that arrive already parsed). */
