@@ -21,6 +21,25 @@ async function client(role: 'viewer' | 'operator' | 'admin' = 'operator'): Promi
 
 const isType = (type: string, uid?: string) => (f: Frame) => f.type === type && (uid === undefined || f.uid === uid);
 
+/** The node as GET /api/v1/nodes/:uid shows it, undefined while the broker does not know it. */
+async function restNode(uid: string): Promise<Frame | undefined> {
+  const res = await fetch(`${tb.http}/api/v1/nodes/${uid}`, {
+    headers: { authorization: `Bearer ${await tb.keys.token('viewer')}` },
+  });
+  return res.status === 200 ? ((await res.json()) as Frame) : undefined;
+}
+
+/**
+ * Waits until the broker has applied a gateway's frames: the gateway and client sockets are independent, so a
+ * frame sent on one is not known to have arrived when something happens on the other.
+ */
+function nodeStatus(uid: string, status: 'online' | 'offline'): Promise<Frame> {
+  return waitFor(async () => {
+    const node = await restNode(uid);
+    return node?.status === status ? node : undefined;
+  }, `${uid} ${status} at the broker`);
+}
+
 beforeEach(async () => {
   tb = await startBroker();
 });
@@ -115,13 +134,13 @@ describe('broker: node state and fan-out', () => {
     gw.send({ type: 'new', uid: 'n1', data: { led: '1' } });
     gw.send({ type: 'new', uid: 'n2', data: { temperature: '20°C' } });
     gw.send({ type: 'out', uid: 'n2', reason: 'closed' });
+    // The snapshot is taken when the client registers: only once the broker applied all three frames is it whole.
+    await nodeStatus('n1', 'online');
+    const n2 = await nodeStatus('n2', 'offline');
     const c = await client('viewer');
     const types = c.frames.map((f) => `${f.type}:${f.uid ?? ''}`);
     expect(types).toEqual(['hello:', 'new:n1', 'update:n1', 'new:n2', 'update:n2', 'out:n2', 'synced:']);
-    const res = await fetch(`${tb.http}/api/v1/nodes/n2`, {
-      headers: { authorization: `Bearer ${await tb.keys.token('viewer')}` },
-    });
-    expect(await res.json()).toMatchObject({
+    expect(n2).toMatchObject({
       uid: 'n2',
       status: 'offline',
       reason: 'closed',
@@ -136,6 +155,8 @@ describe('broker: node state and fan-out', () => {
     gw.send({ type: 'new', uid: 'n1' });
     const c = await client();
     await c.next(isType('new', 'n1'), 'snapshot n1');
+    // Negative check: nothing may reach the unregistered client. The registered one already has the node, so
+    // anything broadcast to `raw` would have been sent by now; 100 ms bounds the wait for a frame in flight.
     await settle(100);
     expect(raw.frames.map((f) => f.type)).toEqual(['hello']);
   });
@@ -151,6 +172,8 @@ describe('broker: node state and fan-out', () => {
     expect(err.code).toBe('MYC_ERR_DUPLICATE_UID');
     b.send({ type: 'update', uid: 'dup', endpoint: 'led', data: '1' });
     expect((await b.next((f) => f.code === 'MYC_ERR_NOT_OWNER', 'not-owner error')).uid).toBe('dup');
+    // Negative check: the refused update must never reach a client. The broker answered b, so it has handled the
+    // update; 100 ms bounds the wait for a broadcast in flight on the client's socket.
     await settle(100);
     expect(c.frames.filter((f) => f.uid === 'dup' && f.type !== 'new')).toEqual([]);
     // Offline is not enough for another gateway to take it (test/ownership.test.ts): only an operator's DELETE.
@@ -178,9 +201,11 @@ describe('broker: node state and fan-out', () => {
     gw.close();
     const gw2 = await gateway();
     gw2.send({ type: 'new', uid: 'n1', data: { led: '0' } });
+    // Negative check: no out/new flap may reach the client. The grace timer would fire at 1000 ms; 1300 ms
+    // waits past it with a margin.
     await settle(1300);
     expect(c.frames.filter((f) => f.uid === 'n1').map((f) => f.type)).toEqual(['new', 'update']);
-    expect(tb.broker.table.get('n1')?.status).toBe('online');
+    expect((await restNode('n1'))?.status).toBe('online');
   });
 
   it('drops a gateway that stops answering pings', async () => {
@@ -244,7 +269,8 @@ describe('broker: writes', () => {
     gw.send({ type: 'new', uid: 'n1' });
     gw.send({ type: 'new', uid: 'off' });
     gw.send({ type: 'out', uid: 'off', reason: 'timeout' });
-    await settle(50);
+    await nodeStatus('n1', 'online');
+    await nodeStatus('off', 'offline');
     const pending = put('n1', '"1"');
     const write = await gw.next(isType('write'), 'write');
     gw.send({ type: 'result', id: write.id, result: 'ok' });
@@ -324,7 +350,7 @@ describe('broker: REST and health', () => {
   it('lists nodes and gateways, serves /healthz without a token and /metrics with one', async () => {
     const gw = await gateway('gw-x');
     gw.send({ type: 'new', uid: 'n1', protocol: 'MQTT', data: { name: 'one' } });
-    await settle(50);
+    await nodeStatus('n1', 'online');
     const auth = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
     const nodes = await (await fetch(`${tb.http}/api/v1/nodes`, { headers: auth })).json();
     expect(nodes).toEqual([
