@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { resolveConfig } from '../services/common/config.ts';
-import { commands } from '../services/cli/commands.ts';
+import { commands } from '../cli/commands.ts';
 
 interface Service {
   image?: string;

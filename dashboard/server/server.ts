@@ -3,17 +3,18 @@
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { extname, join, normalize, resolve, sep } from 'node:path';
 import type { ConfigOf } from '../../services/common/config.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import type { dashboardOptions } from './options.ts';
+import { DASHBOARD_ROOT } from './root.ts';
+
+export { DASHBOARD_ROOT };
 
 export type DashboardConfig = Pick<ConfigOf<typeof dashboardOptions>, 'port' | 'host' | 'brokerUrl' | 'title'> &
   Partial<Pick<ConfigOf<typeof dashboardOptions>, 'tileUrl' | 'distDir' | 'autoBuild'>>;
 
-export const DASHBOARD_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const DEFAULT_DIST_DIR = join(DASHBOARD_ROOT, 'dist');
 
 /** What the page reads at start-up from /config.json. */

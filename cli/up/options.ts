@@ -1,5 +1,5 @@
-import type { OptionTable } from '../common/config.ts';
-import { tokenPolicyOptions } from '../common/token-policy.ts';
+import type { OptionTable } from '../../services/common/config.ts';
+import { tokenPolicyOptions } from '../../services/common/token-policy.ts';
 
 export const upOptions = {
   port: { type: 'number', default: 8000, min: 0, description: 'broker port (HTTP, /gw, /ws)' },

@@ -1,4 +1,4 @@
-import type { CommandSpec } from '../common/run.ts';
+import type { CommandSpec } from '../../services/common/run.ts';
 import { upOptions } from './options.ts';
 import { Up } from './up.ts';
 

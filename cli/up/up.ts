@@ -3,17 +3,17 @@
 // Each service is built from its own command with the flags a user would type, so `up` runs exactly what
 // the separate commands run; only the process is shared.
 import { hostname } from 'node:os';
-import { commands } from '../cli/commands.ts';
-import { type commonOptions, type OptionTable, resolveConfig } from '../common/config.ts';
-import { defaultKeyFile, ensureKeyPair, readPrivateKey } from '../common/keys.ts';
-import type { Logger } from '../common/log.ts';
-import type { CommandSpec, Component } from '../common/run.ts';
-import { revocationFileFor } from '../common/revocations.ts';
-import { parseMaxTokenTtl } from '../common/token-policy.ts';
-import { mintToken } from '../common/tokens.ts';
-import type { Role } from '../protocol/messages.ts';
+import { type commonOptions, type OptionTable, resolveConfig } from '../../services/common/config.ts';
+import { defaultKeyFile, ensureKeyPair, readPrivateKey } from '../../services/common/keys.ts';
+import type { Logger } from '../../services/common/log.ts';
+import type { CommandSpec, Component } from '../../services/common/run.ts';
+import { revocationFileFor } from '../../services/common/revocations.ts';
+import { parseMaxTokenTtl } from '../../services/common/token-policy.ts';
+import { mintToken } from '../../services/common/tokens.ts';
+import type { Role } from '../../services/protocol/messages.ts';
+import { type AnySpec, type DemoNodeName, demoNodes, type ServiceName, services } from '../services.ts';
 import type { upOptions } from './options.ts';
-import type { ConfigOf } from '../common/config.ts';
+import type { ConfigOf } from '../../services/common/config.ts';
 
 export type UpConfig = ConfigOf<typeof upOptions> & ConfigOf<typeof commonOptions>;
 
@@ -48,18 +48,10 @@ interface Planned {
   port?: number;
 }
 
-async function loadSpec(command: string, sub?: string): Promise<CommandSpec<OptionTable>> {
-  if (command === 'node') {
-    const mod = {
-      ws: async () => (await import('../../utils/nodes/ws-node.ts')).wsNodeCommand,
-      coap: async () => (await import('../../utils/nodes/coap-node.ts')).coapNodeCommand,
-      mqtt: async () => (await import('../../utils/nodes/mqtt-node.ts')).mqttNodeCommand,
-    }[sub as 'ws' | 'coap' | 'mqtt'];
-    return (await mod()) as unknown as CommandSpec<OptionTable>;
-  }
-  const loaded = await commands[command].load();
-  if (!('spec' in loaded)) throw new Error(`${command} is not a service`);
-  return loaded.spec;
+function loadSpec(command: string, sub?: string): Promise<AnySpec> {
+  // Demo nodes come from utils/ and are imported only here, when --demo asks for them.
+  if (command === 'node') return demoNodes[sub as DemoNodeName]();
+  return services[command as ServiceName].load();
 }
 
 export class Up implements Component {

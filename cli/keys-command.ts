@@ -6,13 +6,19 @@
 import { createPublicKey } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { decodeJwt } from 'jose';
-import { helpText, type OptionTable, resolveConfig } from '../common/config.ts';
-import { defaultKeyFile, publicKeyFileFor, readPrivateKey, writeKeyPair, writePublicKey } from '../common/keys.ts';
-import { fatal } from '../common/run.ts';
-import { addRevocations, readRevocations, revocationFileFor } from '../common/revocations.ts';
-import { parseMaxTokenTtl, tokenPolicyOptions } from '../common/token-policy.ts';
-import { mintToken, parseDuration } from '../common/tokens.ts';
-import { ROLES, type Role } from '../protocol/messages.ts';
+import { helpText, type OptionTable, resolveConfig } from '../services/common/config.ts';
+import {
+  defaultKeyFile,
+  publicKeyFileFor,
+  readPrivateKey,
+  writeKeyPair,
+  writePublicKey,
+} from '../services/common/keys.ts';
+import { fatal } from '../services/common/run.ts';
+import { addRevocations, readRevocations, revocationFileFor } from '../services/common/revocations.ts';
+import { parseMaxTokenTtl, tokenPolicyOptions } from '../services/common/token-policy.ts';
+import { mintToken, parseDuration } from '../services/common/tokens.ts';
+import { ROLES, type Role } from '../services/protocol/messages.ts';
 
 export const keysOptions = {
   keyFile: { type: 'string', description: 'where to write the private key (default ~/.mycelium/key.pem)' },

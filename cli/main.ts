@@ -1,5 +1,5 @@
 // `mycelium <command> [options]`
-import { runCommand } from '../common/run.ts';
+import { runCommand } from '../services/common/run.ts';
 import { commands } from './commands.ts';
 
 function usage(): string {

@@ -1,0 +1,48 @@
+// Every `mycelium` subcommand, loaded on demand so `mycelium token` does not pay for fastify, coap or mqtt,
+// and no production command loads the demo nodes of utils/.
+import type { OptionTable } from '../services/common/config.ts';
+import type { CommandSpec } from '../services/common/run.ts';
+import { type ServiceName, services } from './services.ts';
+
+export interface CommandEntry {
+  summary: string;
+  /** Either a service spec (options, help and shutdown handled alike for all) or a plain main. */
+  load(): Promise<
+    { spec: CommandSpec<OptionTable> } | { main: (argv: string[]) => Promise<void>; options?: OptionTable }
+  >;
+}
+
+const service = (name: ServiceName): CommandEntry => ({
+  summary: services[name].summary,
+  load: async () => ({ spec: await services[name].load() }),
+});
+
+export const commands: Record<string, CommandEntry> = {
+  up: {
+    summary: 'run the whole system in one process (add --demo for live test nodes)',
+    load: async () => ({ spec: (await import('./up/command.ts')).upCommand as unknown as CommandSpec<OptionTable> }),
+  },
+  broker: service('broker'),
+  'ws-gateway': service('ws-gateway'),
+  node: {
+    summary: 'run a test node that simulates a device: node ws | node coap | node mqtt',
+    load: async () => ({ main: (await import('../utils/nodes/main.ts')).nodeMain }),
+  },
+  dashboard: service('dashboard'),
+  'coap-gateway': service('coap-gateway'),
+  'mqtt-gateway': service('mqtt-gateway'),
+  keys: {
+    summary: 'write an Ed25519 key pair',
+    load: async () => {
+      const m = await import('./keys-command.ts');
+      return { main: m.keysMain, options: m.keysOptions };
+    },
+  },
+  token: {
+    summary: 'print a signed token for a role and subject',
+    load: async () => {
+      const m = await import('./keys-command.ts');
+      return { main: m.tokenMain, options: m.tokenOptions };
+    },
+  },
+};
