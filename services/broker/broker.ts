@@ -26,12 +26,14 @@ import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/fr
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
 import { isIdentifier, parseJson, stringifySafe } from '../protocol/schema.ts';
 import { ClientSession } from './client-session.ts';
+import { brokerCounters } from './counters.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession } from './gateway-session.ts';
 import { registerHttpApi } from './http-api.ts';
 import { Metrics } from './metrics.ts';
 import { type NodeEvent, NodeTable } from './node-table.ts';
 import { PeerDirectory } from './peers.ts';
+import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeRefusal, TokenCheck } from './ports.ts';
 import type { brokerOptions } from './options.ts';
 import { createOwnership, type OwnershipRegistry, ownerLost, type ownershipOptions } from './ownership.ts';
 import { pathOf, refuseUpgrade } from './upgrade.ts';
@@ -57,13 +59,6 @@ export interface BrokerDeps {
   maxTtlSeconds?: Partial<Record<Role, number>>;
 }
 
-/** A refusal of a gateway frame for one node: the `error` frame's code and reason, and the counter label. */
-export interface NodeRefusal {
-  code: ErrorCode;
-  counter: string;
-  reason: string;
-}
-
 const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
 const GATEWAY_ROLES: readonly Role[] = ['gateway'];
 
@@ -74,7 +69,7 @@ interface StateSyncReply {
   gateways: GatewayRecord[];
 }
 
-export class Broker {
+export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GracePeriods {
   readonly id: string;
   readonly table = new NodeTable();
   readonly metrics = new Metrics();
@@ -113,7 +108,7 @@ export class Broker {
   /** The event this broker just published on an in-process bus: delivered synchronously, so no re-parse. */
   private localEvent?: { bytes: Uint8Array; frame: Buffer; event: NodeEvent };
 
-  readonly counters;
+  readonly counters: BrokerCounters;
 
   constructor(
     readonly config: BrokerConfig,
@@ -125,24 +120,18 @@ export class Broker {
     this.bus = deps.bus ?? new MemoryBus((err, subject) => this.log.error({ err, subject }, 'bus handler failed'));
     this.eventsSubject = subjects.events(this.id);
     const m = this.metrics;
-    this.counters = {
-      gatewayFramesIn: m.counter('messages_in_total', 'frames received', { from: 'gateway' }),
-      clientFramesIn: m.counter('messages_in_total', 'frames received', { from: 'client' }),
-      delivered: m.counter('messages_out_total', 'frames sent to web clients', { to: 'client' }),
-      toGateways: m.counter('messages_out_total', 'frames sent to gateways', { to: 'gateway' }),
-      events: m.counter('node_events_total', 'node events applied from the bus'),
-      rejected: m.counterFamily('rejections_total', 'refused frames, connections and writes', 'reason'),
-      writes: m.counterFamily('writes_total', 'writes by result', 'result'),
-      evicted: m.counter('nodes_evicted_total', 'offline nodes forgotten after --offline-retention-ms'),
-      sessionsEnded: m.counterFamily('sessions_ended_total', 'sessions closed because their token ended', 'reason'),
-    };
+    this.counters = brokerCounters(m);
     this.connections = new ConnectionCounter(config.maxConnectionsPerAddress);
     this.maxResourcesPerNode = Math.min(config.maxResourcesPerNode, MAX_RESOURCES_PER_NODE);
     m.gauge('connections', 'open WebSocket connections', () => this.gateways.size, { kind: 'gateway' });
     m.gauge('connections', 'open WebSocket connections', () => this.clients.size, { kind: 'client' });
     m.gauge('nodes', 'known nodes', () => this.table.countByStatus('online'), { status: 'online' });
     m.gauge('nodes', 'known nodes', () => this.table.countByStatus('offline'), { status: 'offline' });
-    this.writes = new WriteRouter(this);
+    this.writes = new WriteRouter({
+      bus: this.bus,
+      counters: this.counters,
+      writeTimeoutMs: config.writeTimeoutMs,
+    });
     this.ownership = createOwnership({
       bus: this.bus,
       statusOf: (uid) => this.table.get(uid)?.status,
@@ -153,7 +142,14 @@ export class Broker {
       concurrency: config.ownershipConcurrency,
     });
     this.table.onOwnerLost = (node, why) => ownerLost(this, node, why);
-    this.peers = new PeerDirectory(this, config.peerHeartbeatMs);
+    this.peers = new PeerDirectory({
+      brokerId: this.id,
+      bus: this.bus,
+      log: this.log,
+      gateways: this.gateways,
+      grace: this,
+      intervalMs: config.peerHeartbeatMs,
+    });
     const handshake = config.handshakeTimeoutMs;
     this.app = Fastify({
       logger: false,

@@ -2,10 +2,23 @@
 // Every broker publishes a heartbeat listing its gateways; a broker whose heartbeats stop is dead, and the
 // gateways it held get a grace period to reappear on another broker before their nodes go `out`.
 // One surviving broker (the lowest id) does that, so clients get each `out` once.
-import type { BusSubscription } from '../bus/bus.ts';
+import type { Bus, BusSubscription } from '../bus/bus.ts';
 import { subjects } from '../bus/subjects.ts';
+import type { Logger } from '../common/log.ts';
 import type { GatewayRecord } from '../protocol/messages.ts';
-import type { Broker } from './broker.ts';
+import type { GatewayView, GracePeriods } from './ports.ts';
+
+export interface PeerDirectoryDeps {
+  brokerId: string;
+  bus: Pick<Bus, 'kind' | 'subscribe' | 'publish'>;
+  log: Logger;
+  /** The gateways connected to this broker: listed in each heartbeat. */
+  gateways: ReadonlyMap<string, GatewayView>;
+  /** Started for the gateways of a peer that died, by the one surviving broker with the lowest id. */
+  grace: GracePeriods;
+  /** --peer-heartbeat-ms */
+  intervalMs: number;
+}
 
 interface Peer {
   lastSeen: number;
@@ -25,24 +38,21 @@ export class PeerDirectory {
   private timer?: NodeJS.Timeout;
   private sub?: BusSubscription;
 
-  constructor(
-    private readonly broker: Broker,
-    private readonly intervalMs: number,
-  ) {}
+  constructor(private readonly deps: PeerDirectoryDeps) {}
 
   start(): void {
-    if (this.broker.bus.kind === 'memory') return; // alone on an in-process bus
-    this.sub = this.broker.bus.subscribe(subjects.allBrokersAlive, (msg) => {
+    if (this.deps.bus.kind === 'memory') return; // alone on an in-process bus
+    this.sub = this.deps.bus.subscribe(subjects.allBrokersAlive, (msg) => {
       let hb: Heartbeat;
       try {
         hb = JSON.parse(Buffer.from(msg.data).toString()) as Heartbeat;
       } catch {
         return;
       }
-      if (typeof hb.broker !== 'string' || hb.broker === this.broker.id || !Array.isArray(hb.gateways)) return;
+      if (typeof hb.broker !== 'string' || hb.broker === this.deps.brokerId || !Array.isArray(hb.gateways)) return;
       this.peers.set(hb.broker, { lastSeen: Date.now(), gateways: hb.gateways });
     });
-    this.timer = setInterval(() => this.tick(), this.intervalMs);
+    this.timer = setInterval(() => this.tick(), this.deps.intervalMs);
     this.timer.unref();
     this.publish();
   }
@@ -62,7 +72,7 @@ export class PeerDirectory {
 
   /** What a peer said about itself in its state-sync reply (before its first heartbeat reaches us). */
   seed(brokerId: string, gateways: GatewayRecord[]): void {
-    if (brokerId !== this.broker.id) this.peers.set(brokerId, { lastSeen: Date.now(), gateways });
+    if (brokerId !== this.deps.brokerId) this.peers.set(brokerId, { lastSeen: Date.now(), gateways });
   }
 
   /** A claim seen on the bus: the gateway now lives on `brokerId` (ahead of that broker's next heartbeat). */
@@ -79,28 +89,28 @@ export class PeerDirectory {
 
   private publish(): void {
     const hb: Heartbeat = {
-      broker: this.broker.id,
-      gateways: [...this.broker.gateways.values()].map((g) => g.record()),
+      broker: this.deps.brokerId,
+      gateways: [...this.deps.gateways.values()].map((g) => g.record()),
     };
-    this.broker.bus.publish(subjects.brokerAlive(this.broker.id), Buffer.from(JSON.stringify(hb)));
+    this.deps.bus.publish(subjects.brokerAlive(this.deps.brokerId), Buffer.from(JSON.stringify(hb)));
   }
 
   private tick(): void {
     this.publish();
-    const deadline = Date.now() - this.intervalMs * MISSED_HEARTBEATS;
+    const deadline = Date.now() - this.deps.intervalMs * MISSED_HEARTBEATS;
     for (const [id, peer] of this.peers) {
       if (peer.lastSeen >= deadline) continue;
       this.peers.delete(id);
-      this.broker.log.warn({ peer: id, gateways: peer.gateways.length }, 'peer broker stopped sending heartbeats');
+      this.deps.log.warn({ peer: id, gateways: peer.gateways.length }, 'peer broker stopped sending heartbeats');
       if (!this.isLowestLiveId()) continue;
       for (const gw of peer.gateways) {
-        if (!this.broker.gateways.has(gw.id) && this.locate(gw.id) === undefined) this.broker.startGrace(gw.id);
+        if (!this.deps.gateways.has(gw.id) && this.locate(gw.id) === undefined) this.deps.grace.startGrace(gw.id);
       }
     }
   }
 
   private isLowestLiveId(): boolean {
-    for (const id of this.peers.keys()) if (id < this.broker.id) return false;
+    for (const id of this.peers.keys()) if (id < this.deps.brokerId) return false;
     return true;
   }
 }

@@ -1,12 +1,11 @@
 // Writes travel as bus requests to `myc.write.<gateway>`; the broker holding that gateway's connection
 // answers, so a client on one broker can write to a node whose gateway is connected to another.
 import { randomUUID } from 'node:crypto';
-import { BusError, type BusSubscription } from '../bus/bus.ts';
+import { type Bus, BusError, type BusSubscription } from '../bus/bus.ts';
 import { subjects } from '../bus/subjects.ts';
-import type { GwResult, Json, WriteResult } from '../protocol/messages.ts';
+import type { BrWrite, GwResult, Json, WriteResult } from '../protocol/messages.ts';
 import { parseJson, stringifySafe } from '../protocol/schema.ts';
-import type { Broker } from './broker.ts';
-import type { GatewaySession } from './gateway-session.ts';
+import type { BrokerCounters } from './ports.ts';
 
 export interface WriteRequest {
   uid: string;
@@ -19,17 +18,30 @@ export interface WriteOutcome {
   reason?: string;
 }
 
+/** A gateway connection as the router sees it: writes go out through it, results come back naming it. */
+export interface WriteTarget {
+  readonly gatewayId: string;
+  send(msg: BrWrite): void;
+}
+
+export interface WriteRouterDeps {
+  bus: Pick<Bus, 'request' | 'subscribe' | 'publish'>;
+  counters: Pick<BrokerCounters, 'writes'>;
+  /** --write-timeout-ms */
+  writeTimeoutMs: number;
+}
+
 interface Pending {
-  session: GatewaySession;
+  session: WriteTarget;
   reply: string;
   timer: NodeJS.Timeout;
 }
 
 export class WriteRouter {
-  private served = new Map<GatewaySession, BusSubscription>();
+  private served = new Map<WriteTarget, BusSubscription>();
   private pending = new Map<string, Pending>();
 
-  constructor(private readonly broker: Broker) {}
+  constructor(private readonly deps: WriteRouterDeps) {}
 
   /** Sends a write to the gateway that owns the node, wherever it is connected, and waits for its result. */
   async write(gatewayId: string, request: WriteRequest): Promise<WriteOutcome> {
@@ -37,16 +49,12 @@ export class WriteRouter {
     // rejected promise; parse points cap depth, so this is the last line of defence.
     const text = stringifySafe(request);
     if (text === undefined) {
-      this.broker.counters.writes('error').inc();
+      this.deps.counters.writes('error').inc();
       return { result: 'error', reason: 'payload cannot be serialized' };
     }
     let outcome: WriteOutcome;
     try {
-      const reply = await this.broker.bus.request(
-        subjects.write(gatewayId),
-        Buffer.from(text),
-        this.broker.config.writeTimeoutMs,
-      );
+      const reply = await this.deps.bus.request(subjects.write(gatewayId), Buffer.from(text), this.deps.writeTimeoutMs);
       const json = parseJson(Buffer.from(reply.data).toString());
       outcome = json.ok ? (json.value as WriteOutcome) : { result: 'error', reason: 'bad reply from gateway' };
     } catch (err) {
@@ -58,18 +66,18 @@ export class WriteRouter {
         outcome = { result: 'error', reason: 'bad reply from gateway' };
       }
     }
-    this.broker.counters.writes(outcome.result).inc();
+    this.deps.counters.writes(outcome.result).inc();
     return outcome;
   }
 
-  serveGateway(session: GatewaySession): void {
-    const sub = this.broker.bus.subscribe(subjects.write(session.gatewayId), (msg) => {
+  serveGateway(session: WriteTarget): void {
+    const sub = this.deps.bus.subscribe(subjects.write(session.gatewayId), (msg) => {
       if (!msg.reply) return;
       const json = parseJson(Buffer.from(msg.data).toString());
       if (!json.ok || typeof json.value !== 'object' || json.value === null) return;
       const request = json.value as WriteRequest;
       const id = randomUUID();
-      const timer = setTimeout(() => this.pending.delete(id), this.broker.config.writeTimeoutMs);
+      const timer = setTimeout(() => this.pending.delete(id), this.deps.writeTimeoutMs);
       timer.unref();
       this.pending.set(id, { session, reply: msg.reply, timer });
       session.send({ type: 'write', id, uid: request.uid, endpoint: request.endpoint, payload: request.payload });
@@ -81,13 +89,13 @@ export class WriteRouter {
    * A newer connection of the same gateway replaced `previous`: only the new one takes writes from now on, and
    * writes already sent on the old one may complete through the new one (the gateway answers on its current link).
    */
-  handOver(previous: GatewaySession, next: GatewaySession): void {
+  handOver(previous: WriteTarget, next: WriteTarget): void {
     this.served.get(previous)?.unsubscribe();
     this.served.delete(previous);
     for (const p of this.pending.values()) if (p.session === previous) p.session = next;
   }
 
-  unserveGateway(session: GatewaySession): void {
+  unserveGateway(session: WriteTarget): void {
     this.served.get(session)?.unsubscribe();
     this.served.delete(session);
     for (const [id, p] of this.pending) {
@@ -96,7 +104,7 @@ export class WriteRouter {
   }
 
   /** A gateway reported a write's result; false if the id is unknown, expired, or not this gateway's. */
-  complete(session: GatewaySession, msg: GwResult): boolean {
+  complete(session: WriteTarget, msg: GwResult): boolean {
     const p = this.pending.get(msg.id);
     if (p === undefined || p.session !== session) return false;
     this.finish(
@@ -116,6 +124,6 @@ export class WriteRouter {
   private finish(id: string, p: Pending, outcome: WriteOutcome): void {
     clearTimeout(p.timer);
     this.pending.delete(id);
-    this.broker.bus.publish(p.reply, Buffer.from(JSON.stringify(outcome)));
+    this.deps.bus.publish(p.reply, Buffer.from(JSON.stringify(outcome)));
   }
 }
