@@ -90,12 +90,20 @@ describe('mqtt gateway (embedded broker): discovery, values, writes', () => {
     expect(metric(gw, 'writes_total', 'result="ok"')).toBe(1);
   });
 
-  it('reports delivered when the node does not publish the written value, error for unknown nodes', async () => {
+  it('reports delivered when the node does not publish the written value; a write to an unknown uid is an error', async () => {
     await gateway(['--write-confirm-ms', '100']);
     await testNode('ro', { publishOnly: true });
     await client.next(isFrame('update', 'ro', 'led'), 'led of publish-only node');
     client.send({ type: 'update', id: 'w2', data: { uid: 'ro', endpoint: 'led', payload: 1 } });
     expect((await client.next((f) => f.type === 'result' && f.id === 'w2', 'result')).result).toBe('delivered');
+    expect(metric(gw, 'writes_total', 'result="delivered"')).toBe(1);
+    // No gateway has the uid, so the broker answers for it; the gateway never sees the write.
+    client.send({ type: 'update', id: 'w4', data: { uid: 'nobody', endpoint: 'led', payload: 1 } });
+    expect(await client.next((f) => f.type === 'result' && f.id === 'w4', 'unknown-node result')).toMatchObject({
+      result: 'error',
+      reason: 'unknown-node',
+    });
+    expect(metric(gw, 'writes_total', 'result="error"')).toBe(0);
   });
 
   it('does not take a report of another value as confirmation of a write', async () => {
@@ -112,16 +120,29 @@ describe('mqtt gateway (embedded broker): discovery, values, writes', () => {
 
   it('replays its nodes to a restarted Mycelium broker; MQTT nodes see nothing of it', async () => {
     await gateway();
-    await testNode('steady');
+    const watch = await sub(['gateway/steady/#'], { ...(await creds('steady')), clientId: 'steady/watch' });
+    const node = await testNode('steady');
     await client.next(isFrame('update', 'steady', 'pressure'), 'pressure');
+    await watch.next((l) => l === 'gateway/steady/discover values', 'discovery of the node');
+    const seenByNode = [...watch.lines];
     const port = tb.broker.port;
     const keys = tb.keys;
     client.close();
     await tb.stop();
     tb = await startBroker({ port }, keys);
     client = await operator(tb);
-    await waitFor(() => tb.broker.table.get('steady')?.status === 'online', 'node replayed to the new broker');
+    const viewer = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
+    await waitFor(async () => {
+      const res = await fetch(`${tb.http}/api/v1/nodes/steady`, { headers: viewer });
+      return res.status === 200 && ((await res.json()) as { status: string }).status === 'online';
+    }, 'node replayed to the new broker');
     await client.next(isFrame('update', 'steady', 'temperature'), 'its values in the new broker snapshot');
+    // Negative check: the replay comes from the gateway's table, so no discovery (nor anything else under the
+    // node's gateway/ topics) may go out, and the node stays connected. The replay is done once the
+    // broker shows the node; 200 ms bounds the wait for a publish in flight.
+    await settle(200);
+    expect(watch.lines).toEqual(seenByNode);
+    expect(node.connected).toBe(true);
   });
 
   it('discovers a publish-only node (RIOT MQTT-SN firmware) from what it publishes', async () => {
@@ -188,6 +209,8 @@ describe('mqtt gateway (embedded broker): authentication and ACL', () => {
     expect(metric(gw, 'broker_refused_total', 'reason="token-subject-mismatch"')).toBe(1);
     expect(metric(gw, 'broker_refused_total', 'reason="missing-credentials"')).toBe(1);
     expect(metric(gw, 'broker_refused_total', 'reason="token-wrong-role"')).toBe(1);
+    // Negative check: every CONNECT was refused before any publish, so nothing about n1 is in flight; 100 ms bounds
+    // the wait for a frame that would prove otherwise.
     await settle(100);
     expect(client.frames.some(isFrame('new', 'n1'))).toBe(false);
   });
@@ -217,6 +240,8 @@ describe('mqtt gateway (embedded broker): authentication and ACL', () => {
     c2.publish('node/check', '{"id":"n2"}', { qos: 1 });
     await closed2;
     expect(metric(gw, 'broker_refused_total', 'reason="acl-publish"')).toBe(2);
+    // Negative check: both publishes were refused and their connections closed; 100 ms bounds the wait for a
+    // `new n2` that must never come.
     await settle(100);
     expect(client.frames.some(isFrame('new', 'n2'))).toBe(false);
     expect(gw.nodeIds()).toEqual([]);
