@@ -28,14 +28,14 @@ import { isIdentifier, parseJson, stringifySafe } from '../protocol/schema.ts';
 import { ClientSession } from './client-session.ts';
 import { brokerCounters } from './counters.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
-import { GatewaySession } from './gateway-session.ts';
+import { GatewaySession, type GatewaySessionDeps } from './gateway-session.ts';
 import { registerHttpApi } from './http-api.ts';
 import { Metrics } from './metrics.ts';
 import { type NodeEvent, NodeTable } from './node-table.ts';
 import { PeerDirectory } from './peers.ts';
 import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeRefusal, TokenCheck } from './ports.ts';
 import type { brokerOptions } from './options.ts';
-import { createOwnership, type OwnershipRegistry, ownerLost, type ownershipOptions } from './ownership.ts';
+import { createOwnership, type OwnershipRegistry, ownerLost, ownershipOptions } from './ownership.ts';
 import { pathOf, refuseUpgrade } from './upgrade.ts';
 import { WriteRouter } from './writes.ts';
 
@@ -107,6 +107,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private stopping?: Promise<void>;
   /** The event this broker just published on an in-process bus: delivered synchronously, so no re-parse. */
   private localEvent?: { bytes: Uint8Array; frame: Buffer; event: NodeEvent };
+  /** What every gateway session is given (one object for all of them). */
+  private readonly gatewayDeps: GatewaySessionDeps;
 
   readonly counters: BrokerCounters;
 
@@ -150,6 +152,22 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       grace: this,
       intervalMs: config.peerHeartbeatMs,
     });
+    this.gatewayDeps = {
+      brokerId: this.id,
+      log: this.log,
+      counters: this.counters,
+      table: this.table,
+      events: this,
+      admission: this,
+      ownership: this.ownership,
+      writes: this.writes,
+      connected: {
+        has: (gatewayId) => this.gateways.has(gatewayId),
+        gatewayGone: (session) => this.gatewayGone(session),
+      },
+      grace: this,
+      maxClaimQueue: config.maxClaimQueue ?? ownershipOptions.maxClaimQueue.default,
+    };
     const handshake = config.handshakeTimeoutMs;
     this.app = Fastify({
       logger: false,
@@ -324,7 +342,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private adoptGateway(ws: WebSocket, claims: TokenClaims): void {
     const gatewayId = claims.sub;
     const previous = this.gateways.get(gatewayId);
-    const session = new GatewaySession(this, ws, gatewayId);
+    const session = new GatewaySession(this.gatewayDeps, ws, gatewayId);
     this.gatewayClaims.set(session, claims);
     this.gateways.set(gatewayId, session);
     if (previous) {
@@ -344,7 +362,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   }
 
   /** Called by a gateway session when its socket is gone. */
-  gatewayGone(session: GatewaySession): void {
+  private gatewayGone(session: GatewaySession): void {
     if (this.gateways.get(session.gatewayId) === session) this.gateways.delete(session.gatewayId);
   }
 

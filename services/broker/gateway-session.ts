@@ -5,11 +5,38 @@ import type { Logger } from '../common/log.ts';
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseGatewayFrame } from '../protocol/frames.ts';
 import type { BrError, BrWrite, GatewayMessage, GatewayRecord, GwNew, GwResult } from '../protocol/messages.ts';
-import type { Broker } from './broker.ts';
-import type { NodeRefusal } from './ports.ts';
 import { refusedFrameUid } from './frame-uid.ts';
 import type { NodeEvent, OwnerLost } from './node-table.ts';
-import { type ClaimResult, ownershipOptions } from './ownership.ts';
+import type { ClaimResult, OwnershipRegistry } from './ownership.ts';
+import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeReader, NodeRefusal } from './ports.ts';
+import type { WriteRouter } from './writes.ts';
+
+/** What a gateway session is given: made once by the broker and shared by every gateway session. */
+export interface GatewaySessionDeps {
+  brokerId: string;
+  /** The broker's logger; each session takes a child of it. */
+  log: Logger;
+  counters: Pick<BrokerCounters, 'gatewayFramesIn' | 'toGateways' | 'rejected'>;
+  /** Read only: the session compares a re-announced node with what the table holds. */
+  table: Pick<NodeReader, 'get'>;
+  /** Where accepted frames go as node events (the hot path). */
+  events: EventPublisher;
+  admission: NodeAdmission;
+  ownership: Pick<OwnershipRegistry, 'claim'>;
+  writes: Pick<WriteRouter, 'serveGateway' | 'unserveGateway' | 'complete'>;
+  /** The broker's map of connected gateways: told when this session's socket is gone. */
+  connected: GatewayDirectory;
+  grace: GracePeriods;
+  /** --max-claim-queue */
+  maxClaimQueue: number;
+}
+
+/** The broker's gateways by id, as a session sees it. */
+export interface GatewayDirectory {
+  has(gatewayId: string): boolean;
+  /** Called when `session`'s socket is gone (the map keeps a newer session of the same gateway). */
+  gatewayGone(session: GatewaySession): void;
+}
 
 /** True when `obj` has exactly `n` own keys (cheaper than Object.keys on the hot path). */
 function hasOnlyKeys(obj: object, n: number): boolean {
@@ -31,16 +58,16 @@ export class GatewaySession {
   private queued = 0;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly deps: GatewaySessionDeps,
     readonly ws: WebSocket,
     readonly gatewayId: string,
   ) {
-    this.log = broker.log.child({ gateway: gatewayId });
+    this.log = deps.log.child({ gateway: gatewayId });
   }
 
   start(): void {
     this.log.info('gateway connected');
-    this.broker.writes.serveGateway(this);
+    this.deps.writes.serveGateway(this);
     this.ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     this.ws.on('pong', () => {
       this.alive = true;
@@ -50,14 +77,14 @@ export class GatewaySession {
   }
 
   record(): GatewayRecord {
-    return { id: this.gatewayId, broker: this.broker.id, connectedAt: this.connectedAt, nodes: this.nodes.size };
+    return { id: this.gatewayId, broker: this.deps.brokerId, connectedAt: this.connectedAt, nodes: this.nodes.size };
   }
 
   /** Called every ping interval: a gateway that did not answer the previous ping is dropped (half-open link). */
   heartbeat(): void {
     if (!this.alive) {
       this.log.warn('gateway stopped answering pings');
-      this.broker.counters.rejected('gateway-ping-timeout').inc();
+      this.deps.counters.rejected('gateway-ping-timeout').inc();
       this.ws.terminate();
       return;
     }
@@ -70,7 +97,7 @@ export class GatewaySession {
     const frame = encode(msg);
     if (frame === undefined) return this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');
     this.ws.send(frame);
-    this.broker.counters.toGateways.inc();
+    this.deps.counters.toGateways.inc();
   }
 
   /**
@@ -85,7 +112,7 @@ export class GatewaySession {
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
-    this.broker.counters.gatewayFramesIn.inc();
+    this.deps.counters.gatewayFramesIn.inc();
     if (isBinary) return this.reject(CloseCode.UnsupportedData, 'binary-frame', 'only text frames are accepted');
     const text = data.toString();
     const parsed = parseGatewayFrame(text);
@@ -106,29 +133,32 @@ export class GatewaySession {
     }
     switch (msg.type) {
       case 'new': {
-        const refusal = this.broker.admitNode(msg.uid, msg.data === undefined ? 0 : Object.keys(msg.data).length);
+        const refusal = this.deps.admission.admitNode(
+          msg.uid,
+          msg.data === undefined ? 0 : Object.keys(msg.data).length,
+        );
         if (refusal !== undefined) return this.refuseNode(msg.uid, refusal);
         return this.onNew(msg);
       }
       case 'update': {
         if (!this.owns(msg.uid)) return;
-        const refusal = this.broker.admitResource(msg.uid, msg.endpoint);
+        const refusal = this.deps.admission.admitResource(msg.uid, msg.endpoint);
         if (refusal !== undefined) return this.refuseNode(msg.uid, refusal);
         const event: NodeEvent = { type: 'update', uid: msg.uid, endpoint: msg.endpoint, data: msg.data };
         // The hot path: a gateway update with no extra fields is already the client frame, so its text is
         // forwarded as it came (validated above) instead of being serialized again.
-        this.broker.publishEvent(event, hasOnlyKeys(msg, 4) ? text : undefined);
+        this.deps.events.publishEvent(event, hasOnlyKeys(msg, 4) ? text : undefined);
         return;
       }
       case 'out': {
         if (!this.owns(msg.uid)) return;
         this.nodes.delete(msg.uid);
-        this.broker.publishEvent({ type: 'out', uid: msg.uid, reason: msg.reason, lastSeen: Date.now() });
+        this.deps.events.publishEvent({ type: 'out', uid: msg.uid, reason: msg.reason, lastSeen: Date.now() });
         return;
       }
       case 'reset': {
         if (!this.owns(msg.uid)) return;
-        this.broker.publishEvent({ type: 'reset', uid: msg.uid });
+        this.deps.events.publishEvent({ type: 'reset', uid: msg.uid });
         return;
       }
       case 'result':
@@ -148,7 +178,7 @@ export class GatewaySession {
    * right after `new` is neither refused nor lost.
    */
   private onNew(msg: GwNew): void {
-    const decided = this.broker.ownership.claim(msg.uid, this.gatewayId, msg.proof);
+    const decided = this.deps.ownership.claim(msg.uid, this.gatewayId, msg.proof);
     if (!(decided instanceof Promise)) return this.onClaim(msg, decided);
     this.claiming ??= new Map();
     this.claiming.set(msg.uid, []);
@@ -167,7 +197,7 @@ export class GatewaySession {
     if (!result.ok) {
       // It may have held the uid until a moment ago (moved or removed, the event not applied here yet).
       this.nodes.delete(msg.uid);
-      const refused = this.broker.counters.rejected('duplicate-uid');
+      const refused = this.deps.counters.rejected('duplicate-uid');
       refused.inc();
       // A device beaconing a taken uid is refused at every beacon: logged at the first and every 1000th.
       if (refused.value % 1000 === 1) {
@@ -187,7 +217,7 @@ export class GatewaySession {
     if (result.moved !== undefined) {
       this.log.info({ uid: msg.uid, from: result.moved.from }, 'token-proven node moved to this gateway');
     }
-    const existing = this.broker.table.get(msg.uid);
+    const existing = this.deps.table.get(msg.uid);
     const proof = result.claim.proof;
     // A gateway re-announcing its own online node (after a reconnect) is not news for clients.
     const readopt =
@@ -206,14 +236,14 @@ export class GatewaySession {
         lastSeen: Date.now(),
       };
       if (proof !== undefined) event.proof = proof;
-      this.broker.publishEvent(event);
+      this.deps.events.publishEvent(event);
     }
     if (msg.data) {
       const known = readopt ? existing.resources : undefined;
       for (const endpoint in msg.data) {
         const data = msg.data[endpoint];
         if (known !== undefined && JSON.stringify(known[endpoint]) === JSON.stringify(data)) continue;
-        this.broker.publishEvent({ type: 'update', uid: msg.uid, endpoint, data });
+        this.deps.events.publishEvent({ type: 'update', uid: msg.uid, endpoint, data });
       }
     }
   }
@@ -221,7 +251,7 @@ export class GatewaySession {
   /** The store could not decide (JetStream down or slow): the gateway retries by reconnecting and replaying. */
   private onClaimFailed(uid: string, err: unknown): void {
     this.claiming?.delete(uid);
-    this.broker.counters.rejected('ownership-unavailable').inc();
+    this.deps.counters.rejected('ownership-unavailable').inc();
     this.log.error({ err, uid }, 'node ownership could not be decided; closing the gateway link so it retries');
     this.close(CloseCode.TryAgainLater, 'node ownership store unavailable, retry later');
   }
@@ -245,8 +275,8 @@ export class GatewaySession {
   }
 
   private defer(uid: string, msg: GatewayMessage, text: string): void {
-    if (this.queued >= (this.broker.config.maxClaimQueue ?? ownershipOptions.maxClaimQueue.default)) {
-      this.broker.counters.rejected('claim-queue-full').inc();
+    if (this.queued >= this.deps.maxClaimQueue) {
+      this.deps.counters.rejected('claim-queue-full').inc();
       this.log.warn({ uid, queued: this.queued }, 'too many frames wait for ownership decisions; closing the link');
       // State, not backlog: the gateway reconnects and replays each node's current state.
       this.close(CloseCode.TryAgainLater, 'too many frames while node ownership is decided');
@@ -277,7 +307,7 @@ export class GatewaySession {
 
   private owns(uid: string): boolean {
     if (this.nodes.has(uid)) return true;
-    this.broker.counters.rejected('not-owner').inc();
+    this.deps.counters.rejected('not-owner').inc();
     this.log.warn({ uid }, 'gateway sent a frame for a node it does not own');
     this.send({
       type: 'error',
@@ -290,7 +320,7 @@ export class GatewaySession {
 
   /** Refuses one frame about one node: counted, logged (first and every 1000th), answered with an error frame. */
   private refuseNode(uid: string, refusal: NodeRefusal): void {
-    const counter = this.broker.counters.rejected(refusal.counter);
+    const counter = this.deps.counters.rejected(refusal.counter);
     counter.inc();
     if (counter.value % 1000 === 1) {
       this.log.warn({ uid, code: refusal.code, reason: refusal.reason, count: counter.value }, 'node frame refused');
@@ -299,14 +329,14 @@ export class GatewaySession {
   }
 
   private onResult(msg: GwResult): void {
-    if (!this.broker.writes.complete(this, msg)) {
-      this.broker.counters.rejected('unknown-write-id').inc();
+    if (!this.deps.writes.complete(this, msg)) {
+      this.deps.counters.rejected('unknown-write-id').inc();
       this.log.debug({ id: msg.id }, 'result for an unknown or expired write');
     }
   }
 
   private reject(close: number, code: string, reason: string): void {
-    this.broker.counters.rejected(code).inc();
+    this.deps.counters.rejected(code).inc();
     this.log.warn({ code, reason }, 'bad frame from gateway; closing');
     this.close(close, reason.slice(0, 120));
   }
@@ -314,14 +344,14 @@ export class GatewaySession {
   private onSocketError(err: Error & { code?: string }): void {
     // ws reports an oversized frame as an error, then closes with 1009 itself.
     const reason = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? ErrorCode.TooBig : (err.code ?? 'socket-error');
-    this.broker.counters.rejected(reason).inc();
+    this.deps.counters.rejected(reason).inc();
     this.log.warn({ err: err.message, code: err.code }, 'gateway socket error');
   }
 
   private onClose(code: number, reason: string): void {
-    this.broker.gatewayGone(this);
-    this.broker.writes.unserveGateway(this);
+    this.deps.connected.gatewayGone(this);
+    this.deps.writes.unserveGateway(this);
     this.log.info({ code, reason }, 'gateway disconnected');
-    if (!this.closed && !this.broker.gateways.has(this.gatewayId)) this.broker.startGrace(this.gatewayId);
+    if (!this.closed && !this.deps.connected.has(this.gatewayId)) this.deps.grace.startGrace(this.gatewayId);
   }
 }
