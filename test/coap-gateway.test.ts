@@ -253,6 +253,7 @@ describe('coap gateway: liveness', () => {
     const gw = await startGateway({ maxTime: 0.5, checkIntervalMs: 20 });
     const node = await startNode(gw, { beaconIntervalMs: 50 });
     await client.next(update('1234', 'led', '0'), 'discovered');
+    // Negative check: longer than max-time (500 ms), the node beaconing every 50 ms must not go out.
     await settle(700);
     expect(client.frames.filter(ofType('out', '1234'))).toEqual([]);
     const stoppedAt = Date.now();
@@ -315,6 +316,8 @@ describe('coap gateway: bad input', () => {
     });
     await client.next(update('garbled', 'name', 'Python Test Node'), 'the parsable link');
     await waitFor(() => metric(gw, 'link_format_errors_total') >= 1, 'counted');
+    // Negative check: a garbled link-format must not put the node out; 100 ms bounds the wait for a frame in
+    // flight after the error was counted.
     await settle(100);
     expect(client.frames.filter(ofType('out', 'garbled'))).toEqual([]);
   });

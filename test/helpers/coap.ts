@@ -1,40 +1,38 @@
 // Shared by the CoAP gateway tests: a config with test timings, metric reading, hand-encoded CoAP datagrams.
 import type { CoapGateway } from '../../gateways/coap/coap-gateway.ts';
-import type { CoapGatewayConfig } from '../../gateways/coap/options.ts';
+import { type CoapGatewayConfig, coapGatewayOptions } from '../../gateways/coap/options.ts';
+import { resolveConfig } from '../../services/common/config.ts';
 
-/** Every option spelled out (a new option breaks the build here, not silently in a test). */
+/**
+ * What the CoAP tests change from the option table's defaults, and why; everything else is the default a
+ * `mycelium coap-gateway` started without flags gets.
+ */
+export const COAP_TEST_OVERRIDES = {
+  // Real sockets on port 0; no node port guessed (5683 may be anyone's on a shared machine).
+  coapPort: 0,
+  fallbackNodePort: 0,
+  // Timings shrunk so a test waits milliseconds, not the seconds a field deployment uses.
+  checkIntervalMs: 50,
+  requestTimeoutMs: 400,
+  backoffInitialMs: 50,
+  backoffMaxMs: 500,
+  // Every test node beacons from ::1, one source address: the per-address rates must not throttle a test that
+  // is not about them.
+  discoveriesPerMinute: 600,
+  newNodesPerMinute: 600,
+} as const satisfies Partial<CoapGatewayConfig>;
+
+/** The gateway's defaults, as its option table declares them (an env var of this shell does not leak in). */
+export function coapGatewayDefaults(): CoapGatewayConfig {
+  const resolved = resolveConfig(coapGatewayOptions, [], {});
+  const config: Record<string, unknown> = {};
+  for (const name of Object.keys(coapGatewayOptions)) config[name] = resolved[name as keyof typeof resolved];
+  return config as CoapGatewayConfig;
+}
+
+/** A config for tests: the option table's defaults, COAP_TEST_OVERRIDES, the broker, then the test's own. */
 export function coapGatewayConfig(brokerUrl: string, overrides: Partial<CoapGatewayConfig> = {}): CoapGatewayConfig {
-  return {
-    coapPort: 0,
-    coapHost: '::',
-    maxTime: 120,
-    checkIntervalMs: 50,
-    requestTimeoutMs: 400,
-    maxPayloadBytes: 256,
-    nodePort: 0,
-    fallbackNodePort: 0,
-    allowRebinding: false,
-    discoveriesPerMinute: 600,
-    discoveryConcurrency: 8,
-    discoveryRetryMs: 60_000,
-    ignoreObs: false,
-    pollIntervalMs: 30_000,
-    observeRefreshMs: 300_000,
-    dedupCacheBytes: 1 << 20,
-    httpPort: -1,
-    httpHost: '127.0.0.1',
-    maxNodes: 100_000,
-    maxResourcesPerNode: 64,
-    newNodesPerMinute: 600,
-    brokerUrl: [brokerUrl],
-    token: undefined,
-    keyFile: undefined,
-    gatewayId: undefined,
-    backoffInitialMs: 50,
-    backoffMaxMs: 500,
-    brokerPingMs: 15_000,
-    ...overrides,
-  };
+  return { ...coapGatewayDefaults(), ...COAP_TEST_OVERRIDES, brokerUrl: [brokerUrl], ...overrides };
 }
 
 /** The value of one `mycelium_coap_…` sample, 0 when absent. `name` may carry labels: `x_total{reason="y"}`. */
