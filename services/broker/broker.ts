@@ -25,7 +25,7 @@ import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
 import { isIdentifier, parseJson, stringifySafe } from '../protocol/schema.ts';
-import { ClientSession } from './client-session.ts';
+import { type ClientDirectory, ClientSession, type ClientSessionDeps } from './client-session.ts';
 import { brokerCounters } from './counters.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession, type GatewaySessionDeps } from './gateway-session.ts';
@@ -69,7 +69,7 @@ interface StateSyncReply {
   gateways: GatewayRecord[];
 }
 
-export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GracePeriods {
+export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GracePeriods, ClientDirectory {
   readonly id: string;
   readonly table = new NodeTable();
   readonly metrics = new Metrics();
@@ -109,6 +109,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private localEvent?: { bytes: Uint8Array; frame: Buffer; event: NodeEvent };
   /** What every gateway session is given (one object for all of them). */
   private readonly gatewayDeps: GatewaySessionDeps;
+  /** What every client session is given. */
+  private readonly clientDeps: ClientSessionDeps;
 
   readonly counters: BrokerCounters;
 
@@ -167,6 +169,16 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       },
       grace: this,
       maxClaimQueue: config.maxClaimQueue ?? ownershipOptions.maxClaimQueue.default,
+    };
+    this.clientDeps = {
+      brokerId: this.id,
+      log: this.log,
+      counters: this.counters,
+      table: this.table,
+      writes: this.writes,
+      tokens: this,
+      clients: this,
+      config,
     };
     const handshake = config.handshakeTimeoutMs;
     this.app = Fastify({
@@ -367,7 +379,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   }
 
   private adoptClient(ws: WebSocket, claims: TokenClaims): void {
-    const session = new ClientSession(this, ws, claims);
+    const session = new ClientSession(this.clientDeps, ws, claims);
     this.clients.add(session);
     session.start();
   }

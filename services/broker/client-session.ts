@@ -11,8 +11,41 @@ import type { TokenClaims } from '../common/tokens.ts';
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseClientFrame } from '../protocol/frames.ts';
 import { type BrokerToClientMessage, type ClUpdate, canWrite } from '../protocol/messages.ts';
-import type { Broker } from './broker.ts';
 import { rawSocket, textFrameOf } from './fanout.ts';
+import type { NodeEvent } from './node-table.ts';
+import type { BrokerCounters, NodeReader, TokenCheck } from './ports.ts';
+import type { WriteRouter } from './writes.ts';
+
+/** What a client session is given: made once by the broker and shared by every client session. */
+export interface ClientSessionDeps {
+  brokerId: string;
+  /** The broker's logger; each session takes a child of it. */
+  log: Logger;
+  counters: Pick<BrokerCounters, 'clientFramesIn' | 'rejected' | 'sessionsEnded'>;
+  /** Read only: a write goes to the gateway the table names for the node. */
+  table: NodeReader;
+  writes: Pick<WriteRouter, 'write'>;
+  tokens: TokenCheck;
+  clients: ClientDirectory;
+  config: ClientLimits;
+}
+
+/** The broker's registered clients, as a session sees them. */
+export interface ClientDirectory {
+  /** Every node as `new`/`update` frames, taken at one instant (the snapshot a client gets on `new`). */
+  snapshot(): NodeEvent[];
+  /** From now on the client is sent every live event (queued while its snapshot streams). */
+  register(client: ClientSession): void;
+  /** The client's socket is gone. */
+  clientGone(client: ClientSession): void;
+}
+
+/** The options that bound one client (finding 5 of issue 10). */
+export interface ClientLimits {
+  readonly clientFramesPerSecond: number;
+  readonly clientFrameBurst: number;
+  readonly clientBufferBytes: number;
+}
 
 /** `new` (not registered yet), `syncing` (snapshot streaming, live frames queued), `live`. */
 type State = 'new' | 'syncing' | 'live';
@@ -32,12 +65,12 @@ export class ClientSession {
   private backlogBytes = 0;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly deps: ClientSessionDeps,
     readonly ws: WebSocket,
     readonly claims: TokenClaims,
   ) {
-    this.log = broker.log.child({ client: this.id, sub: claims.sub, role: claims.role });
-    const { clientFramesPerSecond, clientFrameBurst } = broker.config;
+    this.log = deps.log.child({ client: this.id, sub: claims.sub, role: claims.role });
+    const { clientFramesPerSecond, clientFrameBurst } = deps.config;
     this.limiter = new KeyedRateLimiter({ perSecond: clientFramesPerSecond, burst: clientFrameBurst, maxKeys: 1 });
   }
 
@@ -54,21 +87,21 @@ export class ClientSession {
     });
     this.ws.on('error', (err: Error & { code?: string }) => {
       const reason = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? ErrorCode.TooBig : (err.code ?? 'socket-error');
-      this.broker.counters.rejected(reason).inc();
+      this.deps.counters.rejected(reason).inc();
       this.log.warn({ err: err.message }, 'client socket error');
     });
     this.ws.on('close', () => {
       this.closing = true;
       this.backlog = [];
-      this.broker.clientGone(this);
+      this.deps.clients.clientGone(this);
       this.log.debug('client disconnected');
     });
-    this.send({ type: 'hello', client: this.id, role: this.claims.role, broker: this.broker.id });
+    this.send({ type: 'hello', client: this.id, role: this.claims.role, broker: this.deps.brokerId });
   }
 
   heartbeat(): void {
     if (!this.alive) {
-      this.broker.counters.rejected('client-ping-timeout').inc();
+      this.deps.counters.rejected('client-ping-timeout').inc();
       this.ws.terminate();
       return;
     }
@@ -78,10 +111,10 @@ export class ClientSession {
 
   /** Closes the session with 4401 when its token has expired or was revoked (finding 7 of issue 10). */
   checkToken(now: number): boolean {
-    const ended = this.broker.tokenEnded(this.claims, now);
+    const ended = this.deps.tokens.tokenEnded(this.claims, now);
     if (ended === undefined) return true;
     if (!this.closing) {
-      this.broker.counters.sessionsEnded(ended).inc();
+      this.deps.counters.sessionsEnded(ended).inc();
       this.log.info({ reason: ended }, 'client session closed: token ended');
       this.close(CloseCode.TokenExpired, `token ${ended}`);
     }
@@ -108,26 +141,26 @@ export class ClientSession {
   queue(frame: Buffer): void {
     if (this.closing) return;
     this.backlogBytes += frame.length;
-    if (this.backlogBytes > this.broker.config.clientBufferBytes) return this.tooSlow();
+    if (this.backlogBytes > this.deps.config.clientBufferBytes) return this.tooSlow();
     this.backlog.push(frame);
   }
 
   /** True (and the client dropped, 1013) when its unsent bytes exceed --client-buffer-bytes. */
   private overBuffer(): boolean {
     const socket = rawSocket(this.ws);
-    if (socket === undefined || socket.writableLength <= this.broker.config.clientBufferBytes) return false;
+    if (socket === undefined || socket.writableLength <= this.deps.config.clientBufferBytes) return false;
     this.tooSlow();
     return true;
   }
 
   private tooSlow(): void {
     // Bounded memory: a client that cannot keep up is dropped; it reconnects and gets a fresh snapshot.
-    this.broker.counters.rejected('slow-client').inc();
+    this.deps.counters.rejected('slow-client').inc();
     this.close(1013, 'client too slow');
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
-    this.broker.counters.clientFramesIn.inc();
+    this.deps.counters.clientFramesIn.inc();
     if (this.closing) return;
     if (!this.checkToken(Date.now())) return;
     if (!this.limiter.take('frames')) return this.rateLimited();
@@ -155,11 +188,11 @@ export class ClientSession {
    */
   private rateLimited(): void {
     this.refusedInRow++;
-    this.broker.counters.rejected('rate-limited').inc();
+    this.deps.counters.rejected('rate-limited').inc();
     if (this.refusedInRow === 1) {
       this.log.warn('client over its frame rate; frames dropped');
       this.send({ type: 'error', code: ErrorCode.RateLimited, reason: 'too many frames; slow down' });
-    } else if (this.refusedInRow >= this.broker.config.clientFrameBurst) {
+    } else if (this.refusedInRow >= this.deps.config.clientFrameBurst) {
       this.reject(CloseCode.PolicyViolation, 'rate-limit-close', 'too many frames');
     }
   }
@@ -171,14 +204,14 @@ export class ClientSession {
    */
   private register(): void {
     if (this.state !== 'new') {
-      this.broker.counters.rejected('already-registered').inc();
+      this.deps.counters.rejected('already-registered').inc();
       this.send({ type: 'error', code: ErrorCode.AlreadyRegistered, reason: 'this connection is already registered' });
       return;
     }
     this.state = 'syncing';
-    const frames: BrokerToClientMessage[] = this.broker.snapshot();
-    frames.push({ type: 'synced', nodes: this.broker.table.size });
-    this.broker.register(this);
+    const frames: BrokerToClientMessage[] = this.deps.clients.snapshot();
+    frames.push({ type: 'synced', nodes: this.deps.table.size });
+    this.deps.clients.register(this);
     this.streamSnapshot(frames, 0);
   }
 
@@ -186,12 +219,12 @@ export class ClientSession {
   private streamSnapshot(frames: BrokerToClientMessage[], from: number): void {
     const socket = rawSocket(this.ws);
     if (this.closing || socket === undefined || this.ws.readyState !== 1) return;
-    const limit = this.broker.config.clientBufferBytes;
+    const limit = this.deps.config.clientBufferBytes;
     let i = from;
     while (i < frames.length && socket.writableLength < limit) {
       const text = encode(frames[i++]);
       if (text === undefined) {
-        this.broker.counters.rejected('unserializable').inc();
+        this.deps.counters.rejected('unserializable').inc();
         continue;
       }
       socket.write(textFrameOf(text).frame);
@@ -210,24 +243,24 @@ export class ClientSession {
     const id = msg.id ?? randomUUID();
     const { uid, endpoint, payload } = msg.data;
     if (!canWrite(this.claims.role)) {
-      this.broker.counters.rejected('forbidden-write').inc();
+      this.deps.counters.rejected('forbidden-write').inc();
       this.log.warn({ uid, endpoint }, 'write refused: role may not write');
       this.send({ type: 'error', code: ErrorCode.Forbidden, reason: `role ${this.claims.role} may not write`, id });
       return;
     }
-    const node = this.broker.table.get(uid);
+    const node = this.deps.table.get(uid);
     if (node === undefined || node.status === 'offline') {
       const reason = node === undefined ? 'unknown-node' : 'node-offline';
-      this.broker.counters.rejected(reason).inc();
+      this.deps.counters.rejected(reason).inc();
       this.send({ type: 'result', id, uid, endpoint, result: 'error', reason });
       return;
     }
-    const outcome = await this.broker.writes.write(node.gateway, { uid, endpoint, payload });
+    const outcome = await this.deps.writes.write(node.gateway, { uid, endpoint, payload });
     this.send({ type: 'result', id, uid, endpoint, ...outcome });
   }
 
   private reject(close: number, code: string, reason: string): void {
-    this.broker.counters.rejected(code).inc();
+    this.deps.counters.rejected(code).inc();
     this.log.warn({ code, reason }, 'bad frame from client; closing');
     this.close(close, reason.slice(0, 120));
   }
