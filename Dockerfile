@@ -3,13 +3,15 @@ FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production MYCELIUM_HOME=/keys
 COPY package.json package-lock.json ./
-# Dev dependencies are needed once, to build the dashboard; the sources run through tsx.
+# Dev dependencies are needed once, to compile the TypeScript (tsc: a type error fails the image build) and
+# to build the dashboard page; `prepare` skips both here, as the sources are not copied yet.
 RUN npm ci --no-audit --no-fund
 COPY . .
 # /keys holds the private key (mounted only into containers that mint tokens), /pub the public key and the
 # revocation list (mounted read-only into the brokers). No VOLUME here: a container mounts only what it needs.
-RUN npm run build:dashboard && npm prune --omit=dev \
+RUN npm run build && npm run build:dashboard && npm prune --omit=dev \
   && mkdir -p /keys /pub && chown node:node /keys /pub && chmod 700 /keys
 USER node
-ENTRYPOINT ["node", "bin/mycelium.js"]
+# Compiled JavaScript only: tsx is a dev dependency, pruned above.
+ENTRYPOINT ["node", "dist/cli/main.js"]
 CMD ["--help"]
