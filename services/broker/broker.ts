@@ -29,7 +29,7 @@ import { type ClientDirectory, ClientSession, type ClientSessionDeps } from './c
 import { brokerCounters } from './counters.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession, type GatewaySessionDeps } from './gateway-session.ts';
-import { registerHttpApi } from './http-api.ts';
+import { type HttpAuth, registerHttpApi } from './http-api.ts';
 import { Metrics } from './metrics.ts';
 import { type NodeEvent, NodeTable } from './node-table.ts';
 import { PeerDirectory } from './peers.ts';
@@ -69,7 +69,7 @@ interface StateSyncReply {
   gateways: GatewayRecord[];
 }
 
-export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GracePeriods, ClientDirectory {
+export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GracePeriods, ClientDirectory, HttpAuth {
   readonly id: string;
   readonly table = new NodeTable();
   readonly metrics = new Metrics();
@@ -247,7 +247,21 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     await this.bus.flush();
     await this.syncStateFromPeers();
     this.peers.start();
-    registerHttpApi(this.app, this);
+    registerHttpApi(this.app, {
+      brokerId: this.id,
+      log: this.log,
+      counters: this.counters,
+      metrics: this.metrics,
+      bus: this.bus,
+      table: this.table,
+      gateways: this.gateways,
+      peers: this.peers,
+      writes: this.writes,
+      ownership: this.ownership,
+      events: this,
+      auth: this,
+      config: this.config,
+    });
     this.app.server.on('connection', (socket: Socket) => this.onConnection(socket));
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', (err) => this.log.debug({ err }, 'socket error during upgrade'));

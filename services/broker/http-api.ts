@@ -1,11 +1,44 @@
 // REST API under /api/v1, plus /healthz and /metrics. Every route but /healthz needs a bearer token.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { extractToken, type TokenClaims } from '../common/tokens.ts';
+import type { Bus } from '../bus/bus.ts';
+import type { Logger } from '../common/log.ts';
+import { extractToken, type TokenClaims, type VerifyResult } from '../common/tokens.ts';
 import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
 import { isIdentifier, parseJson } from '../protocol/schema.ts';
-import type { Broker } from './broker.ts';
-import { removeNode } from './ownership.ts';
+import type { Metrics } from './metrics.ts';
+import type { NodeRecord } from '../protocol/messages.ts';
+import { type OwnershipRegistry, removeNode } from './ownership.ts';
+import type { PeerDirectory } from './peers.ts';
+import type { BrokerCounters, EventPublisher, GatewayView, NodeReader } from './ports.ts';
+import type { WriteRouter } from './writes.ts';
+
+/** What the REST API is given: it reads the broker's state and sends writes and removals, nothing more. */
+export interface HttpApiDeps {
+  brokerId: string;
+  log: Logger;
+  counters: Pick<BrokerCounters, 'rejected'>;
+  metrics: Pick<Metrics, 'render'>;
+  bus: Pick<Bus, 'kind'>;
+  table: NodeReader & { all(): IterableIterator<NodeRecord> };
+  /** The gateways connected to this broker; peers' come from `peers`. */
+  gateways: ReadonlyMap<string, GatewayView>;
+  peers: Pick<PeerDirectory, 'remoteGateways'>;
+  writes: Pick<WriteRouter, 'write'>;
+  /** DELETE /nodes/:uid publishes the removal and releases the uid. */
+  ownership: OwnershipRegistry;
+  events: EventPublisher;
+  auth: HttpAuth;
+  config: { readonly allowAnonymousViewers: boolean; readonly publicMetrics: boolean };
+}
+
+/** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
+export interface HttpAuth {
+  verify(token: string | undefined, roles: readonly Role[]): Promise<VerifyResult>;
+  /** True when this request's connection is beyond its address's cap (answered 429). */
+  overConnectionCap(socket: object): boolean;
+  refusedConnection(reason: string, remote: string | undefined): void;
+}
 
 const READ_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
 
@@ -19,7 +52,7 @@ function problem(reply: FastifyReply, status: number, code: string, message: str
   return reply.code(status).send({ error: code, message });
 }
 
-export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
+export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   // Devices and scripts may send a plain-text payload.
   app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_req, body, done) => done(null, body));
   // JSON bodies go through the same depth-capped parse as every frame (finding 1 of issue 10): a body nested
@@ -34,8 +67,8 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
 
   // A connection beyond its address's cap (--max-connections-per-address) gets a 429 and is closed.
   app.addHook('onRequest', async (req, reply) => {
-    if (!broker.overConnectionCap(req.raw.socket)) return;
-    broker.refusedConnection('too-many-connections', req.raw.socket.remoteAddress);
+    if (!deps.auth.overConnectionCap(req.raw.socket)) return;
+    deps.auth.refusedConnection('too-many-connections', req.raw.socket.remoteAddress);
     return problem(
       reply.header('connection', 'close'),
       429,
@@ -47,20 +80,20 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
   // Fastify's own errors (bad JSON body, body too large, ...) are the client's mistake: a 4xx, never a 500.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    if (status === 500) broker.log.error({ err }, 'request failed');
-    broker.counters.rejected(`http-${status}`).inc();
+    if (status === 500) deps.log.error({ err }, 'request failed');
+    deps.counters.rejected(`http-${status}`).inc();
     return problem(reply, status, err.code ?? 'MYC_ERR_HTTP', err.message);
   });
 
   const authenticate = async (req: FastifyRequest, reply: FastifyReply) => {
     const { token } = extractToken(req.headers, undefined);
-    if (token === undefined && broker.config.allowAnonymousViewers) {
+    if (token === undefined && deps.config.allowAnonymousViewers) {
       req.claims = { sub: 'anonymous', role: 'viewer' };
       return;
     }
-    const result = await broker.verify(token, READ_ROLES);
+    const result = await deps.auth.verify(token, READ_ROLES);
     if (!result.ok) {
-      broker.counters.rejected(`auth-${result.reason}`).inc();
+      deps.counters.rejected(`auth-${result.reason}`).inc();
       return problem(
         reply.header('WWW-Authenticate', `Bearer error="invalid_token"`),
         401,
@@ -73,24 +106,24 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
 
   app.get('/healthz', async () => ({
     status: 'ok',
-    broker: broker.id,
-    bus: broker.bus.kind,
-    gateways: broker.gateways.size,
-    nodes: broker.table.size,
+    broker: deps.brokerId,
+    bus: deps.bus.kind,
+    gateways: deps.gateways.size,
+    nodes: deps.table.size,
   }));
 
-  app.get('/metrics', { onRequest: broker.config.publicMetrics ? [] : [authenticate] }, async (_req, reply) =>
-    reply.type('text/plain; version=0.0.4').send(broker.metrics.render()),
+  app.get('/metrics', { onRequest: deps.config.publicMetrics ? [] : [authenticate] }, async (_req, reply) =>
+    reply.type('text/plain; version=0.0.4').send(deps.metrics.render()),
   );
 
   app.register(
     async (api) => {
       api.addHook('onRequest', authenticate);
 
-      api.get('/nodes', async () => [...broker.table.all()]);
+      api.get('/nodes', async () => [...deps.table.all()]);
 
       api.get<{ Params: { uid: string } }>('/nodes/:uid', async (req, reply) => {
-        const node = broker.table.get(req.params.uid);
+        const node = deps.table.get(req.params.uid);
         if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${req.params.uid}`);
         return node;
       });
@@ -100,15 +133,15 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
       api.delete<{ Params: { uid: string } }>('/nodes/:uid', async (req, reply) => {
         const { uid } = req.params;
         if (!canWrite(req.claims!.role)) {
-          broker.counters.rejected('forbidden-remove').inc();
+          deps.counters.rejected('forbidden-remove').inc();
           return problem(reply, 403, ErrorCode.Forbidden, `role ${req.claims!.role} may not remove nodes`);
         }
         let removed: boolean;
         try {
-          removed = await removeNode(broker, uid, req.claims!.sub);
+          removed = await removeNode(deps, uid, req.claims!.sub);
         } catch (err) {
-          broker.counters.rejected('ownership-unavailable').inc();
-          broker.log.error({ err, uid }, 'node removal failed: ownership store unavailable');
+          deps.counters.rejected('ownership-unavailable').inc();
+          deps.log.error({ err, uid }, 'node removal failed: ownership store unavailable');
           return problem(reply, 503, ErrorCode.Unavailable, 'the node ownership store did not answer; retry');
         }
         if (!removed) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
@@ -120,7 +153,7 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
         async (req, reply) => {
           const { uid, name } = req.params;
           if (!canWrite(req.claims!.role)) {
-            broker.counters.rejected('forbidden-write').inc();
+            deps.counters.rejected('forbidden-write').inc();
             return problem(reply, 403, ErrorCode.Forbidden, `role ${req.claims!.role} may not write`);
           }
           const bad = isIdentifier(name);
@@ -128,10 +161,10 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
           if (req.body === undefined || req.body === '') {
             return problem(reply, 400, 'MYC_ERR_BAD_SHAPE', 'the request body is the payload and must not be empty');
           }
-          const node = broker.table.get(uid);
+          const node = deps.table.get(uid);
           if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
           if (node.status === 'offline') return problem(reply, 409, ErrorCode.NodeOffline, `node ${uid} is offline`);
-          const outcome = await broker.writes.write(node.gateway, { uid, endpoint: name, payload: req.body as Json });
+          const outcome = await deps.writes.write(node.gateway, { uid, endpoint: name, payload: req.body as Json });
           const status = outcome.result === 'timeout' ? 504 : outcome.result === 'error' ? 502 : 200;
           return reply.code(status).send({ uid, endpoint: name, ...outcome });
         },
@@ -139,8 +172,8 @@ export function registerHttpApi(app: FastifyInstance, broker: Broker): void {
 
       api.get('/gateways', async () => {
         const list = new Map<string, GatewayRecord>();
-        for (const g of broker.peers.remoteGateways()) list.set(g.id, g);
-        for (const s of broker.gateways.values()) list.set(s.gatewayId, s.record());
+        for (const g of deps.peers.remoteGateways()) list.set(g.id, g);
+        for (const s of deps.gateways.values()) list.set(s.gatewayId, s.record());
         return [...list.values()];
       });
     },

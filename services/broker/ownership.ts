@@ -411,7 +411,7 @@ export function ownerLost(deps: OwnerLostDeps, node: NodeRecord, why: OwnerLost)
 export interface RemoveDeps {
   table: { get(uid: string): NodeRecord | undefined };
   ownership: OwnershipRegistry;
-  publishEvent(event: NodeEvent): void;
+  events: { publishEvent(event: NodeEvent): void };
   log: Logger;
 }
 
@@ -425,7 +425,7 @@ export async function removeNode(deps: RemoveDeps, uid: string, by: string): Pro
   const node = deps.table.get(uid);
   const claim = await deps.ownership.owner(uid);
   if (node === undefined && claim === undefined) return false;
-  deps.publishEvent({ type: 'out', uid, reason: 'removed', lastSeen: Date.now() });
+  deps.events.publishEvent({ type: 'out', uid, reason: 'removed', lastSeen: Date.now() });
   await deps.ownership.release(uid);
   deps.log.info({ uid, by, gateway: claim?.gateway ?? node?.gateway }, 'node removed by an operator; uid released');
   return true;
