@@ -256,7 +256,7 @@ describe('broker: writes', () => {
     expect(viewer.closeCode).toBeUndefined();
   });
 
-  it('answers REST writes: 200 with the result, 404, 409, 504, 403 for viewers, 401 without token', async () => {
+  it('answers REST writes: 200 with the result, 404, 409, 504, 403 for viewers, 400 for bad JSON, 401 without token', async () => {
     tb.broker.config.writeTimeoutMs = 300;
     const op = await tb.keys.token('operator');
     const put = (uid: string, body: string, token = op, type = 'application/json') =>

@@ -116,6 +116,7 @@ describe('several brokers on one NATS server', () => {
     for (let i = 0; i < N; i++) gw.nodeUpdate('seq', 'n', i);
     for (const p of [onA, onB]) {
       await waitFor(() => updatesOf(p, 'seq').length >= N, 'all updates', 10_000);
+      // Negative check for "exactly once": no duplicate may follow the last update; 200 ms bounds the wait.
       await settle(200);
       expect(updatesOf(p, 'seq').map((f) => f.data)).toEqual(Array.from({ length: N }, (_, i) => i));
     }
@@ -142,7 +143,8 @@ describe('several brokers on one NATS server', () => {
       'stream flowing through b',
       5000,
     );
-    // Past the dead-peer detection (3 × 200 ms) and the grace period (2 s): still online, never out.
+    // Negative check: past the dead-peer detection (3 × 200 ms) and the grace period (2 s) the node must still be
+    // online, never out; no event marks "the grace period passed without an out", so the wait is a bounded one.
     await settle(2800);
     expect(onB.frames.filter((f) => f.uid === 'n1' && f.type === 'out')).toEqual([]);
     const node = await (
@@ -164,6 +166,7 @@ describe('several brokers on one NATS server', () => {
     await a.kill();
     const out = await onB.next((f) => f.type === 'out' && f.uid === 'n1', 'out on b', 10_000);
     expect(out.reason).toBe('gateway-lost');
+    // Negative check: exactly one out reaches the client; 300 ms bounds the wait for a second one.
     await settle(300);
     expect(onB.frames.filter((f) => f.type === 'out' && f.uid === 'n1')).toHaveLength(1);
   });

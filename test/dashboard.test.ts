@@ -216,6 +216,7 @@ describe('dashboard with a gateway played by a test peer', () => {
     expect(await text(p, `${card('evil-1')} [data-endpoint="text"] .text-val`)).toBe(
       '<iframe src=javascript:alert(4)>',
     );
+    // Negative check: no injected handler may open a dialog; 300 ms bounds the wait for a late onload or onerror.
     await settle(300);
     expect(watch.dialogs).toEqual([]);
     const injected = await p.evaluate(() => ({
@@ -309,7 +310,7 @@ describe('dashboard with a gateway played by a test peer', () => {
     expect(await p.inputValue('#search')).toBe('porch');
   });
 
-  it('filters nodes by search and status', async () => {
+  it('filters nodes by search and status, and hides the resources unchecked in the panel (kept across a reload)', async () => {
     const tb = await broker();
     const dash = await dashboard(tb);
     const gw = await fakeGateway(tb);

@@ -172,6 +172,7 @@ describe('mqtt gateway (embedded broker): discovery, values, writes', () => {
     const auth = await creds('chatty');
     await mosquittoPub(gw.mqttPort, 'node/check', '{"id":"chatty"}', auth);
     await client.next(isFrame('new', 'chatty'), 'new');
+    // Negative check: for twice --max-time, publishing but never node/check, the node must not go out.
     const until = Date.now() + 2000;
     while (Date.now() < until) await mosquittoPub(gw.mqttPort, 'node/chatty/temperature', '{"value":1}', auth);
     expect(client.frames.some(isFrame('out', 'chatty'))).toBe(false);

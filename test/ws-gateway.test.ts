@@ -253,6 +253,7 @@ describe('ws gateway: liveness and identity', () => {
       is('update', 'same', (f) => f.data === '1'),
       'value through the second connection',
     );
+    // Negative check: the replaced connection must cause no out/new flap; 200 ms bounds the wait for one in flight.
     await settle(200);
     expect(c.frames.filter((f) => f.uid === 'same').map((f) => f.type)).toEqual(['new', 'update', 'update']);
     expect(gw.sessions.size).toBe(1);
