@@ -1,7 +1,5 @@
 // `npm run check:deps`: the layer rule of STYLE.md habit 14 and docs/architecture.md ("Layers"), checked in CI.
 // Dynamic imports count: a lazily loaded module is still a dependency.
-const BROKER_SESSIONS = '^services/broker/(broker|http-api|gateway-session|client-session)[.]ts$';
-
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
@@ -9,16 +7,7 @@ module.exports = {
       name: 'no-cycles',
       severity: 'error',
       comment: 'No import cycle anywhere (type-only imports included).',
-      from: { pathNot: BROKER_SESSIONS },
-      to: { circular: true },
-    },
-    {
-      // TEMPORARY, until issue 11 item 3 (narrow session interfaces) lands: the sessions and the REST API take
-      // `import type { Broker }`, a type-only circle around broker.ts. Reported as warnings; delete this rule
-      // and the pathNot above when they are gone.
-      name: 'known-broker-session-cycles',
-      severity: 'warn',
-      from: { path: BROKER_SESSIONS },
+      from: {},
       to: { circular: true },
     },
     {
