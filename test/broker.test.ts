@@ -43,6 +43,12 @@ function nodeStatus(uid: string, status: 'online' | 'offline'): Promise<Frame> {
 beforeEach(async () => {
   tb = await startBroker();
 });
+
+/** Replaces this test's broker with one configured otherwise (before any peer connects). */
+async function withConfig(overrides: Parameters<typeof startBroker>[0]): Promise<void> {
+  await tb.stop();
+  tb = await startBroker(overrides);
+}
 afterEach(async () => {
   for (const p of peers.splice(0)) p.close();
   await tb.stop();
@@ -193,7 +199,7 @@ describe('broker: node state and fan-out', () => {
   });
 
   it('keeps nodes online without a flap when a gateway reconnects within the grace period', async () => {
-    tb.broker.config.gatewayGraceMs = 1000;
+    await withConfig({ gatewayGraceMs: 1000 });
     const c = await client();
     const gw = await gateway();
     gw.send({ type: 'new', uid: 'n1', data: { led: '0' } });
@@ -214,7 +220,12 @@ describe('broker: node state and fan-out', () => {
       const gw = await TestPeer.connect(`${slow.ws}/gw`, await slow.keys.token('gateway', 'mute'), { autoPong: false });
       peers.push(gw);
       await gw.closed(3000);
-      expect(slow.broker.gateways.size).toBe(0);
+      const auth = { authorization: `Bearer ${await slow.keys.token('viewer')}` };
+      await waitFor(
+        async () =>
+          ((await (await fetch(`${slow.http}/api/v1/gateways`, { headers: auth })).json()) as []).length === 0,
+        'the gateway gone from the broker',
+      );
     } finally {
       await slow.stop();
     }
@@ -257,7 +268,7 @@ describe('broker: writes', () => {
   });
 
   it('answers REST writes: 200 with the result, 404, 409, 504, 403 for viewers, 400 for bad JSON, 401 without token', async () => {
-    tb.broker.config.writeTimeoutMs = 300;
+    await withConfig({ writeTimeoutMs: 300 });
     const op = await tb.keys.token('operator');
     const put = (uid: string, body: string, token = op, type = 'application/json') =>
       fetch(`${tb.http}/api/v1/nodes/${uid}/resources/led`, {
