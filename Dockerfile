@@ -3,9 +3,10 @@ FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production MYCELIUM_HOME=/keys
 COPY package.json package-lock.json ./
-# Dev dependencies are needed once, to compile the TypeScript (tsc: a type error fails the image build) and
-# to build the dashboard page; `prepare` skips both here, as the sources are not copied yet.
-RUN npm ci --no-audit --no-fund
+# Dev dependencies are needed once, to compile the TypeScript (tsc: a type error fails the image build) and to
+# build the dashboard page (--include=dev: under NODE_ENV=production npm ci would leave them out). `prepare` skips
+# both here, as the sources are not copied yet.
+RUN npm ci --include=dev --no-audit --no-fund
 COPY . .
 # /keys holds the private key (mounted only into containers that mint tokens), /pub the public key and the
 # revocation list (mounted read-only into the brokers). No VOLUME here: a container mounts only what it needs.
