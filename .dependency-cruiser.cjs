@@ -39,6 +39,13 @@ module.exports = {
       to: { path: '^cli/' },
     },
     {
+      name: 'demo-nodes-load-lazily',
+      severity: 'error',
+      comment: 'The assembly reaches the test nodes of utils/ only by dynamic import (`node`, `up --demo`).',
+      from: { path: '^cli/' },
+      to: { path: '^utils/', dependencyTypesNot: ['dynamic-import'] },
+    },
+    {
       name: 'no-unresolvable',
       severity: 'error',
       comment: 'Every relative import resolves to a file.',
