@@ -1,15 +1,16 @@
 // NATS bus: the MemoryBus contract over one client connection that reconnects forever.
 // Subscriptions use callbacks rather than async iterators: no promise per message on the hot path.
-import {
-  connect,
-  createInbox,
-  ErrorCode,
-  type KV,
-  type Msg,
-  type NatsConnection,
-  type NatsError,
-  type Subscription,
-} from 'nats';
+import type { KV, Msg, NatsConnection, NatsError, Subscription } from 'nats';
+
+/**
+ * The nats client library, loaded when the first NatsBus connects: a process on the in-process bus never pays its
+ * ~120 ms of module loading at start-up. Everything below that needs it runs after connect().
+ */
+let nats: typeof import('nats') | undefined;
+const lib = (): typeof import('nats') => {
+  if (nats === undefined) throw new Error('NatsBus used before start()');
+  return nats;
+};
 import {
   type Bus,
   BusError,
@@ -129,7 +130,7 @@ export class NatsBus implements Bus {
     timer.unref();
     let sub: Subscription;
     try {
-      sub = nc.subscribe(createInbox(), {
+      sub = nc.subscribe(lib().createInbox(), {
         callback: (err, msg) => {
           if (err !== null) {
             this.onError(err, subject);
@@ -179,7 +180,8 @@ export class NatsBus implements Bus {
   private async connect(): Promise<void> {
     const { servers, name } = this.options;
     try {
-      this.nc = await connect({
+      nats ??= await import('nats');
+      this.nc = await nats.connect({
         servers,
         name,
         maxReconnectAttempts: -1,
@@ -272,7 +274,7 @@ function toKvError(err: unknown, what: string): Error {
   if (apiCode === JS_WRONG_LAST_SEQUENCE) return new KvConflictError(what, { cause: err });
   const code = natsCode(err);
   const reason = err instanceof Error ? err.message : String(err);
-  if (code === ErrorCode.JetStreamNotEnabled || code === ErrorCode.NoResponders) {
+  if (code === lib().ErrorCode.JetStreamNotEnabled || code === lib().ErrorCode.NoResponders) {
     // Nobody answers on the JetStream API or the bucket's subjects: JetStream is off, or the bucket is gone.
     return new KvUnavailableError(
       `${what}: JetStream is not enabled on the NATS server, or the bucket is gone (${reason})`,
@@ -295,11 +297,12 @@ function natsCode(err: unknown): unknown {
 
 function isClosedError(err: unknown): boolean {
   const code = natsCode(err);
-  return code === ErrorCode.ConnectionClosed || code === ErrorCode.ConnectionDraining;
+  return code === lib().ErrorCode.ConnectionClosed || code === lib().ErrorCode.ConnectionDraining;
 }
 
 function toBusError(err: unknown, subject: string, timeoutMs: number): unknown {
   let busErr: BusError;
+  const { ErrorCode } = lib();
   switch (natsCode(err)) {
     case ErrorCode.NoResponders:
       busErr = new BusError('no-responders', `no responders on ${subject}`);
