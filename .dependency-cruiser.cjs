@@ -25,6 +25,13 @@ module.exports = {
       to: { path: '^(cli|bin|dashboard|utils)/' },
     },
     {
+      name: 'gateways-not-into-the-broker',
+      severity: 'error',
+      comment: 'A gateway shares code with the broker only through services/common and services/protocol.',
+      from: { path: '^gateways/' },
+      to: { path: '^services/broker/' },
+    },
+    {
       name: 'dashboard-below-the-assembly',
       severity: 'error',
       comment: 'dashboard/ imports neither the assembly, the gateways nor the test tools.',

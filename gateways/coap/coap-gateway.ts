@@ -14,7 +14,7 @@ import {
   type OutgoingMessage,
   type Server,
 } from 'coap';
-import { type Counter, Metrics } from '../../services/broker/metrics.ts';
+import { type Counter, Metrics } from '../../services/common/metrics.ts';
 import { KeyedRateLimiter } from '../../services/common/limits.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { ErrorCode } from '../../services/protocol/errors.ts';

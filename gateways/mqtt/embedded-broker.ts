@@ -7,7 +7,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
-import type { Metrics } from '../../services/broker/metrics.ts';
+import type { Metrics } from '../../services/common/metrics.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { type VerifyOptions, verifyToken } from '../../services/common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
-import { Metrics } from '../../services/broker/metrics.ts';
+import { Metrics } from '../../services/common/metrics.ts';
 import { KeyedRateLimiter } from '../../services/common/limits.ts';
 import { parseMaxTokenTtl, TokenPolicy } from '../../services/common/token-policy.ts';
 import type { VerifyOptions } from '../../services/common/tokens.ts';

@@ -30,13 +30,13 @@ import { brokerCounters } from './counters.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession, type GatewaySessionDeps } from './gateway-session.ts';
 import { type HttpAuth, registerHttpApi } from './http-api.ts';
-import { Metrics } from './metrics.ts';
+import { Metrics } from '../common/metrics.ts';
 import { type NodeEvent, NodeTable } from './node-table.ts';
 import { PeerDirectory } from './peers.ts';
 import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeRefusal, TokenCheck } from './ports.ts';
 import type { brokerOptions } from './options.ts';
 import { createOwnership, type OwnershipRegistry, ownerLost, ownershipOptions } from './ownership.ts';
-import { pathOf, refuseUpgrade } from './upgrade.ts';
+import { pathOf, refuseUpgrade } from '../common/upgrade.ts';
 import { WriteRouter } from './writes.ts';
 
 export type BrokerConfig = Omit<

@@ -1,5 +1,5 @@
 // The broker's counters: created once, then handed (as BrokerCounters, ports.ts) to the parts that bump them.
-import type { Metrics } from './metrics.ts';
+import type { Metrics } from '../common/metrics.ts';
 import type { BrokerCounters } from './ports.ts';
 
 export function brokerCounters(m: Metrics): BrokerCounters {

@@ -6,7 +6,7 @@ import { extractToken, type TokenClaims, type VerifyResult } from '../common/tok
 import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
 import { isIdentifier, parseJson } from '../protocol/schema.ts';
-import type { Metrics } from './metrics.ts';
+import type { Metrics } from '../common/metrics.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';

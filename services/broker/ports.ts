@@ -1,7 +1,7 @@
 // The small interfaces the broker's parts are given (STYLE.md habit 15: narrow dependencies). A session, the
 // write router, the peer directory and the REST API each receive the few of these they use, never the whole
 // Broker; broker.ts implements them and wires the parts together, and nothing below it imports it.
-import type { Counter } from './metrics.ts';
+import type { Counter } from '../common/metrics.ts';
 import type { NodeEvent } from './node-table.ts';
 import type { ErrorCode } from '../protocol/errors.ts';
 import type { GatewayRecord, NodeRecord } from '../protocol/messages.ts';
