@@ -199,6 +199,7 @@ describe('finding 12: the gateway token subject', () => {
     const err = await TestPeer.connect(`${tb.ws}/gw`, await tb.keys.token('gateway', sub)).catch((e) => e);
     expect(err.status).toBe(400);
     expect(err.body).toMatch(/^gateway id \(token sub\) /);
+    // Negative check: no gateway session may appear after the refusal.
     await settle(20);
     expect(tb.broker.gateways.size).toBe(0);
   });

@@ -235,6 +235,7 @@ describe('mqtt gateway with mosquitto: per-node users and the ACL from docs/gate
     // mosquitto acknowledges a denied publish and drops it ([MQTT-3.3.5-2] allows either).
     await mosquittoPub(secured.port, 'node/n2/temperature', '{"value":1}', n1);
     await spy.next((l) => l.startsWith('gateway/check'), 'gateway/check reaches n1');
+    // Negative check: a denied topic must stay silent; a bounded moment for anything that should not arrive.
     await settle(200);
     // mosquitto grants the wider subscription but delivers only what the read ACL allows.
     expect(spy.lines).toContain('gateway/n1/discover resources');

@@ -234,6 +234,7 @@ describe('broker: claims in flight and a store that fails', () => {
     gw.send({ type: 'new', uid: 'n1', data: { v: -1 } });
     for (let i = 0; i < 5; i++) gw.send({ type: 'update', uid: 'n1', endpoint: 'v', data: i });
     gw.send({ type: 'out', uid: 'n1', reason: 'closed' });
+    // Negative check: with the store down, nothing about n1 may reach the table.
     await settle(100);
     expect(tb?.broker.table.get('n1')).toBeUndefined();
     const seen: unknown[] = [];

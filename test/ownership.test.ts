@@ -190,6 +190,7 @@ describe('ownership: DELETE /api/v1/nodes/:uid', () => {
     expect((await a.next(isType('error', 'lamp'), 'told')).code).toBe('MYC_ERR_NODE_REMOVED');
     a.send({ type: 'update', uid: 'lamp', endpoint: 'led', data: '1' });
     await a.next((f) => f.code === 'MYC_ERR_NOT_OWNER', 'no longer the owner');
+    // Negative check: the refused update must not bring the removed node back.
     await settle(50);
     expect(tb.broker.table.get('lamp')).toBeUndefined();
   });

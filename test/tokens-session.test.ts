@@ -55,6 +55,7 @@ describe('sessions end with their token', () => {
     await waitFor(() => Date.now() > expiryMs(token), 'the token to expire', 3000);
     c.send({ type: 'update', data: { uid: 'n1', endpoint: 'led', payload: '1' } });
     expect((await c.closed()).code).toBe(4401);
+    // Negative check: the write sent after exp must never reach the gateway.
     await settle(200);
     expect(gw.frames.filter(isType('write'))).toEqual([]);
   });
