@@ -3,16 +3,16 @@
 // still served.
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
-import { WsGateway, type WsGatewayDeps, type WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
-import { silentLogger } from '../services/common/log.ts';
+import type { WsGateway, WsGatewayDeps, WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
 import { addRevocations, revocationFileFor } from '../services/common/revocations.ts';
 import type { GatewayMessage } from '../services/protocol/messages.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
-import { type Frame, TestPeer } from './helpers/ws-client.ts';
+import { TestPeer } from './helpers/ws-client.ts';
 import { waitFor } from './helpers/wait.ts';
+import { is, metricsOf, nodeUrl, operatorClient, rawNode as rawNodeOf, startWsGateway } from './helpers/ws-gateway.ts';
 
 const cleanups: (() => unknown)[] = [];
+const cleanup = (fn: () => unknown) => cleanups.push(fn);
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
@@ -23,56 +23,20 @@ async function broker(): Promise<TestBroker> {
   return tb;
 }
 
-async function gateway(
+function gateway(
   tb: TestBroker,
   overrides: Partial<WsGatewayOptions> = {},
   deps: Partial<WsGatewayDeps> = {},
 ): Promise<WsGateway> {
-  const config: WsGatewayOptions = {
-    ...WS_GATEWAY_DEFAULTS,
-    port: 0,
-    host: '127.0.0.1',
-    allowAnonymousNodes: false,
-    nodeKeyFile: undefined,
-    brokerUrl: [tb.ws],
-    token: undefined,
-    keyFile: tb.keys.keyFile,
-    gatewayId: 'ws-hard',
-    backoffInitialMs: 20,
-    backoffMaxMs: 200,
-    brokerPingMs: 15000,
-    ...overrides,
-  };
-  const gw = new WsGateway(config, { log: silentLogger(), ...deps });
-  cleanups.push(() => gw.stop());
-  await gw.start();
-  await waitFor(() => gw.core.link.connected, 'the gateway to reach the broker');
-  return gw;
+  return startWsGateway(tb, cleanup, { gatewayId: 'ws-hard', ...overrides }, deps);
 }
 
-const nodeUrl = (gw: WsGateway, query = '') => `ws://127.0.0.1:${gw.port}/node${query}`;
-
-async function rawNode(gw: WsGateway, token?: string, query = ''): Promise<TestPeer> {
-  const p = await TestPeer.connect(nodeUrl(gw, query), token);
-  cleanups.push(() => p.close());
-  return p;
+function rawNode(gw: WsGateway, token?: string, query = ''): Promise<TestPeer> {
+  return rawNodeOf(gw, cleanup, token, {}, query);
 }
 
-async function client(tb: TestBroker): Promise<TestPeer> {
-  const c = await TestPeer.connect(`${tb.ws}/ws`, await tb.keys.token('operator', 'op'));
-  cleanups.push(() => c.close());
-  await c.register();
-  return c;
-}
-
-const is =
-  (type: string, uid?: string, more: (f: Frame) => boolean = () => true) =>
-  (f: Frame) =>
-    f.type === type && (uid === undefined || f.uid === uid) && more(f);
-
-async function metricsOf(gw: WsGateway, tb: TestBroker): Promise<string> {
-  const headers = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
-  return (await fetch(`http://127.0.0.1:${gw.port}/metrics`, { headers })).text();
+function client(tb: TestBroker): Promise<TestPeer> {
+  return operatorClient(tb, cleanup);
 }
 
 /** A well-behaved node's value still reaches the broker's clients. */

@@ -1,37 +1,19 @@
 // Broker + WebSocket gateway + test nodes over real sockets on port 0.
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
-import { WsGateway, type WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
-import { silentLogger } from '../services/common/log.ts';
+import type { WsGateway, WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
 import { WsTestNode, type WsTestNodeOptions } from '../utils/nodes/ws-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { makeKeys } from './helpers/keys.ts';
 import { type Frame, TestPeer } from './helpers/ws-client.ts';
+import { is, metricsOf, nodeUrl, operatorClient, rawNode as rawNodeOf, startWsGateway } from './helpers/ws-gateway.ts';
 import { settle, waitFor } from './helpers/wait.ts';
 
 const cleanups: (() => unknown)[] = [];
+const cleanup = (fn: () => unknown) => cleanups.push(fn);
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-function gatewayConfig(tb: TestBroker, overrides: Partial<WsGatewayOptions> = {}): WsGatewayOptions {
-  return {
-    ...WS_GATEWAY_DEFAULTS,
-    port: 0,
-    host: '127.0.0.1',
-    allowAnonymousNodes: false,
-    nodeKeyFile: undefined,
-    brokerUrl: [tb.ws],
-    token: undefined,
-    keyFile: tb.keys.keyFile,
-    gatewayId: 'ws-test',
-    backoffInitialMs: 20,
-    backoffMaxMs: 200,
-    brokerPingMs: 15000,
-    ...overrides,
-  };
-}
 
 async function broker(overrides: Parameters<typeof startBroker>[0] = {}, keys = makeKeys()): Promise<TestBroker> {
   const tb = await startBroker(overrides, keys);
@@ -40,15 +22,9 @@ async function broker(overrides: Parameters<typeof startBroker>[0] = {}, keys = 
 }
 
 /** A gateway linked to `tb` (waits until the broker link is open). */
-async function gateway(tb: TestBroker, overrides: Partial<WsGatewayOptions> = {}): Promise<WsGateway> {
-  const gw = new WsGateway(gatewayConfig(tb, overrides), { log: silentLogger() });
-  cleanups.push(() => gw.stop());
-  await gw.start();
-  await waitFor(() => gw.core.link.connected, 'the gateway to reach the broker');
-  return gw;
+function gateway(tb: TestBroker, overrides: Partial<WsGatewayOptions> = {}): Promise<WsGateway> {
+  return startWsGateway(tb, cleanup, overrides);
 }
-
-const nodeUrl = (gw: WsGateway, query = '') => `ws://127.0.0.1:${gw.port}/node${query}`;
 
 async function node(gw: WsGateway, options: Partial<WsTestNodeOptions> = {}): Promise<WsTestNode> {
   const n = new WsTestNode({ gatewayUrl: nodeUrl(gw), led: true, backoffInitialMs: 20, backoffMaxMs: 200, ...options });
@@ -58,29 +34,12 @@ async function node(gw: WsGateway, options: Partial<WsTestNodeOptions> = {}): Pr
   return n;
 }
 
-/** A raw node socket, for frames and behaviours the test node would never produce. */
-async function rawNode(gw: WsGateway, token?: string, options: object = {}, query = ''): Promise<TestPeer> {
-  const p = await TestPeer.connect(nodeUrl(gw, query), token, options);
-  cleanups.push(() => p.close());
-  return p;
+function rawNode(gw: WsGateway, token?: string, options: object = {}, query = ''): Promise<TestPeer> {
+  return rawNodeOf(gw, cleanup, token, options, query);
 }
 
-async function client(tb: TestBroker): Promise<TestPeer> {
-  const c = await TestPeer.connect(`${tb.ws}/ws`, await tb.keys.token('operator', 'op'));
-  cleanups.push(() => c.close());
-  await c.register();
-  return c;
-}
-
-const is =
-  (type: string, uid?: string, more: (f: Frame) => boolean = () => true) =>
-  (f: Frame) =>
-    f.type === type && (uid === undefined || f.uid === uid) && more(f);
-
-/** The gateway's /metrics, read with a viewer token of the key the gateway verifies with. */
-async function metricsOf(gw: WsGateway, tb: TestBroker): Promise<string> {
-  const headers = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
-  return (await fetch(`http://127.0.0.1:${gw.port}/metrics`, { headers })).text();
+function client(tb: TestBroker): Promise<TestPeer> {
+  return operatorClient(tb, cleanup);
 }
 
 /** A port that was free a moment ago (for restarting a broker on the same port). */
