@@ -1,42 +1,19 @@
 // Issue 10, finding 1, as reported: one MQTT publish of a 7,000-level JSON value against `mycelium up` used to
 // kill the MQTT gateway and with it every service of the process. Played here against the real `mycelium up`
 // (one child process), with a write pending on the attacking node so the value also reaches the write check.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { createSocket } from 'node:dgram';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readPrivateKey } from '../services/common/keys.ts';
 import { mintToken } from '../services/common/tokens.ts';
 import { mqttClient } from './helpers/mqtt-gateway.ts';
+import { startUp, type UpProcess } from './helpers/up-process.ts';
 import { waitFor } from './helpers/wait.ts';
 
-const BIN = new URL('../bin/mycelium.js', import.meta.url).pathname;
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
+let up: UpProcess | undefined;
+afterEach(async () => {
+  await up?.kill();
+  up = undefined;
 });
-
-function freeTcpPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createSocket('udp6');
-    s.bind(0, () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Node {
   uid: string;
@@ -46,47 +23,17 @@ interface Node {
 
 describe('mycelium up: a deep MQTT value (finding 1)', () => {
   it('survives a 7,000-level MQTT value while a write to that node is pending; demo nodes still answer writes', async () => {
-    const home = mkdtempSync(join(tmpdir(), 'myc-up-deep-'));
-    const p = {
-      port: await freeTcpPort(),
-      ws: await freeTcpPort(),
-      mqtt: await freeTcpPort(),
-      dash: await freeTcpPort(),
-      coap: await freeUdpPort(),
-    };
-    const child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'up',
-        '--demo',
-        '--log-level',
-        'warn',
-        ...['--port', String(p.port), '--ws-port', String(p.ws), '--coap-port', String(p.coap)],
-        ...['--mqtt-port', String(p.mqtt), '--dashboard-port', String(p.dash)],
-      ],
-      { env: { ...process.env, MYCELIUM_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    children.push(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
+    up = await startUp({ args: ['--demo'] });
+    const { home, ports: p } = up;
+    const running = up;
     const alive = () => {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`mycelium up exited (${child.exitCode ?? child.signalCode}): ${stderr.slice(-2000)}`);
-      }
+      if (!running.alive()) throw new Error(`mycelium up exited: ${running.out.stderr.slice(-2000)}`);
       return true;
     };
-    await waitFor(() => alive() && stdout.includes('Press Ctrl-C'), 'the banner', 30_000);
     const key = readPrivateKey(join(home, 'key.pem'));
     const operator = await mintToken(key, { role: 'operator', sub: 'op', ttlSeconds: 600 });
     const auth = { authorization: `Bearer ${operator}` };
-    const api = `http://127.0.0.1:${p.port}/api/v1/nodes`;
+    const api = `http://127.0.0.1:${p.broker}/api/v1/nodes`;
     const node = async (uid: string): Promise<Node | undefined> => {
       const res = await fetch(`${api}/${uid}`, { headers: auth });
       return res.status === 200 ? ((await res.json()) as Node) : undefined;
@@ -127,7 +74,7 @@ describe('mycelium up: a deep MQTT value (finding 1)', () => {
     expect(put.status).toBe(200);
     await waitFor(async () => (await node('demo-ws'))?.resources.led === '1', 'demo-ws led 1');
     expect((await node('evil'))?.resources.led).toBe('0');
-    child.kill('SIGINT');
-    await new Promise((resolve) => child.once('exit', resolve));
+    running.child.kill('SIGINT');
+    expect(await running.exited).toBe('code 0');
   }, 60_000);
 });

@@ -1,69 +1,34 @@
 // `mycelium up --demo`: the whole system in one process, as a new user starts it.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { createSocket } from 'node:dgram';
-import { mkdtempSync } from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readPrivateKey } from '../services/common/keys.ts';
 import { mintToken } from '../services/common/tokens.ts';
+import { freeUpPorts, launchUp, startUp, type UpProcess } from './helpers/up-process.ts';
 import { waitFor } from './helpers/wait.ts';
 import { TestPeer } from './helpers/ws-client.ts';
 
 const BIN = new URL('../bin/mycelium.js', import.meta.url).pathname;
-const children: ChildProcess[] = [];
+const running: UpProcess[] = [];
 
-afterEach(() => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
+afterEach(async () => {
+  for (const up of running.splice(0)) await up.kill();
 });
 
-function freeTcpPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
+async function started(args: string[]): Promise<UpProcess> {
+  const up = await startUp({ args });
+  running.push(up);
+  return up;
 }
 
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createSocket('udp6');
-    s.bind(0, () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function ports() {
-  return {
-    port: await freeTcpPort(),
-    ws: await freeTcpPort(),
-    mqtt: await freeTcpPort(),
-    dash: await freeTcpPort(),
-    coap: await freeUdpPort(),
-  };
-}
-
-function up(args: string[], home: string) {
-  const child = spawn(process.execPath, [BIN, 'up', '--log-level', 'warn', ...args], {
-    env: { ...process.env, MYCELIUM_HOME: home },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const out = { stdout: '', stderr: '' };
-  child.stdout!.on('data', (d: Buffer) => {
-    out.stdout += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    out.stderr += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, out, exited };
+/** Ctrl-C: up stops every service and exits 0. */
+async function interrupt(up: UpProcess): Promise<void> {
+  up.child.kill('SIGINT');
+  expect(await up.exited).toBe('code 0');
 }
 
 /** The first address of this machine that is not loopback, if it has one. */
@@ -115,41 +80,16 @@ function boundAddresses(kind: 'tcp' | 'udp', port: number): string[] {
 
 describe('mycelium up', () => {
   it('creates keys, starts every service with demo nodes, prints a login link, and stops cleanly on Ctrl-C', async () => {
-    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
-    const p = await ports();
-    const run = up(
-      [
-        '--demo',
-        '--port',
-        String(p.port),
-        '--ws-port',
-        String(p.ws),
-        '--coap-port',
-        String(p.coap),
-        '--mqtt-port',
-        String(p.mqtt),
-        '--dashboard-port',
-        String(p.dash),
-      ],
-      home,
-    );
-    await waitFor(
-      () => {
-        if (run.child.exitCode !== null)
-          throw new Error(`mycelium up exited with ${run.child.exitCode}: ${run.out.stderr}`);
-        return run.out.stdout.includes('Press Ctrl-C');
-      },
-      'the banner',
-      30_000,
-    );
+    const run = await started(['--demo']);
+    const p = run.ports;
     const token = /#token=([\w.-]+)/.exec(run.out.stdout)?.[1];
     expect(token).toBeDefined();
-    expect(run.out.stdout).toContain(`http://localhost:${p.dash}/#token=`);
-    for (const port of [p.port, p.ws, p.coap, p.mqtt]) expect(run.out.stdout).toContain(`:${port}`);
+    expect(run.out.stdout).toContain(`http://localhost:${p.dashboard}/#token=`);
+    for (const port of [p.broker, p.ws, p.coap, p.mqtt]) expect(run.out.stdout).toContain(`:${port}`);
     // The login link's token is an operator token the broker accepts.
     const nodes = await waitFor(
       async () => {
-        const res = await fetch(`http://127.0.0.1:${p.port}/api/v1/nodes`, {
+        const res = await fetch(`http://127.0.0.1:${p.broker}/api/v1/nodes`, {
           headers: { authorization: `Bearer ${token}` },
         });
         const list = (await res.json()) as Array<{ uid: string; status: string; resources: Record<string, unknown> }>;
@@ -159,46 +99,21 @@ describe('mycelium up', () => {
       20_000,
     );
     expect(nodes.map((n) => n.uid).sort()).toEqual(['demo-coap', 'demo-mqtt', 'demo-ws']);
-    const write = await fetch(`http://127.0.0.1:${p.port}/api/v1/nodes/demo-ws/resources/led`, {
+    const write = await fetch(`http://127.0.0.1:${p.broker}/api/v1/nodes/demo-ws/resources/led`, {
       method: 'PUT',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' },
       body: '1',
     });
     expect(write.status).toBe(200);
-    expect((await fetch(`http://127.0.0.1:${p.dash}/`)).status).toBe(200);
-    run.child.kill('SIGINT');
-    expect(await run.exited).toBe(0);
+    expect((await fetch(`http://127.0.0.1:${p.dashboard}/`)).status).toBe(200);
+    await interrupt(run);
   }, 60_000);
 
   it('without --host, every port (broker, ws, MQTT, dashboard, CoAP UDP) is bound to 127.0.0.1 and refused on the external address', async () => {
-    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
-    const p = await ports();
-    const run = up(
-      [
-        '--port',
-        String(p.port),
-        '--ws-port',
-        String(p.ws),
-        '--coap-port',
-        String(p.coap),
-        '--mqtt-port',
-        String(p.mqtt),
-        '--dashboard-port',
-        String(p.dash),
-      ],
-      home,
-    );
-    await waitFor(
-      () => {
-        if (run.child.exitCode !== null)
-          throw new Error(`mycelium up exited with ${run.child.exitCode}: ${run.out.stderr}`);
-        return run.out.stdout.includes('Press Ctrl-C');
-      },
-      'the banner',
-      30_000,
-    );
+    const run = await started([]);
+    const p = run.ports;
     expect(run.out.stdout).toMatch(/Listening on: +127\.0\.0\.1 only/);
-    const tcp = [p.port, p.ws, p.mqtt, p.dash];
+    const tcp = [p.broker, p.ws, p.mqtt, p.dashboard];
     if (process.platform === 'linux') {
       for (const port of tcp) expect(boundAddresses('tcp', port), `TCP ${port}`).toEqual(['0100007F']);
       expect(boundAddresses('udp', p.coap), `UDP ${p.coap}`).toEqual(['0100007F']);
@@ -207,37 +122,16 @@ describe('mycelium up', () => {
     const external = externalAddress();
     if (external)
       for (const port of tcp) expect(await tryConnect(external, port), `${external}:${port}`).toBe('ECONNREFUSED');
-    run.child.kill('SIGINT');
-    expect(await run.exited).toBe(0);
+    await interrupt(run);
   }, 60_000);
 
   it('up passes --max-token-ttl to broker and gateway (a longer token is refused 401); a token revoked with `mycelium token revoke` while its web client and its node are connected: both closed 4401 within 5 s, then refused 401', async () => {
-    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
-    const p = await ports();
-    const run = up(
-      [
-        '--services',
-        'broker,ws',
-        '--port',
-        String(p.port),
-        '--ws-port',
-        String(p.ws),
-        '--revocation-poll-ms',
-        '200',
-        '--max-token-ttl',
-        'operator=15m,node=15m',
-      ],
-      home,
-    );
-    await waitFor(
-      () => {
-        if (run.child.exitCode !== null)
-          throw new Error(`mycelium up exited with ${run.child.exitCode}: ${run.out.stderr}`);
-        return run.out.stdout.includes('Press Ctrl-C');
-      },
-      'the banner',
-      30_000,
-    );
+    const run = await started([
+      ...['--services', 'broker,ws', '--revocation-poll-ms', '200'],
+      ...['--max-token-ttl', 'operator=15m,node=15m'],
+    ]);
+    const { home } = run;
+    const p = run.ports;
     const cli = (args: string[]) =>
       promisify(execFile)(process.execPath, [BIN, ...args], { env: { ...process.env, MYCELIUM_HOME: home } });
     // Minted in-process from the key `up` created (the CLI's minting is covered in test/tokens.test.ts).
@@ -246,13 +140,13 @@ describe('mycelium up', () => {
     const nodeToken = await mintToken(key, { role: 'node', sub: 'rev-node', ttlSeconds: 600 });
     // up hands its --max-token-ttl to the broker and the gateway: a 1-hour token is refused by both.
     const tooLong = await mintToken(key, { role: 'operator', sub: 'rev-op', ttlSeconds: 3600 });
-    await expect(TestPeer.connect(`ws://127.0.0.1:${p.port}/ws`, tooLong)).rejects.toMatchObject({
+    await expect(TestPeer.connect(`ws://127.0.0.1:${p.broker}/ws`, tooLong)).rejects.toMatchObject({
       status: 401,
       body: 'token ttl-too-long',
     });
     const tooLongNode = await mintToken(key, { role: 'node', sub: 'rev-node', ttlSeconds: 3600 });
     await expect(TestPeer.connect(`ws://127.0.0.1:${p.ws}/node`, tooLongNode)).rejects.toMatchObject({ status: 401 });
-    const client = await TestPeer.connect(`ws://127.0.0.1:${p.port}/ws`, operator);
+    const client = await TestPeer.connect(`ws://127.0.0.1:${p.broker}/ws`, operator);
     const node = await TestPeer.connect(`ws://127.0.0.1:${p.ws}/node`, nodeToken);
     // Each wait starts when its `token revoke` command has returned: the list is honoured within 5 s of that.
     await cli(['token', 'revoke', '--token', operator]);
@@ -261,39 +155,24 @@ describe('mycelium up', () => {
     await waitFor(() => node.closeCode !== undefined, 'the node closed', 5000);
     expect(client.closeCode).toBe(4401);
     expect(node.closeCode).toBe(4401);
-    await expect(TestPeer.connect(`ws://127.0.0.1:${p.port}/ws`, operator)).rejects.toMatchObject({
+    await expect(TestPeer.connect(`ws://127.0.0.1:${p.broker}/ws`, operator)).rejects.toMatchObject({
       status: 401,
       body: 'token revoked',
     });
     await expect(TestPeer.connect(`ws://127.0.0.1:${p.ws}/node`, nodeToken)).rejects.toMatchObject({
       status: 401,
     });
-    run.child.kill('SIGINT');
-    expect(await run.exited).toBe(0);
+    await interrupt(run);
   }, 60_000);
 
   it('names the port and the flag when a port is taken', async () => {
-    const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
-    const p = await ports();
+    const p = await freeUpPorts();
     const blocker = createServer().listen(p.ws, '127.0.0.1');
     await new Promise((r) => blocker.once('listening', r));
     try {
-      const run = up(
-        [
-          '--port',
-          String(p.port),
-          '--ws-port',
-          String(p.ws),
-          '--coap-port',
-          String(p.coap),
-          '--mqtt-port',
-          String(p.mqtt),
-          '--dashboard-port',
-          String(p.dash),
-        ],
-        home,
-      );
-      expect(await run.exited).toBe(2);
+      const run = await launchUp({ ports: p });
+      running.push(run);
+      expect(await run.exited).toBe('code 2');
       expect(run.out.stderr).toContain(`port ${p.ws} is already in use`);
       expect(run.out.stderr).toContain('--ws-port');
     } finally {

@@ -8,7 +8,7 @@ import { type FuzzTokens, type Protocol, type ProtocolStats, runGarbage } from '
 import { type ChildMemory, InspectorClient, inspectorUrl } from '../../utils/fuzz/inspector.ts';
 import { coapBeacon, mqttConnack, rssBytes } from '../../utils/fuzz/probes.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { cliToken, startUp, type UpProcess } from './up-process.ts';
+import { cliToken, startUp, type UpProcess } from '../helpers/up-process.ts';
 
 /** The issue's bound on memory growth over the whole run. */
 const MAX_RSS_GROWTH_BYTES = 50 * 1024 * 1024;
@@ -48,7 +48,7 @@ function expectAlive(after: string): void {
 beforeAll(async () => {
   // --inspect lets the test force a GC in the child before each measurement, so the comparison is of memory
   // the process keeps, not of garbage V8 had not collected yet. rssBytes() reads the same pid from /proc.
-  up = await startUp({ inspect: true });
+  up = await startUp({ inspect: true, args: ['--demo', '--host', '127.0.0.1'] });
   const url = inspectorUrl(up.out.stderr);
   if (url === undefined) throw new Error(`no inspector URL in the stderr of mycelium up: ${up.out.stderr}`);
   inspector = await InspectorClient.connect(url);

@@ -1,6 +1,6 @@
-// `mycelium up --demo` as a real child process in its own process group, on free loopback ports, for the
-// garbage run. `bin/mycelium.js` loads tsx in-process and runs up there, so the child's pid is the pid of the
-// process that holds every service (the one whose RSS is measured).
+// `mycelium up` as a real child process in its own process group, on free loopback ports: the up tests, the
+// garbage run and the deep-MQTT attack start it here. `bin/mycelium.js` runs up in its own process, so the
+// child's pid is the pid of the process that holds every service (the one whose RSS the garbage run measures).
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -8,8 +8,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { UpPorts } from '../../utils/fuzz/garbage-run.ts';
-import { guard } from '../helpers/child-process.ts';
-import { waitFor } from '../helpers/wait.ts';
+import { guard } from './child-process.ts';
+import { waitFor } from './wait.ts';
 
 const BIN = new URL('../../bin/mycelium.js', import.meta.url).pathname;
 export const UP_READY_TIMEOUT_MS = 30_000;
@@ -22,7 +22,7 @@ export interface UpProcess {
   ports: UpPorts;
   home: string;
   out: { stdout: string; stderr: string };
-  /** Resolves with the exit code or signal once the process ended. */
+  /** Resolves with `code <n>` or `signal <name>` once the process ended. */
   exited: Promise<string>;
   alive(): boolean;
   /** SIGKILL to the whole process group, then removes MYCELIUM_HOME. Safe to call twice. */
@@ -49,29 +49,34 @@ function freeUdpPort(): Promise<number> {
   });
 }
 
-export interface UpOptions {
-  extraArgs?: string[];
-  /** Start node with --inspect on a loopback port the OS picks, so a test can force a GC (utils/fuzz/inspector.ts). */
-  inspect?: boolean;
-}
-
-export async function startUp(options: UpOptions = {}): Promise<UpProcess> {
-  const extraArgs = options.extraArgs ?? [];
-  const home = mkdtempSync(join(tmpdir(), 'myc-fuzz-up-'));
-  const ports: UpPorts = {
+/** Free loopback ports for every service of up (UDP for CoAP). */
+export async function freeUpPorts(): Promise<UpPorts> {
+  return {
     broker: await freeTcpPort(),
     ws: await freeTcpPort(),
     mqtt: await freeTcpPort(),
     dashboard: await freeTcpPort(),
     coap: await freeUdpPort(),
   };
+}
+
+export interface UpOptions {
+  /** Flags after the port flags, e.g. `--demo`, `--host 127.0.0.1`. */
+  args?: string[];
+  /** Ports to use (default: free ones). */
+  ports?: UpPorts;
+  /** Start node with --inspect on a loopback port the OS picks, so a test can force a GC (utils/fuzz/inspector.ts). */
+  inspect?: boolean;
+}
+
+/** Starts up without waiting for it (a test of a failed start reads `exited` and `out`). */
+export async function launchUp(options: UpOptions = {}): Promise<UpProcess> {
+  const home = mkdtempSync(join(tmpdir(), 'myc-up-'));
+  const ports = options.ports ?? (await freeUpPorts());
   const args = [
     ...(options.inspect ? ['--inspect=127.0.0.1:0'] : []),
     BIN,
     'up',
-    '--demo',
-    '--host',
-    '127.0.0.1',
     '--log-level',
     'warn',
     '--port',
@@ -84,7 +89,7 @@ export async function startUp(options: UpOptions = {}): Promise<UpProcess> {
     String(ports.mqtt),
     '--dashboard-port',
     String(ports.dashboard),
-    ...extraArgs,
+    ...(options.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
     env: { ...process.env, MYCELIUM_HOME: home },
@@ -126,11 +131,17 @@ export async function startUp(options: UpOptions = {}): Promise<UpProcess> {
       return killed;
     },
   };
+  return up;
+}
+
+/** Starts up and waits for its banner; fails at once with its stderr if it exits first. */
+export async function startUp(options: UpOptions = {}): Promise<UpProcess> {
+  const up = await launchUp(options);
   try {
     await waitFor(
       () => {
-        if (!up.alive()) throw new Error(`mycelium up exited before its banner: ${out.stderr}`);
-        return out.stdout.includes('Press Ctrl-C');
+        if (!up.alive()) throw new Error(`mycelium up exited before its banner: ${up.out.stderr}`);
+        return up.out.stdout.includes('Press Ctrl-C');
       },
       'the banner of mycelium up',
       UP_READY_TIMEOUT_MS,
