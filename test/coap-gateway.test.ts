@@ -8,7 +8,7 @@ import { bindUdp, closeUdp } from '../gateways/coap/udp.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { type CoapNodeConfig, CoapTestNode } from '../utils/nodes/coap-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
-import { coapGatewayConfig, coapMetric } from './helpers/coap.ts';
+import { coapGatewayConfig, coapMetric, coapTestNodeConfig } from './helpers/coap.ts';
 import { settle, waitFor } from './helpers/wait.ts';
 import { type Frame, TestPeer } from './helpers/ws-client.ts';
 
@@ -50,29 +50,7 @@ async function startNode(
   overrides: Partial<CoapNodeConfig> = {},
   prepare?: (node: CoapTestNode) => void,
 ): Promise<CoapTestNode> {
-  const node = new CoapTestNode(
-    {
-      gatewayHost: '::1',
-      gatewayPort: gw.coapPort,
-      port: 0,
-      host: '::',
-      uid: '1234',
-      temperature: false,
-      pressure: false,
-      led: true,
-      imu: false,
-      robot: false,
-      version: false,
-      observe: false,
-      beaconIntervalMs: 60_000,
-      valueIntervalMs: 60_000,
-      imuIntervalMs: 60_000,
-      versionIntervalMs: 60_000,
-      resetBeacon: false,
-      ...overrides,
-    },
-    { log: silentLogger() },
-  );
+  const node = new CoapTestNode(coapTestNodeConfig(gw, overrides), { log: silentLogger() });
   prepare?.(node);
   await node.start();
   cleanups.push(() => node.stop());

@@ -11,7 +11,7 @@ import { closeUdp } from '../gateways/coap/udp.ts';
 import { type Logger, silentLogger } from '../services/common/log.ts';
 import { type CoapNodeConfig, CoapTestNode } from '../utils/nodes/coap-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
-import { coapCode, coapGatewayConfig, coapMetric as metric, coapPost } from './helpers/coap.ts';
+import { coapCode, coapGatewayConfig, coapMetric as metric, coapPost, coapTestNodeConfig } from './helpers/coap.ts';
 import { settle, waitFor } from './helpers/wait.ts';
 import { type Frame, TestPeer } from './helpers/ws-client.ts';
 
@@ -49,29 +49,7 @@ async function startGateway(
 }
 
 async function startNode(gw: CoapGateway, overrides: Partial<CoapNodeConfig> = {}): Promise<CoapTestNode> {
-  const node = new CoapTestNode(
-    {
-      gatewayHost: '::1',
-      gatewayPort: gw.coapPort,
-      port: 0,
-      host: '::',
-      uid: '1234',
-      temperature: false,
-      pressure: false,
-      led: true,
-      imu: false,
-      robot: false,
-      version: false,
-      observe: false,
-      beaconIntervalMs: 60_000,
-      valueIntervalMs: 60_000,
-      imuIntervalMs: 60_000,
-      versionIntervalMs: 60_000,
-      resetBeacon: false,
-      ...overrides,
-    },
-    { log: silentLogger() },
-  );
+  const node = new CoapTestNode(coapTestNodeConfig(gw, overrides), { log: silentLogger() });
   await node.start();
   cleanups.push(() => node.stop());
   return node;
@@ -212,25 +190,7 @@ describe('finding 4: bounded tables', () => {
   it('does not GET more resources than --max-resources-per-node allows', async () => {
     const gw = await startGateway({ maxResourcesPerNode: 4 });
     const node = new CoapTestNode(
-      {
-        gatewayHost: '::1',
-        gatewayPort: gw.coapPort,
-        port: 0,
-        host: '::',
-        uid: 'many',
-        temperature: true,
-        pressure: true,
-        led: true,
-        imu: false,
-        robot: true,
-        version: true,
-        observe: false,
-        beaconIntervalMs: 60_000,
-        valueIntervalMs: 60_000,
-        imuIntervalMs: 60_000,
-        versionIntervalMs: 60_000,
-        resetBeacon: false,
-      },
+      coapTestNodeConfig(gw, { uid: 'many', temperature: true, pressure: true, robot: true, version: true }),
       { log: silentLogger() },
     );
     await node.start();

@@ -2,6 +2,7 @@
 import type { CoapGateway } from '../../gateways/coap/coap-gateway.ts';
 import { type CoapGatewayConfig, coapGatewayOptions } from '../../gateways/coap/options.ts';
 import { resolveConfig } from '../../services/common/config.ts';
+import type { CoapNodeConfig } from '../../utils/nodes/coap-node.ts';
 
 /**
  * What the CoAP tests change from the option table's defaults, and why; everything else is the default a
@@ -33,6 +34,30 @@ export function coapGatewayDefaults(): CoapGatewayConfig {
 /** A config for tests: the option table's defaults, COAP_TEST_OVERRIDES, the broker, then the test's own. */
 export function coapGatewayConfig(brokerUrl: string, overrides: Partial<CoapGatewayConfig> = {}): CoapGatewayConfig {
   return { ...coapGatewayDefaults(), ...COAP_TEST_OVERRIDES, brokerUrl: [brokerUrl], ...overrides };
+}
+
+/** A test node beaconing to `gw` over ::1: only an LED, every interval a minute (tests drive it themselves). */
+export function coapTestNodeConfig(gw: CoapGateway, overrides: Partial<CoapNodeConfig> = {}): CoapNodeConfig {
+  return {
+    gatewayHost: '::1',
+    gatewayPort: gw.coapPort,
+    port: 0,
+    host: '::',
+    uid: '1234',
+    temperature: false,
+    pressure: false,
+    led: true,
+    imu: false,
+    robot: false,
+    version: false,
+    observe: false,
+    beaconIntervalMs: 60_000,
+    valueIntervalMs: 60_000,
+    imuIntervalMs: 60_000,
+    versionIntervalMs: 60_000,
+    resetBeacon: false,
+    ...overrides,
+  };
 }
 
 /** The value of one `mycelium_coap_…` sample, 0 when absent. `name` may carry labels: `x_total{reason="y"}`. */
