@@ -137,6 +137,9 @@ describe('finding 10: handshakes and connections per address', () => {
     try {
       const s = connect(b.broker.port, '127.0.0.1');
       sockets.push(s);
+      // Consume what the broker sends (a 408 when the header deadline fires first): an unread response would
+      // hold back the EOF behind it and the socket would never close.
+      s.resume();
       const started = Date.now();
       await new Promise<void>((resolve) => s.once('close', () => resolve()));
       expect(Date.now() - started).toBeLessThan(5000);
@@ -153,6 +156,7 @@ describe('finding 10: handshakes and connections per address', () => {
       // The broker closing the socket while a header is in flight surfaces here as EPIPE or ECONNRESET: that
       // close is what the test waits for, not a failure.
       s.on('error', () => undefined);
+      s.resume();
       s.write('GET /ws HTTP/1.1\r\nHost: x\r\n');
       const timer = setInterval(() => s.writable && s.write('X-Slow: 1\r\n'), 100);
       try {

@@ -280,9 +280,17 @@ describe('mqtt gateway: the /metrics port (finding 10)', () => {
       socket.destroy();
     });
     socket.on('error', () => undefined);
+    // Read what the server sends: Node's header deadline answers 408 before closing, the idle timeout closes
+    // silently, and whichever fires first wins. A socket nobody reads never sees the EOF behind a 408, so it
+    // would sit in CLOSE-WAIT and this test would hang (it did, one run in twenty under load).
+    let received = '';
+    socket.on('data', (d) => {
+      received += d.toString();
+    });
     const started = Date.now();
     await new Promise<void>((resolve) => socket.once('close', () => resolve()));
     expect(Date.now() - started).toBeLessThan(5000);
+    expect(received === '' || received.startsWith('HTTP/1.1 408')).toBe(true);
     expect((await fetch(`http://127.0.0.1:${g.httpPort}/metrics`)).status).toBe(200);
   });
 });
