@@ -102,7 +102,12 @@ export const GwNew = Type.Object({
 });
 export type GwNew = Static<typeof GwNew>;
 /** One resource value of a node. */
-export const GwUpdate = Type.Object({ type: Type.Literal('update'), uid: Identifier, endpoint: Identifier, data: JsonValue });
+export const GwUpdate = Type.Object({
+  type: Type.Literal('update'),
+  uid: Identifier,
+  endpoint: Identifier,
+  data: JsonValue,
+});
 export type GwUpdate = Static<typeof GwUpdate>;
 export const GwOut = Type.Object({ type: Type.Literal('out'), uid: Identifier, reason: OutReason });
 export type GwOut = Static<typeof GwOut>;
@@ -151,7 +156,11 @@ export type ClNew = Static<typeof ClNew>;
 export const WriteRequest = Type.Object({ uid: Identifier, endpoint: Identifier, payload: JsonValue });
 export type WriteRequest = Static<typeof WriteRequest>;
 /** pyaiot's write request; `id` is our addition and is echoed in the `result`. */
-export const ClUpdate = Type.Object({ type: Type.Literal('update'), id: Type.Optional(Identifier), data: WriteRequest });
+export const ClUpdate = Type.Object({
+  type: Type.Literal('update'),
+  id: Type.Optional(Identifier),
+  data: WriteRequest,
+});
 export type ClUpdate = Static<typeof ClUpdate>;
 export type ClientMessage = ClNew | ClUpdate;
 export const clientFrames = { new: ClNew, update: ClUpdate };
@@ -182,7 +191,12 @@ export const ToClientUpdate = Type.Object({
   data: JsonValue,
 });
 export type ToClientUpdate = Static<typeof ToClientUpdate>;
-export const ToClientOut = Type.Object({ type: Type.Literal('out'), uid: Type.String(), reason: OutReason, lastSeen: EpochMs });
+export const ToClientOut = Type.Object({
+  type: Type.Literal('out'),
+  uid: Type.String(),
+  reason: OutReason,
+  lastSeen: EpochMs,
+});
 export type ToClientOut = Static<typeof ToClientOut>;
 export const ToClientReset = Type.Object({ type: Type.Literal('reset'), uid: Type.String() });
 export type ToClientReset = Static<typeof ToClientReset>;
@@ -241,13 +255,13 @@ export const NodeRecord = Type.Object(
     /** `token`: the node proved its uid with a token; only a token-proven announcement may take it elsewhere. */
     proof: Type.Optional(Proof),
   },
-  { $id: 'NodeRecord', description: 'a node as the broker holds it' },
+  { title: 'NodeRecord', description: 'a node as the broker holds it' },
 );
 export type NodeRecord = Static<typeof NodeRecord>;
 
 export const GatewayRecord = Type.Object(
   { id: Type.String(), broker: Type.String(), connectedAt: EpochMs, nodes: Type.Integer({ minimum: 0 }) },
-  { $id: 'GatewayRecord', description: 'a gateway connection, on this broker or a peer' },
+  { title: 'GatewayRecord', description: 'a gateway connection, on this broker or a peer' },
 );
 export type GatewayRecord = Static<typeof GatewayRecord>;
 
