@@ -24,7 +24,7 @@ import {
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
-import { isIdentifier, parseJson, stringifySafe } from '../protocol/schema.ts';
+import { isIdentifier, MAX_ID_LENGTH, parseJson, stringifySafe } from '../protocol/schema.ts';
 import { type ClientDirectory, ClientSession, type ClientSessionDeps } from './client-session.ts';
 import { brokerCounters } from './counters.ts';
 import { EventLatency } from './event-latency.ts';
@@ -188,6 +188,9 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.app = Fastify({
       logger: false,
       bodyLimit: config.maxFrameBytes,
+      // A uid or resource name may be MAX_ID_LENGTH characters, each up to 9 bytes percent-encoded (3 UTF-8
+      // bytes); the router's default of 100 answered 414 for valid identifiers. The schema checks the rest.
+      routerOptions: { maxParamLength: MAX_ID_LENGTH * 9 },
       // Finding 10 of issue 10: a connection that never finishes its request (or upgrade) is closed after
       // --handshake-timeout-ms, not after Node's 60-300 s defaults. The idle timeout catches a silent socket
       // (ws clears it once upgraded); headers/request timeouts catch a slow one, checked often enough to matter.

@@ -56,7 +56,7 @@ export const routeSchemas = {
     summary: 'Liveness: the broker, its bus and what it holds',
     tags: ['operations'],
     security: NO_SECURITY,
-    response: { 200: Health },
+    response: { 200: { ...Health, description: 'the broker is up' } },
   },
   metrics: {
     summary: 'Prometheus metrics (text exposition format 0.0.4)',
@@ -68,14 +68,14 @@ export const routeSchemas = {
   listNodes: {
     summary: 'Every node the broker knows, online and offline',
     tags: ['nodes'],
-    response: { 200: Type.Array(NodeRecord), ...errors(AUTH_ERRORS) },
+    response: { 200: Type.Array(NodeRecord, { description: 'every node' }), ...errors(AUTH_ERRORS) },
   },
   getNode: {
     summary: 'One node',
     tags: ['nodes'],
     params: NodeParams,
     response: {
-      200: NodeRecord,
+      200: { ...NodeRecord, description: 'the node' },
       ...errors({ ...AUTH_ERRORS, 400: 'the uid breaks the identifier rule', 404: 'no node with this uid' }),
     },
   },
@@ -86,7 +86,7 @@ export const routeSchemas = {
     tags: ['nodes'],
     params: NodeParams,
     response: {
-      200: Removed,
+      200: { ...Removed, description: 'removed from every broker; the uid is free' },
       ...errors({
         ...AUTH_ERRORS,
         400: 'the uid breaks the identifier rule',
@@ -105,7 +105,7 @@ export const routeSchemas = {
     body: JsonValue,
     consumes: ['application/json', 'text/plain'],
     response: {
-      200: WriteAnswer,
+      200: { ...WriteAnswer, description: 'the node confirmed (`ok`) or the write was handed over (`delivered`)' },
       502: { ...WriteAnswer, description: 'the gateway or node reported an error' },
       504: { ...WriteAnswer, description: 'no result within the write timeout' },
       ...errors({
@@ -121,7 +121,7 @@ export const routeSchemas = {
   listGateways: {
     summary: 'Gateways connected to this broker and to its peers',
     tags: ['gateways'],
-    response: { 200: Type.Array(GatewayRecord), ...errors(AUTH_ERRORS) },
+    response: { 200: Type.Array(GatewayRecord, { description: 'every gateway' }), ...errors(AUTH_ERRORS) },
   },
   openapi: {
     summary: 'This API described as OpenAPI 3.0',

@@ -212,14 +212,20 @@ class HistogramCollector {
 
   /** What Registry.metrics() reads: labels of the series apart from `le`, as prom-client's Histogram does. */
   async getForPromString() {
-    const values: { labels: Labels; sharedLabels: Labels; value: number; metricName: string }[] = [];
+    // `le` is a number, as prom-client's own Histogram gives it (the text format prints it the same).
+    const values: {
+      labels: Record<string, string | number>;
+      sharedLabels: Labels;
+      value: number;
+      metricName: string;
+    }[] = [];
     const bucket = `${this.name}_bucket`;
     for (const { labels, source } of this.series) {
       let cumulative = 0;
       for (let i = 0; i < this.bounds.length; i++) {
         cumulative += source.counts[i];
         values.push({
-          labels: { le: String(this.bounds[i]) },
+          labels: { le: this.bounds[i] },
           sharedLabels: labels,
           value: cumulative,
           metricName: bucket,
