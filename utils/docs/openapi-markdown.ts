@@ -22,7 +22,10 @@ type Operation = {
   requestBody?: { content?: Record<string, { schema?: Schema }> };
   responses?: Record<string, { description?: string; content?: Record<string, { schema?: Schema }> }>;
 };
-type Document = { info?: { title?: string; version?: string; description?: string }; paths?: Record<string, Record<string, Operation>> };
+type Document = {
+  info?: { title?: string; version?: string; description?: string };
+  paths?: Record<string, Record<string, Operation>>;
+};
 
 const cell = (text: string): string => text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
@@ -96,10 +99,14 @@ export function openApiMarkdown(doc: Document): string {
     out.push('| field | type | required | meaning |', '| --- | --- | --- | --- |');
     const required = new Set(schema.required ?? []);
     for (const [k, v] of Object.entries(schema.properties ?? {})) {
-      const type = v.type === 'object' && v.additionalProperties !== undefined ? 'object (name → any JSON)' : typeOf(v, named);
+      const type =
+        v.type === 'object' && v.additionalProperties !== undefined ? 'object (name → any JSON)' : typeOf(v, named);
       out.push(`| \`${k}\` | ${type} | ${required.has(k) ? 'yes' : 'no'} | ${cell(v.description ?? '')} |`);
     }
     out.push('');
   }
-  return `${out.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
+  return `${out
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trimEnd()}\n`;
 }
