@@ -1,6 +1,6 @@
 // The page's link to the broker's /ws: token as the subprotocol pair ['bearer', token] (browsers cannot set
 // headers on a WebSocket), pyaiot's registration on open, reconnection with exponential backoff and jitter.
-import { parseBrokerToClientFrame } from '../../services/protocol/frames.ts';
+import { parseBrokerToClientFrame } from '../../services/protocol/dashboard-frames.ts';
 import type { BrokerToClientMessage, ClientMessage } from '../../services/protocol/messages.ts';
 
 export const BACKOFF_BASE_MS = 500;

@@ -29,7 +29,7 @@ export function applyFrame(nodes: Map<string, NodeModel>, msg: NodeFrame, now: n
           gateway: msg.gateway,
           protocol: msg.protocol,
           status: msg.status,
-          lastSeen: typeof msg.lastSeen === 'number' ? msg.lastSeen : now,
+          lastSeen: msg.lastSeen,
           values: new Map(),
           discovering: false,
         });
@@ -39,7 +39,7 @@ export function applyFrame(nodes: Map<string, NodeModel>, msg: NodeFrame, now: n
         node.protocol = msg.protocol ?? node.protocol;
         node.status = msg.status;
         node.reason = undefined;
-        node.lastSeen = typeof msg.lastSeen === 'number' ? msg.lastSeen : now;
+        node.lastSeen = msg.lastSeen;
       }
       return { uid: msg.uid, all: true };
     }
@@ -64,7 +64,7 @@ export function applyFrame(nodes: Map<string, NodeModel>, msg: NodeFrame, now: n
       }
       node.status = 'offline';
       node.reason = msg.reason;
-      node.lastSeen = typeof msg.lastSeen === 'number' ? msg.lastSeen : now;
+      node.lastSeen = msg.lastSeen;
       return { uid: msg.uid, all: false };
     }
     case 'reset': {

@@ -262,7 +262,10 @@ export class CoapGateway {
     if (c.httpPort >= 0) {
       this.http = createHttpServer((req, res) => {
         if (req.method === 'GET' && req.url === '/metrics') {
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics());
+          this.registry.scrape().then(
+            (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text),
+            () => res.writeHead(500).end(),
+          );
         } else res.writeHead(404).end();
       });
       await new Promise<void>((resolve, reject) => {

@@ -293,7 +293,10 @@ export class MqttGateway {
     const http = createServer(options, (req, res) => {
       if (req.method === 'GET' && req.url === '/metrics') {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-        res.end(this.metrics());
+        this.registry.scrape().then(
+          (text) => res.end(text),
+          () => res.end(),
+        );
       } else if (req.method === 'GET' && req.url === '/healthz') {
         const body = {
           mqtt: this.transport?.connected ?? false,

@@ -303,7 +303,10 @@ export class WsGateway {
     }
     if (req.method === 'GET' && path === '/metrics') {
       if (this.config.publicMetrics) {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
+        this.metrics.scrape().then(
+          (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text),
+          () => res.writeHead(500).end(),
+        );
         return;
       }
       this.serveMetrics(req, res).catch((err: unknown) => {
@@ -323,7 +326,7 @@ export class WsGateway {
         ? ({ ok: false, reason: 'no-key' } as const)
         : await verifyToken(this.publicKey, token, METRICS_ROLES, this.verifyOptions);
     if (result.ok) {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(await this.metrics.scrape());
       return;
     }
     const reason = result.reason;

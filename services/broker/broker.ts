@@ -24,9 +24,10 @@ import {
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
-import { isIdentifier, parseJson, stringifySafe } from '../protocol/schema.ts';
+import { isIdentifier, MAX_ID_LENGTH, parseJson, stringifySafe } from '../protocol/schema.ts';
 import { type ClientDirectory, ClientSession, type ClientSessionDeps } from './client-session.ts';
 import { brokerCounters } from './counters.ts';
+import { EventLatency } from './event-latency.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
 import { GatewaySession, type GatewaySessionDeps } from './gateway-session.ts';
 import { type HttpAuth, registerHttpApi } from './http-api.ts';
@@ -106,7 +107,9 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private started = false;
   private stopping?: Promise<void>;
   /** The event this broker just published on an in-process bus: delivered synchronously, so no re-parse. */
-  private localEvent?: { bytes: Uint8Array; frame: Buffer; event: NodeEvent };
+  private localEvent?: { bytes: Uint8Array; frame: Buffer; event: NodeEvent; receivedAt: number | undefined };
+  /** Times this broker's events from frame arrival to client sockets (message_latency_seconds). */
+  private readonly latency: EventLatency;
   /** What every gateway session is given (one object for all of them). */
   private readonly gatewayDeps: GatewaySessionDeps;
   /** What every client session is given. */
@@ -125,6 +128,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.eventsSubject = subjects.events(this.id);
     const m = this.metrics;
     this.counters = brokerCounters(m);
+    this.latency = new EventLatency(this.counters.messageSeconds);
     this.connections = new ConnectionCounter(config.maxConnectionsPerAddress);
     this.maxResourcesPerNode = Math.min(config.maxResourcesPerNode, MAX_RESOURCES_PER_NODE);
     m.gauge('connections', 'open WebSocket connections', () => this.gateways.size, { kind: 'gateway' });
@@ -184,6 +188,9 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.app = Fastify({
       logger: false,
       bodyLimit: config.maxFrameBytes,
+      // A uid or resource name may be MAX_ID_LENGTH characters, each up to 9 bytes percent-encoded (3 UTF-8
+      // bytes); the router's default of 100 answered 414 for valid identifiers. The schema checks the rest.
+      routerOptions: { maxParamLength: MAX_ID_LENGTH * 9 },
       // Finding 10 of issue 10: a connection that never finishes its request (or upgrade) is closed after
       // --handshake-timeout-ms, not after Node's 60-300 s defaults. The idle timeout catches a silent socket
       // (ws clears it once upgraded); headers/request timeouts catch a slow one, checked often enough to matter.
@@ -483,7 +490,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   // off the bus. The same path serves one broker in-process and many brokers on NATS.
 
   /** `encoded`: the event's JSON when the caller already has it (a gateway frame that is the event verbatim). */
-  publishEvent(event: NodeEvent, encoded?: string): void {
+  publishEvent(event: NodeEvent, encoded?: string, receivedAt?: number): void {
     // Never throws: parse points cap depth, so this only guards against a value that slipped past them.
     const text = encoded ?? stringifySafe(event);
     if (text === undefined) {
@@ -492,7 +499,9 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       return;
     }
     const { frame, payload } = textFrameOf(text);
-    this.localEvent = { bytes: payload, frame, event };
+    this.localEvent = { bytes: payload, frame, event, receivedAt };
+    // On NATS the event comes back later: remember when its frame arrived (the in-process bus answers at once).
+    if (this.bus.kind !== 'memory') this.latency.published(payload, receivedAt);
     this.bus.publish(this.eventsSubject, payload);
     this.localEvent = undefined;
   }
@@ -500,10 +509,13 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private onBusEvent(msg: BusMsg): void {
     let event: NodeEvent;
     let frame: Buffer | undefined;
+    let receivedAt: number | undefined;
     if (this.localEvent !== undefined && msg.data === this.localEvent.bytes) {
       event = this.localEvent.event;
       frame = this.localEvent.frame;
+      receivedAt = this.localEvent.receivedAt;
     } else {
+      if (msg.subject === this.eventsSubject) receivedAt = this.latency.returned(msg.data);
       const parsed = parseBrokerToClientFrame(
         Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.length).toString(),
       );
@@ -520,6 +532,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.counters.events.inc();
     this.table.apply(event, Date.now());
     if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data));
+    if (receivedAt !== undefined) this.latency.delivered(receivedAt);
   }
 
   /** Writes one event to every registered client: framed once, same bytes for all. */

@@ -53,7 +53,7 @@ export class GatewaySession {
   private alive = true;
   private closed = false;
   /** Uids whose `new` awaits the ownership registry, with the frames that arrived for them meanwhile. */
-  private claiming?: Map<string, { msg: GatewayMessage; text: string }[]>;
+  private claiming?: Map<string, { msg: GatewayMessage; text: string; receivedAt: number }[]>;
   /** Frames waiting in `claiming`, all uids together (bounded by --max-claim-queue). */
   private queued = 0;
 
@@ -112,6 +112,7 @@ export class GatewaySession {
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
+    const receivedAt = performance.now();
     this.deps.counters.gatewayFramesIn.inc();
     if (isBinary) return this.reject(CloseCode.UnsupportedData, 'binary-frame', 'only text frames are accepted');
     const text = data.toString();
@@ -123,13 +124,13 @@ export class GatewaySession {
         return this.refuseNode(uid, { code: parsed.code, counter: parsed.code, reason: parsed.reason });
       return this.reject(parsed.close, parsed.code, parsed.reason);
     }
-    this.dispatch(parsed.value, text);
+    this.dispatch(parsed.value, text, receivedAt);
   }
 
-  private dispatch(msg: GatewayMessage, text: string): void {
+  private dispatch(msg: GatewayMessage, text: string, receivedAt: number): void {
     // Frames about a node whose ownership is still being decided wait behind its `new`, in order (see onNew).
     if (this.claiming !== undefined && msg.type !== 'result' && this.claiming.has(msg.uid)) {
-      return this.defer(msg.uid, msg, text);
+      return this.defer(msg.uid, msg, text, receivedAt);
     }
     switch (msg.type) {
       case 'new': {
@@ -147,18 +148,19 @@ export class GatewaySession {
         const event: NodeEvent = { type: 'update', uid: msg.uid, endpoint: msg.endpoint, data: msg.data };
         // The hot path: a gateway update with no extra fields is already the client frame, so its text is
         // forwarded as it came (validated above) instead of being serialized again.
-        this.deps.events.publishEvent(event, hasOnlyKeys(msg, 4) ? text : undefined);
+        this.deps.events.publishEvent(event, hasOnlyKeys(msg, 4) ? text : undefined, receivedAt);
         return;
       }
       case 'out': {
         if (!this.owns(msg.uid)) return;
         this.nodes.delete(msg.uid);
-        this.deps.events.publishEvent({ type: 'out', uid: msg.uid, reason: msg.reason, lastSeen: Date.now() });
+        const out: NodeEvent = { type: 'out', uid: msg.uid, reason: msg.reason, lastSeen: Date.now() };
+        this.deps.events.publishEvent(out, undefined, receivedAt);
         return;
       }
       case 'reset': {
         if (!this.owns(msg.uid)) return;
-        this.deps.events.publishEvent({ type: 'reset', uid: msg.uid });
+        this.deps.events.publishEvent({ type: 'reset', uid: msg.uid }, undefined, receivedAt);
         return;
       }
       case 'result':
@@ -263,7 +265,7 @@ export class GatewaySession {
     this.claiming?.delete(uid);
     this.queued -= queue.length;
     for (let i = 0; i < queue.length; i++) {
-      this.dispatch(queue[i].msg, queue[i].text);
+      this.dispatch(queue[i].msg, queue[i].text, queue[i].receivedAt);
       // A later `new` for the uid started a claim of its own: what follows it waits for that one.
       const next = this.claiming?.get(uid);
       if (next !== undefined) {
@@ -274,7 +276,7 @@ export class GatewaySession {
     }
   }
 
-  private defer(uid: string, msg: GatewayMessage, text: string): void {
+  private defer(uid: string, msg: GatewayMessage, text: string, receivedAt: number): void {
     if (this.queued >= this.deps.maxClaimQueue) {
       this.deps.counters.rejected('claim-queue-full').inc();
       this.log.warn({ uid, queued: this.queued }, 'too many frames wait for ownership decisions; closing the link');
@@ -282,7 +284,7 @@ export class GatewaySession {
       this.close(CloseCode.TryAgainLater, 'too many frames while node ownership is decided');
       return;
     }
-    this.claiming?.get(uid)?.push({ msg, text });
+    this.claiming?.get(uid)?.push({ msg, text, receivedAt });
     this.queued++;
   }
 

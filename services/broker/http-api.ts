@@ -1,24 +1,31 @@
 // REST API under /api/v1, plus /healthz and /metrics. Every route but /healthz needs a bearer token.
+// Every route declares its schemas (rest-schemas.ts): requests are checked by them, responses serialized by
+// them, and @fastify/swagger publishes them as OpenAPI at /api/v1/openapi.json.
+import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Bus } from '../bus/bus.ts';
 import type { Logger } from '../common/log.ts';
 import { extractToken, type TokenClaims, type VerifyResult } from '../common/tokens.ts';
 import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
-import { isIdentifier, parseJson } from '../protocol/schema.ts';
+import { parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
 import type { BrokerCounters, EventPublisher, GatewayView, NodeReader } from './ports.ts';
+import { openApiOptions, routeSchemas, typeBoxValidator } from './rest-schemas.ts';
 import type { WriteRouter } from './writes.ts';
+
+/** The version the OpenAPI document gives: the REST API's, not the package's. */
+export const REST_API_VERSION = '1.0.0';
 
 /** What the REST API is given: it reads the broker's state and sends writes and removals, nothing more. */
 export interface HttpApiDeps {
   brokerId: string;
   log: Logger;
   counters: Pick<BrokerCounters, 'rejected'>;
-  metrics: Pick<Metrics, 'render'>;
+  metrics: Pick<Metrics, 'scrape'>;
   bus: Pick<Bus, 'kind'>;
   table: NodeReader & { all(): IterableIterator<NodeRecord> };
   /** The gateways connected to this broker; peers' come from `peers`. */
@@ -53,6 +60,9 @@ function problem(reply: FastifyReply, status: number, code: string, message: str
 }
 
 export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
+  app.setValidatorCompiler(typeBoxValidator);
+  // Before any route: it collects the route schemas as they are added.
+  app.register(swagger, openApiOptions(REST_API_VERSION));
   // Devices and scripts may send a plain-text payload.
   app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_req, body, done) => done(null, body));
   // JSON bodies go through the same depth-capped parse as every frame (finding 1 of issue 10): a body nested
@@ -104,25 +114,29 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     req.claims = result.claims;
   };
 
-  app.get('/healthz', async () => ({
-    status: 'ok',
-    broker: deps.brokerId,
-    bus: deps.bus.kind,
-    gateways: deps.gateways.size,
-    nodes: deps.table.size,
-  }));
+  app.register(async (ops) => {
+    ops.get('/healthz', { schema: routeSchemas.health }, async () => ({
+      status: 'ok' as const,
+      broker: deps.brokerId,
+      bus: deps.bus.kind,
+      gateways: deps.gateways.size,
+      nodes: deps.table.size,
+    }));
 
-  app.get('/metrics', { onRequest: deps.config.publicMetrics ? [] : [authenticate] }, async (_req, reply) =>
-    reply.type('text/plain; version=0.0.4').send(deps.metrics.render()),
-  );
+    ops.get(
+      '/metrics',
+      { schema: routeSchemas.metrics, onRequest: deps.config.publicMetrics ? [] : [authenticate] },
+      async (_req, reply) => reply.type('text/plain; version=0.0.4').send(await deps.metrics.scrape()),
+    );
+  });
 
   app.register(
     async (api) => {
       api.addHook('onRequest', authenticate);
 
-      api.get('/nodes', async () => [...deps.table.all()]);
+      api.get('/nodes', { schema: routeSchemas.listNodes }, async () => [...deps.table.all()]);
 
-      api.get<{ Params: { uid: string } }>('/nodes/:uid', async (req, reply) => {
+      api.get<{ Params: { uid: string } }>('/nodes/:uid', { schema: routeSchemas.getNode }, async (req, reply) => {
         const node = deps.table.get(req.params.uid);
         if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${req.params.uid}`);
         return node;
@@ -130,36 +144,40 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
 
       // Releases a uid (docs/architecture.md, "Node ownership"): the only way a node that never proved its uid
       // with a token moves to another gateway. Roles that may write may remove.
-      api.delete<{ Params: { uid: string } }>('/nodes/:uid', async (req, reply) => {
-        const { uid } = req.params;
-        if (!canWrite(req.claims!.role)) {
-          deps.counters.rejected('forbidden-remove').inc();
-          return problem(reply, 403, ErrorCode.Forbidden, `role ${req.claims!.role} may not remove nodes`);
-        }
-        let removed: boolean;
-        try {
-          removed = await removeNode(deps, uid, req.claims!.sub);
-        } catch (err) {
-          deps.counters.rejected('ownership-unavailable').inc();
-          deps.log.error({ err, uid }, 'node removal failed: ownership store unavailable');
-          return problem(reply, 503, ErrorCode.Unavailable, 'the node ownership store did not answer; retry');
-        }
-        if (!removed) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
-        return { uid, removed: true };
-      });
+      api.delete<{ Params: { uid: string } }>(
+        '/nodes/:uid',
+        { schema: routeSchemas.removeNode },
+        async (req, reply) => {
+          const { uid } = req.params;
+          if (!canWrite(req.claims!.role)) {
+            deps.counters.rejected('forbidden-remove').inc();
+            return problem(reply, 403, ErrorCode.Forbidden, `role ${req.claims!.role} may not remove nodes`);
+          }
+          let removed: boolean;
+          try {
+            removed = await removeNode(deps, uid, req.claims!.sub);
+          } catch (err) {
+            deps.counters.rejected('ownership-unavailable').inc();
+            deps.log.error({ err, uid }, 'node removal failed: ownership store unavailable');
+            return problem(reply, 503, ErrorCode.Unavailable, 'the node ownership store did not answer; retry');
+          }
+          if (!removed) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
+          return { uid, removed: true };
+        },
+      );
 
       api.put<{ Params: { uid: string; name: string }; Body: unknown }>(
         '/nodes/:uid/resources/:name',
+        { schema: routeSchemas.writeResource },
         async (req, reply) => {
           const { uid, name } = req.params;
           if (!canWrite(req.claims!.role)) {
             deps.counters.rejected('forbidden-write').inc();
             return problem(reply, 403, ErrorCode.Forbidden, `role ${req.claims!.role} may not write`);
           }
-          const bad = isIdentifier(name);
-          if (bad !== undefined) return problem(reply, 400, 'MYC_ERR_BAD_SHAPE', `resource name ${bad}`);
-          if (req.body === undefined || req.body === '') {
-            return problem(reply, 400, 'MYC_ERR_BAD_SHAPE', 'the request body is the payload and must not be empty');
+          // The schema held uid and name to the identifier rule; the payload is any JSON value, but present.
+          if (req.body === undefined || req.body === null || req.body === '') {
+            return problem(reply, 400, ErrorCode.BadShape, 'the request body is the payload and must not be empty');
           }
           const node = deps.table.get(uid);
           if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
@@ -170,12 +188,18 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
         },
       );
 
-      api.get('/gateways', async () => {
+      api.get('/gateways', { schema: routeSchemas.listGateways }, async () => {
         const list = new Map<string, GatewayRecord>();
         for (const g of deps.peers.remoteGateways()) list.set(g.id, g);
         for (const s of deps.gateways.values()) list.set(s.gatewayId, s.record());
         return [...list.values()];
       });
+
+      // Behind the token like the rest of /api/v1 (secure by default): it reveals no data, but the same document
+      // is in docs/api.md for anyone without one.
+      api.get('/openapi.json', { schema: routeSchemas.openapi }, async (_req, reply) =>
+        reply.type('application/json; charset=utf-8').send(JSON.stringify(app.swagger())),
+      );
     },
     { prefix: '/api/v1' },
   );

@@ -1,7 +1,7 @@
 // The small interfaces the broker's parts are given (STYLE.md habit 15: narrow dependencies). A session, the
 // write router, the peer directory and the REST API each receive the few of these they use, never the whole
 // Broker; broker.ts implements them and wires the parts together, and nothing below it imports it.
-import type { Counter } from '../common/metrics.ts';
+import type { Counter, Histogram } from '../common/metrics.ts';
 import type { NodeEvent } from './node-table.ts';
 import type { ErrorCode } from '../protocol/errors.ts';
 import type { GatewayRecord, NodeRecord } from '../protocol/messages.ts';
@@ -18,6 +18,10 @@ export interface BrokerCounters {
   writes: (result: string) => Counter;
   evicted: Counter;
   sessionsEnded: (reason: string) => Counter;
+  /** Seconds from a gateway frame's arrival to its event handed to every client socket (event-latency.ts). */
+  messageSeconds: Histogram;
+  /** Seconds from a write's request (REST or /ws) to its result. */
+  writeSeconds: Histogram;
 }
 
 /** Reading the node table (NodeTable implements it); only the broker applies events to it. */
@@ -28,8 +32,11 @@ export interface NodeReader {
 
 /** Publishes a node event on the bus; every broker applies it when it comes back (the hot path). */
 export interface EventPublisher {
-  /** `encoded`: the event's JSON when the caller already has it. */
-  publishEvent(event: NodeEvent, encoded?: string): void;
+  /**
+   * `encoded`: the event's JSON when the caller already has it. `receivedAt`: when the frame that caused it
+   * arrived (performance.now()), for the message latency histogram.
+   */
+  publishEvent(event: NodeEvent, encoded?: string, receivedAt?: number): void;
 }
 
 /** A refusal of a gateway frame for one node: the `error` frame's code and reason, and the counter label. */

@@ -26,7 +26,7 @@ export interface WriteTarget {
 
 export interface WriteRouterDeps {
   bus: Pick<Bus, 'request' | 'subscribe' | 'publish'>;
-  counters: Pick<BrokerCounters, 'writes'>;
+  counters: Pick<BrokerCounters, 'writes' | 'writeSeconds'>;
   /** --write-timeout-ms */
   writeTimeoutMs: number;
 }
@@ -45,6 +45,7 @@ export class WriteRouter {
 
   /** Sends a write to the gateway that owns the node, wherever it is connected, and waits for its result. */
   async write(gatewayId: string, request: WriteRequest): Promise<WriteOutcome> {
+    const started = performance.now();
     // Never throws (finding 1 of issue 10): a payload that cannot be serialized is an error outcome, not a
     // rejected promise; parse points cap depth, so this is the last line of defence.
     const text = stringifySafe(request);
@@ -67,6 +68,7 @@ export class WriteRouter {
       }
     }
     this.deps.counters.writes(outcome.result).inc();
+    this.deps.counters.writeSeconds.observe((performance.now() - started) / 1000);
     return outcome;
   }
 

@@ -1,153 +1,224 @@
-// Message types exchanged over the broker's two WebSocket endpoints.
-// This module has no I/O and no logging: the broker, the gateways and the browser dashboard import it.
+// Every message exchanged over the broker's two WebSocket endpoints and its REST API, declared once as a
+// TypeBox schema; each TypeScript type is derived from its schema (`Static`), so the check and the type cannot
+// drift apart. This module has no I/O and no logging: the broker, the gateways and the browser dashboard import
+// it. It builds schemas only; how they are checked (compiled on the server, interpreted in the browser, whose
+// CSP forbids eval) is frames.ts's and dashboard-frames.ts's business.
 // The vocabulary (`new`, `update`, `out`, `reset`) is pyaiot's, so a pyaiot-style web client still works;
 // everything else here (reasons, status, write ids and results) is what pyaiot lacked. See docs/protocol.md.
+import { type Static, type TLiteral, type TSchema, type TUnion, Type } from '@sinclair/typebox';
 
 /** Any JSON value a device can report. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+export const MAX_ID_LENGTH = 256;
+
+/** Most resources one node may announce in a `new` frame (the gateways cap resources per node too). */
+export const MAX_RESOURCES_PER_NODE = 256;
+
+/**
+ * The identifier rule (uids, resource names, gateway ids, write ids) as one regular expression: 1 to
+ * MAX_ID_LENGTH UTF-16 code units (JavaScript's `length`; the pattern is compiled without the `u` flag), no
+ * C0/C1 control characters, and none of the names that reach an object's prototype machinery. schema.ts's
+ * `isIdentifier` states the same rule with a message per violation, for error texts.
+ */
+export const IDENTIFIER_PATTERN = `^(?!(?:__proto__|constructor|prototype)$)[^\\u0000-\\u001f\\u007f-\\u009f]{1,${MAX_ID_LENGTH}}$`;
+
+/** Marks a schema as the identifier rule, so an error about it can say which part of the rule was broken. */
+export const IDENTIFIER_RULE = 'x-mycelium-rule';
+
+export const Identifier = Type.String({
+  pattern: IDENTIFIER_PATTERN,
+  [IDENTIFIER_RULE]: 'identifier',
+  description: `1-${MAX_ID_LENGTH} characters, no control characters, not __proto__/constructor/prototype`,
+});
+
+/**
+ * Any JSON value, present. Not checked deeper: it came out of JSON.parse behind the depth cap (schema.ts
+ * parseJson), so it is JSON by construction, and walking every value would cost the hot path for nothing.
+ */
+export const JsonValue = Type.Unsafe<Json>(Type.Unknown({ description: 'any JSON value' }));
+
+/** A map whose keys obey the identifier rule (resource names), with any JSON values. */
+function IdentifierRecord(maxKeys: number) {
+  return Type.Record(Type.String({ pattern: IDENTIFIER_PATTERN }), JsonValue, {
+    additionalProperties: false,
+    maxProperties: maxKeys,
+    [IDENTIFIER_RULE]: 'identifier-keys',
+  });
+}
+
+/** A string one of `values`. */
+function OneOf<const T extends readonly string[]>(values: T, description?: string): TUnion<TLiteral<T[number]>[]> {
+  return Type.Union(
+    values.map((v) => Type.Literal(v)),
+    description === undefined ? {} : { description },
+  );
+}
+
+/** Milliseconds since the epoch. */
+const EpochMs = Type.Number({ description: 'milliseconds since the epoch' });
+
 /** Why a node went offline. */
 export const OUT_REASONS = ['timeout', 'closed', 'gateway-lost', 'replaced', 'shutdown', 'removed'] as const;
-export type OutReason = (typeof OUT_REASONS)[number];
+export const OutReason = OneOf(OUT_REASONS, 'why the node went offline');
+export type OutReason = Static<typeof OutReason>;
 
 /** Outcome of a write: `ok` = node confirmed, `delivered` = sent but the node does not acknowledge. */
 export const WRITE_RESULTS = ['ok', 'delivered', 'error', 'timeout'] as const;
-export type WriteResult = (typeof WRITE_RESULTS)[number];
+export const WriteResult = OneOf(WRITE_RESULTS, 'ok: the node confirmed; delivered: sent, the node does not ack');
+export type WriteResult = Static<typeof WriteResult>;
 
 export const ROLES = ['viewer', 'operator', 'admin', 'gateway', 'node'] as const;
-export type Role = (typeof ROLES)[number];
+export const Role = OneOf(ROLES);
+export type Role = Static<typeof Role>;
+
+export const NODE_STATUSES = ['online', 'offline'] as const;
+export const NodeStatus = OneOf(NODE_STATUSES);
+export type NodeStatus = Static<typeof NodeStatus>;
+
+/**
+ * How the node proved its uid to the gateway: `token` when it presented a node token whose subject is the uid
+ * (WebSocket, MQTT). Absent for unauthenticated protocols (CoAP). A proven uid never goes to an unproven node.
+ */
+const Proof = Type.Literal('token');
 
 /** Roles allowed to write to nodes through the broker. */
 export function canWrite(role: Role): boolean {
   return role === 'operator' || role === 'admin';
 }
 
+// Frame objects tolerate unknown extra fields (forward compatibility): TypeBox objects allow them by default.
+
 // ---------------------------------------------------------------------------------------------
 // Gateway -> broker (path /gw)
 
 /** A node appeared (or the gateway replays it after reconnecting). `data` may carry initial resources. */
-export interface GwNew {
-  type: 'new';
-  uid: string;
-  protocol?: string;
-  data?: Record<string, Json>;
-  /**
-   * How the node proved its uid to the gateway: `token` when it presented a node token whose subject is the uid
-   * (WebSocket, MQTT). Absent for unauthenticated protocols (CoAP). A proven uid never goes to an unproven node.
-   */
-  proof?: 'token';
-}
+export const GwNew = Type.Object({
+  type: Type.Literal('new'),
+  uid: Identifier,
+  protocol: Type.Optional(Type.String()),
+  data: Type.Optional(IdentifierRecord(MAX_RESOURCES_PER_NODE)),
+  proof: Type.Optional(Proof),
+});
+export type GwNew = Static<typeof GwNew>;
 /** One resource value of a node. */
-export interface GwUpdate {
-  type: 'update';
-  uid: string;
-  endpoint: string;
-  data: Json;
-}
-export interface GwOut {
-  type: 'out';
-  uid: string;
-  reason: OutReason;
-}
+export const GwUpdate = Type.Object({
+  type: Type.Literal('update'),
+  uid: Identifier,
+  endpoint: Identifier,
+  data: JsonValue,
+});
+export type GwUpdate = Static<typeof GwUpdate>;
+export const GwOut = Type.Object({ type: Type.Literal('out'), uid: Identifier, reason: OutReason });
+export type GwOut = Static<typeof GwOut>;
 /** The node rebooted: its values are void until discovery refills them. */
-export interface GwReset {
-  type: 'reset';
-  uid: string;
-}
+export const GwReset = Type.Object({ type: Type.Literal('reset'), uid: Identifier });
+export type GwReset = Static<typeof GwReset>;
 /** Answer to a `write` the broker sent. */
-export interface GwResult {
-  type: 'result';
-  id: string;
-  result: WriteResult;
-  reason?: string;
-}
+export const GwResult = Type.Object({
+  type: Type.Literal('result'),
+  id: Identifier,
+  result: WriteResult,
+  reason: Type.Optional(Type.String()),
+});
+export type GwResult = Static<typeof GwResult>;
 export type GatewayMessage = GwNew | GwUpdate | GwOut | GwReset | GwResult;
+/** Frames a gateway may send on /gw, by type. */
+export const gatewayFrames = { new: GwNew, update: GwUpdate, out: GwOut, reset: GwReset, result: GwResult };
 
 // Broker -> gateway
-export interface BrWrite {
-  type: 'write';
-  id: string;
-  uid: string;
-  endpoint: string;
-  payload: Json;
-}
-export interface BrError {
-  type: 'error';
-  code: string;
-  reason: string;
-  uid?: string;
-  id?: string;
-}
+export const BrWrite = Type.Object({
+  type: Type.Literal('write'),
+  id: Identifier,
+  uid: Identifier,
+  endpoint: Identifier,
+  payload: JsonValue,
+});
+export type BrWrite = Static<typeof BrWrite>;
+export const BrError = Type.Object({
+  type: Type.Literal('error'),
+  code: Type.String(),
+  reason: Type.String(),
+  uid: Type.Optional(Type.String()),
+  id: Type.Optional(Type.String()),
+});
+export type BrError = Static<typeof BrError>;
 export type BrokerToGatewayMessage = BrWrite | BrError;
+export const brokerToGatewayFrames = { write: BrWrite, error: BrError };
 
 // ---------------------------------------------------------------------------------------------
 // Web client -> broker (path /ws)
 
 /** pyaiot's registration: `{"type":"new","data":"client"}`. The broker answers with a full snapshot. */
-export interface ClNew {
-  type: 'new';
-  data: 'client';
-}
+export const ClNew = Type.Object({ type: Type.Literal('new'), data: Type.Literal('client') });
+export type ClNew = Static<typeof ClNew>;
+/** A write request, as a client frame's `data` and as the bus request on `myc.write.<gateway>`. */
+export const WriteRequest = Type.Object({ uid: Identifier, endpoint: Identifier, payload: JsonValue });
+export type WriteRequest = Static<typeof WriteRequest>;
 /** pyaiot's write request; `id` is our addition and is echoed in the `result`. */
-export interface ClUpdate {
-  type: 'update';
-  id?: string;
-  data: { uid: string; endpoint: string; payload: Json };
-}
+export const ClUpdate = Type.Object({
+  type: Type.Literal('update'),
+  id: Type.Optional(Identifier),
+  data: WriteRequest,
+});
+export type ClUpdate = Static<typeof ClUpdate>;
 export type ClientMessage = ClNew | ClUpdate;
+export const clientFrames = { new: ClNew, update: ClUpdate };
 
 // Broker -> web client
-export interface ToClientHello {
-  type: 'hello';
-  client: string;
-  role: Role;
-  broker: string;
-}
-export interface ToClientNew {
-  type: 'new';
-  uid: string;
-  gateway: string;
-  protocol?: string;
-  status: NodeStatus;
-  lastSeen: number;
+export const ToClientHello = Type.Object({
+  type: Type.Literal('hello'),
+  client: Type.String(),
+  role: Role,
+  broker: Type.String(),
+});
+export type ToClientHello = Static<typeof ToClientHello>;
+export const ToClientNew = Type.Object({
+  type: Type.Literal('new'),
+  uid: Type.String(),
+  gateway: Type.String(),
+  protocol: Type.Optional(Type.String()),
+  status: NodeStatus,
+  lastSeen: EpochMs,
   /** The node proved its uid with a token (see GwNew.proof); carried so every broker's table knows it. */
-  proof?: 'token';
-}
-export interface ToClientUpdate {
-  type: 'update';
-  uid: string;
-  endpoint: string;
-  data: Json;
-}
-export interface ToClientOut {
-  type: 'out';
-  uid: string;
-  reason: OutReason;
-  lastSeen: number;
-}
-export interface ToClientReset {
-  type: 'reset';
-  uid: string;
-}
-export interface ToClientResult {
-  type: 'result';
-  id: string;
-  uid: string;
-  endpoint: string;
-  result: WriteResult;
-  reason?: string;
-}
+  proof: Type.Optional(Proof),
+});
+export type ToClientNew = Static<typeof ToClientNew>;
+export const ToClientUpdate = Type.Object({
+  type: Type.Literal('update'),
+  uid: Type.String(),
+  endpoint: Type.String(),
+  data: JsonValue,
+});
+export type ToClientUpdate = Static<typeof ToClientUpdate>;
+export const ToClientOut = Type.Object({
+  type: Type.Literal('out'),
+  uid: Type.String(),
+  reason: OutReason,
+  lastSeen: EpochMs,
+});
+export type ToClientOut = Static<typeof ToClientOut>;
+export const ToClientReset = Type.Object({ type: Type.Literal('reset'), uid: Type.String() });
+export type ToClientReset = Static<typeof ToClientReset>;
+export const ToClientResult = Type.Object({
+  type: Type.Literal('result'),
+  id: Type.String(),
+  uid: Type.String(),
+  endpoint: Type.String(),
+  result: WriteResult,
+  reason: Type.Optional(Type.String()),
+});
+export type ToClientResult = Static<typeof ToClientResult>;
 /** Sent after the last frame of a snapshot. */
-export interface ToClientSynced {
-  type: 'synced';
-  nodes: number;
-}
-export interface ToClientError {
-  type: 'error';
-  code: string;
-  reason: string;
-  id?: string;
-}
+export const ToClientSynced = Type.Object({ type: Type.Literal('synced'), nodes: Type.Integer({ minimum: 0 }) });
+export type ToClientSynced = Static<typeof ToClientSynced>;
+export const ToClientError = Type.Object({
+  type: Type.Literal('error'),
+  code: Type.String(),
+  reason: Type.String(),
+  id: Type.Optional(Type.String()),
+});
+export type ToClientError = Static<typeof ToClientError>;
 export type BrokerToClientMessage =
   | ToClientHello
   | ToClientNew
@@ -157,28 +228,42 @@ export type BrokerToClientMessage =
   | ToClientResult
   | ToClientSynced
   | ToClientError;
+/** Frames the broker sends to a web client, by type (the dashboard and peer brokers check what they receive). */
+export const brokerToClientFrames = {
+  hello: ToClientHello,
+  new: ToClientNew,
+  update: ToClientUpdate,
+  out: ToClientOut,
+  reset: ToClientReset,
+  result: ToClientResult,
+  synced: ToClientSynced,
+  error: ToClientError,
+};
 
 // ---------------------------------------------------------------------------------------------
-// Node state as the broker holds it (REST body, snapshot source)
+// Node state as the broker holds it (REST bodies, snapshot source)
 
-export type NodeStatus = 'online' | 'offline';
+export const NodeRecord = Type.Object(
+  {
+    uid: Type.String(),
+    gateway: Type.String(),
+    protocol: Type.Optional(Type.String()),
+    status: NodeStatus,
+    lastSeen: EpochMs,
+    reason: Type.Optional(OutReason),
+    resources: Type.Record(Type.String(), JsonValue, { description: 'resource name → last value' }),
+    /** `token`: the node proved its uid with a token; only a token-proven announcement may take it elsewhere. */
+    proof: Type.Optional(Proof),
+  },
+  { title: 'NodeRecord', description: 'a node as the broker holds it' },
+);
+export type NodeRecord = Static<typeof NodeRecord>;
 
-export interface NodeRecord {
-  uid: string;
-  gateway: string;
-  protocol?: string;
-  status: NodeStatus;
-  /** Milliseconds since the epoch. */
-  lastSeen: number;
-  reason?: OutReason;
-  resources: Record<string, Json>;
-  /** `token`: the node proved its uid with a token; only a token-proven announcement may take it elsewhere. */
-  proof?: 'token';
-}
+export const GatewayRecord = Type.Object(
+  { id: Type.String(), broker: Type.String(), connectedAt: EpochMs, nodes: Type.Integer({ minimum: 0 }) },
+  { title: 'GatewayRecord', description: 'a gateway connection, on this broker or a peer' },
+);
+export type GatewayRecord = Static<typeof GatewayRecord>;
 
-export interface GatewayRecord {
-  id: string;
-  broker: string;
-  connectedAt: number;
-  nodes: number;
-}
+/** The schemas of one frame family, by `type`. */
+export type FrameSchemas = Readonly<Record<string, TSchema>>;

@@ -1,14 +1,16 @@
-// A small schema layer: every inbound frame is checked here once, then the rest of the code trusts the types.
-// Hand-written checks instead of a schema library: this runs per message on the hot path, and the browser
-// bundle stays small.
+// The parse points' shared rules: the one depth-capped JSON parse for outside input, the identifier rule with a
+// message per violation, and never-throwing serialization. The broker's frames are declared as TypeBox schemas
+// (messages.ts) and checked by frame-parser.ts; the small hand-written combinators below (`Shape`, `parseFrame`)
+// remain for the WebSocket gateway's node frames (gateways/ws/node-frames.ts), outside the broker protocol.
 import { CloseCode, ErrorCode, type FrameError } from './errors.ts';
+import { MAX_ID_LENGTH } from './messages.ts';
+
+export { MAX_ID_LENGTH };
 
 export type Parsed<T> = { ok: true; value: T } | FrameError;
 
 /** A checker returns an error text, or undefined when the value fits. */
 export type Check = (value: unknown) => string | undefined;
-
-export const MAX_ID_LENGTH = 256;
 
 /**
  * Deepest JSON nesting accepted at any parse point (frames, REST bodies, device payloads). Device values are
@@ -31,7 +33,8 @@ export const isString: Check = (v) => (typeof v === 'string' ? undefined : 'must
 /**
  * The one identifier rule for uids, resource names, gateway ids and write ids, applied by the broker and by
  * every gateway before a frame leaves it: a non-empty string of at most MAX_ID_LENGTH characters, without
- * C0/C1 control characters, and none of the reserved prototype names.
+ * C0/C1 control characters, and none of the reserved prototype names. messages.ts's IDENTIFIER_PATTERN is the
+ * same rule for schemas (test/schemas.test.ts holds the two to agreeing); this one says what was broken.
  */
 export const isIdentifier: Check = (v) => {
   if (typeof v !== 'string') return 'must be a string';
@@ -42,21 +45,6 @@ export const isIdentifier: Check = (v) => {
   if (RESERVED_IDS.has(v)) return `must not be "${v}"`;
   return undefined;
 };
-
-/** A record whose keys are identifiers (at most `maxKeys` of them), with any JSON values. */
-export function isIdentifierRecord(maxKeys: number): Check {
-  return (v) => {
-    const bad = isRecord(v);
-    if (bad !== undefined) return bad;
-    let n = 0;
-    for (const key in v as Record<string, unknown>) {
-      if (++n > maxKeys) return `must have at most ${maxKeys} keys`;
-      const problem = isIdentifier(key);
-      if (problem !== undefined) return `key ${JSON.stringify(key.slice(0, 40))} ${problem}`;
-    }
-    return undefined;
-  };
-}
 
 /**
  * True when the JSON text nests arrays and objects deeper than `maxDepth`. A linear scan of the text before
@@ -135,9 +123,6 @@ export function stringifySafe(value: unknown): string | undefined {
     return undefined;
   }
 }
-
-/** Any JSON value, but present. */
-export const isAny: Check = (v) => (v === undefined ? 'is required' : undefined);
 
 export const isRecord: Check = (v) =>
   typeof v === 'object' && v !== null && !Array.isArray(v) ? undefined : 'must be an object';

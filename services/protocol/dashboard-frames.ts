@@ -1,0 +1,20 @@
+// The browser's frame parser: the same schemas as the server's (messages.ts), interpreted by TypeBox's Value
+// module instead of compiled. The dashboard is served with `script-src 'self'` and no 'unsafe-eval'
+// (dashboard/server/server.ts), and compiling a schema needs `new Function`; a page handles a few thousand
+// frames a second at most, which the interpreter checks in microseconds. Kept apart from frames.ts so the
+// page's bundle never carries the compiler.
+import type { TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { type CheckFactory, frameParser } from './frame-parser.ts';
+import { type BrokerToClientMessage, brokerToClientFrames } from './messages.ts';
+import type { Parsed } from './schema.ts';
+
+const interpretedCheck: CheckFactory = (schema: TSchema) => ({
+  check: (value) => Value.Check(schema, value),
+  firstError: (value) => Value.Errors(schema, value).First(),
+});
+
+export const parseBrokerToClientFrame: (text: string) => Parsed<BrokerToClientMessage> = frameParser(
+  brokerToClientFrames,
+  interpretedCheck,
+);
