@@ -44,7 +44,10 @@ describe('the schemas', () => {
     fc.assert(
       fc.property(mutatedFrame(seeds), (frame) => {
         const text = JSON.stringify(frame);
-        expect(parseInBrowser(text)).toEqual(parseBrokerToClientFrame(text));
+        const [page, server] = [parseInBrowser(text), parseBrokerToClientFrame(text)];
+        // The page's reason leaves out the field (dashboard-frames.ts); the verdict and the code are the same.
+        expect(page.ok).toBe(server.ok);
+        if (!page.ok && !server.ok) expect([page.code, page.close]).toEqual([server.code, server.close]);
       }),
       { numRuns: propertyRuns() },
     );
@@ -68,11 +71,15 @@ describe('the schemas', () => {
       'hello: role must be one of',
     ],
   ])('a broker frame with %s is refused with MYC_ERR_BAD_SHAPE, by server and page alike', (_what, frame, reason) => {
-    for (const parse of [parseBrokerToClientFrame, parseInBrowser]) {
-      const result = parse(JSON.stringify(frame));
-      expect(result).toMatchObject({ ok: false, code: ErrorCode.BadShape, close: 1003 });
-      if (!result.ok) expect(result.reason).toContain(reason);
-    }
+    const result = parseBrokerToClientFrame(JSON.stringify(frame));
+    expect(result).toMatchObject({ ok: false, code: ErrorCode.BadShape, close: 1003 });
+    if (!result.ok) expect(result.reason).toContain(reason);
+    expect(parseInBrowser(JSON.stringify(frame))).toEqual({
+      ok: false,
+      code: ErrorCode.BadShape,
+      close: 1003,
+      reason: `${frame.type}: does not match its schema`,
+    });
   });
 
   it('names the broken rule: a control character in a uid, a reserved name as a data key', () => {

@@ -5,7 +5,39 @@
 // CSP forbids eval) is frames.ts's and dashboard-frames.ts's business.
 // The vocabulary (`new`, `update`, `out`, `reset`) is pyaiot's, so a pyaiot-style web client still works;
 // everything else here (reasons, status, write ids and results) is what pyaiot lacked. See docs/protocol.md.
-import { type Static, type TLiteral, type TSchema, type TUnion, Type } from '@sinclair/typebox';
+import {
+  Integer,
+  Literal,
+  Number as NumberType,
+  Object as ObjectType,
+  Optional,
+  Record,
+  type Static,
+  String as StringType,
+  type TLiteral,
+  type TSchema,
+  type TUnion,
+  Union,
+  Unknown,
+  Unsafe,
+} from '@sinclair/typebox';
+
+/**
+ * The builders this module uses, by name rather than TypeBox's `Type` (which holds every builder): the page's
+ * bundle then carries only these.
+ */
+const Type = {
+  Integer,
+  Literal,
+  Number: NumberType,
+  Object: ObjectType,
+  Optional,
+  Record,
+  String: StringType,
+  Union,
+  Unknown,
+  Unsafe,
+};
 
 /** Any JSON value a device can report. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
