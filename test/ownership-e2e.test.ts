@@ -5,7 +5,7 @@ import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultTiming, updateTiming } from 'coap';
-import { CoapGateway } from '../gateways/coap/coap-gateway.ts';
+import { CoapGateway } from '../gateways/coap/gateway.ts';
 import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
 import { WsGateway, type WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
 import { silentLogger } from '../services/common/log.ts';

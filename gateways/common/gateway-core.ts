@@ -122,7 +122,7 @@ export class GatewayCore<S = undefined> {
       'nodes and values refused before reaching the broker (identifier rule, depth, caps), by reason',
       'reason',
     );
-    this.brokerRefused = m.counterFamily('broker_refused_total', 'nodes the broker refused (dropped here)', 'code');
+    this.brokerRefused = m.counterFamily('refused_by_broker_total', 'nodes the broker refused (dropped here), by error code', 'code');
     m.gauge('nodes', 'nodes this gateway holds', () => this.table.size);
     m.gauge('broker_link_connected', '1 while the link to the Mycelium broker is open', () =>
       this.link.connected ? 1 : 0,
@@ -401,6 +401,11 @@ export class GatewayCore<S = undefined> {
     return node.proof === undefined
       ? { type: 'new', uid: node.uid, protocol: this.protocol, data: node.resources }
       : { type: 'new', uid: node.uid, protocol: this.protocol, data: node.resources, proof: node.proof };
+  }
+
+  /** Counts (and logs once per reason) a refusal the adapter made on the core's behalf (a cap it saw coming). */
+  noteRefusal(reason: Refusal, uid: string): void {
+    this.refuse(reason, uid);
   }
 
   private refuse(reason: Refusal, uid: string): Refusal {

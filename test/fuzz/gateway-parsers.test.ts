@@ -10,7 +10,7 @@ import {
   MAX_UID_LENGTH,
   parseBeacon,
   parseValuePost,
-} from '../../gateways/coap/payloads.ts';
+} from '../../gateways/coap/codec.ts';
 import { PacketSizeScanner } from '../../gateways/mqtt/frame-guard.ts';
 import {
   type BadInput,
