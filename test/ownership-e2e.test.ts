@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultTiming, updateTiming } from 'coap';
 import { CoapGateway } from '../gateways/coap/gateway.ts';
 import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
-import { WsGateway, type WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
+import { WsGateway, type WsGatewayOptions } from '../gateways/ws/gateway.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { coapGatewayConfig, coapPost } from './helpers/coap.ts';
