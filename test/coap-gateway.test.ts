@@ -336,7 +336,9 @@ describe('coap gateway: bad input', () => {
     const anonymous = await fetch(`${url}/metrics`);
     expect(anonymous.status).toBe(401);
     expect(await anonymous.json()).toEqual({ error: 'unauthorized', message: 'token missing' });
-    const node = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${await tb.keys.token('node', 'n')}` } });
+    const node = await fetch(`${url}/metrics`, {
+      headers: { authorization: `Bearer ${await tb.keys.token('node', 'n')}` },
+    });
     expect(node.status).toBe(401);
     const health = await fetch(`${url}/healthz`);
     expect(health.status).toBe(200);

@@ -119,7 +119,10 @@ describe('finding 2, across gateways: the broker decides, the gateway follows', 
     const b = await startGateway({}, silentLogger(), 'coap-second');
     const peer = await rawSocket('udp6', '::1');
     peer.socket.send(coapPost('alive', 'alive:dup', 0x0701), b.coapPort, '::1');
-    await waitFor(() => metric(b, 'refused_by_broker_total{code="MYC_ERR_DUPLICATE_UID"}') === 1, 'refused by the broker');
+    await waitFor(
+      () => metric(b, 'refused_by_broker_total{code="MYC_ERR_DUPLICATE_UID"}') === 1,
+      'refused by the broker',
+    );
     expect(b.nodeCount).toBe(0);
     expect(a.nodeEndpoint('dup')?.port).not.toBe(peer.socket.address().port);
   });

@@ -61,8 +61,7 @@ export class CoapAdapter implements ProtocolAdapter<CoapState> {
       core,
       transport: this.transport,
       counters: this.counters,
-      alive: (node, generation) =>
-        this.running && node.state.generation === generation && core.node(node.uid) === node,
+      alive: (node, generation) => this.running && node.state.generation === generation && core.node(node.uid) === node,
       target: (node) => this.target(node),
       warnOnce: (reason, fields, msg) => this.warnOnce(reason, fields, msg),
     };

@@ -20,7 +20,10 @@ const RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Error texts node-coap passes to its error path for valid packets it refuses (not malformed ones). */
 const LIB_REFUSALS = ['Observe can only be present', 'FETCH requests must contain'];
 
-export type Answer = { kind: 'response'; code: string; payload: Buffer } | { kind: 'timeout' } | { kind: 'error'; err: Error };
+export type Answer =
+  | { kind: 'response'; code: string; payload: Buffer }
+  | { kind: 'timeout' }
+  | { kind: 'error'; err: Error };
 
 /** Where a request goes. */
 export interface Target {

@@ -71,7 +71,6 @@ export interface AddOptions {
 
 export class GatewayCore<S = undefined> {
   readonly link: BrokerLink;
-  readonly protocol: string;
   /** The gateway's metrics: the core's series, and the adapter's, which it adds to this registry. */
   readonly metrics: Metrics;
   private readonly table = new NodeTable<S>();
@@ -103,7 +102,6 @@ export class GatewayCore<S = undefined> {
       options.maxResourcesPerNode ?? CORE_DEFAULTS.maxResourcesPerNode,
       MAX_RESOURCES_PER_NODE,
     );
-    this.protocol = options.protocol ?? 'unknown';
     this.log = options.log;
     this.token = options.token;
     this.link = new BrokerLink({
@@ -122,7 +120,11 @@ export class GatewayCore<S = undefined> {
       'nodes and values refused before reaching the broker (identifier rule, depth, caps), by reason',
       'reason',
     );
-    this.brokerRefused = m.counterFamily('refused_by_broker_total', 'nodes the broker refused (dropped here), by error code', 'code');
+    this.brokerRefused = m.counterFamily(
+      'refused_by_broker_total',
+      'nodes the broker refused (dropped here), by error code',
+      'code',
+    );
     m.gauge('nodes', 'nodes this gateway holds', () => this.table.size);
     m.gauge('broker_link_connected', '1 while the link to the Mycelium broker is open', () =>
       this.link.connected ? 1 : 0,
@@ -145,7 +147,11 @@ export class GatewayCore<S = undefined> {
   use(adapter: ProtocolAdapter<S>): void {
     if (this.adapter !== undefined) throw new Error('the gateway core has an adapter already');
     this.adapter = adapter;
-    (this as { protocol: string }).protocol = adapter.protocol;
+  }
+
+  /** The protocol name the broker and the dashboard show: the adapter's, or the option's for a bare core. */
+  get protocol(): string {
+    return this.adapter?.protocol ?? this.options.protocol ?? 'unknown';
   }
 
   /** Adapter transport, then the HTTP endpoint, the broker link and the sweep. A failure releases what started. */

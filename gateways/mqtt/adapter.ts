@@ -114,7 +114,9 @@ export class MqttAdapter implements ProtocolAdapter<MqttState> {
     }
     await this.transport.start({
       onConnect: (reconnect) => {
-        this.onMqttConnect(reconnect).catch((err: unknown) => this.log.error({ err }, 'MQTT (re)connect handling failed'));
+        this.onMqttConnect(reconnect).catch((err: unknown) =>
+          this.log.error({ err }, 'MQTT (re)connect handling failed'),
+        );
       },
       onDisconnect: () => this.log.warn({ nodes: this.core.size }, 'MQTT broker lost; node liveness paused'),
       onMessage: (topic, payload) => this.onMessage(topic, payload),
@@ -133,7 +135,10 @@ export class MqttAdapter implements ProtocolAdapter<MqttState> {
   health(): TransportHealth {
     const transport = this.transport;
     if (transport?.connected === true) return { up: true };
-    return { up: false, detail: transport === undefined ? 'MQTT not started' : `MQTT ${transport.description} not connected` };
+    return {
+      up: false,
+      detail: transport === undefined ? 'MQTT not started' : `MQTT ${transport.description} not connected`,
+    };
   }
 
   discover(node: MqttNode): void {
@@ -142,7 +147,8 @@ export class MqttAdapter implements ProtocolAdapter<MqttState> {
 
   forget(node: MqttNode, why: ForgetReason): void {
     this.releaseWaiters(node);
-    if (why.reason === 'timeout') this.log.info({ id: node.state.id, silentMs: Date.now() - node.lastSeen }, 'node timed out');
+    if (why.reason === 'timeout')
+      this.log.info({ id: node.state.id, silentMs: Date.now() - node.lastSeen }, 'node timed out');
   }
 
   // ----------------------------------------------------------------------------------------------------------

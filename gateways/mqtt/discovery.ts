@@ -58,7 +58,10 @@ export class Discovery {
   }
 
   start(): void {
-    this.checkTimer = setInterval(() => this.ctx.publish(TOPIC_GATEWAY_CHECK, ''), this.ctx.config.checkInterval * 1000);
+    this.checkTimer = setInterval(
+      () => this.ctx.publish(TOPIC_GATEWAY_CHECK, ''),
+      this.ctx.config.checkInterval * 1000,
+    );
     this.checkTimer.unref();
   }
 

@@ -4,7 +4,11 @@ import { DEFAULT_REVOCATION_POLL_MS } from '../../services/common/revocations.ts
 import { DEFAULT_MAX_TOKEN_TTL, tokenPolicyOptions } from '../../services/common/token-policy.ts';
 import {
   GATEWAY_HTTP_PORTS,
-  type GatewayHttpConfig, gatewayHttpOptions, gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
+  type GatewayHttpConfig,
+  gatewayHttpOptions,
+  gatewayLimitOptions,
+  gatewayLinkOptions,
+} from '../common/options.ts';
 
 export const WS_GATEWAY_DEFAULTS = {
   port: 8001,
@@ -61,7 +65,8 @@ export const wsGatewayOptions = {
     type: 'number',
     default: WS_GATEWAY_DEFAULTS.pingIntervalMs,
     min: 10,
-    description: 'every node is pinged once per interval; one silent (no pong, no frame) for two intervals goes out (timeout)',
+    description:
+      'every node is pinged once per interval; one silent (no pong, no frame) for two intervals goes out (timeout)',
   },
   maxFrameBytes: {
     type: 'number',

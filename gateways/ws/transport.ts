@@ -148,11 +148,7 @@ export class WsTransport {
       this.events?.onRefused('max-connections-per-address');
       this.options.log.debug({ remote: address }, 'too many connections from one address; refused');
       socket.on('error', onUpgradeSocketError);
-      refuseUpgrade(
-        socket,
-        429,
-        `more than ${this.options.maxConnectionsPerAddress} connections from this address`,
-      );
+      refuseUpgrade(socket, 429, `more than ${this.options.maxConnectionsPerAddress} connections from this address`);
       return;
     }
     socket.countedAddress = address;
