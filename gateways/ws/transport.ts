@@ -9,7 +9,6 @@ import { ConnectionCounter } from '../../services/common/limits.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { refuseUpgrade } from '../../services/common/upgrade.ts';
 import { CloseCode } from '../../services/protocol/errors.ts';
-import { portError } from '../common/options.ts';
 import { NodeSocket } from './node-session.ts';
 
 /** Pending TCP connections the kernel may queue: a restart makes thousands of nodes reconnect at once. */
@@ -109,7 +108,8 @@ export class WsTransport {
     });
     const { port, host } = this.options;
     await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => reject(portError(err, port, '--port'));
+      // The raw error: the entry point names the flag (`--port` here, `--ws-port` under `mycelium up`).
+      const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
       this.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError);
