@@ -2,9 +2,9 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { Agent, defaultTiming, type IncomingMessage, updateTiming } from 'coap';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CoapGateway } from '../gateways/coap/coap-gateway.ts';
+import { CoapGateway } from '../gateways/coap/gateway.ts';
 import type { CoapGatewayConfig } from '../gateways/coap/options.ts';
-import { bindUdp, closeUdp } from '../gateways/coap/udp.ts';
+import { bindUdp, closeUdp } from '../gateways/coap/transport.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { type CoapNodeConfig, CoapTestNode } from '../utils/nodes/coap-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
@@ -324,13 +324,25 @@ describe('coap gateway: bad input', () => {
     expect(metric(gw, 'discovery_total{result="ok"}')).toBe(1);
   });
 
-  it('serves the counters as Prometheus text on --http-port', async () => {
-    const gw = await startGateway({ httpPort: 0 });
+  it('serves the counters as Prometheus text on --http-port to a viewer token, and /healthz without one', async () => {
+    const gw = await startGateway({ httpPort: 0, keyFile: tb.keys.keyFile });
     await startNode(gw);
     await client.next(update('1234', 'led', '0'), 'discovered');
-    const text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    const url = `http://127.0.0.1:${gw.httpPort}`;
+    const headers = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
+    const text = await (await fetch(`${url}/metrics`, { headers })).text();
     expect(text).toMatch(/^mycelium_coap_beacons_total 1$/m);
     expect(text).toMatch(/^mycelium_coap_nodes 1$/m);
-    expect((await fetch(`http://127.0.0.1:${gw.httpPort}/other`)).status).toBe(404);
+    const anonymous = await fetch(`${url}/metrics`);
+    expect(anonymous.status).toBe(401);
+    expect(await anonymous.json()).toEqual({ error: 'unauthorized', message: 'token missing' });
+    const node = await fetch(`${url}/metrics`, {
+      headers: { authorization: `Bearer ${await tb.keys.token('node', 'n')}` },
+    });
+    expect(node.status).toBe(401);
+    const health = await fetch(`${url}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'ok', protocol: 'CoAP', transport: 'up', nodes: 1 });
+    expect((await fetch(`${url}/other`)).status).toBe(404);
   });
 });

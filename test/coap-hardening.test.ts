@@ -5,9 +5,9 @@ import { Writable } from 'node:stream';
 import { defaultTiming, updateTiming } from 'coap';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CoapGateway, PROBE_BYTES } from '../gateways/coap/coap-gateway.ts';
+import { CoapGateway, PROBE_BYTES } from '../gateways/coap/gateway.ts';
 import type { CoapGatewayConfig } from '../gateways/coap/options.ts';
-import { closeUdp } from '../gateways/coap/udp.ts';
+import { closeUdp } from '../gateways/coap/transport.ts';
 import { type Logger, silentLogger } from '../services/common/log.ts';
 import { type CoapNodeConfig, CoapTestNode } from '../utils/nodes/coap-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
@@ -119,7 +119,10 @@ describe('finding 2, across gateways: the broker decides, the gateway follows', 
     const b = await startGateway({}, silentLogger(), 'coap-second');
     const peer = await rawSocket('udp6', '::1');
     peer.socket.send(coapPost('alive', 'alive:dup', 0x0701), b.coapPort, '::1');
-    await waitFor(() => metric(b, 'broker_refused_total{code="MYC_ERR_DUPLICATE_UID"}') === 1, 'refused by the broker');
+    await waitFor(
+      () => metric(b, 'refused_by_broker_total{code="MYC_ERR_DUPLICATE_UID"}') === 1,
+      'refused by the broker',
+    );
     expect(b.nodeCount).toBe(0);
     expect(a.nodeEndpoint('dup')?.port).not.toBe(peer.socket.address().port);
   });
@@ -184,7 +187,7 @@ describe('finding 4: bounded tables', () => {
     const codes = peer.got.filter((m) => ((m[0] >> 4) & 3) === 2).map(coapCode);
     expect(codes.filter((c) => c === '5.03')).toHaveLength(2);
     expect(gw.nodeCount).toBe(3);
-    expect(metric(gw, 'refused_total{reason="max-nodes"}')).toBe(2);
+    expect(metric(gw, 'node_refusals_total{reason="max-nodes"}')).toBe(2);
   });
 
   it('does not GET more resources than --max-resources-per-node allows', async () => {
@@ -196,7 +199,7 @@ describe('finding 4: bounded tables', () => {
     await node.start();
     cleanups.push(() => node.stop());
     // protocol and ip take two of the four: only two links are read.
-    await waitFor(() => metric(gw, 'refused_total{reason="max-resources"}') === 1, 'cap reached');
+    await waitFor(() => metric(gw, 'node_refusals_total{reason="max-resources"}') === 1, 'cap reached');
     const gets = [...node.seen.entries()].filter(([k]) => k.startsWith('GET /') && k !== 'GET /.well-known/core');
     expect(gets.filter(([k]) => k !== 'GET /')).toHaveLength(2);
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseLinkFormat, resourceName } from '../gateways/coap/link-format.ts';
-import { decodeUtf8, parseBeacon, parseValuePost } from '../gateways/coap/payloads.ts';
+import { decodeUtf8, parseBeacon, parseValuePost } from '../gateways/coap/codec.ts';
 
 describe('RFC 6690 link-format parser', () => {
   it('parses several links with attributes, flags and quoted values holding commas and semicolons', () => {

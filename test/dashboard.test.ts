@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildDashboard } from '../dashboard/server/build.ts';
 import { DashboardServer } from '../dashboard/server/server.ts';
 import { WS_GATEWAY_DEFAULTS } from '../gateways/ws/options.ts';
-import { WsGateway } from '../gateways/ws/ws-gateway.ts';
+import { WsGateway } from '../gateways/ws/gateway.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { WsTestNode } from '../utils/nodes/ws-node.ts';
 import { launchBrowser, openPage, type PageWatch, screenshot } from './helpers/browser.ts';

@@ -281,6 +281,8 @@ describe('fault injection with real peers (kill -9, restart, mid-stream)', () =>
       cleanups.push(() => tb.stop());
       const exits = new ExitWatch();
       const port = await freePort();
+      // /healthz is on the gateway's own HTTP port (docs/gateways/README.md), kept across the restart too.
+      const httpPort = await freePort();
       const startGateway = async (): Promise<ChildProcess> => {
         const child = spawn(
           process.execPath,
@@ -297,6 +299,8 @@ describe('fault injection with real peers (kill -9, restart, mid-stream)', () =>
             tb.keys.keyFile,
             '--gateway-id',
             'ws-fault',
+            '--http-port',
+            String(httpPort),
             '--backoff-initial-ms',
             '50',
             // The stream runs at 50 values/s, above the default per-node rate (10/s) that closes a node (1008).
@@ -315,7 +319,7 @@ describe('fault injection with real peers (kill -9, restart, mid-stream)', () =>
           child.kill('SIGKILL');
         });
         await waitFor(
-          async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200,
+          async () => (await fetch(`http://127.0.0.1:${httpPort}/healthz`).catch(() => undefined))?.status === 200,
           'the ws gateway listening',
           HEAL_TIMEOUT_MS,
         );

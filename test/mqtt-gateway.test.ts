@@ -1,7 +1,7 @@
 // The MQTT gateway with its embedded aedes broker, over real sockets: a real Mycelium broker on port 0, real MQTT
 // clients (mosquitto_pub / mosquitto_sub, mqtt.js, the MQTT test node) on the embedded broker's port 0.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MqttGateway } from '../gateways/mqtt/mqtt-gateway.ts';
+import type { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { MqttTestNode } from '../utils/nodes/mqtt-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
@@ -345,12 +345,21 @@ describe('mqtt gateway (embedded broker): bad input', () => {
     expect(client.frames.some((f) => f.type === 'update' && String(f.data).startsWith('x'))).toBe(false);
   });
 
-  it('serves /metrics and /healthz over HTTP', async () => {
+  it('serves /metrics to a viewer token and /healthz to anyone over HTTP', async () => {
     await gateway();
-    const res = await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`);
+    const headers = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
+    const res = await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`, { headers });
     expect(res.status).toBe(200);
     expect(await res.text()).toMatch(/mycelium_mqtt_mqtt_connected 1/);
+    expect((await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).status).toBe(401);
     const health = await (await fetch(`http://127.0.0.1:${gw.httpPort}/healthz`)).json();
-    expect(health).toEqual({ mqtt: true, broker: true, nodes: 0 });
+    expect(health).toEqual({
+      status: 'ok',
+      protocol: 'MQTT',
+      transport: 'up',
+      broker: 'connected',
+      nodes: 0,
+      down: [],
+    });
   });
 });

@@ -3,7 +3,7 @@
 // then checks that the gateway still serves a well-behaved node.
 import { connect as tcpConnect } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { MqttGateway } from '../gateways/mqtt/mqtt-gateway.ts';
+import { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import { mqttGatewayOptions } from '../gateways/mqtt/options.ts';
 import { resolveConfig } from '../services/common/config.ts';
 import { silentLogger } from '../services/common/log.ts';
@@ -291,7 +291,8 @@ describe('mqtt gateway: the /metrics port (finding 10)', () => {
     await new Promise<void>((resolve) => socket.once('close', () => resolve()));
     expect(Date.now() - started).toBeLessThan(5000);
     expect(received === '' || received.startsWith('HTTP/1.1 408')).toBe(true);
-    expect((await fetch(`http://127.0.0.1:${g.httpPort}/metrics`)).status).toBe(200);
+    const headers = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
+    expect((await fetch(`http://127.0.0.1:${g.httpPort}/metrics`, { headers })).status).toBe(200);
   });
 });
 

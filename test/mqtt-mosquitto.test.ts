@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MqttGateway } from '../gateways/mqtt/mqtt-gateway.ts';
+import type { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { MqttTestNode } from '../utils/nodes/mqtt-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';

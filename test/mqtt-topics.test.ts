@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { mayPublish, maySubscribe } from '../gateways/mqtt/acl.ts';
 import { PacketSizeScanner } from '../gateways/mqtt/frame-guard.ts';
-import { nodeIdProblem, parseNodeTopic, parseResourcesPayload, setPayload } from '../gateways/mqtt/topics.ts';
+import { parseResourcesPayload, setPayload } from '../gateways/mqtt/codec.ts';
+import { nodeIdProblem, parseNodeTopic } from '../gateways/mqtt/topics.ts';
 
 describe('mqtt topics', () => {
   it('classifies node topics by level', () => {

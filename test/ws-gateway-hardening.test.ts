@@ -3,7 +3,7 @@
 // still served.
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { WsGateway, WsGatewayDeps, WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
+import type { WsGateway, WsGatewayDeps, WsGatewayOptions } from '../gateways/ws/gateway.ts';
 import { addRevocations, revocationFileFor } from '../services/common/revocations.ts';
 import type { GatewayMessage } from '../services/protocol/messages.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
@@ -328,10 +328,10 @@ describe('ws gateway: /metrics (finding 12)', () => {
   it('needs a viewer, operator or admin token for /metrics: 401 without one or with a node token', async () => {
     const tb = await broker();
     const gw = await gateway(tb);
-    const url = `http://127.0.0.1:${gw.port}/metrics`;
+    const url = `http://127.0.0.1:${gw.httpPort}/metrics`;
     const none = await fetch(url);
     expect(none.status).toBe(401);
-    expect(await none.text()).toBe('token missing\n');
+    expect(await none.json()).toEqual({ error: 'unauthorized', message: 'token missing' });
     const node = await fetch(url, { headers: { authorization: `Bearer ${await tb.keys.token('node', 'n')}` } });
     expect(node.status).toBe(401);
     for (const role of ['viewer', 'operator', 'admin'] as const) {
@@ -344,7 +344,7 @@ describe('ws gateway: /metrics (finding 12)', () => {
   it('serves /metrics without a token with --public-metrics', async () => {
     const tb = await broker();
     const gw = await gateway(tb, { publicMetrics: true });
-    const res = await fetch(`http://127.0.0.1:${gw.port}/metrics`);
+    const res = await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`);
     expect(res.status).toBe(200);
     expect(await res.text()).toContain('mycelium_ws_gateway_connections');
   });

@@ -35,7 +35,7 @@ describe('ws gateway: --workers', () => {
         join(ROOT, 'bin/mycelium.js'),
         'ws-gateway',
         ...['--port', String(port), '--host', '127.0.0.1', '--broker-url', tb.ws, '--key-file', tb.keys.keyFile],
-        ...['--gateway-id', 'wk', '--workers', '2', '--log-level', 'warn'],
+        ...['--gateway-id', 'wk', '--workers', '2', '--http-port=-1', '--log-level', 'warn'],
       ],
       { stdio: 'ignore' },
     );

@@ -1,7 +1,7 @@
 // Broker + WebSocket gateway + test nodes over real sockets on port 0.
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { WsGateway, WsGatewayOptions } from '../gateways/ws/ws-gateway.ts';
+import type { WsGateway, WsGatewayOptions } from '../gateways/ws/gateway.ts';
 import { WsTestNode, type WsTestNodeOptions } from '../utils/nodes/ws-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { makeKeys } from './helpers/keys.ts';
@@ -89,16 +89,24 @@ describe('ws gateway: nodes at the broker', () => {
     expect(c.frames.filter(is('new', 'n1'))).toHaveLength(1);
   });
 
-  it('serves /healthz and /metrics', async () => {
+  it('serves /healthz and /metrics on --http-port, nothing but upgrades on the node port', async () => {
     const tb = await broker();
     const gw = await gateway(tb);
     await node(gw, { token: await tb.keys.token('node', 'n1') });
-    const health = await (await fetch(`http://127.0.0.1:${gw.port}/healthz`)).json();
-    expect(health).toEqual({ status: 'ok', nodes: 1, broker: 'connected' });
+    const health = await (await fetch(`http://127.0.0.1:${gw.httpPort}/healthz`)).json();
+    expect(health).toEqual({
+      status: 'ok',
+      protocol: 'WebSocket',
+      transport: 'up',
+      broker: 'connected',
+      nodes: 1,
+      down: [],
+    });
     const metrics = await metricsOf(gw, tb);
     expect(metrics).toMatch(/mycelium_ws_gateway_connections 1/);
-    expect(metrics).toMatch(/mycelium_ws_gateway_broker_connected 1/);
-    expect((await fetch(`http://127.0.0.1:${gw.port}/nope`)).status).toBe(404);
+    expect(metrics).toMatch(/mycelium_ws_gateway_broker_link_connected 1/);
+    expect((await fetch(`http://127.0.0.1:${gw.httpPort}/nope`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${gw.port}/metrics`)).status).toBe(404);
   });
 });
 
@@ -184,7 +192,7 @@ describe('ws gateway: liveness and identity', () => {
     await c.next(is('update', 'k1'), 'k1 online');
     p.close(); // terminate: no closing handshake, like a crashed process
     expect(await c.next(is('out', 'k1'), 'out k1')).toMatchObject({ reason: 'closed' });
-    expect(gw.sessions.size).toBe(0);
+    expect(gw.core.size).toBe(0);
   });
 
   it('reports a half-open node (no pongs) out with reason timeout', async () => {
@@ -215,7 +223,7 @@ describe('ws gateway: liveness and identity', () => {
     // Negative check: the replaced connection must cause no out/new flap; 200 ms bounds the wait for one in flight.
     await settle(200);
     expect(c.frames.filter((f) => f.uid === 'same').map((f) => f.type)).toEqual(['new', 'update', 'update']);
-    expect(gw.sessions.size).toBe(1);
+    expect(gw.core.size).toBe(1);
     const auth = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
     expect((await (await fetch(`${tb.http}/api/v1/nodes/same`, { headers: auth })).json()).status).toBe('online');
     // The replaced socket said nothing on the way out; the current one still goes out when it closes.
@@ -235,7 +243,7 @@ describe('ws gateway: liveness and identity', () => {
     // The device reconnects through another worker while its old link still looks alive there.
     const refused = await rawNode(b, token);
     expect(await refused.closed()).toEqual({ code: 4409, reason: 'uid held by another gateway' });
-    expect(b.sessions.has('roamer')).toBe(false);
+    expect(b.core.has('roamer')).toBe(false);
     expect(b.core.has('roamer')).toBe(false);
     onA.close();
     await c.next(is('out', 'roamer'), 'w1 lets go');
@@ -297,7 +305,7 @@ describe('ws gateway: authentication before the upgrade', () => {
     // The query parameter works for devices that cannot set headers.
     const ok = await rawNode(gw, undefined, {}, `?token=${await tb.keys.token('node', 'q1')}`);
     await ok.next((f) => f.request === 'discover', 'discover');
-    expect(gw.sessions.has('q1')).toBe(true);
+    expect(gw.core.has('q1')).toBe(true);
     expect((await TestPeer.connect(`ws://127.0.0.1:${gw.port}/elsewhere`).catch((e) => e)).status).toBe(404);
     const metrics = await metricsOf(gw, tb);
     expect(metrics).toMatch(/rejections_total\{reason="auth-wrong-role"\} 2/);
@@ -370,7 +378,7 @@ describe('ws gateway: restarts', () => {
     await first.stop();
     const second = await gateway(tb, { port });
     // The gateway registers the session at the upgrade; the node counts its open when the 101 arrives.
-    await waitFor(() => second.sessions.has('r1') && n.opens === 2, 'the node to reconnect to the new gateway');
+    await waitFor(() => second.core.has('r1') && n.opens === 2, 'the node to reconnect to the new gateway');
     n.report({ temperature: '21°C' });
     await c.next(
       is('update', 'r1', (f) => f.endpoint === 'temperature'),

@@ -75,6 +75,9 @@ export class Up implements Component {
     const dial = urlHost(dialAddress(c.host));
     const brokerWs = `ws://${dial}:${c.port}`;
     const common = ['--key-file', this.keyFile, '--log-level', c.logLevel];
+    // The gateways' /metrics and /healthz ports (9181-9183) stay closed: under `up` the broker's /metrics and
+    // /healthz cover the system, and a second `up` on the same host must not collide on them.
+    const noHttp = '--http-port=-1';
     // "0.0.0.0" keeps the CoAP gateway's dual-stack default ("::", which falls back to IPv4 on its own).
     const coapHost = c.host === '0.0.0.0' ? '::' : c.host;
     const host = hostname();
@@ -98,6 +101,7 @@ export class Up implements Component {
           brokerWs,
           '--gateway-id',
           `ws-${host}`,
+          noHttp,
           ...common,
         ],
         portFlag: '--ws-port',
@@ -115,6 +119,7 @@ export class Up implements Component {
           brokerWs,
           '--gateway-id',
           `coap-${host}`,
+          noHttp,
           ...common,
         ],
         portFlag: '--coap-port',
@@ -132,8 +137,7 @@ export class Up implements Component {
           brokerWs,
           '--gateway-id',
           `mqtt-${host}`,
-          // No extra fixed port: under `up` the broker's /metrics covers the system.
-          '--http-port=-1',
+          noHttp,
           ...common,
         ],
         portFlag: '--mqtt-port',

@@ -1,9 +1,9 @@
 import type { CommandSpec } from '../../services/common/run.ts';
-import { CoapGateway } from './coap-gateway.ts';
+import { CoapGateway } from './gateway.ts';
 import { coapGatewayOptions } from './options.ts';
 
 export { coapGatewayOptions } from './options.ts';
-export { CoapGateway } from './coap-gateway.ts';
+export { CoapGateway } from './gateway.ts';
 
 export const coapGatewayCommand: CommandSpec<typeof coapGatewayOptions> = {
   name: 'coap-gateway',

@@ -1,5 +1,7 @@
+// Options of `mycelium coap-gateway`: every limit and interval with its named default.
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
-import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
+import { tokenPolicyOptions } from '../../services/common/token-policy.ts';
+import { GATEWAY_HTTP_PORTS, gatewayHttpOptions, gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const coapGatewayOptions = {
   coapPort: {
@@ -99,14 +101,10 @@ export const coapGatewayOptions = {
     min: 1024,
     description: 'bytes of recent responses kept to answer retransmitted requests alike (RFC 7252 §4.5)',
   },
-  httpPort: {
-    type: 'number',
-    default: -1,
-    min: -1,
-    description: 'HTTP port for GET /metrics (Prometheus text); -1 = off, 0 = any free port',
-  },
-  httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the metrics HTTP port' },
+  ...gatewayHttpOptions(GATEWAY_HTTP_PORTS.coap),
   ...gatewayLimitOptions,
+  // --max-token-ttl, --revocation-file, --revocation-poll-ms: the policy /metrics tokens are checked by.
+  ...tokenPolicyOptions,
   ...gatewayLinkOptions,
 } as const satisfies OptionTable;
 

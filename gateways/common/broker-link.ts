@@ -65,6 +65,8 @@ export class BrokerLink {
   private renewTimer?: NodeJS.Timeout;
   /** Connections opened to replace one whose token is about to expire. */
   renewals = 0;
+  /** Connections opened after a (re)connect attempt (renewals not counted): reconnects = opened - 1. */
+  opened = 0;
   private alive = false;
   private stopped = true;
   private readonly urls: string[];
@@ -134,6 +136,7 @@ export class BrokerLink {
     this.ws = ws;
     ws.on('open', () => {
       this.attempt = 0;
+      this.opened++;
       this.opts.log.info({ url }, 'connected to broker');
       this.adopt(ws, token);
     });

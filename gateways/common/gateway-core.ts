@@ -1,7 +1,10 @@
-// What every gateway shares, whatever the device protocol: the cache of its nodes, the broker link,
-// replay on reconnect, and the dispatch of writes to the protocol binding.
-// A protocol binding calls nodeNew / nodeUpdate / nodeReset / nodeOut and answers writes.
+// What every gateway shares, whatever the device protocol: THE node table, the liveness sweep, the metrics and
+// health endpoint, the broker link, replay on reconnect, and the routing of writes to the protocol adapter.
+// A gateway is a ProtocolAdapter plugged into this core (adapter.ts); the adapter reports node events with
+// add / update / reset / nodeOut and the core drives it with start / stop / write / discover / forget.
+// The core also runs without an adapter (tests of the broker link): writes then go to onWrite's handler.
 import type { Logger } from '../../services/common/log.ts';
+import { type Counter, Metrics } from '../../services/common/metrics.ts';
 import { ErrorCode } from '../../services/protocol/errors.ts';
 import { encode, MAX_RESOURCES_PER_NODE } from '../../services/protocol/frames.ts';
 import type {
@@ -10,133 +13,269 @@ import type {
   GatewayMessage,
   Json,
   OutReason,
-  WriteResult,
 } from '../../services/protocol/messages.ts';
 import { isIdentifier, valueTooDeep } from '../../services/protocol/schema.ts';
+import type { ForgetReason, ProtocolAdapter, WriteOutcome } from './adapter.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
+import { type HealthReport, HttpEndpoint, type HttpEndpointOptions } from './http-endpoint.ts';
+import { type GatewayNode, type NodeStatus, NodeTable } from './node-table.ts';
+import { type CoreStats, StatsCounters } from './stats.ts';
 
-export interface WriteOutcome {
-  result: WriteResult;
-  reason?: string;
-}
+export type { WriteOutcome } from './adapter.ts';
 
-/** The protocol binding's side of a write: deliver `payload` to the node's resource. */
+/** The bare core's side of a write (no adapter): deliver `payload` to the node's resource. */
 export type WriteHandler = (uid: string, endpoint: string, payload: Json) => Promise<WriteOutcome>;
 
-interface CachedNode {
-  protocol: string;
-  /** Null-prototype: keyed by names a device chose. */
-  resources: Record<string, Json>;
-  resourceCount: number;
-  proof?: 'token';
-}
-
-/** Why the core refused a node or a value before it left the gateway (counted by the adapter if it likes). */
+/** Why the core refused a node or a value before it left the gateway (counted in node_refusals_total). */
 export type Refusal = 'bad-uid' | 'bad-resource' | 'too-deep' | 'max-nodes' | 'max-resources' | 'unknown-node';
 
-export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | 'onMessage'> {
-  protocol: string;
+/** The liveness policy: one sweep for all nodes; a node silent for timeoutMs goes out with reason timeout. */
+export interface LivenessPolicy {
+  timeoutMs: number;
+  /** How often the sweep runs (an out comes at most this late); the adapter's tick() runs on it too. */
+  sweepMs: number;
+}
+
+export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | 'onMessage' | 'token'> {
+  /** The protocol name; taken from the adapter when one is given. */
+  protocol?: string;
+  /** The broker token. */
+  token?: () => Promise<string>;
+  /** Called once by start() to make the token function: a key file that cannot be read fails start-up. */
+  tokenSource?: () => () => Promise<string>;
   /** Bound on the `out`s remembered while the broker is unreachable (sent on reconnect). */
   maxPendingOuts?: number;
-  /**
-   * Told about every `error` frame from the broker. When the frame names a uid the broker refused (a duplicate,
-   * a bad frame), the core has already forgotten that node, so it is never replayed; the adapter drops it too.
-   */
+  /** Told about every `error` frame from the broker, after the core has dropped the node it names. */
   onBrokerError?: (msg: BrError) => void;
   /** Most nodes this gateway holds; a new one beyond it is refused (logged once, counted). */
   maxNodes?: number;
   /** Most resources one node may have; more are refused. */
   maxResourcesPerNode?: number;
-  /** Called once per refusal, so each adapter can count it in its own metrics. */
-  onRefused?: (reason: Refusal, uid: string) => void;
+  /** Without it, nodes never time out (the adapter reports every out itself). */
+  liveness?: LivenessPolicy;
+  /** The /metrics and /healthz endpoint; without it (or with port -1), none. */
+  http?: HttpEndpointOptions;
+  /** Checks a /metrics token (undefined = accepted, else the reason); without it every token is refused. */
+  authorizeMetrics?: (token: string | undefined) => Promise<string | undefined>;
+  /** Prefix of the gateway's metric names, e.g. `mycelium_coap_`. */
+  metricsPrefix?: string;
 }
 
-export const CORE_DEFAULTS = { maxNodes: 100_000, maxResourcesPerNode: 64 } as const;
+export const CORE_DEFAULTS = { maxNodes: 100_000, maxResourcesPerNode: 64, maxPendingOuts: 100_000 } as const;
 
-export class GatewayCore {
+export interface AddOptions {
+  resources?: Record<string, Json>;
+  proof?: 'token';
+  status?: NodeStatus;
+}
+
+export class GatewayCore<S = undefined> {
   readonly link: BrokerLink;
-  readonly protocol: string;
-  private readonly nodes = new Map<string, CachedNode>();
+  /** The gateway's metrics: the core's series, and the adapter's, which it adds to this registry. */
+  readonly metrics: Metrics;
+  private readonly table = new NodeTable<S>();
   /** Nodes that went out while the link was down: reported after the replay on reconnect. */
   private pendingOuts = new Map<string, OutReason>();
-  private readonly maxPendingOuts: number;
+  private adapter?: ProtocolAdapter<S>;
   private writeHandler: WriteHandler = async () => ({ result: 'error', reason: 'gateway cannot write' });
   private readonly log: Logger;
-  private readonly onBrokerError?: (msg: BrError) => void;
-  private readonly onRefused?: (reason: Refusal, uid: string) => void;
+  private readonly options: GatewayCoreOptions;
   private readonly maxNodes: number;
   private readonly maxResourcesPerNode: number;
+  private readonly http?: HttpEndpoint;
+  private readonly counters: StatsCounters;
+  private readonly outs: (reason: string) => Counter;
+  private readonly writes: (result: string) => Counter;
+  private readonly refusals: (reason: string) => Counter;
+  private readonly brokerRefused: (code: string) => Counter;
   /** Refusals already logged: a cap hit is logged once per reason, then only counted. */
   private readonly logged = new Set<Refusal>();
+  private token?: () => Promise<string>;
+  private sweepTimer?: NodeJS.Timeout;
+  private running = false;
+  private stopping?: Promise<void>;
 
   constructor(options: GatewayCoreOptions) {
-    this.onBrokerError = options.onBrokerError;
-    this.onRefused = options.onRefused;
+    this.options = options;
     this.maxNodes = options.maxNodes ?? CORE_DEFAULTS.maxNodes;
     this.maxResourcesPerNode = Math.min(
       options.maxResourcesPerNode ?? CORE_DEFAULTS.maxResourcesPerNode,
       MAX_RESOURCES_PER_NODE,
     );
-    this.protocol = options.protocol;
     this.log = options.log;
-    this.maxPendingOuts = options.maxPendingOuts ?? 100_000;
-    this.link = new BrokerLink({ ...options, onOpen: () => this.replay(), onMessage: (m) => this.onBrokerMessage(m) });
+    this.token = options.token;
+    this.link = new BrokerLink({
+      ...options,
+      token: () => (this.token === undefined ? Promise.reject(new Error('gateway not started')) : this.token()),
+      onOpen: () => this.replay(),
+      onMessage: (m) => this.onBrokerMessage(m),
+    });
+    const m = new Metrics(options.metricsPrefix ?? 'mycelium_gateway_');
+    this.metrics = m;
+    this.counters = new StatsCounters(m);
+    this.outs = m.counterFamily('nodes_out_total', 'nodes gone out, by reason', 'reason');
+    this.writes = m.counterFamily('writes_total', 'writes to nodes, by result', 'result');
+    this.refusals = m.counterFamily(
+      'node_refusals_total',
+      'nodes and values refused before reaching the broker (identifier rule, depth, caps), by reason',
+      'reason',
+    );
+    this.brokerRefused = m.counterFamily(
+      'refused_by_broker_total',
+      'nodes the broker refused (dropped here), by error code',
+      'code',
+    );
+    m.gauge('nodes', 'nodes this gateway holds', () => this.table.size);
+    m.gauge('broker_link_connected', '1 while the link to the Mycelium broker is open', () =>
+      this.link.connected ? 1 : 0,
+    );
+    m.gauge('broker_link_reconnects', 'times the broker link opened again after the first time', () =>
+      Math.max(0, this.link.opened - 1),
+    );
+    if (options.http !== undefined) {
+      this.http = new HttpEndpoint(options.http, {
+        metrics: () => this.metrics.scrape(),
+        health: () => this.health(),
+        authorize: options.authorizeMetrics ?? (async () => 'no-key'),
+        onRefused: (reason) => this.noteError(reason),
+        log: this.log,
+      });
+    }
   }
 
+  /** Plugs the protocol adapter in (once, from the gateway's constructor). */
+  use(adapter: ProtocolAdapter<S>): void {
+    if (this.adapter !== undefined) throw new Error('the gateway core has an adapter already');
+    this.adapter = adapter;
+  }
+
+  /** The protocol name the broker and the dashboard show: the adapter's, or the option's for a bare core. */
+  get protocol(): string {
+    return this.adapter?.protocol ?? this.options.protocol ?? 'unknown';
+  }
+
+  /** Adapter transport, then the HTTP endpoint, the broker link and the sweep. A failure releases what started. */
   async start(): Promise<void> {
-    await this.link.start();
+    if (this.running) return;
+    this.running = true;
+    try {
+      if (this.options.tokenSource !== undefined) this.token = this.options.tokenSource();
+      await this.adapter?.start();
+      await this.http?.start();
+      await this.link.start();
+    } catch (err) {
+      await this.shutdown().catch(() => undefined);
+      throw err;
+    }
+    const liveness = this.options.liveness;
+    if (liveness !== undefined || this.adapter?.tick !== undefined) {
+      this.sweepTimer = setInterval(() => this.sweep(), liveness?.sweepMs ?? 1000);
+      this.sweepTimer.unref();
+    }
   }
 
-  async stop(): Promise<void> {
+  /**
+   * The broker link closes first, on purpose: the nodes are not reported `out`, so the broker keeps them online
+   * for its grace period, and a gateway that restarts within it causes clients no out/new flap. Then the
+   * adapter's transport, then the HTTP endpoint. Safe to call twice.
+   */
+  stop(): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  /** True from stop() on: adapters report nothing out while the gateway shuts down. */
+  get isStopping(): boolean {
+    return this.stopping !== undefined;
+  }
+
+  private async shutdown(): Promise<void> {
+    clearInterval(this.sweepTimer);
     await this.link.stop();
+    await this.adapter?.stop();
+    await this.http?.stop();
   }
 
+  /** The writes of a core without an adapter. */
   onWrite(handler: WriteHandler): void {
     this.writeHandler = handler;
   }
 
+  /** Port of the /metrics and /healthz endpoint; undefined when off or not started. */
+  get httpPort(): number | undefined {
+    return this.http?.port;
+  }
+
   get size(): number {
-    return this.nodes.size;
+    return this.table.size;
   }
 
   has(uid: string): boolean {
-    return this.nodes.has(uid);
+    return this.table.has(uid);
   }
 
-  resources(uid: string): Readonly<Record<string, Json>> | undefined {
-    return this.nodes.get(uid)?.resources;
+  node(uid: string): GatewayNode<S> | undefined {
+    return this.table.get(uid);
+  }
+
+  nodes(): IterableIterator<GatewayNode<S>> {
+    return this.table.values();
   }
 
   uids(): IterableIterator<string> {
-    return this.nodes.keys();
+    return this.table.uids();
   }
+
+  resources(uid: string): Readonly<Record<string, Json>> | undefined {
+    return this.table.get(uid)?.resources;
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // Node events, reported by the adapter
 
   /**
-   * A node appeared. Announcing a known uid again replaces its resources (the broker sees no flap).
-   * `proof: 'token'` when the node proved its uid with a token (WebSocket, MQTT): the broker lets such a uid
-   * move between gateways, never to an unauthenticated one. Returns false when refused: a uid or resource name
-   * that breaks the identifier rule, a value nested too deep, or a cap reached. Nothing refused leaves the gateway.
+   * A node appeared, with the adapter's state for it. Announcing a known uid again replaces its resources and
+   * state (the broker sees no flap). `proof: 'token'` when the node proved its uid with a token. Returns the
+   * node, or why it was refused: a uid or resource name that breaks the identifier rule, a value nested too
+   * deep, or a cap reached. Nothing refused leaves the gateway.
    */
-  nodeNew(uid: string, resources: Record<string, Json> = {}, proof?: 'token'): boolean {
+  add(uid: string, state: S, options: AddOptions = {}): GatewayNode<S> | Refusal {
     if (isIdentifier(uid) !== undefined) return this.refuse('bad-uid', uid);
-    if (!this.nodes.has(uid) && this.nodes.size >= this.maxNodes) return this.refuse('max-nodes', uid);
-    const table: Record<string, Json> = Object.create(null);
+    const known = this.table.get(uid);
+    if (known === undefined && this.table.size >= this.maxNodes) return this.refuse('max-nodes', uid);
+    const resources: Record<string, Json> = Object.create(null);
     let count = 0;
-    for (const name in resources) {
+    const given = options.resources ?? {};
+    for (const name in given) {
       if (isIdentifier(name) !== undefined) return this.refuse('bad-resource', uid);
-      if (valueTooDeep(resources[name])) return this.refuse('too-deep', uid);
+      if (valueTooDeep(given[name])) return this.refuse('too-deep', uid);
       if (++count > this.maxResourcesPerNode) return this.refuse('max-resources', uid);
-      table[name] = resources[name];
+      resources[name] = given[name];
     }
-    this.nodes.set(uid, { protocol: this.protocol, resources: table, resourceCount: count, proof });
+    const node: GatewayNode<S> = {
+      uid,
+      status: options.status ?? 'online',
+      lastSeen: Date.now(),
+      resources,
+      resourceCount: count,
+      proof: options.proof,
+      state,
+    };
+    this.table.set(node);
     this.pendingOuts.delete(uid);
-    this.send(this.newFrame(uid, this.nodes.get(uid)!));
-    return true;
+    this.send(this.newFrame(node));
+    return node;
   }
 
-  /** A value of a known node. Returns false when refused (see nodeNew). */
-  nodeUpdate(uid: string, endpoint: string, data: Json): boolean {
-    const node = this.nodes.get(uid);
+  /** add() for a core without an adapter state; true when accepted. */
+  nodeNew(uid: string, resources: Record<string, Json> = {}, proof?: 'token'): boolean {
+    return typeof this.add(uid, undefined as S, { resources, proof }) !== 'string';
+  }
+
+  /** A value of a known node (also a sign of life). Undefined when accepted, else why it was refused. */
+  update(uid: string, endpoint: string, data: Json): Refusal | undefined {
+    const node = this.table.get(uid);
     if (node === undefined) return this.refuse('unknown-node', uid);
     if (isIdentifier(endpoint) !== undefined) return this.refuse('bad-resource', uid);
     if (valueTooDeep(data)) return this.refuse('too-deep', uid);
@@ -146,39 +285,138 @@ export class GatewayCore {
     }
     node.resources[endpoint] = data;
     this.send({ type: 'update', uid, endpoint, data });
-    return true;
+    return undefined;
+  }
+
+  /** update(); true when accepted. */
+  nodeUpdate(uid: string, endpoint: string, data: Json): boolean {
+    return this.update(uid, endpoint, data) === undefined;
   }
 
   /** The node rebooted: forget its values; discovery will report them again. */
   nodeReset(uid: string): void {
-    const node = this.nodes.get(uid);
+    const node = this.table.get(uid);
     if (node === undefined) return;
     node.resources = Object.create(null);
     node.resourceCount = 0;
     this.send({ type: 'reset', uid });
   }
 
+  /** The adapter saw the node go (its socket closed...): `out` to the broker, or remembered until reconnect. */
   nodeOut(uid: string, reason: OutReason): void {
-    if (!this.nodes.delete(uid)) return;
-    if (!this.send({ type: 'out', uid, reason }) && this.pendingOuts.size < this.maxPendingOuts) {
+    if (!this.table.delete(uid)) return;
+    this.outs(reason).inc();
+    if (
+      !this.send({ type: 'out', uid, reason }) &&
+      this.pendingOuts.size < (this.options.maxPendingOuts ?? CORE_DEFAULTS.maxPendingOuts)
+    ) {
       this.pendingOuts.set(uid, reason);
     }
   }
 
   /** Forgets a node without telling the broker (it refused the node, or the adapter dropped it). */
   forget(uid: string): void {
-    this.nodes.delete(uid);
+    this.table.delete(uid);
     this.pendingOuts.delete(uid);
   }
 
-  private newFrame(uid: string, node: CachedNode): GatewayMessage {
-    return node.proof === undefined
-      ? { type: 'new', uid, protocol: node.protocol, data: node.resources }
-      : { type: 'new', uid, protocol: node.protocol, data: node.resources, proof: node.proof };
+  /** Asks the adapter to discover every node again (its transport came back after an outage). */
+  rediscoverAll(): void {
+    const now = Date.now();
+    for (const node of this.table.values()) {
+      // The outage was the transport's, not the nodes': each gets a fresh liveness period.
+      node.lastSeen = now;
+      this.adapter?.discover(node);
+    }
   }
 
-  private refuse(reason: Refusal, uid: string): false {
-    this.onRefused?.(reason, uid);
+  // ------------------------------------------------------------------------------------------------
+  // Counters the adapter feeds, read by stats() (and, through the registry, by /metrics)
+
+  /** A message from a node (any kind). */
+  noteIn(): void {
+    this.counters.in.inc();
+  }
+
+  /** A message sent to a node (a write, a discovery request, a probe). */
+  noteOut(): void {
+    this.counters.out.inc();
+  }
+
+  /** Something refused or failed, by kind (the adapter's reason labels). */
+  noteError(kind: string): void {
+    this.counters.error(kind);
+  }
+
+  /** Everything a status report needs, from one place. */
+  stats(): CoreStats {
+    return this.counters.snapshot({
+      protocol: this.protocol,
+      nodes: this.table.countByStatus(),
+      brokerLinkConnected: this.link.connected,
+      brokerLinkReconnects: Math.max(0, this.link.opened - 1),
+      brokerLinkRenewals: this.link.renewals,
+    });
+  }
+
+  /** ok when the adapter's transport and the broker link are up; else down, naming what is down. */
+  health(): HealthReport {
+    const transport = this.adapter?.health() ?? { up: true };
+    const down: string[] = [];
+    if (!transport.up) down.push(transport.detail ?? `${this.protocol} transport`);
+    if (!this.link.connected) down.push(`broker link (${this.link.currentUrl})`);
+    return {
+      status: down.length === 0 ? 'ok' : 'down',
+      protocol: this.protocol,
+      transport: transport.up ? 'up' : 'down',
+      broker: this.link.connected ? 'connected' : 'disconnected',
+      nodes: this.table.size,
+      down,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // Liveness: one sweep over every node, so 50k nodes cost one timer, not 50k.
+
+  private sweep(): void {
+    const now = Date.now();
+    this.adapter?.tick?.(now);
+    const liveness = this.options.liveness;
+    if (liveness === undefined) return;
+    // While the adapter's transport is down, nodes cannot reach us: nobody times out for the gateway's outage.
+    if (this.adapter !== undefined && !this.adapter.health().up) return;
+    const deadline = now - liveness.timeoutMs;
+    for (const node of this.table.values()) {
+      if (node.lastSeen < deadline) this.drop(node, { reason: 'timeout' });
+    }
+  }
+
+  /** The core drops a node: the adapter lets it go; a timeout is reported `out`, a broker refusal is not. */
+  private drop(node: GatewayNode<S>, why: ForgetReason): void {
+    if (why.reason === 'timeout') {
+      this.nodeOut(node.uid, 'timeout');
+      this.log.debug({ uid: node.uid, silentMs: Date.now() - node.lastSeen }, 'node timed out');
+    } else this.forget(node.uid);
+    this.adapter?.forget(node, why);
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // The broker side
+
+  private newFrame(node: GatewayNode<S>): GatewayMessage {
+    return node.proof === undefined
+      ? { type: 'new', uid: node.uid, protocol: this.protocol, data: node.resources }
+      : { type: 'new', uid: node.uid, protocol: this.protocol, data: node.resources, proof: node.proof };
+  }
+
+  /** Counts (and logs once per reason) a refusal the adapter made on the core's behalf (a cap it saw coming). */
+  noteRefusal(reason: Refusal, uid: string): void {
+    this.refuse(reason, uid);
+  }
+
+  private refuse(reason: Refusal, uid: string): Refusal {
+    this.refusals(reason).inc();
+    this.noteError(reason);
     if (!this.logged.has(reason)) {
       this.logged.add(reason);
       // JSON.stringify: the uid may hold anything a device sent; the log line must stay one line.
@@ -187,7 +425,7 @@ export class GatewayCore {
         'node or value refused (logged once per reason)',
       );
     }
-    return false;
+    return reason;
   }
 
   /** Sends one frame to the broker if connected. A value that cannot be serialized is dropped and logged. */
@@ -202,32 +440,37 @@ export class GatewayCore {
 
   /** On every (re)connection: the current state of every node, then the outs that happened meanwhile. */
   private replay(): void {
-    for (const [uid, node] of this.nodes) {
-      this.send(this.newFrame(uid, node));
-    }
+    for (const node of this.table.values()) this.send(this.newFrame(node));
     for (const [uid, reason] of this.pendingOuts) {
       // The broker only accepts an `out` for a node this connection announced.
       this.send({ type: 'new', uid, protocol: this.protocol });
       this.send({ type: 'out', uid, reason });
     }
     this.pendingOuts.clear();
-    this.log.info({ nodes: this.nodes.size }, 'node state replayed to broker');
+    this.log.info({ nodes: this.table.size }, 'node state replayed to broker');
   }
 
   private onBrokerMessage(msg: BrokerToGatewayMessage): void {
     switch (msg.type) {
       case 'write':
-        // write() catches the handler's failures itself; this catch is for a failure to send the result.
-        this.write(msg.id, msg.uid, msg.endpoint, msg.payload).catch((err) =>
+        // write() catches the adapter's failures itself; this catch is for a failure to send the result.
+        this.write(msg.id, msg.uid, msg.endpoint, msg.payload).catch((err: unknown) =>
           this.log.error({ err, id: msg.id }, 'write result could not be sent'),
         );
         return;
-      case 'error':
+      case 'error': {
         this.log.warn({ code: msg.code, reason: msg.reason, uid: msg.uid }, 'broker reported an error');
-        // A refused node is forgotten so the next reconnect does not replay it (and get refused again).
-        if (msg.uid !== undefined && msg.code !== ErrorCode.NotOwner) this.forget(msg.uid);
-        this.onBrokerError?.(msg);
+        // A refused node is dropped so the next reconnect does not replay it (and get refused again).
+        if (msg.uid !== undefined && msg.code !== ErrorCode.NotOwner) {
+          const node = this.table.get(msg.uid);
+          if (node !== undefined) {
+            this.brokerRefused(msg.code).inc();
+            this.drop(node, { reason: 'refused', code: msg.code });
+          } else this.forget(msg.uid);
+        }
+        this.options.onBrokerError?.(msg);
         return;
+      }
       default: {
         const never: never = msg;
         return never;
@@ -237,16 +480,22 @@ export class GatewayCore {
 
   private async write(id: string, uid: string, endpoint: string, payload: Json): Promise<void> {
     let outcome: WriteOutcome;
-    if (!this.nodes.has(uid)) {
+    const node = this.table.get(uid);
+    if (node === undefined) {
       outcome = { result: 'error', reason: 'unknown-node' };
     } else {
       try {
-        outcome = await this.writeHandler(uid, endpoint, payload);
+        outcome =
+          this.adapter === undefined
+            ? await this.writeHandler(uid, endpoint, payload)
+            : await this.adapter.write(node, endpoint, payload);
       } catch (err) {
         this.log.warn({ err, uid, endpoint }, 'write failed');
         outcome = { result: 'error', reason: (err as Error).message };
       }
+      this.noteOut();
     }
+    this.writes(outcome.result).inc();
     this.send({ type: 'result', id, ...outcome });
   }
 }

@@ -48,6 +48,47 @@ export const gatewayLimitOptions = {
 
 export type GatewayLimitConfig = ConfigOf<typeof gatewayLimitOptions>;
 
+/**
+ * The metrics and health port of each gateway: one block of ports, one per protocol, on loopback by default
+ * (a Prometheus or a health check on the same host; --http-host to open it wider). docs/operations.md, Ports.
+ */
+export const GATEWAY_HTTP_PORTS = { ws: 9181, coap: 9182, mqtt: 9183 } as const;
+
+/** --http-port, --http-host, --http-timeout-ms and --public-metrics: the same in every gateway but the port. */
+export function gatewayHttpOptions<P extends number>(defaultPort: P) {
+  return {
+    httpPort: {
+      type: 'number',
+      default: defaultPort,
+      min: -1,
+      description: 'port of the GET /metrics and GET /healthz endpoint (0 = any free port, -1 = off)',
+    },
+    httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the /metrics and /healthz endpoint' },
+    httpTimeoutMs: {
+      type: 'number',
+      default: 10000,
+      min: 10,
+      description: 'time a connection to the /metrics port has to send its request (idle or slow: closed)',
+    },
+    publicMetrics: {
+      type: 'boolean',
+      default: false,
+      description: 'serve /metrics without a token (default: a viewer, operator or admin token)',
+    },
+  } as const satisfies OptionTable;
+}
+
+export type GatewayHttpConfig = ConfigOf<ReturnType<typeof gatewayHttpOptions>>;
+
+/** A busy or forbidden port, named with the option that chooses it. */
+export function portError(err: NodeJS.ErrnoException, port: number, flag: string): Error {
+  if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+    const what = err.code === 'EADDRINUSE' ? 'is already in use' : 'needs privileges';
+    return new MyceliumError(ErrorCode.Config, `port ${port} ${what} (choose another with ${flag})`, { cause: err });
+  }
+  return err;
+}
+
 /** Minted tokens live this long; a fresh one is minted for every connection attempt. */
 export const MINTED_TOKEN_TTL_SECONDS = 600;
 

@@ -1,6 +1,7 @@
 // What an authenticated node may do on the embedded broker. A node is known by its id (the MQTT username its
 // token was checked against); it may speak only for itself and listen only to what is addressed to it.
-import { parseCheckPayload, TOPIC_GATEWAY_CHECK, TOPIC_NODE_CHECK } from './topics.ts';
+import { parseCheckPayload } from './codec.ts';
+import { TOPIC_GATEWAY_CHECK, TOPIC_NODE_CHECK } from './topics.ts';
 
 export type AclDecision = { ok: true } | { ok: false; reason: string };
 

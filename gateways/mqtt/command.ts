@@ -1,9 +1,9 @@
 import type { CommandSpec } from '../../services/common/run.ts';
-import { MqttGateway } from './mqtt-gateway.ts';
+import { MqttGateway } from './gateway.ts';
 import { mqttGatewayOptions } from './options.ts';
 
 export { mqttGatewayOptions } from './options.ts';
-export { MqttGateway } from './mqtt-gateway.ts';
+export { MqttGateway } from './gateway.ts';
 
 export const mqttGatewayCommand: CommandSpec<typeof mqttGatewayOptions> = {
   name: 'mqtt-gateway',

@@ -13,7 +13,8 @@ import { type VerifyOptions, verifyToken } from '../../services/common/tokens.ts
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { mayPublish, maySubscribe } from './acl.ts';
 import { GuardedConnection, type GuardRefusal } from './frame-guard.ts';
-import { nodeIdProblem, parseCheckPayload, parseNodeTopic, TOPIC_NODE_CHECK } from './topics.ts';
+import { parseCheckPayload } from './codec.ts';
+import { nodeIdProblem, parseNodeTopic, TOPIC_NODE_CHECK } from './topics.ts';
 
 /** CONNACK return codes, MQTT 3.1.1 §3.2.2.3 (Table 3.1). */
 export const ConnackCode = {

@@ -1,6 +1,7 @@
+// Options of `mycelium mqtt-gateway`: every limit and interval with its named default.
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
 import { tokenPolicyOptions } from '../../services/common/token-policy.ts';
-import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
+import { GATEWAY_HTTP_PORTS, gatewayHttpOptions, gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const mqttGatewayOptions = {
   ...gatewayLinkOptions,
@@ -90,19 +91,7 @@ export const mqttGatewayOptions = {
     type: 'string',
     description: 'prefix for the node uids reported to the broker (uid = prefix + node id; default none)',
   },
-  httpPort: {
-    type: 'number',
-    default: 9183,
-    min: -1,
-    description: 'port of the /metrics and /healthz HTTP endpoint (0 = any free port, --http-port=-1 = off)',
-  },
-  httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the /metrics HTTP endpoint' },
-  httpTimeoutMs: {
-    type: 'number',
-    default: 10000,
-    min: 10,
-    description: 'time a connection to the /metrics port has to send its request (idle or slow: closed)',
-  },
+  ...gatewayHttpOptions(GATEWAY_HTTP_PORTS.mqtt),
 } as const satisfies OptionTable;
 
 export type MqttGatewayConfig = ConfigOf<typeof mqttGatewayOptions>;

@@ -1,8 +1,7 @@
-// pyaiot's MQTT topics and payloads (docs/gateways/mqtt.md, pyaiot-protocol.md §5.2), parsed once at the edge.
-// No I/O here: the gateway, the embedded broker's ACL, the test node and the tests all use these functions.
-import { ErrorCode } from '../../services/protocol/errors.ts';
-import type { Json } from '../../services/protocol/messages.ts';
-import { isIdentifier, parseJson as parseJsonText, stringifySafe } from '../../services/protocol/schema.ts';
+// pyaiot's MQTT topics (docs/gateways/mqtt.md, pyaiot-protocol.md §5.2): their names, builders and the one
+// parser of a topic received under node/#. The payloads are codec.ts's. No I/O here: the gateway, the embedded
+// broker's ACL, the test node and the tests all use these functions.
+import { isIdentifier } from '../../services/protocol/schema.ts';
 
 /** Longest node id and resource name accepted; they become topic levels and broker uids. */
 export const MAX_NODE_ID_LENGTH = 64;
@@ -85,62 +84,6 @@ export function parseNodeTopic(topic: string): NodeTopic {
   return { kind: 'value', id, resource };
 }
 
-export type PayloadResult<T> = { ok: true; value: T } | { ok: false; reason: BadInput; detail: string };
-
-/** The one JSON parse of a node payload: depth-capped (MAX_JSON_DEPTH), so no value can crash a serializer. */
-function parseJson(payload: Buffer): PayloadResult<unknown> {
-  const parsed = parseJsonText(payload.toString('utf8'));
-  if (parsed.ok) return parsed;
-  return parsed.code === ErrorCode.TooDeep
-    ? { ok: false, reason: 'too-deep', detail: parsed.reason }
-    : { ok: false, reason: 'bad-json', detail: 'payload is not JSON' };
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** `node/check`: `{"id": "<node_id>"}`. The id is checked here, before it can reach a topic. */
-export function parseCheckPayload(payload: Buffer): PayloadResult<string> {
-  const parsed = parseJson(payload);
-  if (!parsed.ok) return parsed;
-  const v = parsed.value;
-  if (!isObject(v) || typeof v.id !== 'string')
-    return { ok: false, reason: 'bad-shape', detail: 'expected {"id": string}' };
-  const problem = nodeIdProblem(v.id);
-  if (problem !== undefined) return { ok: false, reason: 'bad-id', detail: `node id ${problem}` };
-  return { ok: true, value: v.id };
-}
-
-/** `node/<id>/resources`: a JSON array of resource names. */
-export function parseResourcesPayload(payload: Buffer): PayloadResult<string[]> {
-  const parsed = parseJson(payload);
-  if (!parsed.ok) return parsed;
-  const v = parsed.value;
-  if (!Array.isArray(v) || !v.every((r) => typeof r === 'string')) {
-    return { ok: false, reason: 'bad-shape', detail: 'expected a JSON array of strings' };
-  }
-  if (v.length > MAX_RESOURCES_PER_NODE) {
-    return { ok: false, reason: 'too-many-resources', detail: `more than ${MAX_RESOURCES_PER_NODE} resources` };
-  }
-  for (const name of v as string[]) {
-    const problem = resourceNameProblem(name);
-    if (problem !== undefined || name === 'resources') {
-      return { ok: false, reason: 'bad-resource', detail: `resource name ${problem ?? 'is reserved'}` };
-    }
-  }
-  return { ok: true, value: [...new Set(v as string[])] };
-}
-
-/** `node/<id>/<resource>`: `{"value": <any JSON>}`. */
-export function parseValuePayload(payload: Buffer): PayloadResult<Json> {
-  const parsed = parseJson(payload);
-  if (!parsed.ok) return parsed;
-  const v = parsed.value;
-  if (!isObject(v) || !('value' in v)) return { ok: false, reason: 'bad-shape', detail: 'expected {"value": ...}' };
-  return { ok: true, value: v.value as Json };
-}
-
 export function discoverTopic(id: string): string {
   return `gateway/${id}/discover`;
 }
@@ -155,12 +98,4 @@ export function valueTopic(id: string, resource: string): string {
 
 export function resourcesTopic(id: string): string {
   return `node/${id}/resources`;
-}
-
-/**
- * The payload of a `.../set` publish: pyaiot passed the web client's payload through as a raw string;
- * a non-string JSON value is sent as its JSON text.
- */
-export function setPayload(payload: Json): string | undefined {
-  return typeof payload === 'string' ? payload : stringifySafe(payload);
 }

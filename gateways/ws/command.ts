@@ -8,7 +8,7 @@ import type { Logger } from '../../services/common/log.ts';
 import type { CommandSpec, Component } from '../../services/common/run.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { wsGatewayOptions, type WsGatewayConfig } from './options.ts';
-import { WsGateway } from './ws-gateway.ts';
+import { WsGateway } from './gateway.ts';
 
 /** Tells a forked process which worker it is. */
 const WORKER_ENV = 'MYCELIUM_WS_GATEWAY_WORKER';

@@ -3,6 +3,7 @@
 // session through the socket, and log lines carry the uid instead).
 import WebSocket from 'ws';
 import type { OutReason } from '../../services/protocol/messages.ts';
+import type { GatewayNode } from '../common/node-table.ts';
 
 /** The socket class the gateway's WebSocketServer creates: a `ws` WebSocket that points back at its session. */
 export class NodeSocket extends WebSocket {
@@ -10,11 +11,11 @@ export class NodeSocket extends WebSocket {
 }
 
 export class NodeSession {
-  /** Cleared by each ping sweep, set again by a pong or any frame; still false at the next sweep = half-open. */
-  alive = true;
+  /** The node table's entry while this is the node's current connection (its lastSeen is the liveness clock). */
+  node?: GatewayNode<NodeSession>;
   /** The node has said (`hello` with `ack: true`) or shown (by acking) that it acknowledges writes. */
   acks = false;
-  /** Why the node goes out when its socket closes; the liveness sweep sets `timeout` before terminating. */
+  /** Why the node goes out when its socket closes. */
   outReason: OutReason = 'closed';
   /** Token bucket of the per-connection rate limit. */
   private tokens: number;

@@ -2,11 +2,17 @@
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
 import { DEFAULT_REVOCATION_POLL_MS } from '../../services/common/revocations.ts';
 import { DEFAULT_MAX_TOKEN_TTL, tokenPolicyOptions } from '../../services/common/token-policy.ts';
-import { gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
+import {
+  GATEWAY_HTTP_PORTS,
+  type GatewayHttpConfig,
+  gatewayHttpOptions,
+  gatewayLimitOptions,
+  gatewayLinkOptions,
+} from '../common/options.ts';
 
 export const WS_GATEWAY_DEFAULTS = {
   port: 8001,
-  /** A node that misses one ping round (no pong, no frame) is dropped on the next: detection in 30-60 s. */
+  /** Every node is pinged once per interval; one silent (no pong, no frame) for two intervals goes out: 60 s. */
   pingIntervalMs: 30_000,
   /** pyaiot nodes send a few short key/value pairs; 4 KiB leaves room and keeps per-socket buffers small. */
   maxFrameBytes: 4096,
@@ -29,7 +35,6 @@ export const WS_GATEWAY_DEFAULTS = {
   maxConnectionsPerAddress: 25_000,
   /** How often the token sweep closes sessions whose token expired or was revoked (4401). */
   tokenSweepMs: 1000,
-  publicMetrics: false,
   maxNodes: gatewayLimitOptions.maxNodes.default,
   maxResourcesPerNode: gatewayLimitOptions.maxResourcesPerNode.default,
   newNodesPerMinute: gatewayLimitOptions.newNodesPerMinute.default,
@@ -44,7 +49,7 @@ export const wsGatewayOptions = {
     type: 'number',
     default: WS_GATEWAY_DEFAULTS.port,
     min: 0,
-    description: 'port for nodes (/node), /healthz and /metrics (0 = any free port)',
+    description: 'port nodes connect to (ws://<host>:<port>/node; 0 = any free port)',
   },
   host: { type: 'string', default: '0.0.0.0', description: 'address to listen on' },
   allowAnonymousNodes: {
@@ -60,7 +65,8 @@ export const wsGatewayOptions = {
     type: 'number',
     default: WS_GATEWAY_DEFAULTS.pingIntervalMs,
     min: 10,
-    description: 'ping sweep interval; a node silent for a whole interval goes out with reason timeout',
+    description:
+      'every node is pinged once per interval; one silent (no pong, no frame) for two intervals goes out (timeout)',
   },
   maxFrameBytes: {
     type: 'number',
@@ -102,7 +108,7 @@ export const wsGatewayOptions = {
     type: 'number',
     default: WS_GATEWAY_DEFAULTS.handshakeTimeoutMs,
     min: 10,
-    description: 'time a connection has to send its HTTP request (upgrade, /metrics) before it is closed',
+    description: 'time a connection has to send its HTTP upgrade request before it is closed',
   },
   maxConnectionsPerAddress: {
     type: 'number',
@@ -116,17 +122,13 @@ export const wsGatewayOptions = {
     min: 10,
     description: 'how often node sessions are checked for an expired or revoked token (then closed with 4401)',
   },
-  publicMetrics: {
-    type: 'boolean',
-    default: WS_GATEWAY_DEFAULTS.publicMetrics,
-    description: 'serve /metrics without a token (default: a viewer, operator or admin token)',
-  },
   workers: {
     type: 'number',
     default: 1,
     min: 1,
     description: 'worker processes sharing the port (each is gateway <gateway-id>-w<n>; needs a key file, not --token)',
   },
+  ...gatewayHttpOptions(GATEWAY_HTTP_PORTS.ws),
   ...gatewayLinkOptions,
   // --max-nodes, --max-resources-per-node, --new-nodes-per-minute (the last one: anonymous nodes).
   ...gatewayLimitOptions,
@@ -135,3 +137,8 @@ export const wsGatewayOptions = {
 } as const satisfies OptionTable;
 
 export type WsGatewayConfig = ConfigOf<typeof wsGatewayOptions>;
+
+/** The options for building a gateway in code: without the HTTP options, no /metrics and /healthz port. */
+export type WsGatewayOptions = Omit<WsGatewayConfig, 'workers' | keyof GatewayHttpConfig> & {
+  workers?: number;
+} & Partial<GatewayHttpConfig>;

@@ -10,19 +10,17 @@ import {
   MAX_UID_LENGTH,
   parseBeacon,
   parseValuePost,
-} from '../../gateways/coap/payloads.ts';
+} from '../../gateways/coap/codec.ts';
 import { PacketSizeScanner } from '../../gateways/mqtt/frame-guard.ts';
 import {
   type BadInput,
   MAX_RESOURCES_PER_NODE,
   nodeIdProblem,
-  parseCheckPayload,
   parseNodeTopic,
-  parseResourcesPayload,
-  parseValuePayload,
   resourceNameProblem,
 } from '../../gateways/mqtt/topics.ts';
-import { parseNodeFrame } from '../../gateways/ws/node-frames.ts';
+import { parseCheckPayload, parseResourcesPayload, parseValuePayload } from '../../gateways/mqtt/codec.ts';
+import { parseNodeFrame } from '../../gateways/ws/codec.ts';
 import { ErrorCode } from '../../services/protocol/errors.ts';
 import { isIdentifier, MAX_JSON_DEPTH, stringifySafe } from '../../services/protocol/schema.ts';
 import { anyBytes, anyName, anyText, deepJson, jsonDepth } from '../../utils/fuzz/arbitraries.ts';

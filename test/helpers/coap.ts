@@ -1,5 +1,5 @@
 // Shared by the CoAP gateway tests: a config with test timings, metric reading, hand-encoded CoAP datagrams.
-import type { CoapGateway } from '../../gateways/coap/coap-gateway.ts';
+import type { CoapGateway } from '../../gateways/coap/gateway.ts';
 import { type CoapGatewayConfig, coapGatewayOptions } from '../../gateways/coap/options.ts';
 import { resolveConfig } from '../../services/common/config.ts';
 import type { CoapNodeConfig } from '../../utils/nodes/coap-node.ts';
@@ -12,6 +12,8 @@ export const COAP_TEST_OVERRIDES = {
   // Real sockets on port 0; no node port guessed (5683 may be anyone's on a shared machine).
   coapPort: 0,
   fallbackNodePort: 0,
+  // No fixed metrics port either: tests that read /metrics or /healthz ask for port 0.
+  httpPort: -1,
   // Timings shrunk so a test waits milliseconds, not the seconds a field deployment uses.
   checkIntervalMs: 50,
   requestTimeoutMs: 400,

@@ -3,7 +3,7 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { resolveConfig } from '../../services/common/config.ts';
 import { silentLogger } from '../../services/common/log.ts';
-import { MqttGateway } from '../../gateways/mqtt/mqtt-gateway.ts';
+import { MqttGateway } from '../../gateways/mqtt/gateway.ts';
 import { mqttGatewayOptions } from '../../gateways/mqtt/options.ts';
 import type { TestBroker } from './broker.ts';
 import { type Frame, TestPeer } from './ws-client.ts';

@@ -1,7 +1,7 @@
 // A real WebSocket gateway linked to a test broker, and the small probes its tests share. Every resource made here
 // is handed to `cleanup`, which the test file drains after each test.
 import { WS_GATEWAY_DEFAULTS } from '../../gateways/ws/options.ts';
-import { WsGateway, type WsGatewayDeps, type WsGatewayOptions } from '../../gateways/ws/ws-gateway.ts';
+import { WsGateway, type WsGatewayDeps, type WsGatewayOptions } from '../../gateways/ws/gateway.ts';
 import { silentLogger } from '../../services/common/log.ts';
 import type { TestBroker } from './broker.ts';
 import { waitFor } from './wait.ts';
@@ -24,6 +24,8 @@ export function wsGatewayConfig(tb: TestBroker, overrides: Partial<WsGatewayOpti
     backoffInitialMs: 20,
     backoffMaxMs: 200,
     brokerPingMs: 15000,
+    // /metrics and /healthz on a port of their own, any free one.
+    httpPort: 0,
     ...overrides,
   };
 }
@@ -74,5 +76,5 @@ export const is =
 /** The gateway's /metrics, read with a viewer token of the key the gateway verifies with. */
 export async function metricsOf(gw: WsGateway, tb: TestBroker): Promise<string> {
   const headers = { authorization: `Bearer ${await tb.keys.token('viewer')}` };
-  return (await fetch(`http://127.0.0.1:${gw.port}/metrics`, { headers })).text();
+  return (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`, { headers })).text();
 }

@@ -149,6 +149,8 @@ async function main(): Promise<void> {
         String(CHECK_MS),
         '--http-port',
         String(httpPort),
+        // The bench reads the counters itself, on loopback.
+        '--public-metrics',
         // Thousands of simulated nodes share each loader's source address: no per-address limits here.
         '--new-nodes-per-minute',
         '10000000',

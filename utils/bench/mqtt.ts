@@ -166,6 +166,8 @@ async function runCase(n: number): Promise<Result> {
       '127.0.0.1',
       '--http-port',
       String(httpPort),
+      // The bench reads the counters itself, on loopback.
+      '--public-metrics',
     ],
     (process.env.BENCH_GATEWAY_NODE_OPTIONS ?? '').split(' ').filter(Boolean),
   );
@@ -176,8 +178,8 @@ async function runCase(n: number): Promise<Result> {
       'gateway /healthz',
       async () => {
         try {
-          const h = (await (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).json()) as { broker: boolean };
-          return h.broker;
+          const h = (await (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).json()) as { broker: string };
+          return h.broker === 'connected';
         } catch {
           return false;
         }

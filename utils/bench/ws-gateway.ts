@@ -77,6 +77,7 @@ async function main(): Promise<void> {
   writeKeyPair(keyFile);
   const brokerPort = await freePort();
   const gatewayPort = await freePort();
+  const httpPort = await freePort();
   const children: ChildProcess[] = [];
   const loaders: ChildProcess[] = [];
   const cleanup = async () => {
@@ -112,6 +113,9 @@ async function main(): Promise<void> {
         'bench',
         '--workers',
         String(WORKERS),
+        // /healthz on its own port (shared by the workers: it answers for the worker that takes the request).
+        '--http-port',
+        String(httpPort),
         '--log-level',
         'warn',
         // All bench nodes come from one loopback address: lift the per-address new-node rate for anonymous ones.
@@ -237,7 +241,7 @@ async function main(): Promise<void> {
     const rssSteady = sumRssKiB(gwPids);
     const brokerRss = memoryKiB(broker.pid!).rss;
     latencies.sort((a, b) => a - b);
-    const health = (await (await fetch(`http://127.0.0.1:${gatewayPort}/healthz`)).json()) as { nodes: number };
+    const health = (await (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).json()) as { nodes: number };
 
     const perConnKiB = (rssSteady - rssBase) / Math.max(1, open);
     const report = {

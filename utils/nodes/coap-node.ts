@@ -14,7 +14,7 @@ import {
 import { type ConfigOf, kebab, type OptionTable } from '../../services/common/config.ts';
 import type { Logger } from '../../services/common/log.ts';
 import type { CommandSpec } from '../../services/common/run.ts';
-import { bindUdp, closeUdp } from '../../gateways/coap/udp.ts';
+import { bindUdp, closeUdp } from '../../gateways/coap/transport.ts';
 
 export const coapNodeOptions = {
   gatewayHost: { type: 'string', default: 'localhost', description: 'CoAP gateway host' },

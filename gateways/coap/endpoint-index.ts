@@ -1,17 +1,16 @@
-// The gateway's CoAP nodes, keyed by uid (the node's own identity), with an index by source endpoint.
+// What the CoAP adapter keeps per node (in the core's node table, as the node's state), and an index of the
+// nodes by the endpoint they were last heard from, so a value post finds its node without a second node map.
 // pyaiot keyed nodes by IP address and checked the uid against that map, so every beacon looked like a new
 // node (pyaiot-protocol §4.2). Here the uid is the identity; the address and port are only where the node
 // was last heard from. The port may change (NAT rebinding, a client that beacons from a fresh socket each time);
 // the address is bound on first use and changes only with --allow-rebinding (docs/gateways/coap.md, Identity).
+import type { GatewayNode } from '../common/node-table.ts';
 
-export interface CoapNode {
-  uid: string;
+export interface CoapState {
   /** Address as the socket reports it (IPv4 senders on a dual-stack socket appear as ::ffff:a.b.c.d). */
   address: string;
   /** Source port of the last beacon. */
   port: number;
-  /** Date.now() of the last beacon, value post or notification. */
-  lastSeen: number;
   /** Bumped on reset and out: async work (discovery, observe) started for an older generation is dropped. */
   generation: number;
   /** In the discovery queue or being discovered. */
@@ -33,40 +32,40 @@ export interface CoapNode {
   probeStep: number;
 }
 
-export class NodeTable {
-  private readonly byUid = new Map<string, CoapNode>();
+export type CoapNode = GatewayNode<CoapState>;
+
+export class EndpointIndex {
   /** address -> port -> node: value posts are matched without building a string key per datagram. */
   private readonly byEndpoint = new Map<string, Map<number, CoapNode>>();
 
-  get size(): number {
-    return this.byUid.size;
-  }
-
-  get(uid: string): CoapNode | undefined {
-    return this.byUid.get(uid);
-  }
-
-  values(): IterableIterator<CoapNode> {
-    return this.byUid.values();
-  }
-
   add(node: CoapNode): void {
-    this.byUid.set(node.uid, node);
-    this.index(node);
+    let ports = this.byEndpoint.get(node.state.address);
+    if (ports === undefined) {
+      ports = new Map();
+      this.byEndpoint.set(node.state.address, ports);
+    }
+    // A newer node at the same endpoint wins (a re-flashed device with a new uid); the older one keeps its
+    // uid entry and goes out when it stops beaconing.
+    ports.set(node.state.port, node);
   }
 
   /** The node was heard from another address or port: later writes and matches use the new one. */
   move(node: CoapNode, address: string, port: number): void {
-    this.unindex(node);
-    node.address = address;
-    node.port = port;
-    this.index(node);
+    this.remove(node);
+    node.state.address = address;
+    node.state.port = port;
+    this.add(node);
   }
 
   remove(node: CoapNode): void {
-    if (this.byUid.get(node.uid) !== node) return;
-    this.byUid.delete(node.uid);
-    this.unindex(node);
+    const ports = this.byEndpoint.get(node.state.address);
+    if (ports === undefined || ports.get(node.state.port) !== node) return;
+    ports.delete(node.state.port);
+    if (ports.size === 0) this.byEndpoint.delete(node.state.address);
+  }
+
+  clear(): void {
+    this.byEndpoint.clear();
   }
 
   /**
@@ -82,23 +81,5 @@ export class NodeTable {
     if (exact !== undefined) return exact;
     if (ports.size === 1) return ports.values().next().value;
     return undefined;
-  }
-
-  private index(node: CoapNode): void {
-    let ports = this.byEndpoint.get(node.address);
-    if (ports === undefined) {
-      ports = new Map();
-      this.byEndpoint.set(node.address, ports);
-    }
-    // A newer node at the same endpoint wins (a re-flashed device with a new uid); the older one keeps its
-    // uid entry and goes out when it stops beaconing.
-    ports.set(node.port, node);
-  }
-
-  private unindex(node: CoapNode): void {
-    const ports = this.byEndpoint.get(node.address);
-    if (ports === undefined || ports.get(node.port) !== node) return;
-    ports.delete(node.port);
-    if (ports.size === 0) this.byEndpoint.delete(node.address);
   }
 }

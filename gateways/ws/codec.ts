@@ -1,6 +1,6 @@
-// The frames a WebSocket node exchanges with the gateway: pyaiot's (§6 of the protocol reference) plus two
-// optional additions, `hello` (the node says it acknowledges writes) and `ack` (the answer to a write `id`).
-// No I/O here: parse once at the edge, then the session works on typed frames.
+// The frames a WebSocket node exchanges with the gateway, as pure functions (no I/O): pyaiot's (§6 of the
+// protocol reference) plus two optional additions, `hello` (the node says it acknowledges writes) and `ack` (the
+// answer to a write `id`). Parse once at the edge, then the adapter works on typed frames.
 import type { Json } from '../../services/protocol/messages.ts';
 import {
   type Check,

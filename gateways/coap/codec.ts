@@ -1,5 +1,6 @@
-// The two payloads RIOT nodes POST to the gateway (pyaiot-protocol §4.1, §4.7), validated at the edge.
-// No I/O here: the gateway maps each failure to its CoAP response code and counts it under `kind`.
+// The CoAP wire formats, as pure functions (no I/O): the two payloads RIOT nodes POST to the gateway
+// (pyaiot-protocol §4.1, §4.7), validated at the edge, and the byte-level bits of CoAP the gateway needs (the
+// probe size, the credit a request brings, the Reset for a malformed Confirmable message). RFC 7252 §3.
 import { isIdentifier } from '../../services/protocol/schema.ts';
 
 export interface PayloadError {
@@ -70,4 +71,43 @@ export function parseValuePost(text: string): ValuePost | PayloadError {
 
 function bad(kind: PayloadError['kind'], reason: string): PayloadError {
   return { ok: false, code: '4.00', kind, reason };
+}
+
+/**
+ * The reachability probe: a NON GET with no options and a 4-byte random token (RFC 7252 §3: 4 + 4 bytes).
+ * Any answer carrying the token proves the node receives at that address and port; until then the gateway sends
+ * it nothing but answers to its own requests and at most one probe per beacon (docs/gateways/coap.md, Amplification).
+ */
+export const PROBE_TOKEN_BYTES = 4;
+export const PROBE_BYTES = 4 + PROBE_TOKEN_BYTES;
+
+/** The packet fields surplus() reads (node-coap's parsed request). */
+export interface ParsedRequest {
+  _packet: { options?: { value?: Buffer }[] };
+  payload: Buffer;
+}
+
+/**
+ * Bytes a request brought beyond our empty answer to it (which repeats its header and token): a lower bound of
+ * its options (at least one header byte each) and payload (with the 0xFF marker). RFC 7252 §3.
+ */
+export function surplus(req: ParsedRequest): number {
+  let n = 0;
+  for (const o of req._packet.options ?? []) n += 1 + (o.value?.length ?? 0);
+  const p = req.payload.length;
+  return n + (p > 0 ? 1 + p : 0);
+}
+
+/**
+ * RFC 7252 §4.2: a Confirmable message the gateway cannot parse is rejected with a Reset carrying its Message
+ * ID (4 bytes, never more than came in). Undefined when the datagram is not version 1 CON (then: silence).
+ */
+export function resetFor(raw: Buffer): Buffer | undefined {
+  if (raw.length < 4 || raw[0] >> 6 !== 1 || ((raw[0] >> 4) & 3) !== 0) return undefined;
+  return Buffer.from([0x70, 0x00, raw[2], raw[3]]);
+}
+
+/** pyaiot reported the socket's view (::ffff:1.2.3.4); the plain IPv4 form is what people recognise. */
+export function displayAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
