@@ -50,10 +50,21 @@ describe('Metrics', () => {
       't_latency_seconds_sum{path="gw"} 3.0565',
       't_latency_seconds_count{path="gw"} 5',
     ]);
-    const json = await m.registry.getMetricsAsJSON();
+    const json = await (await m.registry()).getMetricsAsJSON();
     expect(json.find((x) => x.name === 't_latency_seconds')?.values[0]).toMatchObject({
       labels: { le: 0.001, path: 'gw' },
     });
+  });
+
+  it('loads prom-client at the first scrape and exposes families made before and after it', async () => {
+    const m = new Metrics('t_', { defaultMetrics: false });
+    m.counter('before_total', 'made before the first scrape').inc();
+    expect(await m.scrape()).toMatch(/^t_before_total 1$/m);
+    m.counter('after_total', 'made after it').inc(2);
+    m.histogram('after_seconds', 'made after it', [1]).observe(0.5);
+    const text = await m.scrape();
+    expect(text).toMatch(/^t_after_total 2$/m);
+    expect(text).toMatch(/^t_after_seconds_bucket\{le="1"\} 1$/m);
   });
 
   it('refuses a series whose labels differ from its family (Prometheus would reject the scrape)', () => {

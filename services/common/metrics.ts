@@ -4,14 +4,9 @@
 // The hot path never calls prom-client: a counter is a plain number bumped per message and a histogram a few
 // plain numbers (prom-client's observe() costs ~0.4 µs with its label hashing, ten times ours; measured in
 // docs/benchmarks.md). Both are read when Prometheus scrapes, through prom-client collectors, which also
-// render the text format and add the process metrics and event-loop lag (collectDefaultMetrics).
-import {
-  collectDefaultMetrics,
-  Counter as PromCounter,
-  Gauge as PromGauge,
-  type Histogram as PromHistogram,
-  Registry,
-} from 'prom-client';
+// render the text format and add the process metrics and event-loop lag (collectDefaultMetrics). prom-client
+// itself is loaded at the first scrape, not at start-up: nothing needs it before.
+import type { Counter as PromCounter, Gauge as PromGauge, Histogram as PromHistogram, Registry } from 'prom-client';
 
 type Labels = Record<string, string>;
 
@@ -48,15 +43,19 @@ export const LATENCY_BUCKETS_S: readonly number[] = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 ];
 
-interface Series<T> {
+interface Series {
   labels: Labels;
-  source: T;
+  /** Counters and gauges: the value now. */
+  read?: () => number;
+  /** Histograms: the numbers the hot path keeps. */
+  histogram?: Histogram;
 }
 
 interface Family {
   help: string;
   type: 'counter' | 'gauge' | 'histogram';
-  series: Series<() => number>[] | Series<Histogram>[];
+  buckets?: readonly number[];
+  series: Series[];
 }
 
 export interface MetricsOptions {
@@ -64,29 +63,30 @@ export interface MetricsOptions {
   defaultMetrics?: boolean;
 }
 
+type PromClient = typeof import('prom-client');
+
 export class Metrics {
-  /** The prom-client registry: GET /metrics renders it (scrape()); more prom-client metrics may be added. */
-  readonly registry = new Registry();
   private readonly families = new Map<string, Family>();
+  private readonly defaultMetrics: boolean;
+  /** prom-client and this instance's registry, once the first scrape loaded them. */
+  private prom?: { client: PromClient; registry: Registry };
+  private loading?: Promise<Registry>;
 
   constructor(
     private readonly prefix = 'mycelium_',
     options: MetricsOptions = {},
   ) {
-    if (options.defaultMetrics ?? true) {
-      // Event-loop lag is sampled by Node's monitorEventLoopDelay every 10 ms; it reports mean, percentiles, max.
-      collectDefaultMetrics({ register: this.registry, prefix, eventLoopMonitoringPrecision: 10 });
-    }
+    this.defaultMetrics = options.defaultMetrics ?? true;
   }
 
   counter(name: string, help: string, labels: Labels = {}): Counter {
     const c = new Counter();
-    this.readings(name, help, 'counter', labels, () => c.value);
+    this.add(name, help, 'counter', { labels, read: () => c.value });
     return c;
   }
 
   gauge(name: string, help: string, read: () => number, labels: Labels = {}): void {
-    this.readings(name, help, 'gauge', labels, read);
+    this.add(name, help, 'gauge', { labels, read });
   }
 
   /** A counter per label value, created on first use (for reasons that are not known up front). */
@@ -104,24 +104,20 @@ export class Metrics {
 
   /** A histogram with fixed `buckets` (upper bounds, ascending) and fixed labels. */
   histogram(name: string, help: string, buckets: readonly number[], labels: Labels = {}): Histogram {
-    const h = new Histogram(buckets);
-    const family = this.family(name, help, 'histogram', labels, (created) => {
-      const collector = new HistogramCollector(
-        this.prefix + name,
-        help,
-        buckets,
-        created.series as Series<Histogram>[],
-      );
-      // The registry takes any object with prom-client's metric interface; ours only reads numbers when scraped.
-      this.registry.registerMetric(collector as unknown as PromHistogram);
-    });
-    (family.series as Series<Histogram>[]).push({ labels, source: h });
-    return h;
+    const histogram = new Histogram(buckets);
+    this.add(name, help, 'histogram', { labels, histogram }, buckets);
+    return histogram;
+  }
+
+  /** This instance's prom-client registry (loading prom-client the first time): more metrics may be added to it. */
+  registry(): Promise<Registry> {
+    this.loading ??= this.load();
+    return this.loading;
   }
 
   /** The Prometheus text exposition (format 0.0.4) of everything in the registry: what GET /metrics serves. */
-  scrape(): Promise<string> {
-    return this.registry.metrics();
+  async scrape(): Promise<string> {
+    return (await this.registry()).metrics();
   }
 
   /**
@@ -133,58 +129,70 @@ export class Metrics {
     for (const [name, f] of this.families) {
       if (f.type === 'histogram') continue;
       lines.push(`# HELP ${this.prefix}${name} ${f.help}`, `# TYPE ${this.prefix}${name} ${f.type}`);
-      for (const s of f.series as Series<() => number>[]) {
-        lines.push(`${this.prefix}${name}${labelText(s.labels)} ${s.source()}`);
-      }
+      for (const s of f.series) lines.push(`${this.prefix}${name}${labelText(s.labels)} ${s.read?.()}`);
     }
     return `${lines.join('\n')}\n`;
   }
 
-  private readings(name: string, help: string, type: 'counter' | 'gauge', labels: Labels, read: () => number): void {
-    const family = this.family(name, help, type, labels, (created) => {
-      const series = created.series as Series<() => number>[];
-      const common = { name: this.prefix + name, help, labelNames: Object.keys(labels), registers: [this.registry] };
-      // Read at scrape time: the hot path only bumped a number.
-      if (type === 'counter') {
-        new PromCounter({
-          ...common,
-          collect(this: PromCounter) {
-            this.reset();
-            for (const s of series) this.inc(s.labels, s.source());
-          },
-        });
-      } else {
-        new PromGauge({
-          ...common,
-          collect(this: PromGauge) {
-            for (const s of series) this.set(s.labels, s.source());
-          },
-        });
-      }
-    });
-    (family.series as Series<() => number>[]).push({ labels, source: read });
+  private async load(): Promise<Registry> {
+    const client = await import('prom-client');
+    const registry = new client.Registry();
+    if (this.defaultMetrics) {
+      // Event-loop lag is sampled by Node's monitorEventLoopDelay every 10 ms (from this first scrape on); it
+      // reports mean, percentiles and max.
+      client.collectDefaultMetrics({ register: registry, prefix: this.prefix, eventLoopMonitoringPrecision: 10 });
+    }
+    this.prom = { client, registry };
+    for (const [name, family] of this.families) this.expose(name, family);
+    return registry;
   }
 
-  private family(
-    name: string,
-    help: string,
-    type: Family['type'],
-    labels: Labels,
-    create: (family: Family) => void,
-  ): Family {
-    let family = this.families.get(name);
+  private add(name: string, help: string, type: Family['type'], series: Series, buckets?: readonly number[]): void {
+    const family = this.families.get(name);
     if (family === undefined) {
-      family = { help, type, series: [] };
-      this.families.set(name, family);
-      create(family);
-      return family;
+      const created: Family = { help, type, buckets, series: [series] };
+      this.families.set(name, created);
+      if (this.prom !== undefined) this.expose(name, created);
+      return;
     }
     // One name, one label set: Prometheus rejects a family whose series disagree on label names.
-    const first = family.series[0]?.labels ?? {};
-    if (family.type !== type || Object.keys(first).join() !== Object.keys(labels).join()) {
+    const first = family.series[0].labels;
+    if (family.type !== type || Object.keys(first).join() !== Object.keys(series.labels).join()) {
       throw new Error(`metric ${name}: every series must be a ${family.type} with labels [${Object.keys(first)}]`);
     }
-    return family;
+    family.series.push(series);
+  }
+
+  /** Registers a family with prom-client: its collector reads the plain numbers when scraped. */
+  private expose(name: string, family: Family): void {
+    const { client, registry } = this.prom!;
+    const series = family.series;
+    const common = {
+      name: this.prefix + name,
+      help: family.help,
+      labelNames: Object.keys(series[0].labels),
+      registers: [registry],
+    };
+    if (family.type === 'counter') {
+      new client.Counter({
+        ...common,
+        collect(this: PromCounter) {
+          this.reset();
+          for (const s of series) this.inc(s.labels, s.read!());
+        },
+      });
+    } else if (family.type === 'gauge') {
+      new client.Gauge({
+        ...common,
+        collect(this: PromGauge) {
+          for (const s of series) this.set(s.labels, s.read!());
+        },
+      });
+    } else {
+      // The registry takes any object with prom-client's metric interface; ours only reads numbers when scraped.
+      const collector = new HistogramCollector(common.name, family.help, family.buckets!, series);
+      registry.registerMetric(collector as unknown as PromHistogram);
+    }
   }
 }
 
@@ -207,7 +215,7 @@ class HistogramCollector {
     readonly name: string,
     readonly help: string,
     private readonly bounds: readonly number[],
-    private readonly series: readonly Series<Histogram>[],
+    private readonly series: readonly Series[],
   ) {}
 
   /** What Registry.metrics() reads: labels of the series apart from `le`, as prom-client's Histogram does. */
@@ -220,7 +228,8 @@ class HistogramCollector {
       metricName: string;
     }[] = [];
     const bucket = `${this.name}_bucket`;
-    for (const { labels, source } of this.series) {
+    for (const { labels, histogram } of this.series) {
+      const source = histogram!;
       let cumulative = 0;
       for (let i = 0; i < this.bounds.length; i++) {
         cumulative += source.counts[i];
