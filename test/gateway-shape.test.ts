@@ -1,9 +1,10 @@
 // One gateway shape (issue 11, item 1): the three protocol folders have the same file roles, each gateway builds
 // its core in the constructor, the HTTP options are the same in all three, and every gateway's /healthz says
 // 503 while its broker link (or its transport) is down and 200 once both are up, against a real broker.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { CoapGateway } from '../gateways/coap/gateway.ts';
 import { coapGatewayOptions } from '../gateways/coap/options.ts';
 import { GatewayCore } from '../gateways/common/gateway-core.ts';
@@ -76,6 +77,17 @@ describe('one gateway shape', () => {
       expect(table.publicMetrics).toMatchObject({ type: 'boolean', default: false });
     }
     expect(new Set(Object.values(GATEWAY_HTTP_PORTS)).size).toBe(3);
+  });
+
+  it('docker-compose.yml health-checks each gateway at its default /healthz port', () => {
+    const compose = parse(readFileSync(join(import.meta.dirname, '..', 'docker-compose.yml'), 'utf8'), {
+      merge: true,
+    }) as { services: Record<string, { command?: string[]; healthcheck?: { test: string[] } }> };
+    for (const protocol of PROTOCOLS) {
+      const service = compose.services[`${protocol}-gateway`];
+      expect(service.command).not.toContain('--http-port');
+      expect(service.healthcheck?.test.join(' ')).toContain(`http://127.0.0.1:${GATEWAY_HTTP_PORTS[protocol]}/healthz`);
+    }
   });
 });
 

@@ -4,30 +4,21 @@
 // add / update / reset / nodeOut and the core drives it with start / stop / write / discover / forget.
 // The core also runs without an adapter (tests of the broker link): writes then go to onWrite's handler.
 import type { Logger } from '../../services/common/log.ts';
-import { type Counter, Metrics } from '../../services/common/metrics.ts';
+import { Metrics } from '../../services/common/metrics.ts';
 import { ErrorCode } from '../../services/protocol/errors.ts';
-import { encode, MAX_RESOURCES_PER_NODE } from '../../services/protocol/frames.ts';
-import type {
-  BrError,
-  BrokerToGatewayMessage,
-  GatewayMessage,
-  Json,
-  OutReason,
-} from '../../services/protocol/messages.ts';
-import { isIdentifier, valueTooDeep } from '../../services/protocol/schema.ts';
+import type { BrError, BrokerToGatewayMessage, Json, OutReason } from '../../services/protocol/messages.ts';
 import type { ForgetReason, ProtocolAdapter, WriteOutcome } from './adapter.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
+import { BrokerSync } from './broker-sync.ts';
 import { type HealthReport, HttpEndpoint, type HttpEndpointOptions } from './http-endpoint.ts';
-import { type GatewayNode, type NodeStatus, NodeTable } from './node-table.ts';
-import { type CoreStats, StatsCounters } from './stats.ts';
+import { type AddOptions, type GatewayNode, NodeTable, type Refusal } from './node-table.ts';
+import { CoreCounters, type CoreStats } from './stats.ts';
 
 export type { WriteOutcome } from './adapter.ts';
+export type { AddOptions, Refusal } from './node-table.ts';
 
 /** The bare core's side of a write (no adapter): deliver `payload` to the node's resource. */
 export type WriteHandler = (uid: string, endpoint: string, payload: Json) => Promise<WriteOutcome>;
-
-/** Why the core refused a node or a value before it left the gateway (counted in node_refusals_total). */
-export type Refusal = 'bad-uid' | 'bad-resource' | 'too-deep' | 'max-nodes' | 'max-resources' | 'unknown-node';
 
 /** The liveness policy: one sweep for all nodes; a node silent for timeoutMs goes out with reason timeout. */
 export interface LivenessPolicy {
@@ -63,31 +54,18 @@ export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | '
 
 export const CORE_DEFAULTS = { maxNodes: 100_000, maxResourcesPerNode: 64, maxPendingOuts: 100_000 } as const;
 
-export interface AddOptions {
-  resources?: Record<string, Json>;
-  proof?: 'token';
-  status?: NodeStatus;
-}
-
 export class GatewayCore<S = undefined> {
   readonly link: BrokerLink;
   /** The gateway's metrics: the core's series, and the adapter's, which it adds to this registry. */
   readonly metrics: Metrics;
-  private readonly table = new NodeTable<S>();
-  /** Nodes that went out while the link was down: reported after the replay on reconnect. */
-  private pendingOuts = new Map<string, OutReason>();
+  private readonly table: NodeTable<S>;
+  private readonly sync: BrokerSync<S>;
   private adapter?: ProtocolAdapter<S>;
   private writeHandler: WriteHandler = async () => ({ result: 'error', reason: 'gateway cannot write' });
   private readonly log: Logger;
   private readonly options: GatewayCoreOptions;
-  private readonly maxNodes: number;
-  private readonly maxResourcesPerNode: number;
   private readonly http?: HttpEndpoint;
-  private readonly counters: StatsCounters;
-  private readonly outs: (reason: string) => Counter;
-  private readonly writes: (result: string) => Counter;
-  private readonly refusals: (reason: string) => Counter;
-  private readonly brokerRefused: (code: string) => Counter;
+  private readonly counters: CoreCounters;
   /** Refusals already logged: a cap hit is logged once per reason, then only counted. */
   private readonly logged = new Set<Refusal>();
   private token?: () => Promise<string>;
@@ -97,41 +75,28 @@ export class GatewayCore<S = undefined> {
 
   constructor(options: GatewayCoreOptions) {
     this.options = options;
-    this.maxNodes = options.maxNodes ?? CORE_DEFAULTS.maxNodes;
-    this.maxResourcesPerNode = Math.min(
-      options.maxResourcesPerNode ?? CORE_DEFAULTS.maxResourcesPerNode,
-      MAX_RESOURCES_PER_NODE,
-    );
     this.log = options.log;
     this.token = options.token;
+    const limits = {
+      maxNodes: options.maxNodes ?? CORE_DEFAULTS.maxNodes,
+      maxResourcesPerNode: options.maxResourcesPerNode ?? CORE_DEFAULTS.maxResourcesPerNode,
+    };
+    this.table = new NodeTable<S>(limits, (reason, uid) => this.refuse(reason, uid));
     this.link = new BrokerLink({
       ...options,
       token: () => (this.token === undefined ? Promise.reject(new Error('gateway not started')) : this.token()),
-      onOpen: () => this.replay(),
+      onOpen: () => this.sync.replay(),
       onMessage: (m) => this.onBrokerMessage(m),
     });
-    const m = new Metrics(options.metricsPrefix ?? 'mycelium_gateway_');
-    this.metrics = m;
-    this.counters = new StatsCounters(m);
-    this.outs = m.counterFamily('nodes_out_total', 'nodes gone out, by reason', 'reason');
-    this.writes = m.counterFamily('writes_total', 'writes to nodes, by result', 'result');
-    this.refusals = m.counterFamily(
-      'node_refusals_total',
-      'nodes and values refused before reaching the broker (identifier rule, depth, caps), by reason',
-      'reason',
+    this.sync = new BrokerSync<S>(
+      this.link,
+      () => this.table.values(),
+      () => this.protocol,
+      this.log,
+      options.maxPendingOuts ?? CORE_DEFAULTS.maxPendingOuts,
     );
-    this.brokerRefused = m.counterFamily(
-      'refused_by_broker_total',
-      'nodes the broker refused (dropped here), by error code',
-      'code',
-    );
-    m.gauge('nodes', 'nodes this gateway holds', () => this.table.size);
-    m.gauge('broker_link_connected', '1 while the link to the Mycelium broker is open', () =>
-      this.link.connected ? 1 : 0,
-    );
-    m.gauge('broker_link_reconnects', 'times the broker link opened again after the first time', () =>
-      Math.max(0, this.link.opened - 1),
-    );
+    this.metrics = new Metrics(options.metricsPrefix ?? 'mycelium_gateway_');
+    this.counters = new CoreCounters(this.metrics, () => this.table.size, this.link);
     if (options.http !== undefined) {
       this.http = new HttpEndpoint(options.http, {
         metrics: () => this.metrics.scrape(),
@@ -241,30 +206,8 @@ export class GatewayCore<S = undefined> {
    * deep, or a cap reached. Nothing refused leaves the gateway.
    */
   add(uid: string, state: S, options: AddOptions = {}): GatewayNode<S> | Refusal {
-    if (isIdentifier(uid) !== undefined) return this.refuse('bad-uid', uid);
-    const known = this.table.get(uid);
-    if (known === undefined && this.table.size >= this.maxNodes) return this.refuse('max-nodes', uid);
-    const resources: Record<string, Json> = Object.create(null);
-    let count = 0;
-    const given = options.resources ?? {};
-    for (const name in given) {
-      if (isIdentifier(name) !== undefined) return this.refuse('bad-resource', uid);
-      if (valueTooDeep(given[name])) return this.refuse('too-deep', uid);
-      if (++count > this.maxResourcesPerNode) return this.refuse('max-resources', uid);
-      resources[name] = given[name];
-    }
-    const node: GatewayNode<S> = {
-      uid,
-      status: options.status ?? 'online',
-      lastSeen: Date.now(),
-      resources,
-      resourceCount: count,
-      proof: options.proof,
-      state,
-    };
-    this.table.set(node);
-    this.pendingOuts.delete(uid);
-    this.send(this.newFrame(node));
+    const node = this.table.admit(uid, state, options);
+    if (typeof node !== 'string') this.sync.announce(node);
     return node;
   }
 
@@ -275,17 +218,9 @@ export class GatewayCore<S = undefined> {
 
   /** A value of a known node (also a sign of life). Undefined when accepted, else why it was refused. */
   update(uid: string, endpoint: string, data: Json): Refusal | undefined {
-    const node = this.table.get(uid);
-    if (node === undefined) return this.refuse('unknown-node', uid);
-    if (isIdentifier(endpoint) !== undefined) return this.refuse('bad-resource', uid);
-    if (valueTooDeep(data)) return this.refuse('too-deep', uid);
-    if (!(endpoint in node.resources)) {
-      if (node.resourceCount >= this.maxResourcesPerNode) return this.refuse('max-resources', uid);
-      node.resourceCount++;
-    }
-    node.resources[endpoint] = data;
-    this.send({ type: 'update', uid, endpoint, data });
-    return undefined;
+    const refusal = this.table.setValue(uid, endpoint, data);
+    if (refusal === undefined) this.sync.update(uid, endpoint, data);
+    return refusal;
   }
 
   /** update(); true when accepted. */
@@ -295,29 +230,20 @@ export class GatewayCore<S = undefined> {
 
   /** The node rebooted: forget its values; discovery will report them again. */
   nodeReset(uid: string): void {
-    const node = this.table.get(uid);
-    if (node === undefined) return;
-    node.resources = Object.create(null);
-    node.resourceCount = 0;
-    this.send({ type: 'reset', uid });
+    if (this.table.clearValues(uid)) this.sync.reset(uid);
   }
 
   /** The adapter saw the node go (its socket closed...): `out` to the broker, or remembered until reconnect. */
   nodeOut(uid: string, reason: OutReason): void {
     if (!this.table.delete(uid)) return;
-    this.outs(reason).inc();
-    if (
-      !this.send({ type: 'out', uid, reason }) &&
-      this.pendingOuts.size < (this.options.maxPendingOuts ?? CORE_DEFAULTS.maxPendingOuts)
-    ) {
-      this.pendingOuts.set(uid, reason);
-    }
+    this.counters.outs(reason).inc();
+    this.sync.out(uid, reason);
   }
 
   /** Forgets a node without telling the broker (it refused the node, or the adapter dropped it). */
   forget(uid: string): void {
     this.table.delete(uid);
-    this.pendingOuts.delete(uid);
+    this.sync.forget(uid);
   }
 
   /** Asks the adapter to discover every node again (its transport came back after an outage). */
@@ -401,13 +327,7 @@ export class GatewayCore<S = undefined> {
   }
 
   // ------------------------------------------------------------------------------------------------
-  // The broker side
-
-  private newFrame(node: GatewayNode<S>): GatewayMessage {
-    return node.proof === undefined
-      ? { type: 'new', uid: node.uid, protocol: this.protocol, data: node.resources }
-      : { type: 'new', uid: node.uid, protocol: this.protocol, data: node.resources, proof: node.proof };
-  }
+  // Refusals and the broker's messages
 
   /** Counts (and logs once per reason) a refusal the adapter made on the core's behalf (a cap it saw coming). */
   noteRefusal(reason: Refusal, uid: string): void {
@@ -415,7 +335,7 @@ export class GatewayCore<S = undefined> {
   }
 
   private refuse(reason: Refusal, uid: string): Refusal {
-    this.refusals(reason).inc();
+    this.counters.refusals(reason).inc();
     this.noteError(reason);
     if (!this.logged.has(reason)) {
       this.logged.add(reason);
@@ -426,28 +346,6 @@ export class GatewayCore<S = undefined> {
       );
     }
     return reason;
-  }
-
-  /** Sends one frame to the broker if connected. A value that cannot be serialized is dropped and logged. */
-  private send(msg: GatewayMessage): boolean {
-    const frame = encode(msg);
-    if (frame === undefined) {
-      this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');
-      return false;
-    }
-    return this.link.send(frame);
-  }
-
-  /** On every (re)connection: the current state of every node, then the outs that happened meanwhile. */
-  private replay(): void {
-    for (const node of this.table.values()) this.send(this.newFrame(node));
-    for (const [uid, reason] of this.pendingOuts) {
-      // The broker only accepts an `out` for a node this connection announced.
-      this.send({ type: 'new', uid, protocol: this.protocol });
-      this.send({ type: 'out', uid, reason });
-    }
-    this.pendingOuts.clear();
-    this.log.info({ nodes: this.table.size }, 'node state replayed to broker');
   }
 
   private onBrokerMessage(msg: BrokerToGatewayMessage): void {
@@ -464,7 +362,7 @@ export class GatewayCore<S = undefined> {
         if (msg.uid !== undefined && msg.code !== ErrorCode.NotOwner) {
           const node = this.table.get(msg.uid);
           if (node !== undefined) {
-            this.brokerRefused(msg.code).inc();
+            this.counters.refusedByBroker(msg.code).inc();
             this.drop(node, { reason: 'refused', code: msg.code });
           } else this.forget(msg.uid);
         }
@@ -495,7 +393,7 @@ export class GatewayCore<S = undefined> {
       }
       this.noteOut();
     }
-    this.writes(outcome.result).inc();
-    this.send({ type: 'result', id, ...outcome });
+    this.counters.writes(outcome.result).inc();
+    this.sync.result(id, outcome);
   }
 }

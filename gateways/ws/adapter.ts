@@ -27,11 +27,12 @@ import type { GatewayCore } from '../common/gateway-core.ts';
 import type { GatewayNode } from '../common/node-table.ts';
 import type { TokenChecks } from '../common/token-checks.ts';
 import { type Identity, identify } from './auth.ts';
-import { type NodeAck, type NodeFrame, parseNodeFrame, writeFrame } from './codec.ts';
+import { type NodeAck, type NodeFrame, parseNodeFrame } from './codec.ts';
 import { askForResources } from './discovery.ts';
 import { NodeSession, NodeSocket } from './node-session.ts';
 import type { WsGatewayOptions } from './options.ts';
 import { WsTransport } from './transport.ts';
+import { PendingWrites } from './writes.ts';
 
 /** The protocol name the broker and the dashboard show (pyaiot's `protocol` resource said "WebSocket"). */
 export const WS_PROTOCOL = 'WebSocket';
@@ -46,19 +47,12 @@ export const MISSED_PINGS = 2;
 
 type WsNode = GatewayNode<NodeSession>;
 
-interface PendingWrite {
-  session: NodeSession;
-  resolve: (outcome: WriteOutcome) => void;
-  timer: NodeJS.Timeout;
-}
-
 export class WsAdapter implements ProtocolAdapter<NodeSession> {
   readonly protocol = WS_PROTOCOL;
   readonly transport: WsTransport;
   readonly counters;
   private readonly rate: { perSecond: number; burst: number };
-  private readonly pending = new Map<string, PendingWrite>();
-  private writeSeq = 0;
+  private readonly writes: PendingWrites;
   private tokenTimer?: NodeJS.Timeout;
   /** New node ids of anonymous nodes, per source address. */
   private readonly newNodes: KeyedRateLimiter;
@@ -82,6 +76,7 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
     private readonly tokens: () => TokenChecks | undefined,
   ) {
     this.rate = { perSecond: config.rateLimit, burst: config.rateBurst };
+    this.writes = new PendingWrites(config);
     this.newNodes = new KeyedRateLimiter({ perSecond: config.newNodesPerMinute / 60, burst: config.newNodesPerMinute });
     this.transport = new WsTransport({
       port: config.port,
@@ -139,11 +134,7 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
     if (!this.running) return;
     this.running = false;
     clearInterval(this.tokenTimer);
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      p.resolve({ result: 'error', reason: 'gateway shutting down' });
-      this.pending.delete(id);
-    }
+    this.writes.failAll('gateway shutting down');
     await this.transport.stop();
     this.log.info('ws gateway stopped');
   }
@@ -169,13 +160,13 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
     if (why.reason === 'timeout') {
       this.log.info({ uid: node.uid }, 'node stopped answering pings; dropping it');
       session.outReason = 'timeout';
-      this.failWrites(session, 'node timed out');
+      this.writes.fail(session, 'node timed out');
       session.ws.terminate();
       return;
     }
     this.rejected(`broker-${why.code}`);
     this.log.info({ uid: node.uid, code: why.code }, 'broker refused the node; closing it');
-    this.failWrites(session, 'node refused by the broker');
+    this.writes.fail(session, 'node refused by the broker');
     if (why.code === ErrorCode.DuplicateUid) session.ws.close(CloseCode.UidTaken, 'uid held by another gateway');
     else session.ws.close(CloseCode.PolicyViolation, `refused by the broker: ${why.code}`);
   }
@@ -274,7 +265,7 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
       session.node = node;
       this.counters.replaced.inc();
       this.log.info({ uid }, 'node reconnected; replacing its previous connection');
-      this.failWrites(previous, 'replaced by a newer connection');
+      this.writes.fail(previous, 'replaced by a newer connection');
       previous.ws.close(CloseCode.Replaced, 'replaced by a newer connection');
     } else {
       // A new uid is announced now, as pyaiot did on open, and its values follow as the node answers the discover
@@ -347,15 +338,10 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
 
   private onAck(session: NodeSession, ack: NodeAck): void {
     session.acks = true;
-    const p = this.pending.get(ack.id);
-    if (p === undefined || p.session !== session) {
+    if (!this.writes.ack(session, ack)) {
       this.rejected('unknown-ack');
       this.log.debug({ uid: session.uid, id: ack.id }, 'ack for an unknown or expired write');
-      return;
     }
-    this.pending.delete(ack.id);
-    clearTimeout(p.timer);
-    p.resolve(ack.result === 'ok' ? { result: 'ok' } : { result: 'error', reason: ack.reason ?? 'node refused' });
   }
 
   private reject(session: NodeSession, close: number, code: string, reason: string): void {
@@ -372,7 +358,7 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
   }
 
   private onClose(session: NodeSession, code: number, reason: Buffer): void {
-    this.failWrites(session, 'node disconnected');
+    this.writes.fail(session, 'node disconnected');
     // Only the current connection of an id reports the node gone; a replaced or dropped one closes silently.
     const node = session.node;
     if (node === undefined || this.core.node(session.uid) !== node) return;
@@ -406,39 +392,14 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
     if (session.ws.readyState !== NodeSocket.OPEN) return;
     this.counters.tokenEnds(reason === 'token expired' ? 'expired' : 'revoked').inc();
     this.log.info({ uid: session.uid, reason }, 'node session ended');
-    this.failWrites(session, reason);
+    this.writes.fail(session, reason);
     session.ws.close(CloseCode.TokenExpired, reason);
   }
 
   // ---------------------------------------------------------------------------------------------
   // Writes from the broker
 
-  async write(node: WsNode, endpoint: string, payload: Json): Promise<WriteOutcome> {
-    const session = node.state;
-    if (session.ws.readyState !== NodeSocket.OPEN) return { result: 'error', reason: 'node-offline' };
-    if (session.ws.bufferedAmount > this.config.nodeBufferBytes) return { result: 'error', reason: 'node-busy' };
-    this.writeSeq = (this.writeSeq + 1) % Number.MAX_SAFE_INTEGER;
-    const id = this.writeSeq.toString(36);
-    session.ws.send(writeFrame(endpoint, payload, id));
-    // A node that never acknowledges (pyaiot's) gets `delivered` at once: the frame was handed to its socket.
-    if (!session.acks) return { result: 'delivered' };
-    return new Promise<WriteOutcome>((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        resolve({ result: 'timeout', reason: `no ack within ${this.config.writeTimeoutMs} ms` });
-      }, this.config.writeTimeoutMs);
-      timer.unref();
-      this.pending.set(id, { session, resolve, timer });
-    });
-  }
-
-  private failWrites(session: NodeSession, reason: string): void {
-    if (this.pending.size === 0) return;
-    for (const [id, p] of this.pending) {
-      if (p.session !== session) continue;
-      clearTimeout(p.timer);
-      this.pending.delete(id);
-      p.resolve({ result: 'error', reason });
-    }
+  write(node: WsNode, endpoint: string, payload: Json): Promise<WriteOutcome> {
+    return this.writes.write(node.state, endpoint, payload);
   }
 }
