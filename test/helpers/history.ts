@@ -1,7 +1,7 @@
 // The history store contract: the checks every HistoryStore passes (SQLite here; PostgreSQL can call the same
 // function with its own factory), as test/bus.contract.test.ts does for the two buses.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { HistoryStore, ValueRow } from '../../services/history/store.ts';
+import type { EventRow, HistoryStore, ValueRow } from '../../services/history/store.ts';
 
 let keySeq = 0;
 /** A value row with a fresh idempotency key. */
@@ -93,17 +93,17 @@ export function historyStoreContract(name: string, makeStore: () => Promise<Hist
     });
 
     it('keeps events per node, oldest first, once per key', async () => {
-      const events = [
-        { uid: 'n5', at: 2000, kind: 'out' as const, detail: { reason: 'timeout' }, key: 'e:2' },
-        { uid: 'n5', at: 1000, kind: 'new' as const, detail: { protocol: 'ws' }, key: 'e:1' },
+      const events: EventRow[] = [
+        { uid: 'n5', at: 2000, kind: 'out', detail: { reason: 'timeout' }, key: 'e:2' },
+        { uid: 'n5', at: 1000, kind: 'new', detail: { protocol: 'ws' }, key: 'e:1' },
         {
           uid: 'n5',
           at: 3000,
-          kind: 'write' as const,
+          kind: 'write',
           detail: { by: 'op', resource: 'led', payload: 1, result: 'ok' },
           key: 'e:3',
         },
-        { uid: 'n6', at: 1000, kind: 'reset' as const, detail: {}, key: 'e:4' },
+        { uid: 'n6', at: 1000, kind: 'reset', detail: {}, key: 'e:4' },
       ];
       await store.insert([], events);
       await store.insert([], [events[0]]);
