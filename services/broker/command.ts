@@ -15,7 +15,8 @@ export const brokerCommand: CommandSpec<typeof brokerOptions> = {
       : readPublicKey(config.keyFile ?? defaultKeyFile());
     // `mycelium up` shares its in-process bus (the history service listens on it); it starts and stops it.
     const ownBus = shared?.bus === undefined;
-    const bus = shared?.bus ?? (config.natsUrl ? createBus({ natsUrl: config.natsUrl, name: 'mycelium-broker' }) : undefined);
+    const bus =
+      shared?.bus ?? (config.natsUrl ? createBus({ natsUrl: config.natsUrl, name: 'mycelium-broker' }) : undefined);
     // Max lifetime per role and the revocation list (revoked.json beside the key, or --revocation-file).
     const policy = new TokenPolicy(config, config.publicKeyFile ?? config.keyFile ?? defaultKeyFile(), log);
     const broker = new Broker(config, {

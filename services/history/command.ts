@@ -10,7 +10,10 @@ import { HistoryService } from './service.ts';
 function durationMs(flag: string, text: string): number {
   const seconds = parseDuration(text);
   if (seconds === undefined || seconds <= 0) {
-    throw new MyceliumError(ErrorCode.Config, `--${flag} must be a duration like 90m, 12h or 30d, got ${JSON.stringify(text)}`);
+    throw new MyceliumError(
+      ErrorCode.Config,
+      `--${flag} must be a duration like 90m, 12h or 30d, got ${JSON.stringify(text)}`,
+    );
   }
   return seconds * 1000;
 }

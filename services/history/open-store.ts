@@ -24,12 +24,18 @@ export async function openStore(db: string): Promise<HistoryStore> {
     try {
       mod = await import(POSTGRES_MODULE);
     } catch (err) {
-      throw new MyceliumError(ErrorCode.Config, `the PostgreSQL history store cannot be loaded: ${(err as Error).message}`);
+      throw new MyceliumError(
+        ErrorCode.Config,
+        `the PostgreSQL history store cannot be loaded: ${(err as Error).message}`,
+      );
     }
     if (mod.PostgresHistoryStore === undefined) {
       throw new MyceliumError(ErrorCode.Config, 'the PostgreSQL history store is missing from this build');
     }
     return new mod.PostgresHistoryStore({ url: db });
   }
-  throw new MyceliumError(ErrorCode.Config, `--db must be sqlite:<path> or postgres://…, got ${JSON.stringify(db.slice(0, 80))}`);
+  throw new MyceliumError(
+    ErrorCode.Config,
+    `--db must be sqlite:<path> or postgres://…, got ${JSON.stringify(db.slice(0, 80))}`,
+  );
 }

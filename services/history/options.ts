@@ -62,6 +62,10 @@ export const exportOptions = {
   db: historyOptions.db,
   node: { type: 'string', description: 'the node uid', env: false },
   resource: { type: 'string', description: 'the resource name', env: false },
-  from: { type: 'string', description: 'start (inclusive): ISO 8601 or epoch ms (default: a day before --to)', env: false },
+  from: {
+    type: 'string',
+    description: 'start (inclusive): ISO 8601 or epoch ms (default: a day before --to)',
+    env: false,
+  },
   to: { type: 'string', description: 'end (exclusive): ISO 8601 or epoch ms (default: now)', env: false },
 } as const satisfies OptionTable;

@@ -155,7 +155,9 @@ export function checkRange(p: RangeParams, now: number, maxLimit: number, defaul
     const step = Number(p.step);
     if (step < 1) return bad('step must be at least 1 ms');
     if (Math.ceil((to - from) / step) > MAX_BUCKETS) {
-      return bad(`step too small: at most ${MAX_BUCKETS} buckets per query (use a step of at least ${Math.ceil((to - from) / MAX_BUCKETS)} ms)`);
+      return bad(
+        `step too small: at most ${MAX_BUCKETS} buckets per query (use a step of at least ${Math.ceil((to - from) / MAX_BUCKETS)} ms)`,
+      );
     }
     out.step = step;
   }
@@ -188,6 +190,7 @@ export function checkSettings(body: unknown): Checked<ResourceSettings> {
         out.decimals = value as number;
         break;
       case 'units':
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
         if (typeof value !== 'string' || value.length > 32 || /[\u0000-\u001f\u007f-\u009f]/.test(value))
           return bad('units must be text of at most 32 characters without control characters');
         out.units = value;
@@ -213,9 +216,14 @@ export const CSV_HEADER = 'time,value\n';
 
 /** One CSV row (RFC 4180): ISO time, then the number, the text or the JSON, quoted when it must be. */
 export function csvRow(at: number, value: Json): string {
-  const text = typeof value === 'number' ? String(value) : typeof value === 'string' ? value : JSON.stringify(value);
-  const needsQuotes = /[",\r\n]/.test(text) || /^[=+\-@\t\r]/.test(text) && typeof value !== 'number';
-  // A leading = + - @ would be run as a formula by a spreadsheet: quoted and prefixed with ' (OWASP CSV injection).
-  const safe = typeof value !== 'number' && /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
-  return `${new Date(at).toISOString()},${needsQuotes ? `"${safe.replace(/"/g, '""')}"` : safe}\n`;
+  return `${new Date(at).toISOString()},${csvField(value)}\n`;
+}
+
+function csvField(value: Json): string {
+  if (typeof value === 'number') return String(value);
+  let text = typeof value === 'string' ? value : JSON.stringify(value);
+  // A device's text starting with = + - @ (or a tab or CR) would run as a formula in a spreadsheet (OWASP "CSV
+  // injection"): a leading ' keeps it text.
+  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }

@@ -142,7 +142,12 @@ export class HistoryService {
     for (const d of batch) {
       const json = parseJson(Buffer.from(d.data.buffer, d.data.byteOffset, d.data.length).toString());
       const msg = json.ok ? json.value : undefined;
-      if (typeof msg !== 'object' || msg === null || Array.isArray(msg) || !this.collect(d, msg as { [key: string]: Json }, values, events)) {
+      if (
+        typeof msg !== 'object' ||
+        msg === null ||
+        Array.isArray(msg) ||
+        !this.collect(d, msg as { [key: string]: Json }, values, events)
+      ) {
         this.counts.bad++;
       }
     }
@@ -373,4 +378,3 @@ export class HistoryService {
     return { events: rows.map((e) => ({ at: e.at, kind: e.kind, detail: e.detail })) };
   }
 }
-

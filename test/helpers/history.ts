@@ -1,7 +1,13 @@
 // The history store contract: the checks every HistoryStore passes (SQLite here; PostgreSQL can call the same
 // function with its own factory), as test/bus.contract.test.ts does for the two buses.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Bus, DurableStreams } from '../../services/bus/index.ts';
+import { silentLogger } from '../../services/common/log.ts';
+import { HistoryService, type HistoryServiceConfig } from '../../services/history/service.ts';
+import { SqliteHistoryStore } from '../../services/history/store-sqlite.ts';
 import type { EventRow, HistoryStore, ValueRow } from '../../services/history/store.ts';
+import type { Role } from '../../services/protocol/messages.ts';
+import type { TestBroker } from './broker.ts';
 
 let keySeq = 0;
 /** A value row with a fresh idempotency key. */
@@ -154,4 +160,64 @@ export function historyStoreContract(name: string, makeStore: () => Promise<Hist
       expect(await store.events('n8', 0, 2 * now, 10)).toEqual([]);
     });
   });
+}
+
+/** The service's settings for tests: small batches, quick retries and pruning, short redelivery. */
+export const TEST_HISTORY_CONFIG: HistoryServiceConfig = {
+  retentionMs: 30 * 86_400_000,
+  durable: 'history',
+  batch: 100,
+  maxPending: 20_000,
+  ackWaitMs: 1_000,
+  retryMs: 100,
+  streamMaxAgeMs: 3_600_000,
+  pruneIntervalMs: 50,
+  pruneBudget: 1_000,
+};
+
+/** A history service on `bus` with a SQLite file in `dir`; stopped by `cleanup`. */
+export async function startHistory(
+  bus: Bus & DurableStreams,
+  path: string,
+  cleanup: (fn: () => unknown) => void,
+  overrides: Partial<HistoryServiceConfig> = {},
+): Promise<{ service: HistoryService; store: SqliteHistoryStore }> {
+  const store = new SqliteHistoryStore({ path });
+  const service = new HistoryService({ ...TEST_HISTORY_CONFIG, ...overrides }, { bus, store, log: silentLogger() });
+  await service.start();
+  cleanup(() => service.stop());
+  return { service, store };
+}
+
+export interface ApiCall {
+  role?: Role;
+  method?: string;
+  body?: unknown;
+  accept?: string;
+  sub?: string;
+}
+
+/** A REST call to the broker with a token of `role` (viewer by default). */
+export async function api(tb: TestBroker, path: string, call: ApiCall = {}): Promise<Response> {
+  const token = await tb.keys.token(call.role ?? 'viewer', call.sub);
+  const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+  if (call.accept !== undefined) headers.accept = call.accept;
+  if (call.body !== undefined) headers['content-type'] = 'application/json';
+  return fetch(`${tb.http}/api/v1${path}`, {
+    method: call.method ?? 'GET',
+    headers,
+    body: call.body === undefined ? undefined : JSON.stringify(call.body),
+  });
+}
+
+/** The JSON points of a resource's history (raw, the default range). */
+export async function pointsOf(
+  tb: TestBroker,
+  uid: string,
+  resource: string,
+  query = '',
+): Promise<[number, unknown][]> {
+  const res = await api(tb, `/nodes/${uid}/resources/${resource}/history${query}`);
+  if (res.status !== 200) throw new Error(`history ${res.status}: ${await res.text()}`);
+  return ((await res.json()) as { points: [number, unknown][] }).points;
 }
