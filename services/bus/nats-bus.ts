@@ -218,7 +218,6 @@ export class NatsBus implements Bus, DurableStreams {
       });
     }
     const consumer = await nc.jetstream().consumers.get(options.stream, options.durable);
-    const onError = this.onError;
     const pump = new BatchPump<JsMsg>(options.batch, async (msgs) => {
       try {
         await handler(
@@ -230,9 +229,9 @@ export class NatsBus implements Bus, DurableStreams {
           })),
         );
         for (const m of msgs) m.ack();
-      } catch (err) {
+      } catch {
+        // The handler's owner reports its own failure; here the batch only goes back to the server.
         for (const m of msgs) m.nak(options.retryMs);
-        onError(err, options.stream);
         await new Promise((resolve) => setTimeout(resolve, options.retryMs));
       }
     });

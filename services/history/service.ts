@@ -151,12 +151,25 @@ export class HistoryService {
         this.counts.bad++;
       }
     }
-    const kept = await this.applyMinInterval(values);
+    let kept: { rows: ValueRow[]; last: Map<string, number> } = { rows: [], last: new Map() };
     try {
+      kept = await this.applyMinInterval(values);
       await this.deps.store.insert(kept.rows, events);
     } catch (err) {
-      this.counts.failedBatches++;
-      this.deps.log.warn({ err, rows: kept.rows.length + events.length }, 'history store refused a batch');
+      // The first refusal and every 100th: a full disk retried every --retry-ms must not flood the log.
+      if (this.counts.failedBatches++ % 100 === 0) {
+        this.deps.log.warn(
+          {
+            err,
+            rows: values.length + events.length,
+            failedBatches: this.counts.failedBatches,
+            bus: this.deps.bus.kind,
+          },
+          this.deps.bus.kind === 'nats'
+            ? 'history store refused a batch; retried'
+            : 'history store refused a batch; dropped',
+        );
+      }
       throw err;
     }
     for (const [key, at] of kept.last) this.lastStored.set(key, at);
