@@ -29,7 +29,7 @@ const dir = mkdtempSync(join(tmpdir(), 'myc-bench-history-'));
 /** 100 nodes with 5 resources each; values alternate numbers and short text, as sensors and switches do. */
 const uidOf = (i: number) => `node-${i % 100}`;
 const resourceOf = (i: number) => ['temperature', 'pressure', 'humidity', 'led', 'status'][Math.floor(i / 100) % 5];
-const valueOf = (i: number) => (i % 5 === 3 ? (i % 2 ? 'on' : 'off') : Math.round(Math.sin(i) * 1000) / 10);
+const sampleValue = (i: number) => (i % 5 === 3 ? (i % 2 ? 'on' : 'off') : Math.round(Math.sin(i) * 1000) / 10);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -54,7 +54,7 @@ async function storeAlone(rep: number): Promise<Run & { bytesPerValue: number }>
   for (let i = 0; i < n; i += batch) {
     const rows: ValueRow[] = [];
     for (let j = i; j < Math.min(n, i + batch); j++) {
-      rows.push({ at: t0 + j, uid: uidOf(j), resource: resourceOf(j), value: valueOf(j), key: `BENCH:${j}` });
+      rows.push({ at: t0 + j, uid: uidOf(j), resource: resourceOf(j), value: sampleValue(j), key: `BENCH:${j}` });
     }
     await store.insert(rows, []);
   }
@@ -84,7 +84,7 @@ async function service(rep: number): Promise<Run> {
   );
   await history.start();
   const frames = Array.from({ length: n }, (_, i) =>
-    Buffer.from(JSON.stringify({ type: 'update', uid: uidOf(i), endpoint: resourceOf(i), data: valueOf(i) })),
+    Buffer.from(JSON.stringify({ type: 'update', uid: uidOf(i), endpoint: resourceOf(i), data: sampleValue(i) })),
   );
   const subject = subjects.events('bench');
   const cpu0 = cpuNow();
