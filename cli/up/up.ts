@@ -337,6 +337,7 @@ export class Up implements Component {
     }
     const where: Record<string, string> = {
       broker: `Broker:         http://${h}:${c.port}  (gateways ws://…/gw, web clients ws://…/ws, REST /api/v1)`,
+      history: `History:        ${c.db ?? defaultDb(this.keyFile)}  (REST /api/v1/nodes/:uid/resources/:name/history)`,
       ws: `WebSocket gw:   ws://${h}:${c.wsPort}/node`,
       coap: `CoAP gw:        coap://${h}:${c.coapPort}  (UDP)`,
       mqtt: `MQTT gw:        mqtt://${h}:${c.mqttPort}  (embedded broker; username = node id, password = node token)`,

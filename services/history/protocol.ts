@@ -1,6 +1,7 @@
 // What the broker (or any client) and the history service say to each other on `myc.history.query`
 // (request/reply, queue group `history`), and the checks of a query's range, shared by the REST API, the
 // service and `mycelium history export`. No I/O here.
+import { ErrorCode } from '../protocol/errors.ts';
 import type { Json } from '../protocol/messages.ts';
 import { isIdentifier } from '../protocol/schema.ts';
 import { AGGREGATES, type Aggregate, type EventKind, type ResourceSettings } from './store.ts';
@@ -94,10 +95,11 @@ export interface ErrorReply {
   status: number;
 }
 
+/** The stable codes (services/protocol/errors.ts) history answers carry. */
 export const ErrorCodes = {
-  BadRange: 'MYC_ERR_BAD_RANGE',
-  BadShape: 'MYC_ERR_BAD_SHAPE',
-  Unavailable: 'MYC_ERR_UNAVAILABLE',
+  BadRange: ErrorCode.BadRange,
+  BadShape: ErrorCode.BadShape,
+  Unavailable: ErrorCode.Unavailable,
 } as const;
 
 /** A time given as epoch milliseconds or ISO 8601; undefined when it is neither. */
