@@ -192,7 +192,15 @@ export class NatsBus implements Bus, DurableStreams {
   async consume(options: ConsumeOptions, handler: BatchHandler): Promise<StreamConsumer> {
     const nc = this.connection();
     const { AckPolicy, DeliverPolicy, StorageType, nanos } = lib();
-    const jsm = await nc.jetstreamManager();
+    let jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>;
+    try {
+      jsm = await nc.jetstreamManager();
+    } catch (err) {
+      throw new Error(
+        `durable consumer ${options.durable}: JetStream is not enabled on the NATS server (start it with -js): ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
     const streamConfig = { subjects: options.subjects, max_age: nanos(options.maxAgeMs) };
     const exists = await jsm.streams.info(options.stream).then(
       () => true,

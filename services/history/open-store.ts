@@ -9,8 +9,11 @@ export function defaultDb(keyFile: string = defaultKeyFile()): string {
   return `sqlite:${join(dirname(keyFile), 'history.db')}`;
 }
 
-/** The PostgreSQL store's module, named by a variable so a build without it still compiles. */
-const POSTGRES_MODULE = './store-postgres.ts';
+/**
+ * The PostgreSQL store's module, named at run time so a build without it still compiles; `.ts` under tsx, `.js` in
+ * the compiled build (tsc rewrites only literal specifiers).
+ */
+const POSTGRES_MODULE = `./store-postgres${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`;
 
 export async function openStore(db: string): Promise<HistoryStore> {
   if (db.startsWith('sqlite:')) {

@@ -26,6 +26,8 @@ import type { EventRow, HistoryStore, ResourceSettings, ValueRow } from './store
 export const HISTORY_STREAM = 'MYC_HISTORY';
 /** The queue group of the history workers' query subscription. */
 export const HISTORY_QUEUE = 'history';
+/** Write results arrive on `myc.writes.<broker>`. */
+const WRITES_PREFIX = subjects.allWrites.slice(0, -1);
 /** Series whose settings and last stored time are cached; beyond it the caches start over. */
 const MAX_CACHED_SERIES = 100_000;
 
@@ -181,7 +183,7 @@ export class HistoryService {
   private collect(d: Delivery, msg: { [key: string]: Json }, values: ValueRow[], events: EventRow[]): boolean {
     const uid = msg.uid;
     if (typeof uid !== 'string' || checkSeries(uid) !== undefined) return false;
-    if (d.subject.startsWith(`${subjects.allWrites.slice(0, -1)}`)) {
+    if (d.subject.startsWith(WRITES_PREFIX)) {
       if (typeof msg.resource !== 'string' || typeof msg.result !== 'string') return false;
       const detail: { [key: string]: Json } = {
         by: typeof msg.by === 'string' ? msg.by : 'unknown',

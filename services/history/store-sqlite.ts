@@ -1,8 +1,9 @@
 // The embedded history store: one SQLite file (better-sqlite3 12; version 13 segfaults on Node 20) in WAL mode,
 // each batch one transaction. Values sit in one dynamically typed column: numbers as INTEGER/REAL, strings as
 // TEXT, JSON null as NULL and every other JSON value as a BLOB of its text, so `typeof(value)` tells them apart
-// and avg/min/max read numbers only. A series (uid, resource) is a small integer, so a stored value costs its
-// time, its value, its idempotency key and two index entries.
+// and avg/min/max read numbers only. A series (uid, resource) is a small integer, and so is the source part of an
+// idempotency key (`<stream>:<sequence>` is stored as two integers), so a stored value costs its time, its value,
+// two small integers and two index entries.
 import { statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Json } from '../protocol/messages.ts';
@@ -28,14 +29,19 @@ CREATE TABLE IF NOT EXISTS series (
   resource TEXT NOT NULL,
   UNIQUE (uid, resource)
 );
+CREATE TABLE IF NOT EXISTS key_sources (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS points (
   series INTEGER NOT NULL,
   at INTEGER NOT NULL,
   value ANY,
-  key TEXT NOT NULL
+  src INTEGER NOT NULL,
+  seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS points_series_at ON points (series, at);
-CREATE UNIQUE INDEX IF NOT EXISTS points_key ON points (key);
+CREATE UNIQUE INDEX IF NOT EXISTS points_key ON points (src, seq);
 CREATE TABLE IF NOT EXISTS events (
   uid TEXT NOT NULL,
   at INTEGER NOT NULL,
@@ -71,6 +77,9 @@ function decodeValue(value: unknown): Json {
 
 const NUMERIC = `typeof(value) IN ('integer', 'real')`;
 
+/** `<source>:<sequence>`: the shape of every key the buses make. Any other key is a source of its own, sequence 0. */
+const KEY_SHAPE = /^(.*):(\d{1,15})$/;
+
 /** The SQL that reduces one bucket's rows; bare `value` beside max(at) is SQLite's "row of the maximum". */
 const AGGREGATE_SQL: Record<Aggregate, { select: string; where: string }> = {
   avg: { select: 'avg(value)', where: NUMERIC },
@@ -90,6 +99,8 @@ export class SqliteHistoryStore implements HistoryStore {
   private db: Database.Database | undefined;
   /** `uid \0 resource` -> series id; cleared when a transaction fails (its new ids were rolled back). */
   private readonly seriesIds = new Map<string, number>();
+  /** Key source name -> id, cleared likewise. */
+  private readonly sourceIds = new Map<string, number>();
   private statements: ReturnType<SqliteHistoryStore['prepare']> | undefined;
   private insertBatch: ((values: readonly ValueRow[], events: readonly EventRow[]) => void) | undefined;
 
@@ -113,7 +124,17 @@ export class SqliteHistoryStore implements HistoryStore {
     this.statements = this.prepare(db);
     const s = this.statements;
     this.insertBatch = db.transaction((values: readonly ValueRow[], events: readonly EventRow[]) => {
-      for (const v of values) s.insertPoint.run(this.seriesId(v.uid, v.resource), v.at, encodeValue(v.value), v.key);
+      for (const v of values) {
+        const m = KEY_SHAPE.exec(v.key);
+        const src = this.sourceId(m === null ? v.key : m[1]);
+        s.insertPoint.run(
+          this.seriesId(v.uid, v.resource),
+          v.at,
+          encodeValue(v.value),
+          src,
+          m === null ? 0 : Number(m[2]),
+        );
+      }
       for (const e of events) s.insertEvent.run(e.uid, e.at, e.kind, JSON.stringify(e.detail), e.key);
     });
   }
@@ -124,6 +145,7 @@ export class SqliteHistoryStore implements HistoryStore {
     this.statements = undefined;
     this.insertBatch = undefined;
     this.seriesIds.clear();
+    this.sourceIds.clear();
     db?.close();
   }
 
@@ -149,8 +171,10 @@ export class SqliteHistoryStore implements HistoryStore {
       addSeries: db.prepare<[string, string]>(
         'INSERT INTO series (uid, resource) VALUES (?, ?) ON CONFLICT DO NOTHING',
       ),
-      insertPoint: db.prepare<[number, number, SqlValue, string]>(
-        'INSERT OR IGNORE INTO points (series, at, value, key) VALUES (?, ?, ?, ?)',
+      findSource: db.prepare<[string], { id: number }>('SELECT id FROM key_sources WHERE name = ?'),
+      addSource: db.prepare<[string]>('INSERT INTO key_sources (name) VALUES (?) ON CONFLICT DO NOTHING'),
+      insertPoint: db.prepare<[number, number, SqlValue, number, number]>(
+        'INSERT OR IGNORE INTO points (series, at, value, src, seq) VALUES (?, ?, ?, ?, ?)',
       ),
       insertEvent: db.prepare<[string, number, string, string, string]>(
         'INSERT OR IGNORE INTO events (uid, at, kind, detail, key) VALUES (?, ?, ?, ?, ?)',
@@ -216,6 +240,16 @@ export class SqliteHistoryStore implements HistoryStore {
     return id;
   }
 
+  private sourceId(name: string): number {
+    let id = this.sourceIds.get(name);
+    if (id === undefined) {
+      this.s.addSource.run(name);
+      id = this.s.findSource.get(name)!.id;
+      this.sourceIds.set(name, id);
+    }
+    return id;
+  }
+
   private findSeries(uid: string, resource: string): number | undefined {
     return this.seriesIds.get(`${uid}\u0000${resource}`) ?? this.s.findSeries.get(uid, resource)?.id;
   }
@@ -226,8 +260,9 @@ export class SqliteHistoryStore implements HistoryStore {
     try {
       this.insertBatch(values, events);
     } catch (err) {
-      // Series created inside the rolled-back transaction no longer exist.
+      // Series and sources created inside the rolled-back transaction no longer exist.
       this.seriesIds.clear();
+      this.sourceIds.clear();
       throw err;
     }
   }
