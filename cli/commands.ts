@@ -31,6 +31,11 @@ export const commands: Record<string, CommandEntry> = {
   dashboard: service('dashboard'),
   'coap-gateway': service('coap-gateway'),
   'mqtt-gateway': service('mqtt-gateway'),
+  // The service, or `history export` (CSV to stdout): one main dispatches.
+  history: {
+    summary: services.history.summary,
+    load: async () => ({ main: (await import('../services/history/export.ts')).historyMain }),
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => {

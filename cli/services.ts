@@ -34,6 +34,10 @@ export const services = {
     summary: 'run the MQTT gateway (embedded MQTT broker, or a client of --mqtt-url)',
     load: async () => spec((await import('../gateways/mqtt/command.ts')).mqttGatewayCommand),
   },
+  history: {
+    summary: 'run the history service (stores values, presence and writes; `history export` writes CSV)',
+    load: async () => spec((await import('../services/history/command.ts')).historyCommand),
+  },
 } satisfies Record<string, ServiceEntry>;
 
 export type ServiceName = keyof typeof services;

@@ -18,8 +18,12 @@ export const upOptions = {
   natsUrl: { type: 'string', description: 'NATS server URL; empty = in-process bus' },
   services: {
     type: 'list',
-    default: ['broker', 'ws', 'coap', 'mqtt', 'dashboard'],
+    default: ['broker', 'history', 'ws', 'coap', 'mqtt', 'dashboard'],
     description: 'which services to start',
+  },
+  db: {
+    type: 'string',
+    description: 'history database: sqlite:<path> or postgres://… (default: history.db beside the key file)',
   },
   demo: { type: 'boolean', default: false, description: 'also start one test node per protocol' },
   ...tokenPolicyOptions,

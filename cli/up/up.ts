@@ -3,6 +3,8 @@
 // Each service is built from its own command with the flags a user would type, so `up` runs exactly what
 // the separate commands run; only the process is shared.
 import { hostname } from 'node:os';
+import { type Bus, createBus, type DurableStreams } from '../../services/bus/index.ts';
+import { defaultDb } from '../../services/history/open-store.ts';
 import { type commonOptions, type OptionTable, resolveConfig } from '../../services/common/config.ts';
 import { defaultKeyFile, ensureKeyPair, readPrivateKey } from '../../services/common/keys.ts';
 import type { Logger } from '../../services/common/log.ts';
@@ -58,6 +60,8 @@ export class Up implements Component {
   private running: Array<{ name: string; component: Component }> = [];
   private readonly keyFile: string;
   private maxTtl: Partial<Record<Role, number>> = {};
+  /** The in-process bus the broker and the history service share (none on NATS: each connects itself). */
+  private sharedBus: (Bus & DurableStreams) | undefined;
 
   constructor(
     private readonly config: UpConfig,
@@ -81,6 +85,10 @@ export class Up implements Component {
     // "0.0.0.0" keeps the CoAP gateway's dual-stack default ("::", which falls back to IPv4 on its own).
     const coapHost = c.host === '0.0.0.0' ? '::' : c.host;
     const host = hostname();
+    if (!c.natsUrl) {
+      this.sharedBus = createBus({ onError: (err, subject) => this.log.error({ err, subject }, 'bus handler failed') });
+      await this.sharedBus.start();
+    }
     const plan: Planned[] = [
       {
         name: 'broker',
@@ -88,6 +96,17 @@ export class Up implements Component {
         argv: ['--port', String(c.port), '--host', c.host, ...common, ...(c.natsUrl ? ['--nats-url', c.natsUrl] : [])],
         portFlag: '--port',
         port: c.port,
+      },
+      {
+        name: 'history',
+        command: 'history',
+        argv: [
+          '--db',
+          c.db ?? defaultDb(this.keyFile),
+          '--log-level',
+          c.logLevel,
+          ...(c.natsUrl ? ['--nats-url', c.natsUrl] : []),
+        ],
       },
       {
         name: 'ws',
@@ -178,6 +197,8 @@ export class Up implements Component {
       }
     }
     this.running = [];
+    await this.sharedBus?.stop();
+    this.sharedBus = undefined;
   }
 
   /** The wanted lifetime, cut to the role's maximum so the services accept the token. */
@@ -211,7 +232,7 @@ export class Up implements Component {
     const spec = p.spec ?? (await loadSpec(command, sub));
     const argv = command === 'node' ? p.argv : [...p.argv, ...this.tokenPolicyArgs(spec.options)];
     const config = resolveConfig(spec.options, argv, {});
-    const component = await spec.build(config, this.log.child({ service: p.name }));
+    const component = await spec.build(config, this.log.child({ service: p.name }), { bus: this.sharedBus });
     try {
       await component.start();
     } catch (err) {
@@ -320,6 +341,7 @@ export class Up implements Component {
     }
     const where: Record<string, string> = {
       broker: `Broker:         http://${h}:${c.port}  (gateways ws://…/gw, web clients ws://…/ws, REST /api/v1)`,
+      history: `History:        ${c.db ?? defaultDb(this.keyFile)}  (REST /api/v1/nodes/:uid/resources/:name/history)`,
       ws: `WebSocket gw:   ws://${h}:${c.wsPort}/node`,
       coap: `CoAP gw:        coap://${h}:${c.coapPort}  (UDP)`,
       mqtt: `MQTT gw:        mqtt://${h}:${c.mqttPort}  (embedded broker; username = node id, password = node token)`,

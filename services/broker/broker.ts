@@ -139,6 +139,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       bus: this.bus,
       counters: this.counters,
       writeTimeoutMs: config.writeTimeoutMs,
+      auditSubject: subjects.writes(this.id),
     });
     this.ownership = createOwnership({
       bus: this.bus,

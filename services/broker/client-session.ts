@@ -255,7 +255,7 @@ export class ClientSession {
       this.send({ type: 'result', id, uid, endpoint, result: 'error', reason });
       return;
     }
-    const outcome = await this.deps.writes.write(node.gateway, { uid, endpoint, payload });
+    const outcome = await this.deps.writes.write(node.gateway, { uid, endpoint, payload }, this.claims.sub);
     this.send({ type: 'result', id, uid, endpoint, ...outcome });
   }
 

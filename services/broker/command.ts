@@ -9,11 +9,14 @@ export const brokerCommand: CommandSpec<typeof brokerOptions> = {
   name: 'broker',
   summary: 'Run the broker: gateways connect to /gw, web clients to /ws, REST under /api/v1.',
   options: brokerOptions,
-  build(config, log) {
+  build(config, log, shared) {
     const publicKey = config.publicKeyFile
       ? readPublicKeyFile(config.publicKeyFile)
       : readPublicKey(config.keyFile ?? defaultKeyFile());
-    const bus = config.natsUrl ? createBus({ natsUrl: config.natsUrl, name: 'mycelium-broker' }) : undefined;
+    // `mycelium up` shares its in-process bus (the history service listens on it); it starts and stops it.
+    const ownBus = shared?.bus === undefined;
+    const bus =
+      shared?.bus ?? (config.natsUrl ? createBus({ natsUrl: config.natsUrl, name: 'mycelium-broker' }) : undefined);
     // Max lifetime per role and the revocation list (revoked.json beside the key, or --revocation-file).
     const policy = new TokenPolicy(config, config.publicKeyFile ?? config.keyFile ?? defaultKeyFile(), log);
     const broker = new Broker(config, {
@@ -27,13 +30,13 @@ export const brokerCommand: CommandSpec<typeof brokerOptions> = {
     return {
       async start() {
         await policy.start();
-        await bus?.start();
+        if (ownBus) await bus?.start();
         await broker.start();
       },
       async stop() {
         await broker.stop();
         policy.stop();
-        await bus?.stop();
+        if (ownBus) await bus?.stop();
       },
     };
   },

@@ -10,6 +10,7 @@ import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
+import { registerHistoryApi } from './history-api.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
@@ -26,7 +27,8 @@ export interface HttpApiDeps {
   log: Logger;
   counters: Pick<BrokerCounters, 'rejected'>;
   metrics: Pick<Metrics, 'scrape'>;
-  bus: Pick<Bus, 'kind'>;
+  /** `request`: history queries go to the history service over the bus. */
+  bus: Pick<Bus, 'kind' | 'request'>;
   table: NodeReader & { all(): IterableIterator<NodeRecord> };
   /** The gateways connected to this broker; peers' come from `peers`. */
   gateways: ReadonlyMap<string, GatewayView>;
@@ -182,11 +184,17 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
           const node = deps.table.get(uid);
           if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
           if (node.status === 'offline') return problem(reply, 409, ErrorCode.NodeOffline, `node ${uid} is offline`);
-          const outcome = await deps.writes.write(node.gateway, { uid, endpoint: name, payload: req.body as Json });
+          const outcome = await deps.writes.write(
+            node.gateway,
+            { uid, endpoint: name, payload: req.body as Json },
+            req.claims!.sub,
+          );
           const status = outcome.result === 'timeout' ? 504 : outcome.result === 'error' ? 502 : 200;
           return reply.code(status).send({ uid, endpoint: name, ...outcome });
         },
       );
+
+      registerHistoryApi(api, { bus: deps.bus, log: deps.log, counters: deps.counters });
 
       api.get('/gateways', { schema: routeSchemas.listGateways }, async () => {
         const list = new Map<string, GatewayRecord>();

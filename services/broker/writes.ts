@@ -29,6 +29,8 @@ export interface WriteRouterDeps {
   counters: Pick<BrokerCounters, 'writes' | 'writeSeconds'>;
   /** --write-timeout-ms */
   writeTimeoutMs: number;
+  /** Where each write and its result is published for the history (`myc.writes.<broker>`); none when absent. */
+  auditSubject?: string;
 }
 
 interface Pending {
@@ -43,9 +45,33 @@ export class WriteRouter {
 
   constructor(private readonly deps: WriteRouterDeps) {}
 
-  /** Sends a write to the gateway that owns the node, wherever it is connected, and waits for its result. */
-  async write(gatewayId: string, request: WriteRequest): Promise<WriteOutcome> {
+  /**
+   * Sends a write to the gateway that owns the node, wherever it is connected, and waits for its result.
+   * `by` (the token subject that asked) goes with the result to the history.
+   */
+  async write(gatewayId: string, request: WriteRequest, by?: string): Promise<WriteOutcome> {
+    const at = Date.now();
     const started = performance.now();
+    const outcome = await this.send(gatewayId, request);
+    this.deps.counters.writeSeconds.observe((performance.now() - started) / 1000);
+    this.audit(at, request, outcome, by);
+    return outcome;
+  }
+
+  private audit(at: number, request: WriteRequest, outcome: WriteOutcome, by: string | undefined): void {
+    if (this.deps.auditSubject === undefined) return;
+    const text = stringifySafe({
+      at,
+      uid: request.uid,
+      by: by ?? 'unknown',
+      resource: request.endpoint,
+      payload: request.payload,
+      ...outcome,
+    });
+    if (text !== undefined) this.deps.bus.publish(this.deps.auditSubject, Buffer.from(text));
+  }
+
+  private async send(gatewayId: string, request: WriteRequest): Promise<WriteOutcome> {
     // Never throws (finding 1 of issue 10): a payload that cannot be serialized is an error outcome, not a
     // rejected promise; parse points cap depth, so this is the last line of defence.
     const text = stringifySafe(request);
@@ -68,7 +94,6 @@ export class WriteRouter {
       }
     }
     this.deps.counters.writes(outcome.result).inc();
-    this.deps.counters.writeSeconds.observe((performance.now() - started) / 1000);
     return outcome;
   }
 

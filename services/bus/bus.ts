@@ -76,3 +76,90 @@ export function isValidSubject(subject: string, allowWildcards: boolean): boolea
   }
   return true;
 }
+
+/** One message of a durable stream, with what makes storing it idempotent. */
+export interface Delivery {
+  subject: string;
+  data: Uint8Array;
+  /**
+   * Unique per message and the same on every redelivery: `<stream>:<stream sequence>` on NATS,
+   * `<consumer start id>:<counter>` in-process.
+   */
+  key: string;
+  /** When the message entered the stream (epoch ms), the same on every redelivery. */
+  at: number;
+}
+
+/** Handles a batch; resolving acknowledges it, rejecting has it delivered again (NATS) or dropped and counted. */
+export type BatchHandler = (batch: Delivery[]) => Promise<void>;
+
+export interface ConsumeOptions {
+  /** The stream's name (NATS: a JetStream stream, created or updated to capture `subjects`). */
+  stream: string;
+  subjects: string[];
+  /** The consumer's name: every consumer of the same name shares the messages (several workers, one copy each). */
+  durable: string;
+  /** Most messages handed to the handler at once. */
+  batch: number;
+  /**
+   * Most messages waiting for the handler. In-process, later ones are dropped and counted; on NATS it is the
+   * consumer's max_ack_pending, so the server holds the rest.
+   */
+  maxPending: number;
+  /** NATS: how long the stream keeps a message (ms), consumed or not. */
+  maxAgeMs: number;
+  /** NATS: a delivered message not acknowledged within this is delivered again (a crashed worker's batch). */
+  ackWaitMs: number;
+  /** Pause after a failed batch before the next attempt (the store is down: do not spin). */
+  retryMs: number;
+}
+
+export interface StreamConsumer {
+  /** Messages dropped (in-process: buffer full, or the handler failed); always 0 on NATS, which redelivers. */
+  readonly dropped: number;
+  /** Stops taking messages; a batch in the handler finishes first. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Durable consumption: messages published on `subjects` reach a consumer even while it is down (NATS), each
+ * once per consumer name. Services that must not miss an event (history) use it; the broker does not.
+ */
+export interface DurableStreams {
+  consume(options: ConsumeOptions, handler: BatchHandler): Promise<StreamConsumer>;
+}
+
+/** Feeds a batch handler one batch at a time from a queue that others push to (both buses use it). */
+export class BatchPump<T> {
+  private readonly queue: T[] = [];
+  private running: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly batch: number,
+    private readonly handle: (items: T[]) => Promise<void>,
+  ) {}
+
+  get length(): number {
+    return this.queue.length;
+  }
+
+  push(item: T): void {
+    if (this.stopped) return;
+    this.queue.push(item);
+    this.running ??= this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    // Started from push(): yield once, so a burst published in one turn becomes one batch.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.queue.length > 0 && !this.stopped) await this.handle(this.queue.splice(0, this.batch));
+    this.running = undefined;
+    if (this.queue.length > 0 && !this.stopped) this.running = this.run();
+  }
+}

@@ -1,11 +1,16 @@
 // The bus a service gets: in-process unless a NATS URL is configured.
-import type { Bus } from './bus.ts';
+import type { Bus, DurableStreams } from './bus.ts';
 import { MemoryBus } from './memory-bus.ts';
 import { NatsBus } from './nats-bus.ts';
 
 export {
+  type BatchHandler,
   type Bus,
   BusError,
+  type ConsumeOptions,
+  type Delivery,
+  type DurableStreams,
+  type StreamConsumer,
   type BusHandler,
   type BusMsg,
   type BusSubscription,
@@ -36,7 +41,7 @@ export interface CreateBusOptions {
 }
 
 /** Builds the bus without connecting; call `start()` on the result. */
-export function createBus(options: CreateBusOptions = {}): Bus {
+export function createBus(options: CreateBusOptions = {}): Bus & DurableStreams {
   const servers = (options.natsUrl ?? '')
     .split(',')
     .map((url) => url.trim())

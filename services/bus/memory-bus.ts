@@ -2,8 +2,14 @@
 // Delivery is synchronous and in publish order; a handler that throws does not stop delivery to others.
 import { randomUUID } from 'node:crypto';
 import {
+  BatchPump,
+  type BatchHandler,
   type Bus,
   BusError,
+  type ConsumeOptions,
+  type Delivery,
+  type DurableStreams,
+  type StreamConsumer,
   type BusHandler,
   type BusMsg,
   type BusSubscription,
@@ -22,7 +28,7 @@ interface Sub {
   queue?: string;
 }
 
-export class MemoryBus implements Bus {
+export class MemoryBus implements Bus, DurableStreams {
   readonly kind = 'memory' as const;
   private subs: Sub[] = [];
   /** subject -> matching subscriptions, rebuilt lazily after any (un)subscribe. */
@@ -125,6 +131,51 @@ export class MemoryBus implements Bus {
       }, windowMs).unref();
       this.publish(subject, data, inbox);
     });
+  }
+
+  /**
+   * In-process "durable" consumption: nothing survives the process, so this is a bounded queue in front of the
+   * handler. Beyond `maxPending` waiting messages, new ones are dropped, and a batch the handler fails is dropped
+   * too; both are counted in `dropped`. Consumers sharing a durable name share the messages (a queue group).
+   */
+  async consume(options: ConsumeOptions, handler: BatchHandler): Promise<StreamConsumer> {
+    const startId = randomUUID().slice(0, 8);
+    let counter = 0;
+    let dropped = 0;
+    const pump = new BatchPump<Delivery>(options.batch, async (batch) => {
+      try {
+        await handler(batch);
+      } catch {
+        // Nothing survives in-process: the batch is lost, counted; the handler's owner reports why.
+        dropped += batch.length;
+      }
+    });
+    const subs = options.subjects.map((subject) =>
+      this.subscribe(
+        subject,
+        (msg) => {
+          if (pump.length >= options.maxPending) {
+            dropped++;
+            return;
+          }
+          pump.push({ subject: msg.subject, data: msg.data, key: `${startId}:${++counter}`, at: Date.now() });
+        },
+        { queue: options.durable },
+      ),
+    );
+    let stopping: Promise<void> | undefined;
+    return {
+      get dropped() {
+        return dropped;
+      },
+      stop() {
+        stopping ??= (async () => {
+          for (const sub of subs) sub.unsubscribe();
+          await pump.stop();
+        })();
+        return stopping;
+      },
+    };
   }
 
   private newInbox(): string {

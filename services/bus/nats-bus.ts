@@ -1,6 +1,6 @@
 // NATS bus: the MemoryBus contract over one client connection that reconnects forever.
 // Subscriptions use callbacks rather than async iterators: no promise per message on the hot path.
-import type { KV, Msg, NatsConnection, NatsError, Subscription } from 'nats';
+import type { JsMsg, KV, Msg, NatsConnection, NatsError, Subscription } from 'nats';
 
 /**
  * The nats client library, loaded when the first NatsBus connects: a process on the in-process bus never pays its
@@ -12,8 +12,13 @@ const lib = (): typeof import('nats') => {
   return nats;
 };
 import {
+  BatchPump,
+  type BatchHandler,
   type Bus,
   BusError,
+  type ConsumeOptions,
+  type DurableStreams,
+  type StreamConsumer,
   type BusHandler,
   type BusMsg,
   type BusSubscription,
@@ -44,7 +49,7 @@ export interface NatsBusOptions {
 /** Handed out once the connection is draining or closed, like MemoryBus accepting subscriptions after stop(). */
 const INERT_SUBSCRIPTION: BusSubscription = { unsubscribe() {} };
 
-export class NatsBus implements Bus {
+export class NatsBus implements Bus, DurableStreams {
   readonly kind = 'nats' as const;
   private readonly onError: (err: unknown, subject: string) => void;
   private nc: NatsConnection | undefined;
@@ -175,6 +180,84 @@ export class NatsBus implements Bus {
     } catch (err) {
       throw toKvError(err, `JetStream key-value bucket ${bucket}`);
     }
+  }
+
+  /**
+   * A JetStream stream capturing `subjects` (created, or updated to them) and a durable pull consumer on it with
+   * explicit acks. A batch is acknowledged once the handler resolved; a failed batch is nak'd with `retryMs` of
+   * delay, so the server delivers it again (ingestion pauses while the store is down and resumes after). What a
+   * crashed worker held unacknowledged is delivered again after `ackWaitMs`. `maxPending` (max_ack_pending)
+   * bounds what the server hands out before acks, so a slow handler never holds more than that in memory.
+   */
+  async consume(options: ConsumeOptions, handler: BatchHandler): Promise<StreamConsumer> {
+    const nc = this.connection();
+    const { AckPolicy, DeliverPolicy, StorageType, nanos } = lib();
+    let jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>;
+    try {
+      jsm = await nc.jetstreamManager();
+    } catch (err) {
+      throw new Error(
+        `durable consumer ${options.durable}: JetStream is not enabled on the NATS server (start it with -js): ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const streamConfig = { subjects: options.subjects, max_age: nanos(options.maxAgeMs) };
+    const exists = await jsm.streams.info(options.stream).then(
+      () => true,
+      () => false,
+    );
+    if (exists) await jsm.streams.update(options.stream, streamConfig);
+    else await jsm.streams.add({ name: options.stream, storage: StorageType.File, ...streamConfig });
+    const consumerConfig = {
+      ack_wait: nanos(options.ackWaitMs),
+      max_ack_pending: options.maxPending,
+    };
+    const known = await jsm.consumers.info(options.stream, options.durable).then(
+      () => true,
+      () => false,
+    );
+    if (known) await jsm.consumers.update(options.stream, options.durable, consumerConfig);
+    else {
+      await jsm.consumers.add(options.stream, {
+        durable_name: options.durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ...consumerConfig,
+      });
+    }
+    const consumer = await nc.jetstream().consumers.get(options.stream, options.durable);
+    const pump = new BatchPump<JsMsg>(options.batch, async (msgs) => {
+      try {
+        await handler(
+          msgs.map((m) => ({
+            subject: m.subject,
+            data: m.data,
+            key: `${options.stream}:${m.seq}`,
+            at: Math.floor(m.info.timestampNanos / 1e6),
+          })),
+        );
+        for (const m of msgs) m.ack();
+      } catch {
+        // The handler's owner reports its own failure; here the batch only goes back to the server.
+        for (const m of msgs) m.nak(options.retryMs);
+        await new Promise((resolve) => setTimeout(resolve, options.retryMs));
+      }
+    });
+    const messages = await consumer.consume({
+      max_messages: Math.min(options.batch * 2, options.maxPending),
+      callback: (m) => pump.push(m),
+    });
+    let stopping: Promise<void> | undefined;
+    return {
+      dropped: 0,
+      stop() {
+        stopping ??= (async () => {
+          await messages.close().catch(() => undefined);
+          await pump.stop();
+        })();
+        return stopping;
+      },
+    };
   }
 
   private async connect(): Promise<void> {

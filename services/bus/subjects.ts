@@ -28,4 +28,11 @@ export const subjects = {
   allBrokersAlive: `${PREFIX}.broker.*.alive`,
   /** Request-many: every broker answers with the nodes and gateways it owns (a late broker's snapshot). */
   stateSync: `${PREFIX}.state.sync`,
+  /** A write request and its result (`{at, uid, by, resource, payload, result, reason?}`), for the history. */
+  writes: (brokerId: string) => `${PREFIX}.writes.${token(brokerId)}`,
+  allWrites: `${PREFIX}.writes.*`,
+  /** Requests to the history service (request/reply, queue group `history`): see services/history/protocol.ts. */
+  historyQuery: `${PREFIX}.history.query`,
+  /** A resource's settings changed: every history worker drops its cached copy. */
+  historySettings: `${PREFIX}.history.settings`,
 } as const;

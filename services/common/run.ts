@@ -1,5 +1,6 @@
 // What every entry point does once its component is built: start it, stop it in order on SIGINT/SIGTERM
 // within a time limit, and turn configuration and start-up errors into one clear line and a non-zero exit.
+import type { Bus, DurableStreams } from '../bus/bus.ts';
 import { MyceliumError } from '../protocol/errors.ts';
 import { type ConfigOf, type commonOptions, helpText, type OptionTable, resolveConfig } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -11,12 +12,24 @@ export interface Component {
 
 export const SHUTDOWN_LIMIT_MS = 5000;
 
+/**
+ * What `mycelium up` hands the services it assembles in one process: the in-process bus they share (a service
+ * given a bus neither starts nor stops it). Absent when a service runs as its own command.
+ */
+export interface SharedParts {
+  bus?: Bus & DurableStreams;
+}
+
 export interface CommandSpec<T extends OptionTable> {
   name: string;
   summary: string;
   options: T;
   /** Builds the component (not yet started). */
-  build(config: ConfigOf<T> & ConfigOf<typeof commonOptions>, log: Logger): Promise<Component> | Component;
+  build(
+    config: ConfigOf<T> & ConfigOf<typeof commonOptions>,
+    log: Logger,
+    shared?: SharedParts,
+  ): Promise<Component> | Component;
 }
 
 /** Parses argv for `spec`, prints help or errors, runs the component until a signal. */

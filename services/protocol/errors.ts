@@ -16,6 +16,8 @@ export const ErrorCode = {
   NodeRemoved: 'MYC_ERR_NODE_REMOVED',
   /** A store the broker needs for this request (the JetStream ownership bucket) did not answer. */
   Unavailable: 'MYC_ERR_UNAVAILABLE',
+  /** A history query's range, limit, step or aggregate is invalid (HTTP 400). */
+  BadRange: 'MYC_ERR_BAD_RANGE',
   UnknownNode: 'MYC_ERR_UNKNOWN_NODE',
   NodeOffline: 'MYC_ERR_NODE_OFFLINE',
   Forbidden: 'MYC_ERR_FORBIDDEN',
