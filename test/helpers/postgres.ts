@@ -14,6 +14,7 @@ export const TEST_POSTGRES_SETTINGS: Readonly<Record<string, string>> = {
   shared_buffers: '32MB',
 };
 
-export function startTestPostgres(): Promise<PostgresCluster> {
-  return startPostgresCluster({ settings: { ...TEST_POSTGRES_SETTINGS } });
+/** `overrides` replace single settings, e.g. synchronous_commit=on where a test kills the server and reads on. */
+export function startTestPostgres(overrides: Record<string, string> = {}): Promise<PostgresCluster> {
+  return startPostgresCluster({ settings: { ...TEST_POSTGRES_SETTINGS, ...overrides } });
 }
