@@ -80,6 +80,31 @@ describe('PostgreSQL history store', () => {
     }
   });
 
+  it('`last` answers the same whether it probes each bucket (few buckets) or sorts the range (many)', async () => {
+    const store = await openStore();
+    // Values every 7 ms with two rows sharing a timestamp now and then (the larger key wins a tie).
+    const rows = Array.from({ length: 3000 }, (_, i) => ({ ...v(Math.floor(i * 7), `v${i}`), key: `k${i}` }));
+    rows.push({ ...v(7 * 10, 'tie-winner'), key: 'kz' });
+    await store.insert(rows, []);
+    const expectLast = (from: number, to: number, step: number) => {
+      const byBucket = new Map<number, { at: number; key: string; value: unknown }>();
+      for (const r of rows) {
+        if (r.at < from || r.at >= to) continue;
+        const b = from + Math.floor((r.at - from) / step) * step;
+        const cur = byBucket.get(b);
+        if (cur === undefined || r.at > cur.at || (r.at === cur.at && r.key > cur.key)) byBucket.set(b, r);
+      }
+      return [...byBucket.entries()].sort(([a], [b]) => a - b).map(([at, r]) => ({ at, value: r.value }));
+    };
+    const few = { ...range, from: 5, to: 21_000, step: 1000, agg: 'last' as const, limit: 100_000 };
+    expect(await store.query(few)).toEqual(expectLast(5, 21_000, 1000));
+    // 21,000 buckets of 1 ms: past the probe limit, so the sort path answers.
+    const many = { ...few, step: 1 };
+    const sorted = await store.query(many);
+    expect(sorted).toEqual(expectLast(5, 21_000, 1));
+    expect(sorted.find((p) => p.at === 70)?.value).toBe('tie-winner');
+  });
+
   it('stores a 1 MiB string and a 10,000-row batch in one call', async () => {
     const store = await openStore();
     const big = 'x'.repeat(1 << 20);

@@ -6,6 +6,9 @@
 // time index every query walks and the idempotency check: a redelivered event carries the same key *and* the same
 // uid, resource and broker timestamp, so "(series, at, key) already stored" is "key already stored" at the cost
 // of one index instead of two (and TimescaleDB only allows unique indexes that include the time column).
+// The index also carries num (INCLUDE), so a numeric bucket query is an index-only scan that never reads the table;
+// that needs a fresh visibility map, hence autovacuum after every 1% of new rows instead of 20% (an insert-only
+// table is otherwise vacuumed rarely, and the recent day, the one people look at, would be read from the heap).
 import pg from 'pg';
 import type { Json } from '../protocol/messages.ts';
 import type {
@@ -28,6 +31,16 @@ export const POSTGRES_STORE_DEFAULTS = {
   streamChunkRows: 5_000,
   /** Forgotten series ids beyond this many (the cache is a convenience; the table is the truth). */
   seriesCacheSize: 100_000,
+  /**
+   * Per-connection sort memory. A day of 1 Hz values (86,400 rows) is sorted into its buckets; PostgreSQL's 4 MB
+   * default spills that sort to disk and doubles the query time (docs/history-postgres.md).
+   */
+  workMem: '32MB',
+  /**
+   * `last` probes the index once per bucket (newest row of each), far cheaper than sorting the range, as long as
+   * the buckets are not too many: each empty bucket is a probe too. Beyond this count it sorts.
+   */
+  lastProbeMaxBuckets: 20_000,
   /** TimescaleDB chunk length, and the age after which chunks are compressed. */
   chunkMs: 86_400_000,
   compressAfterMs: 7 * 86_400_000,
@@ -41,6 +54,8 @@ export interface PostgresStoreOptions {
   poolSize?: number;
   connectTimeoutMs?: number;
   streamChunkRows?: number;
+  /** work_mem of the store's connections (PostgreSQL syntax, e.g. '32MB'). */
+  workMem?: string;
   /** `auto`: a hypertable with compression when the timescaledb extension is available; `off`: plain tables. */
   timescale?: 'auto' | 'off';
   /**
@@ -111,7 +126,8 @@ CREATE TABLE IF NOT EXISTS history_values (
   js text,
   key text COLLATE "C" NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS history_values_series_at_key ON history_values (series, at, key);
+CREATE UNIQUE INDEX IF NOT EXISTS history_values_series_at_key ON history_values (series, at, key) INCLUDE (num);
+ALTER TABLE history_values SET (autovacuum_vacuum_insert_scale_factor = 0.01);
 CREATE TABLE IF NOT EXISTS history_events (
   uid text NOT NULL,
   at bigint NOT NULL,
@@ -163,11 +179,19 @@ const STREAM_FIRST_SQL = `SELECT at, key, num, txt, js FROM history_values
 const STREAM_NEXT_SQL = `SELECT at, key, num, txt, js FROM history_values
   WHERE series = ${SERIES_ID} AND (at, key) > ($3, $6) AND at < $4 ORDER BY at, key LIMIT $5`;
 
-function bucketSql(agg: Aggregate): string {
+/** The newest value of each bucket: one backward index probe per bucket, empty buckets yield no row. */
+const LAST_BY_PROBE_SQL = `WITH s AS ${SERIES_ID.replace('SELECT id', 'SELECT id AS sid')}
+  SELECT b AS at, v.num, v.txt, v.js FROM s, generate_series($3::int8, $4::int8 - 1, $5::int8) b
+  CROSS JOIN LATERAL (SELECT num, txt, js FROM history_values
+    WHERE series = s.sid AND at >= b AND at < least(b + $5::int8, $4::int8) ORDER BY at DESC, key DESC LIMIT 1) v
+  LIMIT $6`;
+
+function bucketSql(agg: Aggregate, buckets: number): string {
   // The bucket of a value at `at` starts at from + floor((at - from) / step) * step; at >= from, so integer
   // division is floor.
   const bucket = '$3::int8 + (at - $3::int8) / $5::int8 * $5::int8';
   if (agg === 'last') {
+    if (buckets <= POSTGRES_STORE_DEFAULTS.lastProbeMaxBuckets) return LAST_BY_PROBE_SQL;
     return `SELECT DISTINCT ON (b) b AS at, num, txt, js FROM (
         SELECT ${bucket} AS b, at AS t, key, num, txt, js FROM history_values
         WHERE series = ${SERIES_ID} AND at >= $3 AND at < $4) v
@@ -246,6 +270,7 @@ export class PostgresHistoryStore implements HistoryStore {
       poolSize: POSTGRES_STORE_DEFAULTS.poolSize,
       connectTimeoutMs: POSTGRES_STORE_DEFAULTS.connectTimeoutMs,
       streamChunkRows: POSTGRES_STORE_DEFAULTS.streamChunkRows,
+      workMem: POSTGRES_STORE_DEFAULTS.workMem,
       timescale: 'auto',
       insertMethod: 'unnest',
       ...options,
@@ -256,6 +281,7 @@ export class PostgresHistoryStore implements HistoryStore {
       connectionTimeoutMillis: this.options.connectTimeoutMs,
       types: typeParsers,
       application_name: 'mycelium-history',
+      options: `-c work_mem=${this.options.workMem}`,
     });
     // An idle connection that the server drops emits 'error' on the pool; unhandled, it would end the process.
     // The pool discards that connection and opens another for the next query.
@@ -423,10 +449,12 @@ export class PostgresHistoryStore implements HistoryStore {
     if (!Number.isSafeInteger(q.step) || q.step <= 0)
       throw new RangeError(`step must be a positive integer, got ${q.step}`);
     const agg = q.agg ?? 'avg';
+    const buckets = Math.ceil((q.to - q.from) / q.step);
+    const text = bucketSql(agg, buckets);
     const { rows } = await this.run(() =>
       this.pool.query<ValueDbRow>({
-        name: `history-bucket-${agg}`,
-        text: bucketSql(agg),
+        name: `history-bucket-${agg}-${text === LAST_BY_PROBE_SQL ? 'probe' : 'sort'}`,
+        text,
         values: [q.uid, q.resource, q.from, q.to, q.step, q.limit],
       }),
     );
