@@ -174,7 +174,7 @@ async function launch(o: LaunchOptions): Promise<ChildProcess> {
     log = (log + chunk.toString('utf8')).slice(-LOG_TAIL_CHARS);
   });
   await once(child, 'spawn');
-  guardGroup(child);
+  guardGroup(child, o.dir);
   const deadline = Date.now() + o.readyTimeoutMs;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
@@ -221,11 +221,14 @@ async function terminateGroup(child: ChildProcess, signal: NodeJS.Signals, timeo
 /**
  * A cluster must not outlive the process that started it (a vitest worker is ended without exit hooks, a bench
  * may be killed). A shell holds the read end of a pipe from this process; when this process dies the pipe closes,
- * `read` returns, and the shell kills postgres's process group. The same trick as test/helpers/child-process.ts.
+ * `read` returns, and the shell kills postgres's process group and removes the directory (a second later, once
+ * the backends are gone). The same trick as test/helpers/child-process.ts.
  */
-function guardGroup(child: ChildProcess): void {
+function guardGroup(child: ChildProcess, dir: string): void {
   if (child.pid === undefined) return;
-  const watchdog = spawn('/bin/sh', ['-c', 'read _; kill -KILL -- "-$0" 2>/dev/null', String(child.pid)], {
+  // dash's kill takes no `--`: a negative pid names the group.
+  const script = 'read _; kill -KILL "-$0" 2>/dev/null; sleep 1; rm -rf "$1"';
+  const watchdog = spawn('/bin/sh', ['-c', script, String(child.pid), dir], {
     stdio: ['pipe', 'ignore', 'ignore'],
   });
   watchdog.on('error', () => {});
