@@ -73,11 +73,23 @@ describe('PostgreSQL history store', () => {
     expect(await store.query(range)).toEqual([{ at: 3, value: 3 }]);
   });
 
-  it('refuses a bucket step that is not a positive integer before asking the server', async () => {
+  it('refuses a bucket step, a time or a limit that is not a whole number before asking the server', async () => {
     const store = await openStore();
     for (const step of [0, -5, 1.5, Number.NaN]) {
       await expect(store.query({ ...range, step })).rejects.toThrow(RangeError);
     }
+    for (const bad of [1.5, Number.NaN, 1e300, Number.POSITIVE_INFINITY]) {
+      await expect(store.query({ ...range, from: bad })).rejects.toThrow(RangeError);
+      await expect(store.query({ ...range, limit: bad })).rejects.toThrow(RangeError);
+      await expect(store.events('node-1', 0, bad, 10)).rejects.toThrow(RangeError);
+      await expect(
+        store
+          .stream({ ...range, to: bad })
+          [Symbol.asyncIterator]()
+          .next(),
+      ).rejects.toThrow(RangeError);
+    }
+    expect(await store.query(range)).toEqual([]);
   });
 
   it('`last` answers the same whether it probes each bucket (few buckets) or sorts the range (many)', async () => {

@@ -436,6 +436,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async query(q: RangeQuery): Promise<Point[]> {
+    checkRange(q.from, q.to, q.limit);
     if (q.step === undefined) {
       const { rows } = await this.run(() =>
         this.pool.query<ValueDbRow>({
@@ -462,6 +463,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async *stream(q: Pick<RangeQuery, 'uid' | 'resource' | 'from' | 'to'>): AsyncIterable<Point> {
+    checkRange(q.from, q.to, 1);
     const chunk = this.options.streamChunkRows;
     let last: { at: number; key: string } | undefined;
     for (;;) {
@@ -485,6 +487,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async events(uid: string, from: number, to: number, limit: number): Promise<EventRow[]> {
+    checkRange(from, to, limit);
     const { rows } = await this.run(() =>
       this.pool.query<{ at: number; uid: string; kind: EventKind; detail: string; key: string }>({
         name: 'history-events',
@@ -551,6 +554,17 @@ export class PostgresHistoryStore implements HistoryStore {
       throw translate(err);
     }
   }
+}
+
+/**
+ * Times and limits become int8 parameters: a fraction, NaN or 1e300 would come back as a PostgreSQL syntax error
+ * that looks like a server fault. The service validates its input; this keeps the store's own contract plain.
+ */
+function checkRange(from: number, to: number, limit: number): void {
+  if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to)) {
+    throw new RangeError(`from and to must be integer epoch milliseconds, got ${from} and ${to}`);
+  }
+  if (!Number.isSafeInteger(limit) || limit < 0) throw new RangeError(`limit must be a whole number, got ${limit}`);
 }
 
 function eventsStatement(events: readonly EventRow[]): pg.QueryConfig {
