@@ -126,6 +126,17 @@ describe('PostgreSQL history store', () => {
     expect((await store.stats()).values).toBe(10_001);
   });
 
+  it('refuses a session setting that would smuggle more into the connection options', () => {
+    const hostile: Record<string, string>[] = [
+      { work_mem: '1MB -c search_path=evil' },
+      { 'work_mem=1MB -c x': '1' },
+      { jit: "'off'" },
+    ];
+    for (const session of hostile) {
+      expect(() => new PostgresHistoryStore({ url: cluster.url(), session })).toThrow(RangeError);
+    }
+  });
+
   it('close() twice is harmless; a closed store rejects', async () => {
     const store = await openStore();
     await store.close();

@@ -32,10 +32,12 @@ export const POSTGRES_STORE_DEFAULTS = {
   /** Forgotten series ids beyond this many (the cache is a convenience; the table is the truth). */
   seriesCacheSize: 100_000,
   /**
-   * Per-connection sort memory. A day of 1 Hz values (86,400 rows) is sorted into its buckets; PostgreSQL's 4 MB
-   * default spills that sort to disk and doubles the query time (docs/history-postgres.md).
+   * Settings of the store's connections, tuned for short interactive queries (docs/history-postgres.md):
+   * work_mem: a day of 1 Hz values (86,400 rows) is sorted into its buckets, and the 4 MB default spills that
+   * sort to disk; jit: compiling a query costs more CPU than a 50 ms query saves; parallel workers are forked per
+   * query, which on a small machine costs more than they save and competes with ingest.
    */
-  workMem: '32MB',
+  session: { work_mem: '32MB', jit: 'off', max_parallel_workers_per_gather: '0' } as Readonly<Record<string, string>>,
   /**
    * `last` probes the index once per bucket (newest row of each), far cheaper than sorting the range, as long as
    * the buckets are not too many: each empty bucket is a probe too. Beyond this count it sorts.
@@ -54,8 +56,8 @@ export interface PostgresStoreOptions {
   poolSize?: number;
   connectTimeoutMs?: number;
   streamChunkRows?: number;
-  /** work_mem of the store's connections (PostgreSQL syntax, e.g. '32MB'). */
-  workMem?: string;
+  /** Server settings for the store's connections, replacing POSTGRES_STORE_DEFAULTS.session name by name. */
+  session?: Record<string, string>;
   /** `auto`: a hypertable with compression when the timescaledb extension is available; `off`: plain tables. */
   timescale?: 'auto' | 'off';
   /**
@@ -246,6 +248,21 @@ function cleanSettings(raw: unknown): ResourceSettings {
   return out;
 }
 
+const SETTING_NAME = /^[a-z_][a-z0-9_.]*$/;
+const SETTING_VALUE = /^[A-Za-z0-9_.-]+$/;
+
+/** The libpq `options` string (`-c name=value ...`); names and values are checked so nothing else gets in. */
+function sessionOptions(settings: Record<string, string>): string {
+  return Object.entries(settings)
+    .map(([name, value]) => {
+      if (!SETTING_NAME.test(name) || !SETTING_VALUE.test(value)) {
+        throw new RangeError(`bad PostgreSQL session setting ${JSON.stringify(name)}=${JSON.stringify(value)}`);
+      }
+      return `-c ${name}=${value}`;
+    })
+    .join(' ');
+}
+
 function seriesKey(uid: string, resource: string): string {
   return `${uid}\u0000${resource}`;
 }
@@ -261,7 +278,8 @@ export class PostgresHistoryStore implements HistoryStore {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
   private readonly seriesIds = new Map<string, number>();
-  private readonly options: Required<Omit<PostgresStoreOptions, 'onError'>> & Pick<PostgresStoreOptions, 'onError'>;
+  private readonly options: Required<Omit<PostgresStoreOptions, 'onError' | 'session'>> &
+    Pick<PostgresStoreOptions, 'onError' | 'session'>;
   /** True once open() made history_values a TimescaleDB hypertable. */
   private hypertable = false;
 
@@ -270,7 +288,6 @@ export class PostgresHistoryStore implements HistoryStore {
       poolSize: POSTGRES_STORE_DEFAULTS.poolSize,
       connectTimeoutMs: POSTGRES_STORE_DEFAULTS.connectTimeoutMs,
       streamChunkRows: POSTGRES_STORE_DEFAULTS.streamChunkRows,
-      workMem: POSTGRES_STORE_DEFAULTS.workMem,
       timescale: 'auto',
       insertMethod: 'unnest',
       ...options,
@@ -281,7 +298,7 @@ export class PostgresHistoryStore implements HistoryStore {
       connectionTimeoutMillis: this.options.connectTimeoutMs,
       types: typeParsers,
       application_name: 'mycelium-history',
-      options: `-c work_mem=${this.options.workMem}`,
+      options: sessionOptions({ ...POSTGRES_STORE_DEFAULTS.session, ...options.session }),
     });
     // An idle connection that the server drops emits 'error' on the pool; unhandled, it would end the process.
     // The pool discards that connection and opens another for the next query.

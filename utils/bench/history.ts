@@ -14,13 +14,16 @@
 // server's default durability (fsync, synchronous_commit on). SQLite runs on a file in a temporary directory once
 // services/history/store-sqlite.ts is merged; until then its half says it was skipped.
 // Usage: npm run bench:history [-- --values 1000000 --stores postgres --queries 200 --stream-rows 1000000]
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Aggregate, HistoryStore, ValueRow } from '../../services/history/store.ts';
 import { startPostgresCluster } from '../history/postgres-cluster.ts';
-import { loadSqlite, postgresStoreOn } from '../history/stores.ts';
+import pg from 'pg';
+import { PostgresHistoryStore } from '../../services/history/store-postgres.ts';
+import { createDatabase, loadSqlite, postgresStoreOn } from '../history/stores.ts';
 import { percentile } from './proc.ts';
 
 const { values: args } = parseArgs({
@@ -146,6 +149,38 @@ async function ingest(store: HistoryStore, l: Layout, label: string): Promise<In
   };
 }
 
+const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/**
+ * User + system CPU time of a server and its child processes (postgres and its backends, which are its children
+ * but each in its own session), in milliseconds. With other work on the machine, wall-clock latency mostly
+ * measures waiting for a core; CPU time per query does not.
+ */
+function serverTreeCpuMs(pid: number): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // After the command name: state, ppid, pgrp, ...; utime and stime are the 12th and 13th.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(entry) !== pid && Number(fields[1]) !== pid) continue;
+      total += ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+    } catch {
+      // The process ended between the listing and the read.
+    }
+  }
+  return total;
+}
+
+/** CPU milliseconds spent so far by the database server's processes (0 for an embedded store). */
+type CpuClock = () => number;
+
+const processCpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
 /** A tiny deterministic generator, so every run asks the same queries. */
 function lcg(seed: number): () => number {
   let x = seed >>> 0;
@@ -161,15 +196,24 @@ interface QueryResult {
   p50: number;
   p99: number;
   max: number;
+  /** Mean CPU per query: this process's, and the database server's (0 for an embedded store). */
+  clientCpuMs: number;
+  serverCpuMs: number;
 }
 
-async function queries(store: HistoryStore, l: Layout, agg: Aggregate): Promise<QueryResult> {
+async function queries(store: HistoryStore, l: Layout, agg: Aggregate, serverCpu: CpuClock): Promise<QueryResult> {
   const random = lcg(13);
   const span = Math.min(DAY_MS, l.seconds * 1000);
   const step = Math.max(1, Math.floor(span / BUCKETS));
   const times: number[] = [];
   let points = 0;
+  let client0 = 0;
+  let server0 = 0;
   for (let i = 0; i < WARMUP_QUERIES + QUERIES; i++) {
+    if (i === WARMUP_QUERIES) {
+      client0 = processCpuMs();
+      server0 = serverCpu();
+    }
     const series = Math.floor(random() * l.series);
     const from = T0 + Math.floor((random() * (l.seconds * 1000 - span)) / 1000) * 1000;
     const t = performance.now();
@@ -187,8 +231,18 @@ async function queries(store: HistoryStore, l: Layout, agg: Aggregate): Promise<
       points = got.length;
     }
   }
+  const clientCpuMs = (processCpuMs() - client0) / QUERIES;
+  const serverCpuMs = (serverCpu() - server0) / QUERIES;
   times.sort((a, b) => a - b);
-  return { agg, points, p50: percentile(times, 50), p99: percentile(times, 99), max: times[times.length - 1] };
+  return {
+    agg,
+    points,
+    p50: percentile(times, 50),
+    p99: percentile(times, 99),
+    max: times[times.length - 1],
+    clientCpuMs,
+    serverCpuMs,
+  };
 }
 
 interface StreamResult {
@@ -236,9 +290,14 @@ interface StoreReport {
   stream: StreamResult;
   bytesPerValue: number;
   inserts?: { method: string; rate: number }[];
+  queriesAfterVacuum?: QueryResult[];
 }
 
-async function measure(store: HistoryStore, l: Layout): Promise<Omit<StoreReport, 'kind' | 'inserts'>> {
+async function measure(
+  store: HistoryStore,
+  l: Layout,
+  serverCpu: CpuClock,
+): Promise<Omit<StoreReport, 'kind' | 'inserts'>> {
   await store.open();
   const ingested = await ingest(store, l, store.kind);
   const stats = await store.stats();
@@ -246,7 +305,7 @@ async function measure(store: HistoryStore, l: Layout): Promise<Omit<StoreReport
     `  ${store.kind}: ${stats.values.toLocaleString('en')} values, ${(stats.bytes / 2 ** 20).toFixed(0)} MiB`,
   );
   const results: QueryResult[] = [];
-  for (const agg of ['avg', 'last'] as const) results.push(await queries(store, l, agg));
+  for (const agg of ['avg', 'last'] as const) results.push(await queries(store, l, agg, serverCpu));
   const stream = await streamCsv(store);
   return { ingest: ingested, queries: results, stream, bytesPerValue: stats.bytes / stats.values };
 }
@@ -274,9 +333,31 @@ async function benchPostgres(l: Layout): Promise<StoreReport> {
         await store.close();
       }
     }
-    const store = await postgresStoreOn(cluster);
+    const url = cluster.url(await createDatabase(cluster));
+    const store = new PostgresHistoryStore({ url });
     try {
-      return { kind: 'postgres', inserts, ...(await measure(store, l)) };
+      const serverCpu = (): number => serverTreeCpuMs(cluster.pid);
+      const report: StoreReport = { kind: 'postgres', inserts, ...(await measure(store, l, serverCpu)) };
+      // Right after a fast fill, autovacuum has usually not yet set the visibility map of the newest pages, so
+      // bucket queries read the table instead of the index alone. The same queries again once it has:
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      try {
+        const { rows } = await admin.query(
+          "SELECT n_ins_since_vacuum, autovacuum_count FROM pg_stat_user_tables WHERE relname = 'history_values'",
+        );
+        console.log(`  postgres before VACUUM: ${JSON.stringify(rows[0])}`);
+        const t = performance.now();
+        await admin.query('VACUUM (ANALYZE) history_values');
+        console.log(`  postgres: VACUUM (ANALYZE) took ${fmt((performance.now() - t) / 1000, 1)} s`);
+      } finally {
+        await admin.end();
+      }
+      report.queriesAfterVacuum = [];
+      for (const agg of ['avg', 'last'] as const) {
+        report.queriesAfterVacuum.push(await queries(store, l, agg, serverCpu));
+      }
+      return report;
     } finally {
       await store.close();
     }
@@ -291,7 +372,7 @@ async function benchSqlite(l: Layout): Promise<StoreReport | string> {
   const dir = await mkdtemp(join(tmpdir(), 'bench-history-sqlite-'));
   const store = factory(dir);
   try {
-    return { kind: 'sqlite', ...(await measure(store, l)) };
+    return { kind: 'sqlite', ...(await measure(store, l, () => 0)) };
   } finally {
     await store.close();
     await rm(dir, { recursive: true, force: true });
@@ -301,10 +382,16 @@ async function benchSqlite(l: Layout): Promise<StoreReport | string> {
 const fmt = (n: number, digits = 0): string =>
   n.toLocaleString('en', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
+/** p50 / p99 / max wall ms, then mean CPU ms per query (this process + the server) and the points returned. */
+function queryCell(x: QueryResult): string {
+  const cpu = `cpu ${fmt(x.clientCpuMs, 1)} + ${fmt(x.serverCpuMs, 1)}`;
+  return `${fmt(x.p50, 1)} / ${fmt(x.p99, 1)} / ${fmt(x.max, 1)} (${cpu}; ${x.points} pts)`;
+}
+
 async function main(): Promise<void> {
   const l = layout();
   console.log(
-    `bench:history: ${fmt(TOTAL)} values (${l.series} series × ${fmt(l.seconds)} s at 1 Hz + ${fmt(STREAM_ROWS)} at 10 Hz), ` +
+    `bench:history: ${fmt(l.series * l.seconds + l.streamRows)} values (${l.series} series × ${fmt(l.seconds)} s at 1 Hz + ${fmt(STREAM_ROWS)} at 10 Hz), ` +
       `batches of ${fmt(BATCH)}, ${QUERIES} queries, load average ${loadavg()[0].toFixed(2)}`,
   );
   const reports: StoreReport[] = [];
@@ -323,12 +410,15 @@ async function main(): Promise<void> {
   for (const r of reports) {
     const q = (agg: Aggregate): string => {
       const x = r.queries.find((y) => y.agg === agg);
-      return x === undefined ? '-' : `${fmt(x.p50, 1)} / ${fmt(x.p99, 1)} / ${fmt(x.max, 1)} (${x.points} pts)`;
+      return x === undefined ? '-' : queryCell(x);
     };
     console.log(
       `| ${r.kind} | ${fmt(r.ingest.rate)} (${fmt(r.ingest.firstTenthRate)} / ${fmt(r.ingest.lastTenthRate)}) | ${q('avg')} | ${q('last')} | ` +
         `${fmt(r.stream.rate)} | ${fmt(r.stream.rssBeforeMiB)} / ${fmt(r.stream.rssPeakMiB)} | ${fmt(r.bytesPerValue, 1)} |`,
     );
+    for (const x of r.queriesAfterVacuum ?? []) {
+      console.log(`  ${r.kind} after VACUUM, ${x.agg}: ${queryCell(x)}`);
+    }
     for (const i of r.inserts ?? []) console.log(`  ${r.kind} insert method ${i.method}: ${fmt(i.rate)} values/s`);
   }
 }

@@ -35,13 +35,15 @@ export interface PostgresClusterOptions {
 
 export interface PostgresCluster {
   port: number;
+  /** The postmaster's pid. Its backends are its children, but each calls setsid(): they are not in its group. */
+  readonly pid: number;
   /** The temporary directory: data in `data/`, the unix socket beside it. */
   dir: string;
   /** Superuser `postgres`, trust authentication on loopback only. */
   url(database?: string): string;
-  /** Fast shutdown (SIGINT to the group), SIGKILL after a timeout, then the directory is removed. Safe twice. */
+  /** Fast shutdown (SIGINT), SIGKILL after a timeout, then the directory is removed. Safe twice. */
   stop(): Promise<void>;
-  /** SIGKILL to the whole group, as a crash; restart() brings it back on the same port and data. */
+  /** SIGKILL to the postmaster, as a crash (its backends quit when they see it gone); restart() brings it back. */
   crash(): Promise<void>;
   /** Starts postgres again (same port and data) after crash(). */
   restart(): Promise<void>;
@@ -110,6 +112,9 @@ export async function startPostgresCluster(options: PostgresClusterOptions = {})
   let stopped: Promise<void> | undefined;
   return {
     port,
+    get pid() {
+      return child?.pid ?? 0;
+    },
     dir,
     url: (database = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${encodeURIComponent(database)}`,
     stop() {
@@ -163,7 +168,8 @@ async function launch(o: LaunchOptions): Promise<ChildProcess> {
     ...o.settings,
   };
   const args = ['-D', o.dataDir, ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])];
-  // Its own process group (detached), so stop and crash reach the backends too, and Ctrl-C of a bench does not.
+  // Its own process group (detached), so a Ctrl-C meant for a bench or vitest does not reach it: stop() shuts it
+  // down in order. (Its backends leave the group anyway: each calls setsid(), and quits when the postmaster dies.)
   const child = spawn(join(o.binDir, 'postgres'), args, {
     stdio: ['ignore', 'ignore', 'pipe'],
     detached: true,
@@ -198,7 +204,7 @@ async function isReady(dataDir: string): Promise<boolean> {
   }
 }
 
-/** Signals the process group, SIGKILL to the group if the leader has not exited within `timeoutMs`. */
+/** Signals the postmaster's group, SIGKILL if it has not exited within `timeoutMs` (fast shutdown ends backends). */
 async function terminateGroup(child: ChildProcess, signal: NodeJS.Signals, timeoutMs: number): Promise<void> {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
@@ -221,7 +227,7 @@ async function terminateGroup(child: ChildProcess, signal: NodeJS.Signals, timeo
 /**
  * A cluster must not outlive the process that started it (a vitest worker is ended without exit hooks, a bench
  * may be killed). A shell holds the read end of a pipe from this process; when this process dies the pipe closes,
- * `read` returns, and the shell kills postgres's process group and removes the directory (a second later, once
+ * `read` returns, and the shell kills the postmaster and removes the directory (a second later, once
  * the backends are gone). The same trick as test/helpers/child-process.ts.
  */
 function guardGroup(child: ChildProcess, dir: string): void {
