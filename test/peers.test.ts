@@ -11,6 +11,7 @@ import {
   ensurePeers,
   missingPeers,
   PEERS,
+  postgresBinDirs,
   type Peer,
   PeersMissingError,
   packagesFor,
@@ -46,6 +47,7 @@ describe('which peers are missing', () => {
       'coap-client-notls',
       'coap-server-notls',
       'chromium',
+      'postgres',
     ]);
   });
 
@@ -54,6 +56,14 @@ describe('which peers are missing', () => {
     const missing = missingPeers(PEERS, { env: { PATH: '/nonexistent' }, extraDirs: [dir] });
     expect(bins(missing)).not.toContain('nats-server');
     expect(bins(missing)).toContain('mosquitto');
+  });
+
+  it('finds the PostgreSQL server in its versioned Debian directory, or in POSTGRES_BIN_DIR', async () => {
+    await fakeBin('postgres');
+    expect(postgresBinDirs({ POSTGRES_BIN_DIR: dir })).toEqual([dir]);
+    expect(postgresBinDirs({}).every((d) => /^\/usr\/lib\/postgresql\/[^/]+\/bin$/.test(d))).toBe(true);
+    const missing = missingPeers(PEERS, { env: { PATH: '/nonexistent', POSTGRES_BIN_DIR: dir } });
+    expect(bins(missing)).not.toContain('postgres');
   });
 
   it('counts a file that is not executable as missing, and ignores relative PATH entries', async () => {
@@ -80,7 +90,14 @@ describe('which peers are missing', () => {
   it('maps binaries to Debian packages, each package once', () => {
     const clients = PEERS.filter((p) => p.bin.startsWith('mosquitto_') || p.bin.startsWith('coap-'));
     expect(packagesFor(clients)).toEqual(['mosquitto-clients', 'libcoap3-bin']);
-    expect(packagesFor(PEERS)).toEqual(['nats-server', 'mosquitto', 'mosquitto-clients', 'libcoap3-bin', 'chromium']);
+    expect(packagesFor(PEERS)).toEqual([
+      'nats-server',
+      'mosquitto',
+      'mosquitto-clients',
+      'libcoap3-bin',
+      'chromium',
+      'postgresql',
+    ]);
   });
 
   it('every package is one CI installs too', async () => {

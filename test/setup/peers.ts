@@ -6,7 +6,7 @@
 // MYCELIUM_TEST_NO_INSTALL=1   only check: stop with the command instead of installing.
 // MYCELIUM_TEST_NO_PEERS=1     skip the check (running only unit tests on a machine without the peers).
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readdirSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 
 export interface Peer {
@@ -27,6 +27,8 @@ export const PEERS: readonly Peer[] = [
   { bin: 'coap-client-notls', pkg: 'libcoap3-bin' },
   { bin: 'coap-server-notls', pkg: 'libcoap3-bin' },
   { bin: 'chromium', env: 'CHROMIUM_PATH', pkg: 'chromium' },
+  // initdb and postgres for the history store's tests (test/helpers/postgres.ts); found via postgresBinDirs().
+  { bin: 'postgres', pkg: 'postgresql' },
 ];
 
 /**
@@ -34,6 +36,20 @@ export const PEERS: readonly Peer[] = [
  * and the helpers start them from there, so both are searched whatever PATH says.
  */
 export const DEBIAN_DIRS: readonly string[] = ['/usr/sbin', '/usr/bin'];
+
+/**
+ * Debian's PostgreSQL server binaries live in /usr/lib/postgresql/<major>/bin, on no PATH
+ * (utils/history/postgres-cluster.ts starts them from there, or from $POSTGRES_BIN_DIR). Listed at each call, so
+ * the check after an install sees the directory the install created.
+ */
+export function postgresBinDirs(env: NodeJS.ProcessEnv): string[] {
+  if (env.POSTGRES_BIN_DIR) return [env.POSTGRES_BIN_DIR];
+  try {
+    return readdirSync('/usr/lib/postgresql').map((major) => join('/usr/lib/postgresql', major, 'bin'));
+  } catch {
+    return [];
+  }
+}
 
 function executable(path: string): boolean {
   try {
@@ -46,7 +62,7 @@ function executable(path: string): boolean {
 
 export interface LookupOptions {
   env: NodeJS.ProcessEnv;
-  /** Searched after PATH; DEBIAN_DIRS by default. */
+  /** Searched after PATH; DEBIAN_DIRS and postgresBinDirs() by default. */
   extraDirs?: readonly string[];
   isExecutable?: (path: string) => boolean;
 }
@@ -56,7 +72,7 @@ export function missingPeers(peers: readonly Peer[], options: LookupOptions): Pe
   const isExec = options.isExecutable ?? executable;
   const dirs = [
     ...(options.env.PATH ?? '').split(delimiter).filter((d) => isAbsolute(d)),
-    ...(options.extraDirs ?? DEBIAN_DIRS),
+    ...(options.extraDirs ?? [...DEBIAN_DIRS, ...postgresBinDirs(options.env)]),
   ];
   return peers.filter((peer) => {
     const override = peer.env === undefined ? undefined : options.env[peer.env];
@@ -91,7 +107,7 @@ export function stopMessage(missing: readonly Peer[], reason: string, asRoot: bo
     `The integration tests need real peers that are not installed: ${missing.map((p) => p.bin).join(', ')}. ` +
     `${reason}. Run:\n\n  ${command}\n\n` +
     'then npm test again (binaries elsewhere: NATS_SERVER_BIN, MOSQUITTO_BIN, MOSQUITTO_PUB, MOSQUITTO_SUB, ' +
-    'CHROMIUM_PATH; see docs/testing.md).'
+    'CHROMIUM_PATH, POSTGRES_BIN_DIR; see docs/testing.md).'
   );
 }
 
