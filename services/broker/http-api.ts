@@ -7,6 +7,7 @@ import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
 import { isIdentifier, parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
+import { registerCors } from './cors.ts';
 import { registerHistoryApi } from './history-api.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
@@ -105,6 +106,8 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     }
     req.claims = result.claims;
   };
+
+  registerCors(app);
 
   app.get('/healthz', async () => ({
     status: 'ok',
