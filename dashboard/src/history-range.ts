@@ -58,11 +58,7 @@ export interface Band {
  * oldest first. The state before the first event is the opposite of that event; with no event at all, `nowOnline`
  * (the node's status in the live model) holds for the whole range.
  */
-export function presenceBands(
-  events: readonly { at: number; kind: string }[],
-  r: Range,
-  nowOnline: boolean,
-): Band[] {
+export function presenceBands(events: readonly { at: number; kind: string }[], r: Range, nowOnline: boolean): Band[] {
   const changes = events.filter((e) => (e.kind === 'new' || e.kind === 'out') && e.at >= r.from && e.at < r.to);
   let online = changes.length === 0 ? nowOnline : changes[0].kind === 'out';
   const bands: Band[] = [];
