@@ -195,7 +195,9 @@ describe('dashboard history view', () => {
     const shown = await waitPlotted(p, (s) => s.state === 'ready' && s.to - s.from === 24 * 60 * MIN, '24 h again');
     const [download] = await Promise.all([p.waitForEvent('download'), p.click('.history-csv')]);
     expect(download.suggestedFilename()).toBe(`${uid}-temperature.csv`);
-    const lines = readFileSync((await download.path())!, 'utf8').trimEnd().split('\n');
+    const lines = readFileSync((await download.path())!, 'utf8')
+      .trimEnd()
+      .split('\n');
     expect(lines[0]).toBe('time,value');
     expect(lines).toHaveLength(shown.points + 1);
     expect(lines[1]).toBe(`${new Date(older[0]).toISOString()},20`);
