@@ -8,6 +8,7 @@
 // its stylesheet is bundled. Every device string is set as text.
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+import './history.css';
 import type { Json } from '../../services/protocol/messages.ts';
 import { formatTime, h, setText } from './dom.ts';
 import { HistoryClient, HistoryError, type HistoryPoint, type PresenceEvent } from './history-client.ts';
