@@ -18,6 +18,8 @@ export const RAW_POINTS = 4_000;
 export const BUCKETS = 2_000;
 /** The narrowest range zoom goes down to. */
 export const MIN_SPAN_MS = 10_000;
+/** The widest: a year, well inside what one query may span (the broker refuses beyond ten). */
+export const MAX_SPAN_MS = 366 * 24 * HOUR_MS;
 
 export interface Range {
   from: number;
@@ -29,9 +31,9 @@ export function bucketStep(r: Range): number {
   return Math.max(1, Math.ceil((r.to - r.from) / BUCKETS));
 }
 
-/** A range zoomed around its centre by `factor` (>1 widens), never narrower than MIN_SPAN_MS nor past `now`. */
+/** A range zoomed around its centre by `factor` (>1 widens), within MIN_SPAN_MS..MAX_SPAN_MS, never past `now`. */
 export function zoomed(r: Range, factor: number, now: number): Range {
-  const span = Math.max(MIN_SPAN_MS, (r.to - r.from) * factor);
+  const span = Math.min(MAX_SPAN_MS, Math.max(MIN_SPAN_MS, (r.to - r.from) * factor));
   const mid = (r.from + r.to) / 2;
   return clampToNow({ from: Math.round(mid - span / 2), to: Math.round(mid + span / 2) }, now);
 }

@@ -151,7 +151,7 @@ export class HistoryView {
     this.dialog.dataset.uid = target.uid;
     this.dialog.dataset.endpoint = target.endpoint;
     setText(this.title, `${target.title} · ${target.endpoint}`);
-    this.numeric = target.endpoint in SENSOR_UNITS;
+    this.numeric = Object.hasOwn(SENSOR_UNITS, target.endpoint);
     this.el.hidden = false;
     this.closeButton.focus();
     this.choosePreset('1h');
@@ -366,7 +366,7 @@ export class HistoryView {
             width: 2,
             spanGaps: false,
             points: { show: false },
-            value: (_u, val) => (val === null ? '–' : `${val} ${SENSOR_UNITS[endpoint] ?? ''}`.trim()),
+            value: (_u, val) => (val === null ? '–' : `${val} ${Object.hasOwn(SENSOR_UNITS, endpoint) ? SENSOR_UNITS[endpoint] : ''}`.trim()),
           },
         ],
         scales: { x: { time: true, range: () => [this.range.from, this.range.to] } },
