@@ -136,8 +136,8 @@ export class HistoryView {
     this.el.addEventListener('click', (ev) => {
       if (ev.target === this.el) this.close();
     });
-    this.el.addEventListener('keydown', (ev) => {
-      if (ev.key === 'Escape') this.close();
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && this.isOpen) this.close();
     });
     window.addEventListener('resize', () => this.resize());
   }
@@ -255,13 +255,13 @@ export class HistoryView {
         const ev = await events;
         if (seq !== this.loadSeq) return;
         this.events = ev;
-        this.show(points);
+        this.show(points, r.to);
         this.setNote('ready', note);
       })
       .catch((err: unknown) => {
         if (seq !== this.loadSeq || abort.signal.aborted) return;
         this.events = [];
-        this.show([]);
+        this.show([], r.to);
         if (err instanceof HistoryError && err.unavailable) {
           // No history service: the view still follows the live values, and says why the past is missing.
           this.setNote('unavailable', `No history: ${err.message}. Showing live values only.`);
@@ -290,11 +290,25 @@ export class HistoryView {
     return { points: bucketed.points, note: `${agg} per ${describeStep(step)} (${bucketed.points.length} buckets)` };
   }
 
-  private show(points: HistoryPoint[]): void {
+  /**
+   * Replaces what is shown by `points`. A range that follows the clock keeps the live values that arrived while
+   * the query ran (after its end, `asked`); a fixed range shows the store's answer alone.
+   */
+  private show(points: HistoryPoint[], asked: number): void {
+    const following = this.preset !== undefined;
+    const live: [number, number | null][] = [];
+    if (following)
+      for (let i = 0; i < this.xs.length; i++) if (this.xs[i] >= asked) live.push([this.xs[i], this.ys[i]]);
+    const liveLog = following ? this.log.filter(([at]) => at >= asked) : [];
     this.xs = [];
     this.ys = [];
     this.log = [];
     for (const [at, v] of points) this.add(at, v);
+    for (const [at, y] of live) {
+      this.xs.push(at);
+      this.ys.push(y);
+    }
+    this.log.push(...liveLog);
     this.chart.hidden = !this.numeric;
     this.logList.hidden = this.numeric;
     if (this.numeric) this.ensurePlot();
@@ -366,7 +380,10 @@ export class HistoryView {
             width: 2,
             spanGaps: false,
             points: { show: false },
-            value: (_u, val) => (val === null ? '–' : `${val} ${Object.hasOwn(SENSOR_UNITS, endpoint) ? SENSOR_UNITS[endpoint] : ''}`.trim()),
+            value: (_u, val) =>
+              val === null
+                ? '–'
+                : `${val} ${Object.hasOwn(SENSOR_UNITS, endpoint) ? SENSOR_UNITS[endpoint] : ''}`.trim(),
           },
         ],
         scales: { x: { time: true, range: () => [this.range.from, this.range.to] } },
