@@ -174,7 +174,8 @@ export class HistoryView {
     const now = Date.now();
     if (msg.type === 'new' || msg.type === 'out') {
       t.online = msg.type === 'new' && msg.status === 'online';
-      if (this.preset !== undefined) this.events.push({ at: now, kind: msg.type });
+      // A `new` may announce a node that is offline: the band follows the status, not the frame's type.
+      if (this.preset !== undefined) this.events.push({ at: now, kind: t.online ? 'new' : 'out' });
     } else if (msg.type === 'update' && msg.endpoint.replace(/^\/+/, '') === t.endpoint) {
       // Only a range that follows the clock takes live values; a custom range is a fixed window on the past.
       if (this.preset === undefined) return;
