@@ -6,6 +6,7 @@ import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
 import { h, setText } from './dom.ts';
+import { HistoryOpener } from './history-opener.ts';
 import { configureTiles } from './map.ts';
 import { applyFrame, type NodeModel } from './model.ts';
 import { loadSettings, saveSettings } from './settings.ts';
@@ -64,6 +65,7 @@ export class App {
   private readonly observer: IntersectionObserver;
   private readonly hidden: Set<string>;
   private readonly knownResources = new Set(KNOWN_RESOURCES);
+  private readonly history: HistoryOpener;
 
   // Elements
   private readonly grid = h('main', { class: 'grid', id: 'grid' });
@@ -108,6 +110,7 @@ export class App {
       invalid: (reason) => console.warn('mycelium: frame refused:', reason),
     });
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
+    this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
   }
 
   start(): void {
@@ -173,6 +176,7 @@ export class App {
     this.logoutButton.addEventListener('click', () => {
       forgetToken();
       this.token = undefined;
+      this.history.close();
       this.conn.stop();
       this.clearAll();
       this.showLogin('Logged out.');
@@ -313,6 +317,7 @@ export class App {
         const target = this.staging ?? this.nodes;
         const change = applyFrame(target, msg, Date.now());
         if (change === undefined || target !== this.nodes) return;
+        this.history.frame(msg);
         if (msg.type === 'new' && msg.status === 'online') this.undismiss(msg.uid);
         if (msg.type === 'reset') this.cards.get(msg.uid)?.invalidateCharts();
         this.markDirty(
@@ -423,10 +428,18 @@ export class App {
       write: (u, ep, payload, el) => this.write(u, ep, payload, el),
       dismiss: (u) => this.dismiss(u),
       isHidden: (ep) => this.hidden.has(ep),
+      openHistory: (u, ep) => this.openHistory(u, ep),
     });
     this.cards.set(uid, card);
     this.observer.observe(card.el);
     return card;
+  }
+
+  private openHistory(uid: string, endpoint: string): void {
+    const node = this.nodes.get(uid);
+    if (node === undefined) return;
+    const title = this.cards.get(uid)?.name || uid;
+    this.history.open({ uid, endpoint, title, online: node.status === 'online' });
   }
 
   /** Keeps cards sorted by name (then uid): binary search in `ordered`, one DOM move when it changes. */

@@ -17,6 +17,8 @@ export interface CardDeps {
   write: Writer;
   dismiss(uid: string): void;
   isHidden(endpoint: string): boolean;
+  /** Opens the resource's history view; without it the resource names are plain labels. */
+  openHistory?(uid: string, endpoint: string): void;
 }
 
 const NAME_MAX = 80;
@@ -56,6 +58,15 @@ export class Card {
     );
     setText(this.uidEl, uid);
     this.dismissButton.addEventListener('click', () => deps.dismiss(uid));
+    const openHistory = deps.openHistory;
+    if (openHistory !== undefined) {
+      // One listener per card: a resource name is a button that opens its history.
+      this.body.addEventListener('click', (ev) => {
+        const name = (ev.target as Element).closest('button.res-name');
+        const endpoint = name?.parentElement?.dataset.endpoint;
+        if (endpoint !== undefined) openHistory(uid, endpoint);
+      });
+    }
   }
 
   /** Brings the card up to date: every resource (`all`), or only the listed ones. */
@@ -150,7 +161,9 @@ export class Card {
       const el = h(
         'section',
         { class: 'res', 'data-endpoint': endpoint },
-        h('div', { class: 'res-name' }, endpoint),
+        this.deps.openHistory === undefined
+          ? h('div', { class: 'res-name' }, endpoint)
+          : h('button', { type: 'button', class: 'res-name', title: `history of ${endpoint}` }, endpoint),
         widget.el,
       );
       el.hidden = this.deps.isHidden(endpoint);

@@ -10,6 +10,7 @@ import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
+import { registerCors } from './cors.ts';
 import { registerHistoryApi } from './history-api.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
@@ -115,6 +116,8 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     }
     req.claims = result.claims;
   };
+
+  registerCors(app);
 
   app.register(async (ops) => {
     ops.get('/healthz', { schema: routeSchemas.health }, async () => ({
