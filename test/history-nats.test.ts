@@ -22,6 +22,10 @@ const BIN = fileURLToPath(new URL('../bin/mycelium.js', import.meta.url));
 const CHILD_READY_TIMEOUT_MS = 30_000;
 /** Waiting for thousands of values to be stored on a shared, busy machine. */
 const INGEST_TIMEOUT_MS = 30_000;
+/** A test in-process: its waits and a margin. */
+const TEST_TIMEOUT_MS = 60_000;
+/** The kill -9 test: two `mycelium history` starts and the ingestion. */
+const KILL_TEST_TIMEOUT_MS = 150_000;
 
 const dir = mkdtempSync(join(tmpdir(), 'myc-history-nats-'));
 let nats: NatsServer;
@@ -70,50 +74,58 @@ function countStored(path: string, uid: string): { rows: number; distinct: numbe
 let durableSeq = 0;
 
 describe('history on NATS (JetStream)', () => {
-  it('stores what was published while the service was down once it returns, and answers through the broker', async () => {
-    const durable = `h${++durableSeq}`;
-    const path = join(dir, `${durable}.db`);
-    const publisher = await natsBus('publisher');
-    const first = await startHistory(await natsBus('history-1'), path, () => {}, { durable });
-    for (let i = 0; i < 10; i++) publisher.publish(subjects.events('b1'), update('n1', 'v', i));
-    await waitFor(() => first.service.counts.values === 10, 'the first ten stored');
-    await first.service.stop();
-    for (let i = 10; i < 30; i++) publisher.publish(subjects.events('b1'), update('n1', 'v', i));
-    await publisher.flush();
-    const tb = await startBroker({}, undefined, await natsBus('broker'));
-    cleanup(() => tb.stop());
-    await startHistory(await natsBus('history-2'), path, cleanup, { durable });
-    const points = await waitFor(
-      async () => {
-        const p = await pointsOf(tb, 'n1', 'v');
-        return p.length === 30 ? p : undefined;
-      },
-      'all thirty values through the REST API',
-      INGEST_TIMEOUT_MS,
-    );
-    expect(points.map((p) => p[1])).toEqual(Array.from({ length: 30 }, (_, i) => i));
-  });
+  it(
+    'stores what was published while the service was down once it returns, and answers through the broker',
+    async () => {
+      const durable = `h${++durableSeq}`;
+      const path = join(dir, `${durable}.db`);
+      const publisher = await natsBus('publisher');
+      const first = await startHistory(await natsBus('history-1'), path, cleanup, { durable });
+      for (let i = 0; i < 10; i++) publisher.publish(subjects.events('b1'), update('n1', 'v', i));
+      await waitFor(() => first.service.counts.values === 10, 'the first ten stored');
+      await first.service.stop();
+      for (let i = 10; i < 30; i++) publisher.publish(subjects.events('b1'), update('n1', 'v', i));
+      await publisher.flush();
+      const tb = await startBroker({}, undefined, await natsBus('broker'));
+      cleanup(() => tb.stop());
+      await startHistory(await natsBus('history-2'), path, cleanup, { durable });
+      const points = await waitFor(
+        async () => {
+          const p = await pointsOf(tb, 'n1', 'v');
+          return p.length === 30 ? p : undefined;
+        },
+        'all thirty values through the REST API',
+        INGEST_TIMEOUT_MS,
+      );
+      expect(points.map((p) => p[1])).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  it('pauses ingestion while the store fails and resumes without loss when it is back', async () => {
-    const durable = `h${++durableSeq}`;
-    const path = join(dir, `${durable}.db`);
-    const publisher = await natsBus('publisher');
-    const { service, store } = await startHistory(await natsBus('history'), path, cleanup, { durable, retryMs: 50 });
-    await store.close();
-    for (let i = 0; i < 50; i++) publisher.publish(subjects.events('b1'), update('n2', 'v', i));
-    await waitFor(() => service.counts.failedBatches >= 2, 'batches refused while the store is gone');
-    expect(service.counts.values).toBe(0);
-    await store.open();
-    // A new durable consumer starts at the stream's first message, so it also stores the earlier tests' values:
-    // count this test's node only.
-    await waitFor(
-      () => countStored(path, 'n2').rows === 50,
-      'all fifty stored after the store came back',
-      INGEST_TIMEOUT_MS,
-    );
-    expect(countStored(path, 'n2')).toEqual({ rows: 50, distinct: 50 });
-    expect(service.dropped).toBe(0);
-  });
+  it(
+    'pauses ingestion while the store fails and resumes without loss when it is back',
+    async () => {
+      const durable = `h${++durableSeq}`;
+      const path = join(dir, `${durable}.db`);
+      const publisher = await natsBus('publisher');
+      const { service, store } = await startHistory(await natsBus('history'), path, cleanup, { durable, retryMs: 50 });
+      await store.close();
+      for (let i = 0; i < 50; i++) publisher.publish(subjects.events('b1'), update('n2', 'v', i));
+      await waitFor(() => service.counts.failedBatches >= 2, 'batches refused while the store is gone');
+      expect(service.counts.values).toBe(0);
+      await store.open();
+      // A new durable consumer starts at the stream's first message, so it also stores the earlier tests' values:
+      // count this test's node only.
+      await waitFor(
+        () => countStored(path, 'n2').rows === 50,
+        'all fifty stored after the store came back',
+        INGEST_TIMEOUT_MS,
+      );
+      expect(countStored(path, 'n2')).toEqual({ rows: 50, distinct: 50 });
+      expect(service.dropped).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
   it('shares the stream between two workers of one durable name: every value stored once', async () => {
     const durable = `h${++durableSeq}`;
@@ -166,29 +178,33 @@ async function spawnHistory(path: string, durable: string): Promise<HistoryChild
 }
 
 describe('history: kill -9 during ingestion', () => {
-  it('stores every counted value exactly once after the worker is killed and restarted', async () => {
-    const durable = `h${++durableSeq}`;
-    const path = join(dir, `${durable}.db`);
-    const publisher = await natsBus('publisher');
-    const first = await spawnHistory(path, durable);
-    const n = 5_000;
-    let sent = 0;
-    const publish = async (upTo: number) => {
-      for (; sent < upTo; sent++) {
-        publisher.publish(subjects.events('b1'), update('k9', 'count', sent));
-        // Spread over time, so the kill lands while batches are being stored.
-        if (sent % 100 === 99) await new Promise((r) => setTimeout(r, 2));
-      }
-      await publisher.flush();
-    };
-    await publish(2_000);
-    await waitFor(() => countStored(path, 'k9').rows > 0, 'ingestion under way', INGEST_TIMEOUT_MS);
-    process.kill(-first.child.pid!, 'SIGKILL');
-    await first.exited;
-    expect(first.child.signalCode).toBe('SIGKILL');
-    await publish(n);
-    await spawnHistory(path, durable);
-    await waitFor(() => countStored(path, 'k9').rows === n, `all ${n} values stored`, INGEST_TIMEOUT_MS);
-    expect(countStored(path, 'k9')).toEqual({ rows: n, distinct: n });
-  });
+  it(
+    'stores every counted value exactly once after the worker is killed and restarted',
+    async () => {
+      const durable = `h${++durableSeq}`;
+      const path = join(dir, `${durable}.db`);
+      const publisher = await natsBus('publisher');
+      const first = await spawnHistory(path, durable);
+      const n = 5_000;
+      let sent = 0;
+      const publish = async (upTo: number) => {
+        for (; sent < upTo; sent++) {
+          publisher.publish(subjects.events('b1'), update('k9', 'count', sent));
+          // Spread over time, so the kill lands while batches are being stored.
+          if (sent % 100 === 99) await new Promise((r) => setTimeout(r, 2));
+        }
+        await publisher.flush();
+      };
+      await publish(2_000);
+      await waitFor(() => countStored(path, 'k9').rows > 0, 'ingestion under way', INGEST_TIMEOUT_MS);
+      process.kill(-first.child.pid!, 'SIGKILL');
+      await first.exited;
+      expect(first.child.signalCode).toBe('SIGKILL');
+      await publish(n);
+      await spawnHistory(path, durable);
+      await waitFor(() => countStored(path, 'k9').rows === n, `all ${n} values stored`, INGEST_TIMEOUT_MS);
+      expect(countStored(path, 'k9')).toEqual({ rows: n, distinct: n });
+    },
+    KILL_TEST_TIMEOUT_MS,
+  );
 });
