@@ -2,7 +2,7 @@
 // and rows the server refuses. The shared behaviour is in history-store.contract.test.ts.
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { PostgresHistoryStore, StoreUnavailableError } from '../services/history/store-postgres.ts';
-import type { ValueRow } from '../services/history/store.ts';
+import { AGGREGATES, type Aggregate, type ValueRow } from '../services/history/store.ts';
 import { createDatabase, type PostgresCluster, startTestPostgres } from './helpers/postgres.ts';
 import { waitFor } from './helpers/wait.ts';
 
@@ -92,29 +92,50 @@ describe('PostgreSQL history store', () => {
     expect(await store.query(range)).toEqual([]);
   });
 
-  it('`last` answers the same whether it probes each bucket (few buckets) or sorts the range (many)', async () => {
+  it('every aggregate answers the same whether it probes each bucket (few buckets) or groups the range (many)', async () => {
     const store = await openStore();
-    // Values every 7 ms with two rows sharing a timestamp now and then (the larger key wins a tie).
-    const rows = Array.from({ length: 3000 }, (_, i) => ({ ...v(Math.floor(i * 7), `v${i}`), key: `k${i}` }));
+    // Values every 7 ms, every fifth one text, and two rows sharing a timestamp now and then (the larger key
+    // wins a `last` tie).
+    const rows = Array.from({ length: 3000 }, (_, i) => ({ ...v(i * 7, i % 5 === 0 ? `t${i}` : i / 4), key: `k${i}` }));
     rows.push({ ...v(7 * 10, 'tie-winner'), key: 'kz' });
     await store.insert(rows, []);
-    const expectLast = (from: number, to: number, step: number) => {
-      const byBucket = new Map<number, { at: number; key: string; value: unknown }>();
+    const expected = (agg: Aggregate, from: number, to: number, step: number) => {
+      const buckets = new Map<number, typeof rows>();
       for (const r of rows) {
         if (r.at < from || r.at >= to) continue;
         const b = from + Math.floor((r.at - from) / step) * step;
-        const cur = byBucket.get(b);
-        if (cur === undefined || r.at > cur.at || (r.at === cur.at && r.key > cur.key)) byBucket.set(b, r);
+        buckets.set(b, [...(buckets.get(b) ?? []), r]);
       }
-      return [...byBucket.entries()].sort(([a], [b]) => a - b).map(([at, r]) => ({ at, value: r.value }));
+      const points: { at: number; value: unknown }[] = [];
+      for (const [at, inBucket] of [...buckets.entries()].sort(([a], [b]) => a - b)) {
+        const nums = inBucket.map((r) => r.value).filter((x): x is number => typeof x === 'number');
+        const newest = inBucket.reduce((a, b) => (b.at > a.at || (b.at === a.at && b.key > a.key) ? b : a));
+        const value = {
+          avg: nums.length === 0 ? undefined : nums.reduce((a, b) => a + b, 0) / nums.length,
+          min: nums.length === 0 ? undefined : Math.min(...nums),
+          max: nums.length === 0 ? undefined : Math.max(...nums),
+          count: inBucket.length,
+          last: newest.value,
+        }[agg];
+        if (value !== undefined) points.push({ at, value });
+      }
+      return points;
     };
-    const few = { ...range, from: 5, to: 21_000, step: 1000, agg: 'last' as const, limit: 100_000 };
-    expect(await store.query(few)).toEqual(expectLast(5, 21_000, 1000));
-    // 21,000 buckets of 1 ms: past the probe limit, so the sort path answers.
-    const many = { ...few, step: 1 };
-    const sorted = await store.query(many);
-    expect(sorted).toEqual(expectLast(5, 21_000, 1));
-    expect(sorted.find((p) => p.at === 70)?.value).toBe('tie-winner');
+    for (const agg of AGGREGATES) {
+      const few = { ...range, from: 5, to: 21_000, step: 1000, agg, limit: 100_000 };
+      const fewGot = await store.query(few);
+      expect(fewGot.map((p) => p.at)).toEqual(expected(agg, 5, 21_000, 1000).map((p) => p.at));
+      for (const [i, p] of expected(agg, 5, 21_000, 1000).entries()) {
+        if (typeof p.value === 'number') expect(fewGot[i].value).toBeCloseTo(p.value, 9);
+        else expect(fewGot[i].value).toEqual(p.value);
+      }
+      // 21,000 buckets of 1 ms: past the probe limit, so the grouping path answers.
+      const many = await store.query({ ...few, step: 1 });
+      expect(many).toEqual(expected(agg, 5, 21_000, 1));
+    }
+    expect(
+      (await store.query({ ...range, from: 0, to: 21_000, step: 1, agg: 'last' })).find((p) => p.at === 70),
+    ).toEqual({ at: 70, value: 'tie-winner' });
   });
 
   it('stores a 1 MiB string and a 10,000-row batch in one call', async () => {

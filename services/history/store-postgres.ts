@@ -39,10 +39,12 @@ export const POSTGRES_STORE_DEFAULTS = {
    */
   session: { work_mem: '32MB', jit: 'off', max_parallel_workers_per_gather: '0' } as Readonly<Record<string, string>>,
   /**
-   * `last` probes the index once per bucket (newest row of each), far cheaper than sorting the range, as long as
-   * the buckets are not too many: each empty bucket is a probe too. Beyond this count it sorts.
+   * A bucket query probes the index once per bucket (an index-only range for avg/min/max/count, the newest row for
+   * `last`), cheaper than grouping the whole range (measured: 19 against 52 ms of server CPU for a day of 1 Hz
+   * values; 16 against 100+ for `last`), as long as the buckets are not too many: each empty bucket is a probe
+   * too. Beyond this count it groups (or, for `last`, sorts) the range instead.
    */
-  lastProbeMaxBuckets: 20_000,
+  probeMaxBuckets: 20_000,
   /** TimescaleDB chunk length, and the age after which chunks are compressed. */
   chunkMs: 86_400_000,
   compressAfterMs: 7 * 86_400_000,
@@ -188,12 +190,27 @@ const LAST_BY_PROBE_SQL = `WITH s AS ${SERIES_ID.replace('SELECT id', 'SELECT id
     WHERE series = s.sid AND at >= b AND at < least(b + $5::int8, $4::int8) ORDER BY at DESC, key DESC LIMIT 1) v
   LIMIT $6`;
 
-function bucketSql(agg: Aggregate, buckets: number): string {
+/** One aggregate per bucket over its index range; HAVING leaves empty buckets out, as GROUP BY does. */
+function aggregateByProbeSql(agg: Exclude<Aggregate, 'last'>): string {
+  const numericOnly = agg === 'count' ? '' : 'AND num IS NOT NULL';
+  return `WITH s AS ${SERIES_ID.replace('SELECT id', 'SELECT id AS sid')}
+  SELECT b AS at, v.num, NULL AS txt, NULL AS js FROM s, generate_series($3::int8, $4::int8 - 1, $5::int8) b
+  CROSS JOIN LATERAL (SELECT ${BUCKET_SQL[agg]} AS num FROM history_values
+    WHERE series = s.sid AND at >= b AND at < least(b + $5::int8, $4::int8) ${numericOnly} HAVING count(*) > 0) v
+  LIMIT $6`;
+}
+
+function bucketSql(agg: Aggregate, buckets: number): { name: string; text: string } {
+  const probe = buckets <= POSTGRES_STORE_DEFAULTS.probeMaxBuckets;
+  return { name: `history-bucket-${agg}-${probe ? 'probe' : 'group'}`, text: bucketQueryText(agg, probe) };
+}
+
+function bucketQueryText(agg: Aggregate, probe: boolean): string {
   // The bucket of a value at `at` starts at from + floor((at - from) / step) * step; at >= from, so integer
   // division is floor.
   const bucket = '$3::int8 + (at - $3::int8) / $5::int8 * $5::int8';
+  if (probe) return agg === 'last' ? LAST_BY_PROBE_SQL : aggregateByProbeSql(agg);
   if (agg === 'last') {
-    if (buckets <= POSTGRES_STORE_DEFAULTS.lastProbeMaxBuckets) return LAST_BY_PROBE_SQL;
     return `SELECT DISTINCT ON (b) b AS at, num, txt, js FROM (
         SELECT ${bucket} AS b, at AS t, key, num, txt, js FROM history_values
         WHERE series = ${SERIES_ID} AND at >= $3 AND at < $4) v
@@ -468,11 +485,10 @@ export class PostgresHistoryStore implements HistoryStore {
       throw new RangeError(`step must be a positive integer, got ${q.step}`);
     const agg = q.agg ?? 'avg';
     const buckets = Math.ceil((q.to - q.from) / q.step);
-    const text = bucketSql(agg, buckets);
+    const statement = bucketSql(agg, buckets);
     const { rows } = await this.run(() =>
       this.pool.query<ValueDbRow>({
-        name: `history-bucket-${agg}-${text === LAST_BY_PROBE_SQL ? 'probe' : 'sort'}`,
-        text,
+        ...statement,
         values: [q.uid, q.resource, q.from, q.to, q.step, q.limit],
       }),
     );
