@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS key_sources (
 CREATE TABLE IF NOT EXISTS points (
   series INTEGER NOT NULL,
   at INTEGER NOT NULL,
-  value ANY,
+  -- BLOB affinity: each value keeps the storage class it was bound with. (ANY is only typeless in STRICT tables;
+  -- here it would mean NUMERIC affinity and turn the text "23.5" into the number 23.5.)
+  value BLOB,
   src INTEGER NOT NULL,
   seq INTEGER NOT NULL
 );
