@@ -186,7 +186,8 @@ describe('history: hostile and bad input', () => {
       [`${h}?from=0&to=86400000&step=1`, /buckets/],
       [`${h}?agg=avg`, /step/],
       [`${h}?step=60000&agg=median`, /agg/],
-      [`${h}?from=1&from=2`, /more than once/],
+      // A repeated parameter is refused by the route schema (one string each), before the range checks.
+      [`${h}?from=1&from=2`, /from: expected string/],
       [`${h}?format=xml`, /format/],
       ['/nodes/h6/resources/__proto__/history', /resource name/],
       ['/nodes/__proto__/events', /uid/],
@@ -195,8 +196,8 @@ describe('history: hostile and bad input', () => {
       ['/nodes/h6/events?limit=100000', /limit/],
     ];
     for (const [path, reason] of cases) expect((await problem(tb, path, 400)).message, path).toMatch(reason);
-    // Fastify refuses a path parameter over 100 characters before the route runs.
-    expect((await api(tb, `/nodes/${'u'.repeat(300)}/resources/temp/history`)).status).toBe(414);
+    // A uid longer than the identifier rule allows is refused with the rest (the router takes long parameters).
+    expect((await api(tb, `/nodes/${'u'.repeat(300)}/resources/temp/history`)).status).toBe(400);
     const anonymous = await fetch(`${tb.http}/api/v1${h}`);
     expect(anonymous.status).toBe(401);
   });

@@ -25,6 +25,7 @@ import {
 } from '../history/protocol.ts';
 import { canWrite, type Json } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
+import { historySchemas } from './history-schemas.ts';
 import type { BrokerCounters } from './ports.ts';
 
 /** How long one page of an answer may take before the request fails with 503. */
@@ -144,37 +145,41 @@ export function registerHistoryApi(api: FastifyInstance, deps: HistoryApiDeps): 
     return format === 'csv' || (format === undefined && (req.headers.accept ?? '').includes('text/csv'));
   };
 
-  api.get<{ Params: SeriesParams; Querystring: Query }>('/nodes/:uid/resources/:name/history', async (req, reply) => {
-    const { uid, name } = req.params;
-    try {
-      checkedSeries(uid, name);
-      const csv = wantsCsv(req, req.query);
-      const checked = csv
-        ? checkRange(rangeParams(req.query), Date.now(), Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
-        : checkRange(rangeParams(req.query), Date.now(), MAX_JSON_POINTS, DEFAULT_JSON_POINTS);
-      if (!checked.ok) throw new HistoryProblem(400, ErrorCodes.BadRange, checked.message);
-      const r = checked.value;
-      const it = pages(uid, name, r);
-      // The first page before any byte is sent: an error or a missing service still gets its status.
-      const first = await it.next();
-      if (csv) return sendCsv(reply, uid, name, first.value, it);
-      const head = first.value as PointsReply;
-      const points: [number, Json][] = head.points;
-      for await (const page of it) for (const p of page.points) points.push(p);
-      return {
-        uid,
-        resource: name,
-        from: r.from,
-        to: r.to,
-        ...(r.step === undefined ? {} : { step: r.step, agg: r.agg ?? 'avg' }),
-        ...(head.units === undefined ? {} : { units: head.units }),
-        ...(head.decimals === undefined ? {} : { decimals: head.decimals }),
-        points,
-      };
-    } catch (err) {
-      return fail(reply, err, 'history query');
-    }
-  });
+  api.get<{ Params: SeriesParams; Querystring: Query }>(
+    '/nodes/:uid/resources/:name/history',
+    { schema: historySchemas.history },
+    async (req, reply) => {
+      const { uid, name } = req.params;
+      try {
+        checkedSeries(uid, name);
+        const csv = wantsCsv(req, req.query);
+        const checked = csv
+          ? checkRange(rangeParams(req.query), Date.now(), Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
+          : checkRange(rangeParams(req.query), Date.now(), MAX_JSON_POINTS, DEFAULT_JSON_POINTS);
+        if (!checked.ok) throw new HistoryProblem(400, ErrorCodes.BadRange, checked.message);
+        const r = checked.value;
+        const it = pages(uid, name, r);
+        // The first page before any byte is sent: an error or a missing service still gets its status.
+        const first = await it.next();
+        if (csv) return sendCsv(reply, uid, name, first.value, it);
+        const head = first.value as PointsReply;
+        const points: [number, Json][] = head.points;
+        for await (const page of it) for (const p of page.points) points.push(p);
+        return {
+          uid,
+          resource: name,
+          from: r.from,
+          to: r.to,
+          ...(r.step === undefined ? {} : { step: r.step, agg: r.agg ?? 'avg' }),
+          ...(head.units === undefined ? {} : { units: head.units }),
+          ...(head.decimals === undefined ? {} : { decimals: head.decimals }),
+          points,
+        };
+      } catch (err) {
+        return fail(reply, err, 'history query');
+      }
+    },
+  );
 
   const sendCsv = (
     reply: FastifyReply,
@@ -202,47 +207,59 @@ export function registerHistoryApi(api: FastifyInstance, deps: HistoryApiDeps): 
       .send(Readable.from(rows()));
   };
 
-  api.get<{ Params: { uid: string }; Querystring: Query }>('/nodes/:uid/events', async (req, reply) => {
-    const { uid } = req.params;
-    try {
-      checkedSeries(uid);
-      const checked = checkRange(rangeParams(req.query), Date.now(), MAX_EVENTS, 1_000);
-      if (!checked.ok) throw new HistoryProblem(400, ErrorCodes.BadRange, checked.message);
-      if (checked.value.step !== undefined || checked.value.agg !== undefined) {
-        throw new HistoryProblem(400, ErrorCodes.BadRange, 'events take no step or agg');
+  api.get<{ Params: { uid: string }; Querystring: Query }>(
+    '/nodes/:uid/events',
+    { schema: historySchemas.events },
+    async (req, reply) => {
+      const { uid } = req.params;
+      try {
+        checkedSeries(uid);
+        const checked = checkRange(rangeParams(req.query), Date.now(), MAX_EVENTS, 1_000);
+        if (!checked.ok) throw new HistoryProblem(400, ErrorCodes.BadRange, checked.message);
+        if (checked.value.step !== undefined || checked.value.agg !== undefined) {
+          throw new HistoryProblem(400, ErrorCodes.BadRange, 'events take no step or agg');
+        }
+        const { from, to, limit } = checked.value;
+        const body = await ask<EventsReply>({ op: 'events', uid, from, to, limit });
+        return { uid, from, to, events: body.events };
+      } catch (err) {
+        return fail(reply, err, 'events query');
       }
-      const { from, to, limit } = checked.value;
-      const body = await ask<EventsReply>({ op: 'events', uid, from, to, limit });
-      return { uid, from, to, events: body.events };
-    } catch (err) {
-      return fail(reply, err, 'events query');
-    }
-  });
+    },
+  );
 
-  api.get<{ Params: SeriesParams }>('/nodes/:uid/resources/:name/settings', async (req, reply) => {
-    const { uid, name } = req.params;
-    try {
-      checkedSeries(uid, name);
-      const body = await ask<SettingsReply>({ op: 'get-settings', uid, resource: name });
-      return { uid, resource: name, settings: body.settings };
-    } catch (err) {
-      return fail(reply, err, 'settings query');
-    }
-  });
-
-  api.put<{ Params: SeriesParams; Body: unknown }>('/nodes/:uid/resources/:name/settings', async (req, reply) => {
-    const { uid, name } = req.params;
-    try {
-      if (!canWrite(req.claims!.role)) {
-        throw new HistoryProblem(403, 'MYC_ERR_FORBIDDEN', `role ${req.claims!.role} may not change settings`);
+  api.get<{ Params: SeriesParams }>(
+    '/nodes/:uid/resources/:name/settings',
+    { schema: historySchemas.getSettings },
+    async (req, reply) => {
+      const { uid, name } = req.params;
+      try {
+        checkedSeries(uid, name);
+        const body = await ask<SettingsReply>({ op: 'get-settings', uid, resource: name });
+        return { uid, resource: name, settings: body.settings };
+      } catch (err) {
+        return fail(reply, err, 'settings query');
       }
-      checkedSeries(uid, name);
-      const checked = checkSettings(req.body);
-      if (!checked.ok) throw new HistoryProblem(400, ErrorCodes.BadShape, checked.message);
-      const body = await ask<SettingsReply>({ op: 'put-settings', uid, resource: name, settings: checked.value });
-      return { uid, resource: name, settings: body.settings };
-    } catch (err) {
-      return fail(reply, err, 'settings change');
-    }
-  });
+    },
+  );
+
+  api.put<{ Params: SeriesParams; Body: unknown }>(
+    '/nodes/:uid/resources/:name/settings',
+    { schema: historySchemas.putSettings },
+    async (req, reply) => {
+      const { uid, name } = req.params;
+      try {
+        if (!canWrite(req.claims!.role)) {
+          throw new HistoryProblem(403, 'MYC_ERR_FORBIDDEN', `role ${req.claims!.role} may not change settings`);
+        }
+        checkedSeries(uid, name);
+        const checked = checkSettings(req.body);
+        if (!checked.ok) throw new HistoryProblem(400, ErrorCodes.BadShape, checked.message);
+        const body = await ask<SettingsReply>({ op: 'put-settings', uid, resource: name, settings: checked.value });
+        return { uid, resource: name, settings: body.settings };
+      } catch (err) {
+        return fail(reply, err, 'settings change');
+      }
+    },
+  );
 }

@@ -41,13 +41,13 @@ export type WriteAnswer = Static<typeof WriteAnswer>;
 const Removed = Type.Object({ uid: Type.String(), removed: Type.Literal(true) });
 
 /** Error answers a route may give, by status, with what each means there. */
-function errors(described: Record<number, string>): Record<number, TSchema> {
+export function errors(described: Record<number, string>): Record<number, TSchema> {
   const out: Record<number, TSchema> = {};
   for (const [status, description] of Object.entries(described)) out[Number(status)] = { ...ErrorBody, description };
   return out;
 }
 
-const AUTH_ERRORS = { 401: 'token missing, invalid, expired, revoked or of a role that may not read' };
+export const AUTH_ERRORS = { 401: 'token missing, invalid, expired, revoked or of a role that may not read' };
 const NO_SECURITY: Array<Record<string, string[]>> = [];
 
 /** The schema of each route, by method and URL (the URL as registered, under the /api/v1 prefix or not). */
