@@ -21,6 +21,7 @@ import { ErrorCode } from '../../services/protocol/errors.ts';
 import type { BrError, Json, OutReason } from '../../services/protocol/messages.ts';
 import { isIdentifier } from '../../services/protocol/schema.ts';
 import { GatewayCore, type Refusal, type WriteOutcome } from '../common/gateway-core.ts';
+import { type ActionHandler, type ActionOutcome, setLoggerLevels, unknownNode } from '../common/actions.ts'; // [gw-reports]
 import { gatewayTokenSource } from '../common/options.ts';
 import { parseLinkFormat, resourceName } from './link-format.ts';
 import { type CoapNode, NodeTable } from './node-table.ts';
@@ -227,8 +228,13 @@ export class CoapGateway {
         this.counters.refused(reason).inc();
       },
       onBrokerError: (msg) => this.onBrokerError(msg),
+      // [gw-reports] status reports, inventory and actions
+      statusIntervalMs: c.statusInterval * 1000,
+      listen: () => (this.socket === undefined ? [] : [`udp://${hostPort(this.socket.address())}`]),
+      nodeCounts: () => this.nodeCounts(),
     });
     this.core.onWrite((uid, endpoint, payload) => this.write(uid, endpoint, payload));
+    this.core.onAction(this.actions()); // [gw-reports]
 
     this.socket = await bindUdp(c.coapHost, c.coapPort);
     try {
@@ -352,6 +358,7 @@ export class CoapGateway {
 
   private refuse(res: OutgoingMessage, code: string, reason: string): void {
     this.counters.bad(reason).inc();
+    this.core?.stats.error(reason); // [gw-reports]
     this.reply(res, code);
   }
 
@@ -378,6 +385,7 @@ export class CoapGateway {
       return;
     }
     this.counters.malformed.inc();
+    this.core?.stats.error('malformed'); // [gw-reports]
     this.log.debug({ address: rsinfo.address, port: rsinfo.port, reason: text }, 'malformed CoAP datagram dropped');
     const raw = this.lastRaw;
     // Version 1 and type CON (RFC 7252 §3): send RST with the same Message ID (4 bytes, never more than came in).
@@ -537,6 +545,50 @@ export class CoapGateway {
         this.poll(o).catch((err) => this.log.warn({ err, uid: o.node.uid }, 'poll failed'));
       }
     }
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // [gw-reports] Actions from the broker and node counts for the status report
+
+  /**
+   * rediscover: the node's discovery runs again (GET /.well-known/core, then each resource), as after a reset
+   * beacon but without telling clients its values are void; observations are registered afresh. An unverified
+   * node is probed at its next beacon first. forget: the node goes out with reason `removed`; its next beacon
+   * announces it again.
+   */
+  private actions(): ActionHandler {
+    return {
+      rediscover: (uid) => {
+        const nodes = uid === undefined ? [...this.table.values()] : [this.table.get(uid)];
+        if (nodes[0] === undefined && uid !== undefined) return unknownNode(uid);
+        for (const node of nodes) if (node !== undefined) this.rediscover(node);
+        return { result: 'ok', detail: { nodes: nodes.length } } satisfies ActionOutcome;
+      },
+      forget: (uid) => {
+        const node = this.table.get(uid);
+        if (node === undefined) return unknownNode(uid);
+        this.nodeOut(node, 'removed');
+        return { result: 'ok' };
+      },
+      setLogLevel: (level) => setLoggerLevels(level, this.log),
+    };
+  }
+
+  private rediscover(node: CoapNode): void {
+    node.generation++;
+    this.dropObservations(node);
+    node.wantDiscovery = true;
+    this.enqueueDiscovery(node);
+  }
+
+  private nodeCounts(): Record<string, number> {
+    let discovering = 0;
+    let unverified = 0;
+    for (const node of this.table.values()) {
+      if (node.discovering) discovering++;
+      if (node.serve === undefined) unverified++;
+    }
+    return { online: this.table.size, discovering, unverified };
   }
 
   private nodeOut(node: CoapNode, reason: OutReason): void {
@@ -965,4 +1017,9 @@ function surplus(req: IncomingMessage): number {
 /** pyaiot reported the socket's view (::ffff:1.2.3.4); the plain IPv4 form is what people recognise. */
 export function displayAddress(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/** [gw-reports] `host:port` of a bound socket, IPv6 in brackets (RFC 3986 §3.2.2), for the inventory. */
+export function hostPort(a: AddressInfo): string {
+  return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
 }

@@ -14,6 +14,10 @@ import type {
 } from '../../services/protocol/messages.ts';
 import { isIdentifier, valueTooDeep } from '../../services/protocol/schema.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
+// [gw-reports] inventory, status reports and actions (issue 11, item 7): hooks marked [gw-reports] below.
+import { type ActionHandler, runAction } from './actions.ts';
+import { ACTION_NAMES, type BrAction } from '../../services/protocol/gateway-reports.ts';
+import { GatewayStats, gatewayVersion, STATUS_DEFAULTS, StatusReporter } from './status-report.ts';
 
 export interface WriteOutcome {
   result: WriteResult;
@@ -49,6 +53,12 @@ export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | '
   maxResourcesPerNode?: number;
   /** Called once per refusal, so each adapter can count it in its own metrics. */
   onRefused?: (reason: Refusal, uid: string) => void;
+  /** [gw-reports] --status-interval in milliseconds (default 10 s). */
+  statusIntervalMs?: number;
+  /** [gw-reports] Where the gateway listens for nodes (inventory `listen`); read at each connection. */
+  listen?: () => string[];
+  /** [gw-reports] Node counts by status; default `{online: <cached nodes>}`. */
+  nodeCounts?: () => Record<string, number>;
 }
 
 export const CORE_DEFAULTS = { maxNodes: 100_000, maxResourcesPerNode: 64 } as const;
@@ -68,6 +78,11 @@ export class GatewayCore {
   private readonly maxResourcesPerNode: number;
   /** Refusals already logged: a cap hit is logged once per reason, then only counted. */
   private readonly logged = new Set<Refusal>();
+  /** [gw-reports] Totals for the status report; adapters count their own protocol errors in it too. */
+  readonly stats = new GatewayStats();
+  private readonly reporter: StatusReporter;
+  private actionHandler?: ActionHandler;
+  private opens = 0;
 
   constructor(options: GatewayCoreOptions) {
     this.onBrokerError = options.onBrokerError;
@@ -81,14 +96,36 @@ export class GatewayCore {
     this.log = options.log;
     this.maxPendingOuts = options.maxPendingOuts ?? 100_000;
     this.link = new BrokerLink({ ...options, onOpen: () => this.replay(), onMessage: (m) => this.onBrokerMessage(m) });
+    // [gw-reports]
+    const nodeCounts = options.nodeCounts ?? (() => ({ online: this.nodes.size }));
+    this.reporter = new StatusReporter({
+      source: { stats: this.stats, nodeCounts },
+      inventory: {
+        protocol: options.protocol,
+        version: gatewayVersion(),
+        startedAt: Date.now(),
+        actions: () => (this.actionHandler === undefined ? [] : [...ACTION_NAMES]),
+        listen: options.listen ?? (() => []),
+      },
+      intervalMs: options.statusIntervalMs ?? STATUS_DEFAULTS.intervalMs,
+      send: (frame) => this.link.send(frame),
+      log: this.log,
+    });
   }
 
   async start(): Promise<void> {
+    this.reporter.start(); // [gw-reports]
     await this.link.start();
   }
 
   async stop(): Promise<void> {
+    this.reporter.stop(); // [gw-reports]
     await this.link.stop();
+  }
+
+  /** [gw-reports] The protocol binding's side of the broker's actions (rediscover, forget, set-log-level). */
+  onAction(handler: ActionHandler): void {
+    this.actionHandler = handler;
   }
 
   onWrite(handler: WriteHandler): void {
@@ -129,6 +166,7 @@ export class GatewayCore {
       table[name] = resources[name];
     }
     this.nodes.set(uid, { protocol: this.protocol, resources: table, resourceCount: count, proof });
+    this.stats.messagesIn++; // [gw-reports]
     this.pendingOuts.delete(uid);
     this.send(this.newFrame(uid, this.nodes.get(uid)!));
     return true;
@@ -145,6 +183,7 @@ export class GatewayCore {
       node.resourceCount++;
     }
     node.resources[endpoint] = data;
+    this.stats.messagesIn++; // [gw-reports]
     this.send({ type: 'update', uid, endpoint, data });
     return true;
   }
@@ -179,6 +218,7 @@ export class GatewayCore {
 
   private refuse(reason: Refusal, uid: string): false {
     this.onRefused?.(reason, uid);
+    this.stats.error(reason); // [gw-reports]
     if (!this.logged.has(reason)) {
       this.logged.add(reason);
       // JSON.stringify: the uid may hold anything a device sent; the log line must stay one line.
@@ -202,6 +242,9 @@ export class GatewayCore {
 
   /** On every (re)connection: the current state of every node, then the outs that happened meanwhile. */
   private replay(): void {
+    // [gw-reports] inventory first; token renewals open a connection too but are not reconnects.
+    if (this.opens++ > 0) this.stats.reconnects = Math.max(0, this.opens - 1 - this.link.renewals);
+    this.reporter.sendInventory();
     for (const [uid, node] of this.nodes) {
       this.send(this.newFrame(uid, node));
     }
@@ -211,6 +254,7 @@ export class GatewayCore {
       this.send({ type: 'out', uid, reason });
     }
     this.pendingOuts.clear();
+    this.reporter.sendStatus(); // [gw-reports]
     this.log.info({ nodes: this.nodes.size }, 'node state replayed to broker');
   }
 
@@ -224,9 +268,13 @@ export class GatewayCore {
         return;
       case 'error':
         this.log.warn({ code: msg.code, reason: msg.reason, uid: msg.uid }, 'broker reported an error');
+        this.stats.error(`broker-${msg.code}`); // [gw-reports]
         // A refused node is forgotten so the next reconnect does not replay it (and get refused again).
         if (msg.uid !== undefined && msg.code !== ErrorCode.NotOwner) this.forget(msg.uid);
         this.onBrokerError?.(msg);
+        return;
+      case 'action': // [gw-reports]
+        this.action(msg).catch((err: unknown) => this.log.error({ err, id: msg.id }, 'action result not sent'));
         return;
       default: {
         const never: never = msg;
@@ -247,6 +295,18 @@ export class GatewayCore {
         outcome = { result: 'error', reason: (err as Error).message };
       }
     }
+    this.stats.messagesOut++; // [gw-reports]
+    if (outcome.result === 'error' || outcome.result === 'timeout') this.stats.error(`write-${outcome.result}`);
     this.send({ type: 'result', id, ...outcome });
+  }
+
+  /** [gw-reports] Runs an action from the broker and answers it. */
+  private async action(msg: BrAction): Promise<void> {
+    const result = await runAction(msg, this.actionHandler, this.log);
+    // The core's logger may be a child of the adapter's (a pino child keeps its own level): set it too.
+    if (msg.name === 'set-log-level' && result.result === 'ok' && msg.args?.level !== undefined) {
+      this.log.level = msg.args.level;
+    }
+    this.send(result);
   }
 }

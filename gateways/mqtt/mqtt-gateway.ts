@@ -14,6 +14,7 @@ import { defaultKeyFile, readPublicKey } from '../../services/common/keys.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import type { Json } from '../../services/protocol/messages.ts';
 import { GatewayCore, type WriteOutcome } from '../common/gateway-core.ts';
+import { type ActionHandler, setLoggerLevels, unknownNode } from '../common/actions.ts'; // [gw-reports]
 import { gatewayTokenSource } from '../common/options.ts';
 import { EmbeddedBroker, type Revocations } from './embedded-broker.ts';
 import type { MqttGatewayConfig } from './options.ts';
@@ -114,7 +115,17 @@ export class MqttGateway {
       maxNodes: config.maxNodes,
       maxResourcesPerNode: config.maxResourcesPerNode,
       onRefused: (reason) => this.counters.refused(reason).inc(),
+      // [gw-reports] status reports, inventory and actions
+      statusIntervalMs: config.statusInterval * 1000,
+      listen: () =>
+        this.broker !== undefined
+          ? [`mqtt://${config.mqttHost}:${this.broker.port}`]
+          : this.transport === undefined
+            ? []
+            : [this.transport.description],
+      nodeCounts: () => ({ online: this.nodes.size }),
     });
+    this.core.onAction(this.actions()); // [gw-reports]
     this.newNodes = new KeyedRateLimiter({
       perSecond: config.newNodesPerMinute / 60,
       burst: config.newNodesPerMinute,
@@ -395,6 +406,7 @@ export class MqttGateway {
 
   private bad(reason: BadInput, topic: string, detail: string): void {
     this.counters.bad(reason).inc();
+    this.core.stats.error(reason); // [gw-reports]
     // One warn line per reason, then debug: a misbehaving node can send thousands of these.
     if (this.warned.has(reason)) return this.log.debug({ reason, topic, detail }, 'node message refused');
     this.warned.add(reason);
@@ -478,6 +490,37 @@ export class MqttGateway {
       this.core.nodeOut(node.uid, 'timeout');
       this.log.info({ id: node.id, silentMs: Date.now() - node.lastSeen }, 'node timed out');
     }
+  }
+
+  // ----------------------------------------------------------------------------------------------------------
+  // [gw-reports] Actions from the broker
+
+  /**
+   * rediscover: pyaiot's step 2 again, `gateway/<id>/discover` with `resources` (a node answers with its list,
+   * then the gateway asks for the values); a publish-only node ignores it. forget: the node goes out with reason
+   * `removed`; its next message announces it again (unless --strict-presence, then its next node/check).
+   */
+  private actions(): ActionHandler {
+    return {
+      rediscover: (uid) => {
+        const node = uid === undefined ? undefined : this.nodeByUid(uid);
+        if (uid !== undefined && node === undefined) return unknownNode(uid);
+        if (this.transport?.connected !== true) return { result: 'error', reason: 'mqtt-disconnected' };
+        const nodes = node === undefined ? [...this.nodes.values()] : [node];
+        for (const n of nodes) this.publish(discoverTopic(n.id), DISCOVER_RESOURCES);
+        return { result: 'ok', detail: { nodes: nodes.length } };
+      },
+      forget: (uid) => {
+        const node = this.nodeByUid(uid);
+        if (node === undefined) return unknownNode(uid);
+        this.nodes.delete(node.id);
+        this.releaseWaiters(node);
+        this.counters.out('removed').inc();
+        this.core.nodeOut(node.uid, 'removed');
+        return { result: 'ok' };
+      },
+      setLogLevel: (level) => setLoggerLevels(level, this.log),
+    };
   }
 
   // ----------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import { CloseCode, ErrorCode, MyceliumError } from '../../services/protocol/err
 import type { Json, Role } from '../../services/protocol/messages.ts';
 import { isIdentifier } from '../../services/protocol/schema.ts';
 import { GatewayCore, type Refusal, type WriteOutcome } from '../common/gateway-core.ts';
+import { type ActionHandler, setLoggerLevels, unknownNode } from '../common/actions.ts'; // [gw-reports]
 import { gatewayTokenSource } from '../common/options.ts';
 import { DISCOVER_FRAME, type NodeAck, type NodeFrame, parseNodeFrame, writeFrame } from './node-frames.ts';
 import { NodeSession, NodeSocket } from './node-session.ts';
@@ -135,7 +136,12 @@ export class WsGateway {
         this.counters.refused(reason).inc();
       },
       onBrokerError: (msg) => this.onBrokerRefusal(msg.code, msg.uid),
+      // [gw-reports] status reports, inventory and actions
+      statusIntervalMs: config.statusInterval * 1000,
+      listen: () => (this.port === 0 ? [] : [`ws://${config.host}:${this.port}${NODE_PATH}`]),
+      nodeCounts: () => ({ online: this.sessions.size }),
     });
+    this.core.onAction(this.actions()); // [gw-reports]
     this.perAddress = new ConnectionCounter(config.maxConnectionsPerAddress);
     this.newNodes = new KeyedRateLimiter({ perSecond: config.newNodesPerMinute / 60, burst: config.newNodesPerMinute });
     this.core.onWrite((uid, endpoint, payload) => this.write(uid, endpoint, payload));
@@ -523,6 +529,7 @@ export class WsGateway {
 
   private reject(session: NodeSession, close: number, code: string, reason: string): void {
     this.counters.rejected(code).inc();
+    this.core.stats.error(code); // [gw-reports]
     this.log.warn({ uid: session.uid, code, reason }, 'bad frame from node; closing');
     session.ws.close(close, reason.slice(0, 120));
   }
@@ -544,6 +551,39 @@ export class WsGateway {
     this.counters.outs(session.outReason).inc();
     this.core.nodeOut(session.uid, session.outReason);
     this.log.debug({ uid: session.uid, code, reason: reason.toString(), out: session.outReason }, 'node gone');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // [gw-reports] Actions from the broker
+
+  /**
+   * rediscover: the node is sent pyaiot's discover request again (as on connect), so it reports every resource
+   * value afresh. forget: the node's connection is closed (1000) and it goes out with reason `removed`; a node
+   * that reconnects is announced again.
+   */
+  private actions(): ActionHandler {
+    return {
+      rediscover: (uid) => {
+        const sessions = uid === undefined ? [...this.sessions.values()] : [this.sessions.get(uid)];
+        if (sessions[0] === undefined && uid !== undefined) return unknownNode(uid);
+        let sent = 0;
+        for (const session of sessions) {
+          if (session?.ws.readyState !== NodeSocket.OPEN) continue;
+          session.ws.send(DISCOVER_FRAME);
+          sent++;
+        }
+        return { result: 'ok', detail: { nodes: sent } };
+      },
+      forget: (uid) => {
+        const session = this.sessions.get(uid);
+        if (session === undefined) return unknownNode(uid);
+        session.outReason = 'removed';
+        this.failWrites(session, 'node forgotten by an operator');
+        session.ws.close(CloseCode.Normal, 'forgotten by an operator');
+        return { result: 'ok' };
+      },
+      setLogLevel: (level) => setLoggerLevels(level, this.log),
+    };
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import type { Bus } from '../bus/bus.ts';
 import type { Logger } from '../common/log.ts';
 import { extractToken, type TokenClaims, type VerifyResult } from '../common/tokens.ts';
 import { ErrorCode } from '../protocol/errors.ts';
-import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
+import { canWrite, type Json, type Role } from '../protocol/messages.ts';
 import { isIdentifier, parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
@@ -12,6 +12,9 @@ import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
 import type { BrokerCounters, EventPublisher, GatewayView, NodeReader } from './ports.ts';
 import type { WriteRouter } from './writes.ts';
+import type { ActionRouter } from './gateway-actions.ts';
+import { registerGatewayRoutes } from './gateway-api.ts';
+import type { GatewayReports } from './gateway-reports.ts';
 
 /** What the REST API is given: it reads the broker's state and sends writes and removals, nothing more. */
 export interface HttpApiDeps {
@@ -30,6 +33,9 @@ export interface HttpApiDeps {
   events: EventPublisher;
   auth: HttpAuth;
   config: { readonly allowAnonymousViewers: boolean; readonly publicMetrics: boolean };
+  /** [gw-reports] Gateway reports and actions (gateway-api.ts). */
+  reports: Pick<GatewayReports, 'get'>;
+  actions: Pick<ActionRouter, 'request'>;
 }
 
 /** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
@@ -170,12 +176,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
         },
       );
 
-      api.get('/gateways', async () => {
-        const list = new Map<string, GatewayRecord>();
-        for (const g of deps.peers.remoteGateways()) list.set(g.id, g);
-        for (const s of deps.gateways.values()) list.set(s.gatewayId, s.record());
-        return [...list.values()];
-      });
+      registerGatewayRoutes(api, deps); // [gw-reports] GET /gateways, GET /gateways/:id, POST …/actions/:name
     },
     { prefix: '/api/v1' },
   );

@@ -1,4 +1,12 @@
 import {
+  actionResultShape,
+  actionShape,
+  gatewayActionClientShape,
+  gatewayClientShapes,
+  inventoryShape,
+  statusShape,
+} from './gateway-reports.ts';
+import {
   type BrokerToClientMessage,
   type BrokerToGatewayMessage,
   type ClientMessage,
@@ -40,18 +48,23 @@ const gatewayShapes: Record<string, Shape> = {
   out: { uid: isIdentifier, reason: oneOf(OUT_REASONS) },
   reset: { uid: isIdentifier },
   result: { id: isIdentifier, result: oneOf(WRITE_RESULTS), reason: optional(isString) },
+  inventory: inventoryShape,
+  status: statusShape,
+  'action-result': actionResultShape,
 };
 
 /** Frames a web client may send on /ws (pyaiot's two, plus an optional write id). */
 const clientShapes: Record<string, Shape> = {
   new: { data: oneOf(['client']) },
   update: { id: optional(isIdentifier), data: isWriteRequest },
+  'gateway-action': gatewayActionClientShape,
 };
 
 /** Frames the broker sends to a gateway. */
 const brokerToGatewayShapes: Record<string, Shape> = {
   write: { id: isIdentifier, uid: isIdentifier, endpoint: isIdentifier, payload: isAny },
   error: { code: isString, reason: isString },
+  action: actionShape,
 };
 
 /** Frames the broker sends to a web client (the dashboard validates what it receives too). */
@@ -64,6 +77,7 @@ const brokerToClientShapes: Record<string, Shape> = {
   result: { id: isString, uid: isString, endpoint: isString, result: oneOf(WRITE_RESULTS) },
   synced: {},
   error: { code: isString, reason: isString },
+  ...gatewayClientShapes,
 };
 
 export function parseGatewayFrame(text: string): Parsed<GatewayMessage> {

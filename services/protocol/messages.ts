@@ -2,6 +2,17 @@
 // This module has no I/O and no logging: the broker, the gateways and the browser dashboard import it.
 // The vocabulary (`new`, `update`, `out`, `reset`) is pyaiot's, so a pyaiot-style web client still works;
 // everything else here (reasons, status, write ids and results) is what pyaiot lacked. See docs/protocol.md.
+import type {
+  BrAction,
+  ClGatewayAction,
+  GwActionResult,
+  GwInventory,
+  GwStatus,
+  Status,
+  ToClientActionResult,
+  ToClientGateway,
+  ToClientGatewayGone,
+} from './gateway-reports.ts';
 
 /** Any JSON value a device can report. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -61,7 +72,8 @@ export interface GwResult {
   result: WriteResult;
   reason?: string;
 }
-export type GatewayMessage = GwNew | GwUpdate | GwOut | GwReset | GwResult;
+/** Node frames, plus the gateway's own reports (gateway-reports.ts). */
+export type GatewayMessage = GwNew | GwUpdate | GwOut | GwReset | GwResult | GwInventory | GwStatus | GwActionResult;
 
 // Broker -> gateway
 export interface BrWrite {
@@ -78,7 +90,7 @@ export interface BrError {
   uid?: string;
   id?: string;
 }
-export type BrokerToGatewayMessage = BrWrite | BrError;
+export type BrokerToGatewayMessage = BrWrite | BrError | BrAction;
 
 // ---------------------------------------------------------------------------------------------
 // Web client -> broker (path /ws)
@@ -94,7 +106,7 @@ export interface ClUpdate {
   id?: string;
   data: { uid: string; endpoint: string; payload: Json };
 }
-export type ClientMessage = ClNew | ClUpdate;
+export type ClientMessage = ClNew | ClUpdate | ClGatewayAction;
 
 // Broker -> web client
 export interface ToClientHello {
@@ -156,7 +168,10 @@ export type BrokerToClientMessage =
   | ToClientReset
   | ToClientResult
   | ToClientSynced
-  | ToClientError;
+  | ToClientError
+  | ToClientGateway
+  | ToClientGatewayGone
+  | ToClientActionResult;
 
 // ---------------------------------------------------------------------------------------------
 // Node state as the broker holds it (REST body, snapshot source)
@@ -181,4 +196,6 @@ export interface GatewayRecord {
   broker: string;
   connectedAt: number;
   nodes: number;
+  /** The gateway's last status report (`GET /api/v1/gateways`), when it sent one. */
+  status?: Status;
 }
