@@ -1,0 +1,118 @@
+// The parts of gateway reports that need no socket: the bounded error kinds, the report builder, the action
+// dispatcher and the shared argument rule (issue 11, item 7).
+import { describe, expect, it } from 'vitest';
+import { runAction } from '../gateways/common/actions.ts';
+import { GatewayStats, OTHER_ERRORS, StatusReporter } from '../gateways/common/status-report.ts';
+import { silentLogger } from '../services/common/log.ts';
+import { parseGatewayFrame } from '../services/protocol/frames.ts';
+import { actionArgsProblem, MAX_REPORT_KEYS } from '../services/protocol/gateway-reports.ts';
+
+describe('GatewayStats', () => {
+  it('keeps at most MAX_REPORT_KEYS error kinds; the rest, and kinds that are no valid key, count as other', () => {
+    const stats = new GatewayStats();
+    for (let i = 0; i < 100; i++) stats.error(`kind-${i}`);
+    stats.error('__proto__');
+    stats.error('x'.repeat(65));
+    stats.error('kind-0', 4);
+    const counts = stats.errorCounts();
+    expect(Object.keys(counts)).toHaveLength(MAX_REPORT_KEYS);
+    expect(counts['kind-0']).toBe(5);
+    expect(counts[OTHER_ERRORS]).toBe(100 - (MAX_REPORT_KEYS - 1) + 2);
+  });
+});
+
+describe('StatusReporter', () => {
+  it('builds reports the broker accepts, whatever the source holds', () => {
+    const sent: string[] = [];
+    const stats = new GatewayStats();
+    stats.messagesIn = 7;
+    stats.error('bad-utf8');
+    const reporter = new StatusReporter({
+      source: {
+        stats,
+        // A hostile or buggy adapter: bad keys, negative and infinite counts, too many keys.
+        nodeCounts: () => ({
+          online: 3,
+          'bad\u0000key': 1,
+          neg: -1,
+          inf: Number.POSITIVE_INFINITY,
+          ...Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`s${i}`, i])),
+        }),
+      },
+      inventory: {
+        protocol: 'Test\u0007',
+        version: '1.2.3',
+        startedAt: Date.now() - 5000,
+        actions: () => ['rediscover'],
+        listen: () => Array.from({ length: 20 }, (_, i) => `udp://h:${i}`),
+      },
+      intervalMs: 60_000,
+      send: (frame) => {
+        sent.push(frame);
+        return true;
+      },
+      log: silentLogger(),
+    });
+    reporter.sendInventory();
+    reporter.sendStatus();
+    const [inventory, status] = sent.map((text) => parseGatewayFrame(text));
+    expect(inventory.ok && status.ok).toBe(true);
+    if (!inventory.ok || !status.ok || status.value.type !== 'status' || inventory.value.type !== 'inventory') return;
+    expect(inventory.value.protocol).toBe('Test?');
+    expect(inventory.value.listen).toHaveLength(16);
+    expect(status.value.uptimeS).toBeGreaterThanOrEqual(5);
+    expect(status.value.messages).toEqual({ in: 7, out: 0 });
+    expect(status.value.errors).toEqual({ 'bad-utf8': 1 });
+    expect(Object.keys(status.value.nodes)).toHaveLength(MAX_REPORT_KEYS);
+    expect(status.value.nodes.online).toBe(3);
+  });
+});
+
+describe('actions', () => {
+  const handler = {
+    rediscover: (uid?: string) => ({ result: 'ok' as const, detail: { uid: uid ?? 'all' } }),
+    forget: () => {
+      throw new Error('boom');
+    },
+    setLogLevel: () => ({ result: 'ok' as const }),
+  };
+  const log = silentLogger();
+
+  it('dispatches known actions, and answers unknown names, bad args and failures without throwing', async () => {
+    expect(await runAction({ type: 'action', id: 'a', name: 'rediscover', args: {} }, handler, log)).toEqual({
+      type: 'action-result',
+      id: 'a',
+      result: 'ok',
+      detail: { uid: 'all' },
+    });
+    const unknown = await runAction({ type: 'action', id: 'b', name: 'reboot' as never, args: {} }, handler, log);
+    expect(unknown.result).toBe('unknown-action');
+    const bad = await runAction({ type: 'action', id: 'c', name: 'forget', args: { uid: 7 } as never }, handler, log);
+    expect(bad).toMatchObject({ result: 'bad-args', reason: expect.stringContaining('args.uid') });
+    const failed = await runAction({ type: 'action', id: 'd', name: 'forget', args: { uid: 'n1' } }, handler, log);
+    expect(failed).toMatchObject({ result: 'error', reason: 'boom' });
+    const noHandler = await runAction({ type: 'action', id: 'e', name: 'rediscover' }, undefined, log);
+    expect(noHandler.result).toBe('unknown-action');
+  });
+
+  it('has one argument rule for both sides', () => {
+    expect(actionArgsProblem('rediscover', undefined)).toBeUndefined();
+    expect(actionArgsProblem('rediscover', { uid: 'n1' })).toBeUndefined();
+    expect(actionArgsProblem('forget', { uid: 'n1' })).toBeUndefined();
+    expect(actionArgsProblem('set-log-level', { level: 'debug' })).toBeUndefined();
+    for (const [name, args] of [
+      ['forget', undefined],
+      ['forget', {}],
+      ['forget', { uid: '' }],
+      ['forget', { uid: 'constructor' }],
+      ['forget', { uid: 'n1', level: 'info' }],
+      ['rediscover', { other: 1 }],
+      ['rediscover', []],
+      ['rediscover', null],
+      ['set-log-level', { level: 'silent' }],
+      ['set-log-level', { level: 'info', uid: 'n1' }],
+    ] as const) {
+      expect(actionArgsProblem(name, args), `${name} ${JSON.stringify(args)}`).toBeTypeOf('string');
+    }
+  });
+});
