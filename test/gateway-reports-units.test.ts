@@ -72,7 +72,7 @@ describe('actions', () => {
   const handler = {
     rediscover: (uid?: string) => ({ result: 'ok' as const, detail: { uid: uid ?? 'all' } }),
     forget: () => {
-      throw new Error('boom');
+      throw new Error('boom\nat line 2');
     },
     setLogLevel: () => ({ result: 'ok' as const }),
   };
@@ -90,7 +90,8 @@ describe('actions', () => {
     const bad = await runAction({ type: 'action', id: 'c', name: 'forget', args: { uid: 7 } as never }, handler, log);
     expect(bad).toMatchObject({ result: 'bad-args', reason: expect.stringContaining('args.uid') });
     const failed = await runAction({ type: 'action', id: 'd', name: 'forget', args: { uid: 'n1' } }, handler, log);
-    expect(failed).toMatchObject({ result: 'error', reason: 'boom' });
+    // A reason the broker accepts: no control characters.
+    expect(failed).toMatchObject({ result: 'error', reason: 'boom at line 2' });
     const noHandler = await runAction({ type: 'action', id: 'e', name: 'rediscover' }, undefined, log);
     expect(noHandler.result).toBe('unknown-action');
   });

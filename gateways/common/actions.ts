@@ -64,9 +64,15 @@ export async function runAction(
   }
   log.info({ action: name, args, result: outcome.result, reason: outcome.reason }, 'action from the broker');
   const result: GwActionResult = { type: 'action-result', id, result: outcome.result };
-  if (outcome.reason !== undefined) result.reason = outcome.reason.slice(0, MAX_REPORT_STRING);
+  if (outcome.reason !== undefined) result.reason = reportText(outcome.reason);
   if (outcome.detail !== undefined) result.detail = outcome.detail;
   return result;
+}
+
+/** A string the broker accepts in a report: no control characters (an error message may hold a newline), capped. */
+function reportText(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing control characters is the point
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').slice(0, MAX_REPORT_STRING);
 }
 
 /** `set-log-level` for a gateway's loggers (a pino child keeps its own level, so each is set). */
