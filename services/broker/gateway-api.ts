@@ -29,6 +29,43 @@ const ActionParams = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 64 }),
 });
 
+const Counts = Type.Record(Type.String(), Type.Number());
+const InventorySchema = Type.Object({
+  protocol: Type.String(),
+  version: Type.String(),
+  startedAt: Type.Number(),
+  actions: Type.Array(Type.String()),
+  listen: Type.Array(Type.String()),
+});
+const StatusSchema = Type.Object({
+  at: Type.Number(),
+  uptimeS: Type.Number(),
+  nodes: Counts,
+  messages: Type.Object({ in: Type.Number(), out: Type.Number() }),
+  errors: Counts,
+  reconnects: Type.Number(),
+  eventLoopLagMs: Type.Number(),
+});
+/**
+ * The answer of GET /gateways/:id. As a response schema it also means only these fields are ever serialized,
+ * whatever a report held (defence in depth: the broker already copies only the known fields).
+ */
+const GatewayDetail = Type.Object({
+  id: Type.String(),
+  broker: Type.Optional(Type.String()),
+  connectedAt: Type.Optional(Type.Number()),
+  nodes: Type.Optional(Type.Number()),
+  inventory: Type.Union([InventorySchema, Type.Null()]),
+  status: Type.Union([StatusSchema, Type.Null()]),
+  history: Type.Array(Type.Object({ at: Type.Number(), in: Type.Number(), out: Type.Number(), errors: Type.Number() })),
+});
+const ActionAnswer = Type.Object({
+  id: Type.String(),
+  result: Type.String(),
+  reason: Type.Optional(Type.String()),
+  detail: Type.Optional(Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]))),
+});
+
 /**
  * HTTP status of each outcome. The body's args are checked by the same rule the gateway applies
  * (actionArgsProblem), not by the route schema: Fastify's validator coerces types and strips unknown keys,
@@ -63,27 +100,31 @@ export function registerGatewayRoutes(api: FastifyInstance, deps: GatewayApiDeps
     }),
   );
 
-  api.get<{ Params: { id: string } }>('/gateways/:id', { schema: { params: GatewayParams } }, async (req, reply) => {
-    const { id } = req.params;
-    const record = known().get(id);
-    const report = deps.reports.get(id);
-    if (record === undefined && report === undefined) {
-      return problem(reply, 404, ErrorCode.UnknownGateway, `no gateway ${id}`);
-    }
-    return {
-      id,
-      broker: report?.broker ?? record?.broker,
-      connectedAt: report?.connectedAt ?? record?.connectedAt,
-      nodes: record?.nodes,
-      inventory: report?.inventory ?? null,
-      status: report?.status ?? null,
-      history: report?.history ?? [],
-    };
-  });
+  api.get<{ Params: { id: string } }>(
+    '/gateways/:id',
+    { schema: { params: GatewayParams, response: { 200: GatewayDetail } } },
+    async (req, reply) => {
+      const { id } = req.params;
+      const record = known().get(id);
+      const report = deps.reports.get(id);
+      if (record === undefined && report === undefined) {
+        return problem(reply, 404, ErrorCode.UnknownGateway, `no gateway ${id}`);
+      }
+      return {
+        id,
+        broker: report?.broker ?? record?.broker,
+        connectedAt: report?.connectedAt ?? record?.connectedAt,
+        nodes: record?.nodes,
+        inventory: report?.inventory ?? null,
+        status: report?.status ?? null,
+        history: report?.history ?? [],
+      };
+    },
+  );
 
   api.post<{ Params: { id: string; name: string }; Body: unknown }>(
     '/gateways/:id/actions/:name',
-    { schema: { params: ActionParams } },
+    { schema: { params: ActionParams, response: { 200: ActionAnswer } } },
     async (req, reply) => {
       const { id, name } = req.params;
       const claims = req.claims!;
