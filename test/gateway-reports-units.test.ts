@@ -1,9 +1,13 @@
 // The parts of gateway reports that need no socket: the bounded error kinds, the report builder, the action
-// dispatcher and the shared argument rule (issue 11, item 7).
+// dispatcher, the shared argument rule, and the broker's store of reports on an in-process bus (issue 11, item 7).
 import { describe, expect, it } from 'vitest';
 import { runAction } from '../gateways/common/actions.ts';
 import { GatewayStats, OTHER_ERRORS, StatusReporter } from '../gateways/common/status-report.ts';
+import { GatewayReports } from '../services/broker/gateway-reports.ts';
+import { MemoryBus } from '../services/bus/memory-bus.ts';
+import { subjects } from '../services/bus/subjects.ts';
 import { silentLogger } from '../services/common/log.ts';
+import { Metrics } from '../services/common/metrics.ts';
 import { parseGatewayFrame } from '../services/protocol/frames.ts';
 import { actionArgsProblem, MAX_REPORT_KEYS } from '../services/protocol/gateway-reports.ts';
 
@@ -115,5 +119,41 @@ describe('actions', () => {
     ] as const) {
       expect(actionArgsProblem(name, args), `${name} ${JSON.stringify(args)}`).toBeTypeOf('string');
     }
+  });
+});
+
+describe('GatewayReports (broker side, on an in-process bus)', () => {
+  it('keeps the newer connection when an older one reports late, and ignores the older one leaving', async () => {
+    const bus = new MemoryBus(() => undefined);
+    await bus.start();
+    const sent: string[] = [];
+    const rejected = new Metrics().counterFamily('rejections_total', 'refused', 'reason');
+    const reports = new GatewayReports({
+      brokerId: 'a',
+      log: silentLogger(),
+      bus,
+      counters: { rejected },
+      broadcast: (text) => sent.push(text),
+      config: { gatewayReportMinIntervalMs: 0, gatewayReportTtlMs: 60_000, gatewayHistory: 60 },
+    });
+    reports.start();
+    const publish = (frame: object) => bus.publish(subjects.gatewayReport('gw'), Buffer.from(JSON.stringify(frame)));
+    publish({ type: 'gateway', id: 'gw', broker: 'b2', connectedAt: 2000, session: 'new' });
+    publish({ type: 'gateway', id: 'gw', broker: 'b1', connectedAt: 1000, session: 'old' });
+    publish({ type: 'gateway-gone', id: 'gw', broker: 'b1', session: 'old' });
+    expect(reports.get('gw')).toMatchObject({ broker: 'b2', connectedAt: 2000 });
+    expect(rejected('stale-gateway-report').value).toBe(1);
+    // Garbage on the subject is counted, never applied.
+    bus.publish(subjects.gatewayReport('gw'), Buffer.from('{"type":"gateway","id":"__proto__","session":"x"}'));
+    bus.publish(
+      subjects.gatewayReport('gw'),
+      Buffer.from('[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]'),
+    );
+    expect(rejected('bad-bus-gateway-report').value).toBe(2);
+    publish({ type: 'gateway-gone', id: 'gw', broker: 'b2', session: 'new' });
+    expect(reports.get('gw')).toBeUndefined();
+    expect(sent.at(-1)).toBe('{"type":"gateway-gone","id":"gw"}');
+    reports.stop();
+    await bus.stop();
   });
 });

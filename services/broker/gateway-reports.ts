@@ -230,6 +230,12 @@ export class GatewayReports {
 
   private apply(frame: ToClientGateway, session: string): void {
     let entry = this.entries.get(frame.id);
+    // A late report of an older connection (the gateway moved to another broker, whose report came first) must
+    // not replace the newer one; its `gateway-gone` is then ignored too, since the sessions differ.
+    if (entry !== undefined && entry.session !== session && entry.connectedAt > frame.connectedAt) {
+      this.deps.counters.rejected('stale-gateway-report').inc();
+      return;
+    }
     if (entry === undefined || entry.session !== session) {
       // A new connection of the gateway (here or on a peer): a fresh record and history.
       entry = { id: frame.id, broker: frame.broker, connectedAt: frame.connectedAt, session, history: [], heardAt: 0 };
