@@ -17,6 +17,10 @@ export const ErrorCode = {
   /** A store the broker needs for this request (the JetStream ownership bucket) did not answer. */
   Unavailable: 'MYC_ERR_UNAVAILABLE',
   UnknownNode: 'MYC_ERR_UNKNOWN_NODE',
+  /** No gateway of that id is connected to any broker (GET/POST /api/v1/gateways/:id…). */
+  UnknownGateway: 'MYC_ERR_UNKNOWN_GATEWAY',
+  /** No gateway action of that name (POST /api/v1/gateways/:id/actions/:name). */
+  UnknownAction: 'MYC_ERR_UNKNOWN_ACTION',
   NodeOffline: 'MYC_ERR_NODE_OFFLINE',
   Forbidden: 'MYC_ERR_FORBIDDEN',
   Unauthorized: 'MYC_ERR_UNAUTHORIZED',
