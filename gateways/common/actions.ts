@@ -98,8 +98,8 @@ export interface CoreActionDeps<S> {
   nodes(): Iterable<GatewayNode<S>>;
   /** The adapter's transport; a rediscover while it is down reaches nobody and says so. */
   health(): TransportHealth;
-  /** undefined for a core without an adapter (it cannot ask nodes anything). */
-  discover: ((node: GatewayNode<S>) => void) | undefined;
+  /** The adapter's discover(); undefined for a core without an adapter (it cannot ask nodes anything). */
+  discoverer(): ((node: GatewayNode<S>) => void) | undefined;
   /** The core drops the node: `out` to the broker, then the adapter lets it go. */
   drop(node: GatewayNode<S>, why: ForgetReason): void;
   loggers(): Logger[];
@@ -114,7 +114,7 @@ export interface CoreActionDeps<S> {
 export function coreActions<S>(deps: CoreActionDeps<S>): ActionHandler {
   return {
     rediscover: (uid) => {
-      const discover = deps.discover;
+      const discover = deps.discoverer();
       if (discover === undefined) return { result: 'error', reason: 'gateway cannot discover nodes' };
       const one = uid === undefined ? undefined : deps.node(uid);
       if (uid !== undefined && one === undefined) return unknownNode(uid);

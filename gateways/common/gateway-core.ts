@@ -134,7 +134,10 @@ export class GatewayCore<S = undefined> {
       node: (uid) => this.table.get(uid),
       nodes: () => this.table.values(),
       health: () => this.adapter?.health() ?? { up: true },
-      discover: this.adapter === undefined ? undefined : (node) => this.adapter?.discover(node),
+      discoverer: () => {
+        const adapter = this.adapter;
+        return adapter === undefined ? undefined : (node) => adapter.discover(node);
+      },
       drop: (node, why) => this.drop(node, why),
       loggers: () => [this.log, ...(options.loggers ?? [])],
     });

@@ -39,7 +39,6 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-
 export class ActionRouter {
   private readonly served = new Map<ActionTarget, BusSubscription>();
   private readonly pending = new Map<string, Pending>();

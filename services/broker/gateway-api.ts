@@ -56,27 +56,23 @@ export function registerGatewayRoutes(api: FastifyInstance, deps: GatewayApiDeps
     }),
   );
 
-  api.get<{ Params: { id: string } }>(
-    '/gateways/:id',
-    { schema: routeSchemas.getGateway },
-    async (req, reply) => {
-      const { id } = req.params;
-      const record = known().get(id);
-      const report = deps.reports.get(id);
-      if (record === undefined && report === undefined) {
-        return problem(reply, 404, ErrorCode.UnknownGateway, `no gateway ${id}`);
-      }
-      return {
-        id,
-        broker: report?.broker ?? record?.broker,
-        connectedAt: report?.connectedAt ?? record?.connectedAt,
-        nodes: record?.nodes,
-        inventory: report?.inventory ?? null,
-        status: report?.status ?? null,
-        history: report?.history ?? [],
-      };
-    },
-  );
+  api.get<{ Params: { id: string } }>('/gateways/:id', { schema: routeSchemas.getGateway }, async (req, reply) => {
+    const { id } = req.params;
+    const record = known().get(id);
+    const report = deps.reports.get(id);
+    if (record === undefined && report === undefined) {
+      return problem(reply, 404, ErrorCode.UnknownGateway, `no gateway ${id}`);
+    }
+    return {
+      id,
+      broker: report?.broker ?? record?.broker,
+      connectedAt: report?.connectedAt ?? record?.connectedAt,
+      nodes: record?.nodes,
+      inventory: report?.inventory ?? null,
+      status: report?.status ?? null,
+      history: report?.history ?? [],
+    };
+  });
 
   api.post<{ Params: { id: string; name: string }; Body: unknown }>(
     '/gateways/:id/actions/:name',
