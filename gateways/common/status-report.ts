@@ -136,13 +136,17 @@ export class StatusReporter {
   }
 }
 
-/** A count map the broker accepts: valid keys only, at most MAX_REPORT_KEYS, finite counts >= 0. */
+/**
+ * Node counts as the broker accepts them: valid keys only, at most MAX_REPORT_KEYS, finite counts >= 0. A status
+ * with no node in it is left out, `online` excepted: the core knows every status of every protocol, and a
+ * WebSocket node (online from its first frame) would otherwise show `0 unverified, 0 discovering` forever.
+ */
 function boundedCounts(counts: Readonly<Record<string, number>>): Record<string, number> {
   const out: Record<string, number> = {};
   let n = 0;
   for (const key in counts) {
     const v = counts[key];
-    if (!isReportKey(key) || !Number.isFinite(v) || v < 0) continue;
+    if (!isReportKey(key) || !Number.isFinite(v) || v < 0 || (v === 0 && key !== 'online')) continue;
     if (++n > MAX_REPORT_KEYS) break;
     out[key] = v;
   }
