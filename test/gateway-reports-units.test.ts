@@ -9,7 +9,7 @@ import { MemoryBus } from '../services/bus/memory-bus.ts';
 import { subjects } from '../services/bus/subjects.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { Metrics } from '../services/common/metrics.ts';
-import { actionArgsProblem, parseGatewayFrame } from '../services/protocol/frames.ts';
+import { actionArgsProblem, parseBrokerToGatewayFrame, parseGatewayFrame } from '../services/protocol/frames.ts';
 import { MAX_REPORT_KEYS } from '../services/protocol/gateway-reports.ts';
 
 describe('boundedErrors', () => {
@@ -162,5 +162,63 @@ describe('GatewayReports (broker side, on an in-process bus)', () => {
     expect(sent.at(-1)).toBe('{"type":"gateway-gone","id":"gw"}');
     reports.stop();
     await bus.stop();
+  });
+});
+
+describe('report frames as TypeBox schemas (compiled, frames.ts)', () => {
+  const status = {
+    type: 'status',
+    at: 1,
+    uptimeS: 1,
+    nodes: { online: 1 },
+    messages: { in: 0, out: 0 },
+    errors: {},
+    reconnects: 0,
+    eventLoopLagMs: 0,
+  };
+  const withStatus = (patch: Record<string, unknown>) => JSON.stringify({ ...status, ...patch });
+
+  it('accepts a report at its bounds', () => {
+    const keys = Object.fromEntries(Array.from({ length: MAX_REPORT_KEYS }, (_, i) => [`k${i}`.padEnd(64, 'x'), i]));
+    expect(parseGatewayFrame(withStatus({ errors: keys })).ok).toBe(true);
+  });
+
+  it.each([
+    ['an infinite count (1e999)', withStatus({}).replace('"reconnects":0', '"reconnects":1e999'), 'reconnects'],
+    ['a negative count', withStatus({ uptimeS: -1 }), 'uptimeS'],
+    ['a __proto__ key', withStatus({}).replace('"errors":{}', '"errors":{"__proto__":1}'), 'errors key'],
+    ['a control character in a key', withStatus({ nodes: { 'on\u0000line': 1 } }), 'nodes key'],
+    ['a key of 65 characters', withStatus({ errors: { ['k'.repeat(65)]: 1 } }), 'errors'],
+    [
+      'too many keys',
+      withStatus({ errors: Object.fromEntries(Array.from({ length: MAX_REPORT_KEYS + 1 }, (_, i) => [`k${i}`, 1])) }),
+      'errors',
+    ],
+    ['a count that is a string', withStatus({ messages: { in: '1', out: 0 } }), 'messages.in'],
+  ])('refuses a status with %s, naming the field', (_what, text, field) => {
+    const parsed = parseGatewayFrame(text);
+    expect(parsed.ok).toBe(false);
+    if (!parsed.ok) expect(parsed.reason).toContain(`status: ${field}`);
+  });
+
+  it('bounds inventory strings and lists, action results and actions', () => {
+    const inventory = { type: 'inventory', protocol: 'CoAP', version: '1', startedAt: 1, actions: [], listen: [] };
+    expect(parseGatewayFrame(JSON.stringify(inventory)).ok).toBe(true);
+    for (const bad of [
+      { ...inventory, version: 'v'.repeat(257) },
+      { ...inventory, protocol: 'Co\nAP' },
+      { ...inventory, listen: Array.from({ length: 17 }, () => 'udp://h:1') },
+      { ...inventory, startedAt: 'now' },
+    ]) {
+      expect(parseGatewayFrame(JSON.stringify(bad)).ok, JSON.stringify(bad).slice(0, 80)).toBe(false);
+    }
+    const result = { type: 'action-result', id: 'a1', result: 'ok' };
+    expect(parseGatewayFrame(JSON.stringify({ ...result, detail: { nodes: 2, ok: true, level: 'x' } })).ok).toBe(true);
+    expect(parseGatewayFrame(JSON.stringify({ ...result, detail: { nested: { a: 1 } } })).ok).toBe(false);
+    expect(parseGatewayFrame(JSON.stringify({ ...result, result: 'timeout' })).ok).toBe(false);
+    expect(parseGatewayFrame(JSON.stringify({ ...result, id: 'constructor' })).ok).toBe(false);
+    const action = { type: 'action', id: 'a1', name: 'forget' };
+    expect(parseBrokerToGatewayFrame(JSON.stringify({ ...action, args: { uid: 'n1' } })).ok).toBe(true);
+    expect(parseBrokerToGatewayFrame(JSON.stringify({ ...action, args: ['n1'] })).ok).toBe(false);
   });
 });
