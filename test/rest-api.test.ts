@@ -107,6 +107,8 @@ describe('GET /api/v1/openapi.json', () => {
     expect(doc.openapi).toBe('3.0.3');
     expect(Object.keys(doc.paths).sort()).toEqual([
       '/api/v1/gateways',
+      '/api/v1/gateways/{id}',
+      '/api/v1/gateways/{id}/actions/{name}',
       '/api/v1/nodes',
       '/api/v1/nodes/{uid}',
       '/api/v1/nodes/{uid}/events',

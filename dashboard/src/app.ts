@@ -7,6 +7,7 @@ import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
 import { h, setText } from './dom.ts';
 import { HistoryOpener } from './history-opener.ts';
+import { GatewaysPage } from './gateways.ts';
 import { configureTiles } from './map.ts';
 import { applyFrame, type NodeModel } from './model.ts';
 import { loadSettings, saveSettings } from './settings.ts';
@@ -67,6 +68,20 @@ export class App {
   private readonly knownResources = new Set(KNOWN_RESOURCES);
   private readonly history: HistoryOpener;
 
+  /** The Gateways page, and which page is shown. */
+  private readonly gateways: GatewaysPage;
+  private view: 'nodes' | 'gateways' = 'nodes';
+  private readonly navNodes = h(
+    'button',
+    { type: 'button', id: 'nav-nodes', class: 'nav', 'aria-pressed': 'true' },
+    'Nodes',
+  );
+  private readonly navGateways = h(
+    'button',
+    { type: 'button', id: 'nav-gateways', class: 'nav', 'aria-pressed': 'false' },
+    'Gateways',
+  );
+
   // Elements
   private readonly grid = h('main', { class: 'grid', id: 'grid' });
   private readonly empty = h('div', { class: 'empty' }, 'Waiting for nodes…');
@@ -111,6 +126,9 @@ export class App {
     });
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
+    this.gateways = new GatewaysPage({
+      act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
+    });
   }
 
   start(): void {
@@ -168,6 +186,8 @@ export class App {
       this.filtersChanged();
     });
     this.resourcesButton.addEventListener('click', () => this.toggleResourcesPanel());
+    this.navNodes.addEventListener('click', () => this.show('nodes'));
+    this.navGateways.addEventListener('click', () => this.show('gateways'));
     this.themeButton.addEventListener('click', () => {
       s.theme = s.theme === 'dark' ? 'light' : 'dark';
       saveSettings(s);
@@ -209,6 +229,7 @@ export class App {
       'header',
       { class: 'top' },
       h('div', { class: 'brand' }, h('span', { class: 'logo', 'aria-hidden': 'true' }), h('h1', {}, this.config.title)),
+      h('nav', { class: 'views', 'aria-label': 'pages' }, this.navNodes, this.navGateways),
       this.connPill,
       this.roleBadge,
       this.counts,
@@ -219,7 +240,19 @@ export class App {
       this.themeButton,
       this.logoutButton,
     );
-    this.root.replaceChildren(header, this.login, this.empty, this.grid);
+    this.root.replaceChildren(header, this.login, this.empty, this.grid, this.gateways.el);
+  }
+
+  /** Switches between the Nodes and the Gateways page (the node filters stay in the header, for Nodes). */
+  private show(view: 'nodes' | 'gateways'): void {
+    this.view = view;
+    const nodes = view === 'nodes';
+    this.navNodes.setAttribute('aria-pressed', String(nodes));
+    this.navGateways.setAttribute('aria-pressed', String(!nodes));
+    this.grid.hidden = !nodes;
+    this.gateways.el.hidden = nodes;
+    for (const el of [this.search, this.statusFilter, this.resourcesButton]) el.hidden = !nodes;
+    this.updateCounts();
   }
 
   private applyTheme(): void {
@@ -269,7 +302,10 @@ export class App {
   // Connection and frames
 
   private onConnectionState(s: ConnectionState): void {
-    if (s.kind === 'open') this.staging = new Map();
+    if (s.kind === 'open') {
+      this.staging = new Map();
+      this.gateways.beginSnapshot();
+    }
     const text = {
       connecting: 'Connecting…',
       open: this.staging ? 'Syncing…' : 'Live',
@@ -301,17 +337,26 @@ export class App {
         }
         setText(this.roleBadge, msg.role);
         this.roleBadge.dataset.role = msg.role;
+        this.gateways.setCanAct(canWrite(msg.role));
         return;
       case 'synced':
         this.swapSnapshot();
+        this.gateways.endSnapshot();
         setText(this.connPill, 'Live');
         return;
       case 'result':
         return this.showResult(msg.id, msg.result, msg.reason);
       case 'error':
-        if (msg.id !== undefined) this.showResult(msg.id, 'error', msg.reason);
-        else console.warn('mycelium: broker error', msg.code, msg.reason);
+        if (msg.id !== undefined) {
+          if (!this.gateways.failed(msg.id, msg.reason)) this.showResult(msg.id, 'error', msg.reason);
+        } else console.warn('mycelium: broker error', msg.code, msg.reason);
         return;
+      case 'gateway':
+        return this.gateways.apply(msg);
+      case 'gateway-gone':
+        return this.gateways.remove(msg.id);
+      case 'action-result':
+        return this.gateways.result(msg);
       default: {
         if (msg.type === 'update') this.knownResources.add(msg.endpoint.replace(/^\/+/, ''));
         const target = this.staging ?? this.nodes;
@@ -489,6 +534,7 @@ export class App {
     for (const uid of [...this.cards.keys()]) this.removeCard(uid);
     this.role = undefined;
     setText(this.roleBadge, '');
+    this.gateways.clear();
     this.updateCounts();
   }
 
@@ -513,7 +559,7 @@ export class App {
       else if (!this.isDismissed(n)) offline++;
     }
     setText(this.counts, `${online} online · ${offline} offline`);
-    this.empty.hidden = this.cards.size > 0;
+    this.empty.hidden = this.view !== 'nodes' || this.cards.size > 0;
   }
 
   // -----------------------------------------------------------------------------------------

@@ -99,6 +99,14 @@ export class CoapAdapter implements ProtocolAdapter<CoapState> {
     this.observations.tick(now);
   }
 
+  /** The bound UDP socket, `udp://host:port` (IPv6 in brackets, RFC 3986 §3.2.2). */
+  listen(): string[] {
+    const port = this.transport.port;
+    if (port === undefined) return [];
+    const host = this.config.coapHost;
+    return [`udp://${host.includes(':') ? `[${host}]` : host}:${port}`];
+  }
+
   discover(node: CoapNode): void {
     node.state.wantDiscovery = true;
     this.discovery.enqueue(node);

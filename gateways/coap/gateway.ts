@@ -47,6 +47,7 @@ export class CoapGateway {
       http: { port: c.httpPort, host: c.httpHost, timeoutMs: c.httpTimeoutMs, publicMetrics: c.publicMetrics },
       authorizeMetrics: (token) => checkMetricsToken(this.checks, token),
       metricsPrefix: 'mycelium_coap_',
+      statusIntervalMs: c.statusInterval * 1000,
     });
     this.adapter = new CoapAdapter(config, this.core, deps.log);
     this.core.use(this.adapter);

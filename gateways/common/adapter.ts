@@ -19,10 +19,11 @@ export interface TransportHealth {
 }
 
 /**
- * Why the core dropped a node and tells its adapter to let it go: silent past the liveness timeout (the core
- * reports `out`), or refused by the broker with an error code (a duplicate uid...; not reported `out`).
+ * Why the core dropped a node and tells its adapter to let it go: silent past the liveness timeout, or forgotten
+ * by an operator's `forget` action (both reported `out`, with reason `timeout` / `removed`), or refused by the
+ * broker with an error code (a duplicate uid...; not reported `out`).
  */
-export type ForgetReason = { reason: 'timeout' } | { reason: 'refused'; code: string };
+export type ForgetReason = { reason: 'timeout' } | { reason: 'removed' } | { reason: 'refused'; code: string };
 
 export interface ProtocolAdapter<S> {
   /** The protocol name the broker and the dashboard show ("CoAP", "MQTT", "WebSocket"). */
@@ -41,6 +42,8 @@ export interface ProtocolAdapter<S> {
    */
   forget(node: GatewayNode<S>, reason: ForgetReason): void;
   health(): TransportHealth;
+  /** Where the adapter listens for nodes (`udp://127.0.0.1:5683`), for the gateway's inventory. */
+  listen?(): string[];
   /** Periodic work run on the core's one sweep timer (pings, observation renewal), before timeouts are checked. */
   tick?(now: number): void;
 }

@@ -72,7 +72,7 @@ export class BrokerSync<S> {
   }
 
   /** Sends one frame if connected. A value that cannot be serialized is dropped and logged. */
-  private send(msg: GatewayMessage): boolean {
+  send(msg: GatewayMessage): boolean {
     const frame = encode(msg);
     if (frame === undefined) {
       this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');

@@ -8,11 +8,14 @@ import { Metrics } from '../../services/common/metrics.ts';
 import { ErrorCode } from '../../services/protocol/errors.ts';
 import type { BrError, BrokerToGatewayMessage, Json, OutReason } from '../../services/protocol/messages.ts';
 import type { ForgetReason, ProtocolAdapter, WriteOutcome } from './adapter.ts';
+import { coreActions, runAction, type ActionHandler } from './actions.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
 import { BrokerSync } from './broker-sync.ts';
 import { type HealthReport, HttpEndpoint, type HttpEndpointOptions } from './http-endpoint.ts';
 import { type AddOptions, type GatewayNode, NodeTable, type Refusal } from './node-table.ts';
 import { CoreCounters, type CoreStats } from './stats.ts';
+import { gatewayVersion, STATUS_DEFAULTS, StatusReporter } from './status-report.ts';
+import { ACTION_NAMES, type BrAction } from '../../services/protocol/gateway-reports.ts';
 
 export type { WriteOutcome } from './adapter.ts';
 export type { AddOptions, Refusal } from './node-table.ts';
@@ -50,6 +53,12 @@ export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | '
   authorizeMetrics?: (token: string | undefined) => Promise<string | undefined>;
   /** Prefix of the gateway's metric names, e.g. `mycelium_coap_`. */
   metricsPrefix?: string;
+  /** --status-interval in milliseconds: how often the status report goes to the broker (and on every connect). */
+  statusIntervalMs?: number;
+  /** The loggers `set-log-level` sets besides the core's (a pino child keeps its own level). */
+  loggers?: Logger[];
+  /** Where a core without an adapter says it listens (inventory); an adapter's listen() comes first. */
+  listen?: () => string[];
 }
 
 export const CORE_DEFAULTS = { maxNodes: 100_000, maxResourcesPerNode: 64, maxPendingOuts: 100_000 } as const;
@@ -69,6 +78,8 @@ export class GatewayCore<S = undefined> {
   /** Refusals already logged: a cap hit is logged once per reason, then only counted. */
   private readonly logged = new Set<Refusal>();
   private token?: () => Promise<string>;
+  private readonly reporter: StatusReporter;
+  private actions: ActionHandler;
   private sweepTimer?: NodeJS.Timeout;
   private running = false;
   private stopping?: Promise<void>;
@@ -85,7 +96,7 @@ export class GatewayCore<S = undefined> {
     this.link = new BrokerLink({
       ...options,
       token: () => (this.token === undefined ? Promise.reject(new Error('gateway not started')) : this.token()),
-      onOpen: () => this.sync.replay(),
+      onOpen: () => this.onLinkOpen(),
       onMessage: (m) => this.onBrokerMessage(m),
     });
     this.sync = new BrokerSync<S>(
@@ -106,6 +117,30 @@ export class GatewayCore<S = undefined> {
         log: this.log,
       });
     }
+    this.reporter = new StatusReporter({
+      stats: () => this.stats(),
+      inventory: {
+        protocol: () => this.protocol,
+        version: gatewayVersion(),
+        startedAt: Date.now(),
+        actions: () => [...ACTION_NAMES],
+        listen: () => this.adapter?.listen?.() ?? options.listen?.() ?? [],
+      },
+      intervalMs: options.statusIntervalMs ?? STATUS_DEFAULTS.intervalMs,
+      send: (frame) => this.link.send(frame),
+      log: this.log,
+    });
+    this.actions = coreActions<S>({
+      node: (uid) => this.table.get(uid),
+      nodes: () => this.table.values(),
+      health: () => this.adapter?.health() ?? { up: true },
+      discoverer: () => {
+        const adapter = this.adapter;
+        return adapter === undefined ? undefined : (node) => adapter.discover(node);
+      },
+      drop: (node, why) => this.drop(node, why),
+      loggers: () => [this.log, ...(options.loggers ?? [])],
+    });
   }
 
   /** Plugs the protocol adapter in (once, from the gateway's constructor). */
@@ -128,6 +163,7 @@ export class GatewayCore<S = undefined> {
       await this.adapter?.start();
       await this.http?.start();
       await this.link.start();
+      this.reporter.start();
     } catch (err) {
       await this.shutdown().catch(() => undefined);
       throw err;
@@ -157,6 +193,7 @@ export class GatewayCore<S = undefined> {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.sweepTimer);
+    this.reporter.stop();
     await this.link.stop();
     await this.adapter?.stop();
     await this.http?.stop();
@@ -165,6 +202,11 @@ export class GatewayCore<S = undefined> {
   /** The writes of a core without an adapter. */
   onWrite(handler: WriteHandler): void {
     this.writeHandler = handler;
+  }
+
+  /** The actions of a core without an adapter (tests of the broker side), instead of the node table's. */
+  onAction(handler: ActionHandler): void {
+    this.actions = handler;
   }
 
   /** Port of the /metrics and /healthz endpoint; undefined when off or not started. */
@@ -317,12 +359,16 @@ export class GatewayCore<S = undefined> {
     }
   }
 
-  /** The core drops a node: the adapter lets it go; a timeout is reported `out`, a broker refusal is not. */
+  /**
+   * The core drops a node: the adapter lets it go; a timeout and an operator's forget are reported `out`, a broker
+   * refusal is not.
+   */
   private drop(node: GatewayNode<S>, why: ForgetReason): void {
     if (why.reason === 'timeout') {
       this.nodeOut(node.uid, 'timeout');
       this.log.debug({ uid: node.uid, silentMs: Date.now() - node.lastSeen }, 'node timed out');
-    } else this.forget(node.uid);
+    } else if (why.reason === 'removed') this.nodeOut(node.uid, 'removed');
+    else this.forget(node.uid);
     this.adapter?.forget(node, why);
   }
 
@@ -369,6 +415,9 @@ export class GatewayCore<S = undefined> {
         this.options.onBrokerError?.(msg);
         return;
       }
+      case 'action':
+        this.action(msg).catch((err: unknown) => this.log.error({ err, id: msg.id }, 'action result not sent'));
+        return;
       default: {
         const never: never = msg;
         return never;
@@ -394,6 +443,18 @@ export class GatewayCore<S = undefined> {
       this.noteOut();
     }
     this.counters.writes(outcome.result).inc();
+    if (outcome.result === 'error' || outcome.result === 'timeout') this.noteError(`write-${outcome.result}`);
     this.sync.result(id, outcome);
+  }
+
+  /** Every (re)connection: the inventory, the state of every node, then a status report (issue 11, item 7). */
+  private onLinkOpen(): void {
+    this.reporter.sendInventory();
+    this.sync.replay();
+    this.reporter.sendStatus();
+  }
+
+  private async action(msg: BrAction): Promise<void> {
+    this.sync.send(await runAction(msg, this.actions, this.log));
   }
 }

@@ -20,6 +20,12 @@ export const gatewayLinkOptions = {
   backoffInitialMs: { type: 'number', default: 500, min: 1, description: 'first reconnect delay to the broker' },
   backoffMaxMs: { type: 'number', default: 30000, min: 1, description: 'longest reconnect delay to the broker' },
   brokerPingMs: { type: 'number', default: 15000, min: 10, description: 'ping interval on the broker link' },
+  statusInterval: {
+    type: 'number',
+    default: 10,
+    min: 0.01,
+    description: 'seconds between the status reports the gateway sends the broker (and one on every connect)',
+  },
 } as const satisfies OptionTable;
 
 export type GatewayLinkConfig = ConfigOf<typeof gatewayLinkOptions>;

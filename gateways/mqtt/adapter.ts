@@ -141,6 +141,12 @@ export class MqttAdapter implements ProtocolAdapter<MqttState> {
     };
   }
 
+  /** The embedded broker's port, or the external broker the gateway subscribes to. */
+  listen(): string[] {
+    if (this.broker !== undefined) return [`mqtt://${this.config.mqttHost}:${this.broker.port}`];
+    return this.transport === undefined ? [] : [this.transport.description];
+  }
+
   discover(node: MqttNode): void {
     this.discovery.discover(node.state.id);
   }

@@ -54,6 +54,8 @@ export class MqttGateway {
       },
       authorizeMetrics: (token) => checkMetricsToken(this.checks, token),
       metricsPrefix: 'mycelium_mqtt_',
+      statusIntervalMs: config.statusInterval * 1000,
+      loggers: [deps.log],
     });
     this.adapter = new MqttAdapter(config, this.core, deps.log, () => this.checks);
     this.core.use(this.adapter);

@@ -143,6 +143,11 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
     return this.transport.listening ? { up: true } : { up: false, detail: `WebSocket port not listening` };
   }
 
+  listen(): string[] {
+    const port = this.transport.port;
+    return port === 0 ? [] : [`ws://${this.config.host}:${port}${NODE_PATH}`];
+  }
+
   discover(node: WsNode): void {
     askForResources(node.state);
   }
@@ -152,7 +157,8 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
    * out by the core. Refused by the broker (the core has forgotten it, so it is never replayed):
    * MYC_ERR_DUPLICATE_UID means another gateway (or worker) holds the uid, e.g. the device reconnected elsewhere
    * before the old link died; the node is closed with 4409 and claims the uid again when it reconnects. Any other
-   * refusal naming a uid (a frame the broker found bad): closed with 1008 and the code.
+   * refusal naming a uid (a frame the broker found bad): closed with 1008 and the code. Forgotten by an
+   * operator: closed with 1000.
    */
   forget(node: WsNode, why: ForgetReason): void {
     const session = node.state;
@@ -162,6 +168,13 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
       session.outReason = 'timeout';
       this.writes.fail(session, 'node timed out');
       session.ws.terminate();
+      return;
+    }
+    if (why.reason === 'removed') {
+      // An operator's forget: the core reported it out already; a node that reconnects is announced again.
+      session.outReason = 'removed';
+      this.writes.fail(session, 'node forgotten by an operator');
+      session.ws.close(CloseCode.Normal, 'forgotten by an operator');
       return;
     }
     this.rejected(`broker-${why.code}`);

@@ -60,6 +60,7 @@ export class WsGateway {
       },
       authorizeMetrics: (token) => checkMetricsToken(this.checks, token),
       metricsPrefix: 'mycelium_ws_gateway_',
+      statusIntervalMs: config.statusInterval * 1000,
     });
     this.adapter = new WsAdapter(config, this.core, this.log, () => this.checks);
     this.core.use(this.adapter);

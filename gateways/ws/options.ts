@@ -38,6 +38,7 @@ export const WS_GATEWAY_DEFAULTS = {
   maxNodes: gatewayLimitOptions.maxNodes.default,
   maxResourcesPerNode: gatewayLimitOptions.maxResourcesPerNode.default,
   newNodesPerMinute: gatewayLimitOptions.newNodesPerMinute.default,
+  statusInterval: gatewayLinkOptions.statusInterval.default,
   maxTokenTtl: [...DEFAULT_MAX_TOKEN_TTL] as string[],
   revocationPollMs: DEFAULT_REVOCATION_POLL_MS,
   /** undefined: revoked.json beside the node key file. */

@@ -39,12 +39,23 @@ import type { brokerOptions } from './options.ts';
 import { createOwnership, type OwnershipRegistry, ownerLost, ownershipOptions } from './ownership.ts';
 import { pathOf, refuseUpgrade } from '../common/upgrade.ts';
 import { WriteRouter } from './writes.ts';
+// [gw-reports] gateway inventory, status reports and actions (issue 11, item 7)
+import { ActionRouter } from './gateway-actions.ts';
+import { type GatewayReportConfig, GatewayReports, gatewayReportOptions } from './gateway-reports.ts';
+import type { BrokerToClientMessage } from '../protocol/messages.ts';
 
 export type BrokerConfig = Omit<
   ConfigOf<typeof brokerOptions>,
-  'keyFile' | 'publicKeyFile' | 'natsUrl' | 'brokerId' | keyof typeof ownershipOptions | keyof typeof tokenPolicyOptions
+  | 'keyFile'
+  | 'publicKeyFile'
+  | 'natsUrl'
+  | 'brokerId'
+  | keyof typeof ownershipOptions
+  | keyof typeof tokenPolicyOptions
+  | keyof typeof gatewayReportOptions
 > &
-  Partial<ConfigOf<typeof ownershipOptions>> & {
+  Partial<ConfigOf<typeof ownershipOptions>> &
+  Partial<GatewayReportConfig> & {
     brokerId?: string;
   };
 
@@ -83,6 +94,10 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   readonly peers: PeerDirectory;
   /** Which gateway owns each node uid: decided once for the whole cluster (ownership.ts). */
   readonly ownership: OwnershipRegistry;
+  /** [gw-reports] Every gateway's last inventory and status (this broker's and its peers'). */
+  readonly gatewayReports: GatewayReports;
+  /** [gw-reports] Actions to gateways, wherever they are connected. */
+  readonly actions: ActionRouter;
   /** Registered web clients (they sent `new`): they receive the live stream. */
   private readonly registered = new Set<ClientSession>();
   private readonly clients = new Set<ClientSession>();
@@ -151,6 +166,27 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       concurrency: config.ownershipConcurrency,
     });
     this.table.onOwnerLost = (node, why) => ownerLost(this, node, why);
+    // [gw-reports]
+    const d = gatewayReportOptions;
+    this.gatewayReports = new GatewayReports({
+      brokerId: this.id,
+      log: this.log,
+      bus: this.bus,
+      counters: this.counters,
+      broadcast: (text) => {
+        if (this.registered.size > 0) this.fanOut(textFrameOf(text).frame);
+      },
+      config: {
+        gatewayReportMinIntervalMs: config.gatewayReportMinIntervalMs ?? d.gatewayReportMinIntervalMs.default,
+        gatewayReportTtlMs: config.gatewayReportTtlMs ?? d.gatewayReportTtlMs.default,
+        gatewayHistory: config.gatewayHistory ?? d.gatewayHistory.default,
+      },
+    });
+    this.actions = new ActionRouter({
+      bus: this.bus,
+      counters: this.counters,
+      timeoutMs: config.actionTimeoutMs ?? d.actionTimeoutMs.default,
+    });
     this.peers = new PeerDirectory({
       brokerId: this.id,
       bus: this.bus,
@@ -174,6 +210,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       },
       grace: this,
       maxClaimQueue: config.maxClaimQueue ?? ownershipOptions.maxClaimQueue.default,
+      reports: this.gatewayReports, // [gw-reports]
+      actions: this.actions, // [gw-reports]
     };
     this.clientDeps = {
       brokerId: this.id,
@@ -184,6 +222,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       tokens: this,
       clients: this,
       config,
+      actions: this.actions, // [gw-reports]
     };
     const handshake = config.handshakeTimeoutMs;
     this.app = Fastify({
@@ -252,6 +291,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       this.bus.subscribe(subjects.allGatewayClaims, (msg) => this.onGatewayClaim(msg)),
       this.bus.subscribe(subjects.stateSync, (msg) => this.onStateSyncRequest(msg)),
     );
+    this.gatewayReports.start(); // [gw-reports]
     await this.bus.flush();
     await this.syncStateFromPeers();
     this.peers.start();
@@ -269,6 +309,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       events: this,
       auth: this,
       config: this.config,
+      reports: this.gatewayReports, // [gw-reports]
+      actions: this.actions, // [gw-reports]
     });
     this.app.server.on('connection', (socket: Socket) => this.onConnection(socket));
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -306,6 +348,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     for (const gw of this.gateways.values()) gw.close(CloseCode.GoingAway, 'broker shutting down', false);
     for (const c of this.clients) c.close(CloseCode.GoingAway, 'broker shutting down');
     this.writes.stop();
+    this.actions.stop(); // [gw-reports]
+    this.gatewayReports.stop(); // [gw-reports]
     for (const s of this.subs) s.unsubscribe();
     await this.bus.flush().catch(() => undefined);
     if (this.ownsBus) await this.bus.stop();
@@ -383,6 +427,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       // Writes in flight on the old connection complete through the new one (a gateway renewing its token
       // answers on the new link), and only the new one takes further writes.
       this.writes.handOver(previous, session);
+      this.actions.handOver(previous, session); // [gw-reports]
       previous.close(CloseCode.Replaced, 'replaced by a newer connection', false);
     }
     // Tell peer brokers, which close their own connection for this gateway (it moved here).
@@ -650,10 +695,11 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     if (replies.length > 0) this.log.info({ peers: replies.length, nodes: count }, 'state synced from peer brokers');
   }
 
-  /** Everything a client needs on `new`: every node, then `synced`. */
-  snapshot(): NodeEvent[] {
-    const frames: NodeEvent[] = [];
+  /** Everything a client needs on `new`: every node and every gateway report (then the session adds `synced`). */
+  snapshot(): BrokerToClientMessage[] {
+    const frames: BrokerToClientMessage[] = [];
     for (const node of this.table.all()) frames.push(...NodeTable.snapshotFrames(node));
+    frames.push(...this.gatewayReports.frames()); // [gw-reports]
     return frames;
   }
 

@@ -12,9 +12,11 @@ import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseClientFrame } from '../protocol/frames.ts';
 import { type BrokerToClientMessage, type ClUpdate, canWrite } from '../protocol/messages.ts';
 import { rawSocket, textFrameOf } from './fanout.ts';
-import type { NodeEvent } from './node-table.ts';
 import type { BrokerCounters, NodeReader, TokenCheck } from './ports.ts';
 import type { WriteRouter } from './writes.ts';
+// [gw-reports] gateway actions from the page (the dashboard's buttons)
+import type { ActionName, ClGatewayAction } from '../protocol/gateway-reports.ts';
+import { type ActionRouter, actionRequestProblem } from './gateway-actions.ts';
 
 /** What a client session is given: made once by the broker and shared by every client session. */
 export interface ClientSessionDeps {
@@ -28,12 +30,14 @@ export interface ClientSessionDeps {
   tokens: TokenCheck;
   clients: ClientDirectory;
   config: ClientLimits;
+  /** [gw-reports] */
+  actions: Pick<ActionRouter, 'request'>;
 }
 
 /** The broker's registered clients, as a session sees them. */
 export interface ClientDirectory {
-  /** Every node as `new`/`update` frames, taken at one instant (the snapshot a client gets on `new`). */
-  snapshot(): NodeEvent[];
+  /** Every node as `new`/`update` frames, and every gateway report, taken at one instant (the snapshot). */
+  snapshot(): BrokerToClientMessage[];
   /** From now on the client is sent every live event (queued while its snapshot streams). */
   register(client: ClientSession): void;
   /** The client's socket is gone. */
@@ -175,6 +179,9 @@ export class ClientSession {
       case 'update':
         this.write(msg).catch((err: unknown) => this.log.error({ err }, 'write failed'));
         return;
+      case 'gateway-action': // [gw-reports]
+        this.gatewayAction(msg).catch((err: unknown) => this.log.error({ err }, 'gateway action failed'));
+        return;
       default: {
         const never: never = msg;
         return never;
@@ -257,6 +264,31 @@ export class ClientSession {
     }
     const outcome = await this.deps.writes.write(node.gateway, { uid, endpoint, payload }, this.claims.sub);
     this.send({ type: 'result', id, uid, endpoint, ...outcome });
+  }
+
+  /** [gw-reports] Same rules as POST /api/v1/gateways/:id/actions/:name: operator or admin, checked args. */
+  private async gatewayAction(msg: ClGatewayAction): Promise<void> {
+    const { id, gateway, name } = msg;
+    if (!canWrite(this.claims.role)) {
+      this.deps.counters.rejected('forbidden-action').inc();
+      this.send({
+        type: 'error',
+        code: ErrorCode.Forbidden,
+        reason: `role ${this.claims.role} may not act on gateways`,
+        id,
+      });
+      return;
+    }
+    const problem = actionRequestProblem(name, msg.args);
+    if (problem !== undefined) {
+      this.deps.counters.rejected('bad-action').inc();
+      const result = problem.code === 'MYC_ERR_UNKNOWN_ACTION' ? 'unknown-action' : 'bad-args';
+      this.send({ type: 'action-result', id, gateway, name, result, reason: problem.message });
+      return;
+    }
+    this.log.info({ gateway, action: name, args: msg.args }, 'gateway action requested');
+    const outcome = await this.deps.actions.request(gateway, name as ActionName, msg.args ?? {});
+    this.send({ type: 'action-result', id, gateway, name, ...outcome });
   }
 
   private reject(close: number, code: string, reason: string): void {

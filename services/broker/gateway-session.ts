@@ -10,6 +10,11 @@ import type { NodeEvent, OwnerLost } from './node-table.ts';
 import type { ClaimResult, OwnershipRegistry } from './ownership.ts';
 import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeReader, NodeRefusal } from './ports.ts';
 import type { WriteRouter } from './writes.ts';
+// [gw-reports] inventory, status and action results (issue 11, item 7)
+import { type BrAction, MAX_REPORT_BYTES } from '../protocol/gateway-reports.ts';
+import type { ActionRouter } from './gateway-actions.ts';
+import type { GatewayReports } from './gateway-reports.ts';
+import { refusedReportType } from './report-frames.ts';
 
 /** What a gateway session is given: made once by the broker and shared by every gateway session. */
 export interface GatewaySessionDeps {
@@ -29,6 +34,10 @@ export interface GatewaySessionDeps {
   grace: GracePeriods;
   /** --max-claim-queue */
   maxClaimQueue: number;
+  /** [gw-reports] Where inventory and status reports go. */
+  reports: Pick<GatewayReports, 'inventory' | 'status' | 'gone'>;
+  /** [gw-reports] Actions to this gateway, and their results. */
+  actions: Pick<ActionRouter, 'serveGateway' | 'unserveGateway' | 'complete'>;
 }
 
 /** The broker's gateways by id, as a session sees it. */
@@ -68,6 +77,7 @@ export class GatewaySession {
   start(): void {
     this.log.info('gateway connected');
     this.deps.writes.serveGateway(this);
+    this.deps.actions.serveGateway(this); // [gw-reports]
     this.ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     this.ws.on('pong', () => {
       this.alive = true;
@@ -92,7 +102,7 @@ export class GatewaySession {
     this.ws.ping();
   }
 
-  send(msg: BrWrite | BrError): void {
+  send(msg: BrWrite | BrError | BrAction): void {
     if (this.ws.readyState !== 1) return;
     const frame = encode(msg);
     if (frame === undefined) return this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');
@@ -118,6 +128,9 @@ export class GatewaySession {
     const text = data.toString();
     const parsed = parseGatewayFrame(text);
     if (!parsed.ok) {
+      // [gw-reports] A bad report is refused alone: node traffic on the link goes on.
+      const report = refusedReportType(text);
+      if (report !== undefined) return this.refuseReport(report, parsed.code, parsed.reason);
       // A bad frame about one node is refused for that node only; the link stays (finding 3 of issue 10).
       const uid = refusedFrameUid(text);
       if (uid !== undefined)
@@ -129,7 +142,7 @@ export class GatewaySession {
 
   private dispatch(msg: GatewayMessage, text: string, receivedAt: number): void {
     // Frames about a node whose ownership is still being decided wait behind its `new`, in order (see onNew).
-    if (this.claiming !== undefined && msg.type !== 'result' && this.claiming.has(msg.uid)) {
+    if (this.claiming !== undefined && 'uid' in msg && this.claiming.has(msg.uid)) {
       return this.defer(msg.uid, msg, text, receivedAt);
     }
     switch (msg.type) {
@@ -165,6 +178,18 @@ export class GatewaySession {
       }
       case 'result':
         return this.onResult(msg);
+      // [gw-reports]
+      case 'inventory':
+      case 'status':
+        if (text.length > MAX_REPORT_BYTES) {
+          return this.refuseReport(msg.type, ErrorCode.TooBig, `${msg.type}: larger than ${MAX_REPORT_BYTES} bytes`);
+        }
+        if (msg.type === 'inventory') this.deps.reports.inventory(this, msg);
+        else this.deps.reports.status(this, msg);
+        return;
+      case 'action-result':
+        if (!this.deps.actions.complete(this, msg)) this.deps.counters.rejected('unknown-action-id').inc();
+        return;
       default: {
         const never: never = msg;
         return never;
@@ -337,6 +362,15 @@ export class GatewaySession {
     }
   }
 
+  /** [gw-reports] Refuses one report: counted, logged (first and every 1000th), answered, the link kept. */
+  private refuseReport(type: string, code: string, reason: string): void {
+    const counter = this.deps.counters.rejected('bad-gateway-report');
+    counter.inc();
+    if (counter.value % 1000 === 1)
+      this.log.warn({ type, code, reason, count: counter.value }, 'gateway report refused');
+    this.send({ type: 'error', code, reason: reason.slice(0, 200) });
+  }
+
   private reject(close: number, code: string, reason: string): void {
     this.deps.counters.rejected(code).inc();
     this.log.warn({ code, reason }, 'bad frame from gateway; closing');
@@ -353,6 +387,8 @@ export class GatewaySession {
   private onClose(code: number, reason: string): void {
     this.deps.connected.gatewayGone(this);
     this.deps.writes.unserveGateway(this);
+    this.deps.actions.unserveGateway(this); // [gw-reports]
+    this.deps.reports.gone(this); // [gw-reports]
     this.log.info({ code, reason }, 'gateway disconnected');
     if (!this.closed && !this.deps.connected.has(this.gatewayId)) this.deps.grace.startGrace(this.gatewayId);
   }

@@ -7,7 +7,7 @@ import type { Bus } from '../bus/bus.ts';
 import type { Logger } from '../common/log.ts';
 import { extractToken, type TokenClaims, type VerifyResult } from '../common/tokens.ts';
 import { ErrorCode } from '../protocol/errors.ts';
-import { canWrite, type GatewayRecord, type Json, type Role } from '../protocol/messages.ts';
+import { canWrite, type Json, type Role } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { registerCors } from './cors.ts';
@@ -18,6 +18,9 @@ import type { PeerDirectory } from './peers.ts';
 import type { BrokerCounters, EventPublisher, GatewayView, NodeReader } from './ports.ts';
 import { openApiOptions, routeSchemas, typeBoxValidator } from './rest-schemas.ts';
 import type { WriteRouter } from './writes.ts';
+import type { ActionRouter } from './gateway-actions.ts';
+import { registerGatewayRoutes } from './gateway-api.ts';
+import type { GatewayReports } from './gateway-reports.ts';
 
 /** The version the OpenAPI document gives: the REST API's, not the package's. */
 export const REST_API_VERSION = '1.0.0';
@@ -40,6 +43,9 @@ export interface HttpApiDeps {
   events: EventPublisher;
   auth: HttpAuth;
   config: { readonly allowAnonymousViewers: boolean; readonly publicMetrics: boolean };
+  /** [gw-reports] Gateway reports and actions (gateway-api.ts). */
+  reports: Pick<GatewayReports, 'get'>;
+  actions: Pick<ActionRouter, 'request'>;
 }
 
 /** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
@@ -198,13 +204,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
       );
 
       registerHistoryApi(api, { bus: deps.bus, log: deps.log, counters: deps.counters });
-
-      api.get('/gateways', { schema: routeSchemas.listGateways }, async () => {
-        const list = new Map<string, GatewayRecord>();
-        for (const g of deps.peers.remoteGateways()) list.set(g.id, g);
-        for (const s of deps.gateways.values()) list.set(s.gatewayId, s.record());
-        return [...list.values()];
-      });
+      registerGatewayRoutes(api, deps); // GET /gateways, GET /gateways/:id, POST …/actions/:name
 
       // Behind the token like the rest of /api/v1 (secure by default): it reveals no data, but the same document
       // is in docs/api.md for anyone without one.

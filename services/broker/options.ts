@@ -2,6 +2,7 @@ import type { OptionTable } from '../common/config.ts';
 import { tokenPolicyOptions } from '../common/token-policy.ts';
 import { MAX_RESOURCES_PER_NODE } from '../protocol/frames.ts';
 import { ownershipOptions } from './ownership.ts';
+import { gatewayReportOptions } from './gateway-reports.ts';
 
 export const brokerOptions = {
   port: { type: 'number', default: 8000, min: 0, description: 'HTTP and WebSocket port (0 = any free port)' },
@@ -61,6 +62,8 @@ export const brokerOptions = {
     description: 'how long a starting broker gathers state from its peers on NATS',
   },
   ...ownershipOptions,
+  // --gateway-report-min-interval-ms, --gateway-report-ttl-ms, --gateway-history, --action-timeout-ms
+  ...gatewayReportOptions,
   // --max-token-ttl, --revocation-file, --revocation-poll-ms: the token policy the broker verifies with.
   ...tokenPolicyOptions,
   maxNodes: {

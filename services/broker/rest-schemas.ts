@@ -8,6 +8,7 @@ import { Value } from '@sinclair/typebox/value';
 import type { FastifySchema, FastifySchemaCompiler } from 'fastify';
 import { describeError } from '../protocol/frame-parser.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
+import { ACTION_NAMES, ActionOutcome, Inventory, Status } from '../protocol/gateway-reports.ts';
 import { GatewayRecord, Identifier, JsonValue, NodeRecord, WriteResult } from '../protocol/messages.ts';
 
 /** Every error answer: a stable code (docs/errors.md) and a sentence. */
@@ -37,6 +38,37 @@ export const WriteAnswer = Type.Object({
   reason: Type.Optional(Type.String()),
 });
 export type WriteAnswer = Static<typeof WriteAnswer>;
+
+/**
+ * GET /gateways/:id. As a response schema it also means only these fields are ever serialized, whatever a report
+ * held (defence in depth: the broker already copies only the known fields).
+ */
+export const GatewayDetail = Type.Object(
+  {
+    id: Type.String(),
+    broker: Type.Optional(Type.String()),
+    connectedAt: Type.Optional(Type.Number()),
+    nodes: Type.Optional(Type.Integer({ minimum: 0 })),
+    inventory: Type.Union([Inventory, Type.Null()]),
+    status: Type.Union([Status, Type.Null()]),
+    history: Type.Array(
+      Type.Object({ at: Type.Number(), in: Type.Number(), out: Type.Number(), errors: Type.Number() }),
+      { description: 'the last status reports, oldest first: totals of messages in, out and errors' },
+    ),
+  },
+  { title: 'GatewayDetail' },
+);
+
+export const ActionAnswer = Type.Object(
+  { id: Type.String({ description: 'the gateway' }), ...ActionOutcome.properties },
+  { title: 'ActionAnswer' },
+);
+
+const GatewayParams = Type.Object({ id: Identifier });
+const ActionParams = Type.Object({
+  id: Identifier,
+  name: Type.String({ minLength: 1, maxLength: 64, description: ACTION_NAMES.join(', ') }),
+});
 
 const Removed = Type.Object({ uid: Type.String(), removed: Type.Literal(true) });
 
@@ -122,6 +154,38 @@ export const routeSchemas = {
     summary: 'Gateways connected to this broker and to its peers',
     tags: ['gateways'],
     response: { 200: Type.Array(GatewayRecord, { description: 'every gateway' }), ...errors(AUTH_ERRORS) },
+  },
+  getGateway: {
+    summary: 'One gateway: its inventory, last status report and a short history of its counts',
+    tags: ['gateways'],
+    params: GatewayParams,
+    response: {
+      200: { ...GatewayDetail, description: 'the gateway (inventory and status null until it reported them)' },
+      ...errors({
+        ...AUTH_ERRORS,
+        400: 'the id breaks the identifier rule',
+        404: 'no broker knows the gateway',
+      }),
+    },
+  },
+  gatewayAction: {
+    summary: 'Ask a gateway to act: rediscover, forget, set-log-level (operator, admin)',
+    description:
+      'The body is the action\'s arguments as a JSON object: `{"uid"}` (optional) for rediscover, `{"uid"}` for forget, `{"level": "debug"|"info"|"warn"|"error"}` for set-log-level; unknown keys are refused. 200 for `ok`, 502 for `error`, 503 when the gateway is on no broker, 504 when it did not answer in time.',
+    tags: ['gateways'],
+    params: ActionParams,
+    response: {
+      200: { ...ActionAnswer, description: 'the gateway did it' },
+      502: { ...ActionAnswer, description: 'the gateway tried and failed (`reason`)' },
+      503: { ...ActionAnswer, description: 'the gateway is not connected to any broker' },
+      504: { ...ActionAnswer, description: 'no result within the action timeout' },
+      ...errors({
+        ...AUTH_ERRORS,
+        400: 'an id that breaks the identifier rule, an unknown action (MYC_ERR_UNKNOWN_ACTION) or arguments that do not fit it',
+        403: 'the role may not act on gateways (viewer)',
+        404: 'no broker knows the gateway',
+      }),
+    },
   },
   openapi: {
     summary: 'This API described as OpenAPI 3.0',

@@ -23,6 +23,11 @@ export const subjects = {
   /** A broker accepted gateway `id`: any other broker holding an older connection for it closes that one. */
   gatewayClaim: (gatewayId: string) => `${PREFIX}.gateway.${token(gatewayId)}.claim`,
   allGatewayClaims: `${PREFIX}.gateway.*.claim`,
+  /** A gateway's inventory and last status, or its departure, from the broker holding it (every broker listens). */
+  gatewayReport: (gatewayId: string) => `${PREFIX}.gateway.${token(gatewayId)}.report`,
+  allGatewayReports: `${PREFIX}.gateway.*.report`,
+  /** Actions for one gateway (request/reply); answered by the broker holding its connection. */
+  gatewayAction: (gatewayId: string) => `${PREFIX}.action.${token(gatewayId)}`,
   /** Broker heartbeats: each broker announces itself and the gateways it holds. */
   brokerAlive: (brokerId: string) => `${PREFIX}.broker.${token(brokerId)}.alive`,
   allBrokersAlive: `${PREFIX}.broker.*.alive`,

@@ -19,6 +19,10 @@ export const ErrorCode = {
   /** A history query's range, limit, step or aggregate is invalid (HTTP 400). */
   BadRange: 'MYC_ERR_BAD_RANGE',
   UnknownNode: 'MYC_ERR_UNKNOWN_NODE',
+  /** No gateway of that id is connected to any broker (GET/POST /api/v1/gateways/:id…). */
+  UnknownGateway: 'MYC_ERR_UNKNOWN_GATEWAY',
+  /** No gateway action of that name (POST /api/v1/gateways/:id/actions/:name). */
+  UnknownAction: 'MYC_ERR_UNKNOWN_ACTION',
   NodeOffline: 'MYC_ERR_NODE_OFFLINE',
   Forbidden: 'MYC_ERR_FORBIDDEN',
   Unauthorized: 'MYC_ERR_UNAUTHORIZED',

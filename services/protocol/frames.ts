@@ -3,7 +3,8 @@
 // which interprets the same schemas (its CSP forbids the eval that compiling needs).
 import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { type CheckFactory, frameParser } from './frame-parser.ts';
+import { type CheckFactory, describeError, frameParser } from './frame-parser.ts';
+import { ACTION_ARGS, type ActionName, ActionOutcome } from './gateway-reports.ts';
 import {
   type BrokerToClientMessage,
   type BrokerToGatewayMessage,
@@ -34,6 +35,32 @@ export const parseBrokerToClientFrame: (text: string) => Parsed<BrokerToClientMe
   brokerToClientFrames,
   compiledCheck,
 );
+
+const actionArgChecks = {
+  rediscover: compiledCheck(ACTION_ARGS.rediscover),
+  forget: compiledCheck(ACTION_ARGS.forget),
+  'set-log-level': compiledCheck(ACTION_ARGS['set-log-level']),
+} satisfies Record<ActionName, unknown>;
+
+/**
+ * Why `args` do not fit action `name` (ACTION_ARGS), or undefined; absent args are `{}`. Checked by the broker
+ * before it sends an action and by the gateway before it runs one: a gateway trusts nothing it receives.
+ */
+export function actionArgsProblem(name: ActionName, args: unknown): string | undefined {
+  const value = args === undefined ? {} : args;
+  const check = actionArgChecks[name];
+  if (check.check(value)) return undefined;
+  const problem = describeError(check.firstError(value));
+  // `value must be an object` for args that are not one; `uid is required` for a field: both said of args.
+  return problem.startsWith('value') ? `args${problem.slice(5)}` : `args.${problem}`;
+}
+
+const outcomeCheck = compiledCheck(ActionOutcome);
+
+/** True when a peer broker's reply to an action is an outcome (bus input: checked like a frame). */
+export function isActionOutcome(value: unknown): value is ActionOutcome {
+  return outcomeCheck.check(value);
+}
 
 /**
  * Serializes an outbound message. One call per message, never per recipient. Never throws: undefined when

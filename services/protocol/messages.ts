@@ -5,64 +5,27 @@
 // CSP forbids eval) is frames.ts's and dashboard-frames.ts's business.
 // The vocabulary (`new`, `update`, `out`, `reset`) is pyaiot's, so a pyaiot-style web client still works;
 // everything else here (reasons, status, write ids and results) is what pyaiot lacked. See docs/protocol.md.
+import type { Static, TSchema } from '@sinclair/typebox';
 import {
-  Integer,
-  Literal,
-  Number as NumberType,
-  Object as ObjectType,
-  Optional,
-  Record,
-  type Static,
-  String as StringType,
-  type TLiteral,
-  type TSchema,
-  type TUnion,
-  Union,
-  Unknown,
-  Unsafe,
-} from '@sinclair/typebox';
+  BrAction,
+  ClGatewayAction,
+  GwActionResult,
+  GwInventory,
+  GwStatus,
+  Status,
+  ToClientActionResult,
+  ToClientGateway,
+  ToClientGatewayGone,
+} from './gateway-reports.ts';
+import { IDENTIFIER_PATTERN, IDENTIFIER_RULE, Identifier, MAX_ID_LENGTH, OneOf, Type } from './schema-parts.ts';
 
-/**
- * The builders this module uses, by name rather than TypeBox's `Type` (which holds every builder): the page's
- * bundle then carries only these.
- */
-const Type = {
-  Integer,
-  Literal,
-  Number: NumberType,
-  Object: ObjectType,
-  Optional,
-  Record,
-  String: StringType,
-  Union,
-  Unknown,
-  Unsafe,
-};
+export { IDENTIFIER_PATTERN, IDENTIFIER_RULE, Identifier, MAX_ID_LENGTH };
 
 /** Any JSON value a device can report. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-export const MAX_ID_LENGTH = 256;
-
 /** Most resources one node may announce in a `new` frame (the gateways cap resources per node too). */
 export const MAX_RESOURCES_PER_NODE = 256;
-
-/**
- * The identifier rule (uids, resource names, gateway ids, write ids) as one regular expression: 1 to
- * MAX_ID_LENGTH UTF-16 code units (JavaScript's `length`; the pattern is compiled without the `u` flag), no
- * C0/C1 control characters, and none of the names that reach an object's prototype machinery. schema.ts's
- * `isIdentifier` states the same rule with a message per violation, for error texts.
- */
-export const IDENTIFIER_PATTERN = `^(?!(?:__proto__|constructor|prototype)$)[^\\u0000-\\u001f\\u007f-\\u009f]{1,${MAX_ID_LENGTH}}$`;
-
-/** Marks a schema as the identifier rule, so an error about it can say which part of the rule was broken. */
-export const IDENTIFIER_RULE = 'x-mycelium-rule';
-
-export const Identifier = Type.String({
-  pattern: IDENTIFIER_PATTERN,
-  [IDENTIFIER_RULE]: 'identifier',
-  description: `1-${MAX_ID_LENGTH} characters, no control characters, not __proto__/constructor/prototype`,
-});
 
 /**
  * Any JSON value, present. Not checked deeper: it came out of JSON.parse behind the depth cap (schema.ts
@@ -77,14 +40,6 @@ function IdentifierRecord(maxKeys: number) {
     maxProperties: maxKeys,
     [IDENTIFIER_RULE]: 'identifier-keys',
   });
-}
-
-/** A string one of `values`. */
-function OneOf<const T extends readonly string[]>(values: T, description?: string): TUnion<TLiteral<T[number]>[]> {
-  return Type.Union(
-    values.map((v) => Type.Literal(v)),
-    description === undefined ? {} : { description },
-  );
 }
 
 /** Milliseconds since the epoch. */
@@ -154,9 +109,19 @@ export const GwResult = Type.Object({
   reason: Type.Optional(Type.String()),
 });
 export type GwResult = Static<typeof GwResult>;
-export type GatewayMessage = GwNew | GwUpdate | GwOut | GwReset | GwResult;
+/** Node frames, plus the gateway's own reports (gateway-reports.ts). */
+export type GatewayMessage = GwNew | GwUpdate | GwOut | GwReset | GwResult | GwInventory | GwStatus | GwActionResult;
 /** Frames a gateway may send on /gw, by type. */
-export const gatewayFrames = { new: GwNew, update: GwUpdate, out: GwOut, reset: GwReset, result: GwResult };
+export const gatewayFrames = {
+  new: GwNew,
+  update: GwUpdate,
+  out: GwOut,
+  reset: GwReset,
+  result: GwResult,
+  inventory: GwInventory,
+  status: GwStatus,
+  'action-result': GwActionResult,
+};
 
 // Broker -> gateway
 export const BrWrite = Type.Object({
@@ -175,8 +140,8 @@ export const BrError = Type.Object({
   id: Type.Optional(Type.String()),
 });
 export type BrError = Static<typeof BrError>;
-export type BrokerToGatewayMessage = BrWrite | BrError;
-export const brokerToGatewayFrames = { write: BrWrite, error: BrError };
+export type BrokerToGatewayMessage = BrWrite | BrError | BrAction;
+export const brokerToGatewayFrames = { write: BrWrite, error: BrError, action: BrAction };
 
 // ---------------------------------------------------------------------------------------------
 // Web client -> broker (path /ws)
@@ -194,8 +159,8 @@ export const ClUpdate = Type.Object({
   data: WriteRequest,
 });
 export type ClUpdate = Static<typeof ClUpdate>;
-export type ClientMessage = ClNew | ClUpdate;
-export const clientFrames = { new: ClNew, update: ClUpdate };
+export type ClientMessage = ClNew | ClUpdate | ClGatewayAction;
+export const clientFrames = { new: ClNew, update: ClUpdate, 'gateway-action': ClGatewayAction };
 
 // Broker -> web client
 export const ToClientHello = Type.Object({
@@ -259,7 +224,10 @@ export type BrokerToClientMessage =
   | ToClientReset
   | ToClientResult
   | ToClientSynced
-  | ToClientError;
+  | ToClientError
+  | ToClientGateway
+  | ToClientGatewayGone
+  | ToClientActionResult;
 /** Frames the broker sends to a web client, by type (the dashboard and peer brokers check what they receive). */
 export const brokerToClientFrames = {
   hello: ToClientHello,
@@ -270,6 +238,9 @@ export const brokerToClientFrames = {
   result: ToClientResult,
   synced: ToClientSynced,
   error: ToClientError,
+  gateway: ToClientGateway,
+  'gateway-gone': ToClientGatewayGone,
+  'action-result': ToClientActionResult,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -292,7 +263,14 @@ export const NodeRecord = Type.Object(
 export type NodeRecord = Static<typeof NodeRecord>;
 
 export const GatewayRecord = Type.Object(
-  { id: Type.String(), broker: Type.String(), connectedAt: EpochMs, nodes: Type.Integer({ minimum: 0 }) },
+  {
+    id: Type.String(),
+    broker: Type.String(),
+    connectedAt: EpochMs,
+    nodes: Type.Integer({ minimum: 0 }),
+    /** The gateway's last status report, when it sent one. */
+    status: Type.Optional(Status),
+  },
   { title: 'GatewayRecord', description: 'a gateway connection, on this broker or a peer' },
 );
 export type GatewayRecord = Static<typeof GatewayRecord>;

@@ -3,7 +3,7 @@
 // (messages.ts) and checked by frame-parser.ts; the small hand-written combinators below (`Shape`, `parseFrame`)
 // remain for the WebSocket gateway's node frames (gateways/ws/node-frames.ts), outside the broker protocol.
 import { CloseCode, ErrorCode, type FrameError } from './errors.ts';
-import { MAX_ID_LENGTH } from './messages.ts';
+import { MAX_ID_LENGTH } from './schema-parts.ts';
 
 export { MAX_ID_LENGTH };
 
