@@ -1,8 +1,10 @@
 // What every gateway shares, whatever the device protocol: THE node table, the liveness sweep, the metrics and
-// health endpoint, the broker link, replay on reconnect, and the routing of writes to the protocol adapter.
+// health endpoint, the broker link, replay on reconnect, the status reports and the broker's actions
+// (status-report.ts, actions.ts), and the routing of writes to the protocol adapter.
 // A gateway is a ProtocolAdapter plugged into this core (adapter.ts); the adapter reports node events with
 // add / update / reset / nodeOut and the core drives it with start / stop / write / discover / forget.
-// The core also runs without an adapter (tests of the broker link): writes then go to onWrite's handler.
+// The core also runs without an adapter (tests of the broker link): writes then go to onWrite's handler, actions
+// to onAction's.
 import type { Logger } from '../../services/common/log.ts';
 import { Metrics } from '../../services/common/metrics.ts';
 import { ErrorCode } from '../../services/protocol/errors.ts';
