@@ -84,15 +84,19 @@ async function openHistory(p: Page, uid: string, endpoint: string, state = 'read
 }
 
 /** The chart's data attributes: what the view plotted and the range it shows. */
+/**
+ * What the chart says it plots, read in one step: attributes read one by one could mix the points of the last
+ * answer with the range and state of the next (a CI run saw 32 points "ready" for the 24 h range that way).
+ */
 async function plotted(p: Page) {
-  const a = (name: string) => p.getAttribute(chart, `data-${name}`);
+  const d = await p.$eval(chart, (el) => ({ ...(el as HTMLElement).dataset }));
   return {
-    points: Number(await a('points')),
-    first: Number(await a('first')),
-    last: Number(await a('last')),
-    from: Number(await a('from')),
-    to: Number(await a('to')),
-    state: await a('state'),
+    points: Number(d.points),
+    first: Number(d.first),
+    last: Number(d.last),
+    from: Number(d.from),
+    to: Number(d.to),
+    state: d.state ?? null,
   };
 }
 
