@@ -4,7 +4,7 @@
 import { ErrorCode } from '../protocol/errors.ts';
 import type { Json } from '../protocol/messages.ts';
 import { isIdentifier } from '../protocol/schema.ts';
-import { AGGREGATES, type Aggregate, type EventKind, type ResourceSettings } from './store.ts';
+import { AGGREGATES, type Aggregate, type EventKind, type RangeQuery, type ResourceSettings } from './store.ts';
 
 /** Most points one JSON answer holds (`limit` beyond it is a 400); CSV streams without a cap. */
 export const MAX_JSON_POINTS = 100_000;
@@ -30,16 +30,9 @@ export interface PageCursor {
   skip: number;
 }
 
-export interface PointsRequest {
+/** The store's range query, page by page: `limit` is the points still wanted (a page answers at most some). */
+export interface PointsRequest extends RangeQuery {
   op: 'points';
-  uid: string;
-  resource: string;
-  from: number;
-  to: number;
-  /** Points still wanted (the service answers at most a page of them). */
-  limit: number;
-  step?: number;
-  agg?: Aggregate;
   /** Raw points stamped exactly `from` already received. */
   skip?: number;
 }
