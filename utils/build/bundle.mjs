@@ -4,7 +4,8 @@
 // (docs/benchmarks.md, "Start-up"). bin/mycelium.js runs the bundle when it exists.
 //
 // Left outside the bundle, loaded from node_modules at run time:
-//   - native addons and optional native helpers: better-sqlite3, pg-native, bufferutil, utf-8-validate, node-pty;
+//   - native addons and optional native helpers: better-sqlite3, pg-native, bufferutil, utf-8-validate, node-pty,
+//     @node-rs/* (argon2: a binary per platform, chosen at run time);
 //   - packages that start worker threads or processes from their own files (pino's transports: pino,
 //     thread-stream, pino-pretty), or that find files beside their own (vite, lightningcss, esbuild, typescript);
 //   - pg, only loaded with --db postgres://, and test tools (playwright-core, tsx).
@@ -23,6 +24,7 @@ export const EXTERNAL = [
   'bufferutil',
   'utf-8-validate',
   'node-pty',
+  '@node-rs/*',
   'pino',
   'pino-pretty',
   'thread-stream',
