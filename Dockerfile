@@ -14,6 +14,6 @@ COPY . .
 RUN npm run build && npm run build:dashboard && npm prune --omit=dev \
   && mkdir -p /keys /pub /data && chown node:node /keys /pub /data && chmod 700 /keys
 USER node
-# Compiled JavaScript only: tsx is a dev dependency, pruned above.
-ENTRYPOINT ["node", "dist/cli/main.js"]
+# Compiled JavaScript only (the bundle, utils/build/bundle.mjs): tsx is a dev dependency, pruned above.
+ENTRYPOINT ["node", "dist/bundle/main.js"]
 CMD ["--help"]
