@@ -45,12 +45,15 @@ export async function compileRule(file: string): Promise<Compiled> {
     if (code === undefined) return { ok: false, message: 'esbuild produced no output' };
     return { ok: true, code };
   } catch (err) {
-    const errors = (err as { errors?: Array<{ text: string; location?: { file: string; line: number; column: number } | null }> })
-      .errors;
+    const errors = (
+      err as { errors?: Array<{ text: string; location?: { file: string; line: number; column: number } | null }> }
+    ).errors;
     if (Array.isArray(errors) && errors.length > 0) {
       const first = errors
         .slice(0, 3)
-        .map((e) => (e.location ? `${basename(e.location.file)}:${e.location.line}:${e.location.column}: ${e.text}` : e.text));
+        .map((e) =>
+          e.location ? `${basename(e.location.file)}:${e.location.line}:${e.location.column}: ${e.text}` : e.text,
+        );
       return { ok: false, message: first.join('; ') };
     }
     return { ok: false, message: (err as Error).message };

@@ -140,7 +140,12 @@ export interface RuleContext {
   /** Writes to a node through the broker holding its gateway, and waits for the result. */
   write(uid: string, resource: string, payload: RuleJson): Promise<WriteOutcome>;
   /** Runs a console command on an agent node (issue 12) and waits for its end. */
-  exec(uid: string, command: string, params?: Record<string, string>, options?: { timeoutMs?: number }): Promise<ExecOutcome>;
+  exec(
+    uid: string,
+    command: string,
+    params?: Record<string, string>,
+    options?: { timeoutMs?: number },
+  ): Promise<ExecOutcome>;
   /** Publishes a value on a virtual node owned by the rules service (created on first emit). */
   emit(uid: string, resource: string, value: RuleJson): Promise<void>;
   /** An HTTP request, only to hosts in the service's --http-allow. */

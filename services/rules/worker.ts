@@ -145,8 +145,8 @@ export function startRule(mod: RuleModule): void {
     let skipped = false;
     let error: string | undefined;
     try {
-      const when = event.type === 'update' ? def.on?.update?.when : undefined;
-      if (typeof when === 'function' && !when(event)) skipped = true;
+      const when = def.on?.update?.when;
+      if (event.type === 'update' && typeof when === 'function' && !when(event)) skipped = true;
       else await def.run(event, makeCtx(inv));
     } catch (err) {
       error = errorText(err);
