@@ -1,0 +1,50 @@
+// The one place ctx.exec meets the device console (issue 12). The rules service needs only `ExecClient`; this
+// file binds it to console-core's bus client, `execOnNode` (services/console/exec-client.ts), which is not in
+// this branch yet. Until the merge, exec answers `refused`. At the merge, replace the body of bindExec with:
+//
+//   import { execOnNode } from '../console/exec-client.ts';
+//   return {
+//     async exec(req) {
+//       let output = '';
+//       let truncated = false;
+//       const call = execOnNode(bus, { ...req, mode: 'output' }, (f) => {
+//         if (output.length < MAX_EXEC_OUTPUT) output += f.data;
+//         else truncated = true;
+//       });
+//       const exit = await call.done;
+//       return { status: exit.status, code: exit.code, output: output.slice(0, MAX_EXEC_OUTPUT),
+//                truncated: truncated || exit.truncated, ...(exit.reason === undefined ? {} : { reason: exit.reason }) };
+//     },
+//   };
+import type { Bus } from '../bus/bus.ts';
+import type { ExecOutcome } from './rule.ts';
+
+/** Output a rule receives from one command at most (the rest is cut, `truncated` says so). */
+export const MAX_EXEC_OUTPUT = 64 * 1024;
+
+export interface ExecClientRequest {
+  uid: string;
+  gateway: string;
+  command: string;
+  params: Record<string, string>;
+  timeoutMs?: number;
+  requester: { sub: string; role: 'admin' | 'operator' };
+}
+
+export interface ExecClient {
+  exec(req: ExecClientRequest): Promise<ExecOutcome>;
+}
+
+export function bindExec(_bus: Pick<Bus, 'request' | 'subscribe' | 'publish'>): ExecClient {
+  return {
+    async exec() {
+      return {
+        status: 'refused',
+        code: null,
+        output: '',
+        truncated: false,
+        reason: 'the device console (issue 12) is not part of this build',
+      };
+    },
+  };
+}
