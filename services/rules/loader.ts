@@ -18,17 +18,19 @@ export function isRuleFile(name: string): boolean {
 }
 
 /** The harness beside this module: worker.ts from the sources, worker.js from the build. */
-function harnessPath(): string {
+function harnessPath(name: string): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  const ts = resolve(here, 'worker.ts');
-  return existsSync(ts) ? ts : resolve(here, 'worker.js');
+  const ts = resolve(here, `${name}.ts`);
+  return existsSync(ts) ? ts : resolve(here, `${name}.js`);
 }
 
 export async function compileRule(file: string): Promise<Compiled> {
   const esbuild = await import('esbuild');
+  // ES modules run in import order: the guard before the rule file's top-level code.
   const entry =
+    `import ${JSON.stringify(harnessPath('worker-guard'))};\n` +
     `import * as mod from ${JSON.stringify(resolve(file))};\n` +
-    `import { startRule } from ${JSON.stringify(harnessPath())};\n` +
+    `import { startRule } from ${JSON.stringify(harnessPath('worker'))};\n` +
     'startRule(mod);\n';
   try {
     const out = await esbuild.build({

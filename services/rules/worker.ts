@@ -60,14 +60,6 @@ export function startRule(mod: RuleModule): void {
   const busy = new Float64Array(data.busy);
   const post = (m: FromWorker) => port.postMessage(m);
 
-  // Ending the process or signalling it from a rule would take every other rule with it.
-  const forbidden = (what: string) => () => {
-    throw new Error(`${what} is not available to rules`);
-  };
-  process.exit = forbidden('process.exit') as typeof process.exit;
-  process.abort = forbidden('process.abort') as typeof process.abort;
-  process.kill = forbidden('process.kill') as typeof process.kill;
-
   const def = (mod.default ?? mod.rule) as RuleDefinition | undefined;
   if (typeof def !== 'object' || def === null || typeof def.run !== 'function') {
     post({ t: 'bad', message: 'the file must export default a rule: { name, on, run(event, ctx) }' });
