@@ -87,6 +87,9 @@ class ApiProblem extends Error {
   }
 }
 
+/** Events held during the state sync at most (later ones are dropped: the sync is short). */
+const MAX_HELD_EVENTS = 100_000;
+
 /** Longest wait before a schedule is re-armed (setTimeout's limit is 2^31-1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -109,6 +112,8 @@ export class RulesService {
   private stopping?: Promise<void>;
   private readonly eventsSubject: string;
   readonly counters = { events: 0, writes: 0, badEvents: 0 };
+  /** Events that arrived during the state sync, applied after it. */
+  private heldEvents?: BusMsg[];
 
   constructor(
     readonly options: RulesServiceOptions,
@@ -340,6 +345,11 @@ export class RulesService {
   }
 
   private onEvent(msg: BusMsg): void {
+    // During the state sync, events wait: an update for a node the table learns from the sync would be lost.
+    if (this.heldEvents !== undefined) {
+      if (this.heldEvents.length < MAX_HELD_EVENTS) this.heldEvents.push(msg);
+      return;
+    }
     const text = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.length).toString();
     const parsed = parseBrokerToClientFrame(text);
     if (!parsed.ok) {
@@ -647,7 +657,17 @@ export class RulesService {
 
   private async syncState(): Promise<void> {
     if (this.options.stateSyncMs === 0) return;
-    const replies = await this.deps.bus.requestMany(subjects.stateSync, Buffer.from('{}'), this.options.stateSyncMs);
+    this.heldEvents = [];
+    let replies: BusMsg[];
+    try {
+      replies = await this.deps.bus.requestMany(subjects.stateSync, Buffer.from('{}'), this.options.stateSyncMs);
+    } finally {
+      const held = this.heldEvents;
+      this.heldEvents = undefined;
+      queueMicrotask(() => {
+        for (const m of held) this.onEvent(m);
+      });
+    }
     let n = 0;
     for (const r of replies) {
       const json = parseJson(Buffer.from(r.data).toString());
