@@ -1,24 +1,28 @@
-// Node globs of rule triggers: `*` is any run of characters, `?` one character, the rest literal. Compiled once
-// per trigger to an anchored regular expression (no backtracking blow-up: `*` becomes a lazy-free `.*` on
-// identifiers of at most 256 characters).
-
-const cache = new Map<string, RegExp>();
-
-export function globToRegExp(glob: string): RegExp {
-  let re = cache.get(glob);
-  if (re === undefined) {
-    let src = '';
-    for (const ch of glob) {
-      if (ch === '*') src += '.*';
-      else if (ch === '?') src += '.';
-      else src += ch.replace(/[\\^$.|+()[\]{}]/g, '\\$&');
-    }
-    re = new RegExp(`^${src}$`, 's');
-    if (cache.size < 10_000) cache.set(glob, re);
-  }
-  return re;
-}
+// Node globs of rule triggers: `*` is any run of characters, `?` one character, the rest literal. Matched by
+// the classic two-pointer algorithm (back up to the last `*` only), O(pattern × text) at worst: a regular
+// expression built from `*a*a*a*b` would backtrack exponentially on a long uid.
 
 export function globMatches(glob: string, value: string): boolean {
-  return glob === '*' || glob === value || globToRegExp(glob).test(value);
+  if (glob === '*' || glob === value) return true;
+  let g = 0;
+  let v = 0;
+  let star = -1;
+  let resume = 0;
+  while (v < value.length) {
+    const c = glob[g];
+    if (c === '*') {
+      star = g++;
+      resume = v;
+    } else if (c !== undefined && (c === '?' || c === value[v])) {
+      g++;
+      v++;
+    } else if (star >= 0) {
+      g = star + 1;
+      v = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (glob[g] === '*') g++;
+  return g === glob.length;
 }
