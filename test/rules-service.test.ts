@@ -78,6 +78,11 @@ describe('rules service', () => {
       '2 runs',
     );
     expect(r).toMatchObject({ errors: 0, lastRun: { status: 'ok', trigger: 'update', uid: 'sensor-1' } });
+    // The same counts in the service's metrics registry (Prometheus text), with the duration histogram.
+    const text = await service.metrics.scrape();
+    expect(text).toMatch(/mycelium_rules_rule_runs_total\{rule="thermostat",status="ok"\} [2-9]/);
+    expect(text).toMatch(/mycelium_rules_rule_duration_seconds_count\{rule="thermostat"\} [2-9]/);
+    expect(text).toContain('mycelium_rules_rules{status="running"} 1');
   });
 
   it('emit: a derived value appears as a virtual node at the broker and its clients', async () => {
