@@ -1,21 +1,9 @@
-// The one place ctx.exec meets the device console (issue 12). The rules service needs only `ExecClient`; this
-// file binds it to console-core's bus client, `execOnNode` (services/console/exec-client.ts), which is not in
-// this branch yet. Until the merge, exec answers `refused`. At the merge, replace the body of bindExec with:
-//
-//   import { execOnNode } from '../console/exec-client.ts';
-//   return {
-//     async exec(req) {
-//       let output = '';
-//       let truncated = false;
-//       const call = execOnNode(bus, { ...req, mode: 'output' }, (f) => {
-//         if (output.length < MAX_EXEC_OUTPUT) output += f.data;
-//         else truncated = true;
-//       });
-//       const exit = await call.done;
-//       return { status: exit.status, code: exit.code, output: output.slice(0, MAX_EXEC_OUTPUT),
-//                truncated: truncated || exit.truncated, ...(exit.reason === undefined ? {} : { reason: exit.reason }) };
-//     },
-//   };
+// The one place ctx.exec meets the device console (issue 12). The rules service needs only `ExecClient`; the
+// binding to console-core's bus client, `execOnNode` (services/console/exec-client.ts), is not in this branch:
+// until the merge, exec answers `refused`. At the merge, replace this file with exec-binding.ts.after-merge
+// (it type-checks against console-core a2b00b6) and rename test/rules-exec.test.ts.after-merge to
+// test/rules-exec.test.ts (ctx.exec on a real `mycelium agent`; it passed on a scratch checkout of console-core
+// with this branch's services/rules).
 import type { Bus } from '../bus/bus.ts';
 import type { ExecOutcome } from './rule.ts';
 
