@@ -98,6 +98,7 @@ export class RulesService {
   readonly metrics: Metrics;
   private readonly log: Logger;
   private readonly entries = new Map<string, Entry>();
+  private readonly stats = new Map<string, RuleStats>();
   private readonly watchdog = new Watchdog();
   private readonly state: StateStore;
   private readonly virtual: VirtualNodes;
@@ -250,7 +251,7 @@ export class RulesService {
       name: old?.name ?? fallbackName,
       status: 'loading',
       hash,
-      stats: old?.stats ?? new RuleStats(old?.name ?? fallbackName, this.metrics, this.options.recentRuns),
+      stats: old?.stats ?? this.statsFor(fallbackName),
     };
     this.entries.set(file, entry);
     if (old !== undefined) await this.retire(old);
@@ -270,7 +271,7 @@ export class RulesService {
     }
     if (d.name !== entry.name) {
       entry.name = d.name;
-      entry.stats = new RuleStats(d.name, this.metrics, this.options.recentRuns);
+      entry.stats = this.statsFor(d.name);
     }
     entry.descriptor = d;
     worker.limitMs = Math.min(d.timeLimitMs ?? this.options.limits.timeLimitMs, this.options.limits.maxTimeLimitMs);
@@ -292,6 +293,19 @@ export class RulesService {
       this.arm(entry);
     }
     this.log.info({ rule: d.name, file, status: entry.status }, old === undefined ? 'rule loaded' : 'rule reloaded');
+  }
+
+  /**
+   * One RuleStats per rule name for the service's life: a rule removed and added again keeps its counts, and its
+   * metrics series are registered once (a second series with the same labels would be a duplicate to Prometheus).
+   */
+  private statsFor(name: string): RuleStats {
+    let s = this.stats.get(name);
+    if (s === undefined) {
+      s = new RuleStats(name, this.metrics, this.options.recentRuns);
+      this.stats.set(name, s);
+    }
+    return s;
   }
 
   private async fail(entry: Entry, reason: string): Promise<void> {
