@@ -36,6 +36,11 @@ export const commands: Record<string, CommandEntry> = {
     summary: services.history.summary,
     load: async () => ({ main: (await import('../services/history/export.ts')).historyMain }),
   },
+  // The service, or `rules check DIR` (type-check and validate a folder): one main dispatches.
+  rules: {
+    summary: services.rules.summary,
+    load: async () => ({ main: (await import('../services/rules/command.ts')).rulesMain }),
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => {

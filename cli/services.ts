@@ -38,6 +38,10 @@ export const services = {
     summary: 'run the history service (stores values, presence and writes; `history export` writes CSV)',
     load: async () => spec((await import('../services/history/command.ts')).historyCommand),
   },
+  rules: {
+    summary: 'run the rules service (rule files react to nodes; `rules check DIR` type-checks a folder)',
+    load: async () => spec((await import('../services/rules/command.ts')).rulesCommand),
+  },
 } satisfies Record<string, ServiceEntry>;
 
 export type ServiceName = keyof typeof services;

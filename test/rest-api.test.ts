@@ -116,6 +116,11 @@ describe('GET /api/v1/openapi.json', () => {
       '/api/v1/nodes/{uid}/resources/{name}/history',
       '/api/v1/nodes/{uid}/resources/{name}/settings',
       '/api/v1/openapi.json',
+      '/api/v1/rules',
+      '/api/v1/rules/{name}',
+      '/api/v1/rules/{name}/disable',
+      '/api/v1/rules/{name}/enable',
+      '/api/v1/rules/{name}/source',
       '/healthz',
       '/metrics',
     ]);

@@ -25,6 +25,7 @@ export const upOptions = {
     type: 'string',
     description: 'history database: sqlite:<path> or postgres://… (default: history.db beside the key file)',
   },
+  rulesDir: { type: 'string', description: 'also run the rules service on this folder of rule files' },
   demo: { type: 'boolean', default: false, description: 'also start one test node per protocol' },
   ...tokenPolicyOptions,
 } as const satisfies OptionTable;

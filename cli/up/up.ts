@@ -3,6 +3,7 @@
 // Each service is built from its own command with the flags a user would type, so `up` runs exactly what
 // the separate commands run; only the process is shared.
 import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
 import { type Bus, createBus, type DurableStreams } from '../../services/bus/index.ts';
 import { defaultDb } from '../../services/history/open-store.ts';
 import { type commonOptions, type OptionTable, resolveConfig } from '../../services/common/config.ts';
@@ -109,6 +110,24 @@ export class Up implements Component {
           ...(c.natsUrl ? ['--nats-url', c.natsUrl] : []),
         ],
       },
+      // [rules] only with --rules-dir; its state sits beside the keys, like the history database.
+      ...(c.rulesDir === undefined
+        ? []
+        : [
+            {
+              name: 'rules',
+              command: 'rules',
+              argv: [
+                '--dir',
+                c.rulesDir,
+                '--state-dir',
+                join(dirname(this.keyFile), 'rules-state'),
+                '--log-level',
+                c.logLevel,
+                ...(c.natsUrl ? ['--nats-url', c.natsUrl] : []),
+              ],
+            },
+          ]),
       {
         name: 'ws',
         command: 'ws-gateway',
@@ -179,7 +198,7 @@ export class Up implements Component {
         portFlag: '--dashboard-port',
         port: c.dashboardPort,
       },
-    ].filter((p) => enabled.has(p.name));
+    ].filter((p) => enabled.has(p.name) || p.name === 'rules');
     for (const p of plan) await this.startOne(p);
     if (c.demo) await this.startDemoNodes(key);
     const ttlSeconds = this.ttlFor('operator', LOGIN_TOKEN_TTL_SECONDS);

@@ -19,6 +19,7 @@ import { routeSchemas, typeBoxValidator } from './rest-schemas.ts';
 import type { WriteRouter } from './writes.ts';
 import type { ActionRouter } from './gateway-actions.ts';
 import { registerGatewayRoutes } from './gateway-api.ts';
+import { registerRulesApi } from './rules-api.ts';
 import type { GatewayReports } from './gateway-reports.ts';
 
 /** The version the OpenAPI document gives: the REST API's, not the package's. */
@@ -207,6 +208,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
 
       registerHistoryApi(api, { bus: deps.bus, log: deps.log, counters: deps.counters });
       registerGatewayRoutes(api, deps); // GET /gateways, GET /gateways/:id, POST …/actions/:name
+      registerRulesApi(api, { bus: deps.bus, log: deps.log, counters: deps.counters }); // [rules] GET/POST/PUT /rules…
 
       // Behind the token like the rest of /api/v1 (secure by default): it reveals no data, but the same document
       // is in docs/api.md for anyone without one.

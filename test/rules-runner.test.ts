@@ -1,0 +1,228 @@
+// The rule runner against real worker threads: limits (time, memory), crashes, ordering, state. Attack files
+// (a loop, a throw, 1 GB, process.exit, reading a file outside) are real rule files compiled by the loader.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compileRule } from '../services/rules/loader.ts';
+import type { RuleEvent } from '../services/rules/rule.ts';
+import { type RuleHost, type RunnerLimits, RuleWorker, Watchdog } from '../services/rules/runner.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'rules-runner-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const LIMITS: RunnerLimits = {
+  timeLimitMs: 100,
+  maxTimeLimitMs: 1000,
+  memoryMb: 64,
+  maxWaitMs: 5000,
+  loadTimeoutMs: 10_000,
+  concurrency: 8,
+  maxQueued: 1000,
+};
+
+const watchdog = new Watchdog();
+const workers: RuleWorker[] = [];
+afterAll(async () => {
+  for (const w of workers) await w.stop();
+});
+
+interface TestHost extends RuleHost {
+  logs: Array<{ level: string; message: string }>;
+  saved: Record<string, unknown>;
+}
+
+function host(calls: (op: string, args: unknown[]) => Promise<unknown> = async () => null): TestHost {
+  const h: TestHost = {
+    logs: [],
+    saved: {},
+    call: calls,
+    log: (level, message) => h.logs.push({ level, message }),
+    saveState: (key, value) => {
+      if (value === undefined) delete h.saved[key];
+      else h.saved[key] = value;
+    },
+    state: () => ({ ...h.saved }),
+  };
+  return h;
+}
+
+async function ruleWorker(name: string, source: string, h = host(), limits: Partial<RunnerLimits> = {}) {
+  const file = join(dir, `${name}.ts`);
+  writeFileSync(file, source);
+  const compiled = await compileRule(file);
+  if (!compiled.ok) throw new Error(compiled.message);
+  const w = new RuleWorker(name, compiled.code, { ...LIMITS, ...limits }, h, watchdog);
+  workers.push(w);
+  return { w, h, loaded: await w.load() };
+}
+
+const update = (uid: string, value: unknown): RuleEvent => ({
+  type: 'update',
+  uid,
+  resource: 'temperature',
+  value: value as number,
+  at: Date.now(),
+});
+
+describe('rule runner', () => {
+  it('loads a typed rule and reports its definition without functions', async () => {
+    const { loaded } = await ruleWorker(
+      'typed',
+      `import { rule } from ${JSON.stringify(join(process.cwd(), 'services/rules/rule.ts'))};
+       const limit: number = 30;
+       export default rule({ name: 'typed', on: { update: { node: 'g-*', resource: 'temperature', when: (e) => Number(e.value) > limit } },
+         async run(event, ctx) { ctx.log.info('hot ' + event.type); } });`,
+    );
+    expect(loaded).toEqual({
+      ok: true,
+      definition: { name: 'typed', on: { update: { node: 'g-*', resource: 'temperature', when: true } } },
+    });
+  });
+
+  it('runs, skips by predicate, and gives the rule ctx calls answered by the host', async () => {
+    const { w, h } = await ruleWorker(
+      'calls',
+      `export default { name: 'calls', on: { update: { node: '*', resource: 'temperature', when: (e) => e.value > 30 } },
+         async run(e, ctx) { const r = await ctx.write('fan', 'led', '1'); ctx.log.info('result ' + r.result); } };`,
+      host(async (op, args) => ({ result: `${op}:${JSON.stringify(args)}` })),
+    );
+    expect((await w.run('a', update('a', 10))).status).toBe('skipped');
+    expect((await w.run('a', update('a', 31))).status).toBe('ok');
+    expect(h.logs).toEqual([{ level: 'info', message: 'result write:["fan","led","1"]' }]);
+  });
+
+  it('a rule that throws is counted as an error with the message', async () => {
+    const { w } = await ruleWorker(
+      'throws',
+      `export default { name: 'throws', on: {}, run() { throw new TypeError('boom'); } };`,
+    );
+    const o = await w.run('a', update('a', 1));
+    expect(o).toMatchObject({ status: 'error', error: 'TypeError: boom' });
+    expect((await w.run('a', update('a', 1))).status).toBe('error');
+  });
+
+  it('a looping rule is stopped near its limit, and the next event gets a fresh worker', async () => {
+    const { w } = await ruleWorker(
+      'loops',
+      `export default { name: 'loops', on: {}, run(e) { if (e.value === 'loop') for (;;) {} } };`,
+    );
+    const o = await w.run('a', update('a', 'loop'));
+    expect(o.status).toBe('time-limit');
+    // The limit is 100 ms; the watchdog ticks every 5 ms; the loaded machine adds scheduling delay.
+    expect(o.ms).toBeLessThan(1000);
+    expect((await w.run('a', update('a', 'fine'))).status).toBe('ok');
+    expect(w.restarts).toBe(1);
+  });
+
+  it('a loop after an await is caught too', async () => {
+    const { w } = await ruleWorker(
+      'loops-later',
+      `export default { name: 'loops-later', on: {}, async run(e, ctx) { await ctx.node('x'); for (;;) {} } };`,
+    );
+    expect((await w.run('a', update('a', 1))).status).toBe('time-limit');
+  });
+
+  it('a rule allocating 1 GB runs out of its memory limit; the next event runs', async () => {
+    const { w } = await ruleWorker(
+      'hog',
+      `export default { name: 'hog', on: {}, run(e) { if (e.value !== 'hog') return; const a = [];
+         for (let i = 0; i < 1024; i++) a.push(new Array(1024 * 128).fill(i)); return a.length; } };`,
+      host(),
+      { memoryMb: 32, timeLimitMs: 20_000, maxTimeLimitMs: 20_000 },
+    );
+    const o = await w.run('a', update('a', 'hog'));
+    expect(o.status).toBe('memory');
+    expect((await w.run('a', update('a', 'ok'))).status).toBe('ok');
+  });
+
+  it('process.exit, process.kill and the environment are out of reach', async () => {
+    process.env.RULES_TEST_SECRET = 'hunter2';
+    const { w, h } = await ruleWorker(
+      'escape',
+      `export default { name: 'escape', on: {}, run(e, ctx) {
+         if (e.value === 'env') { ctx.log.info('env ' + String(process.env.RULES_TEST_SECRET)); return; }
+         if (e.value === 'kill') process.kill(process.pid, 'SIGTERM'); process.exit(3); } };`,
+    );
+    expect(await w.run('a', update('a', 'exit'))).toMatchObject({
+      status: 'error',
+      error: 'Error: process.exit is not available to rules',
+    });
+    expect(await w.run('a', update('a', 'kill'))).toMatchObject({
+      error: 'Error: process.kill is not available to rules',
+    });
+    await w.run('a', update('a', 'env'));
+    expect(h.logs.at(-1)?.message).toBe('env undefined');
+  });
+
+  it('reading a file outside works: worker threads are not a sandbox (documented)', async () => {
+    const secret = join(dir, 'outside.txt');
+    writeFileSync(secret, 'outside');
+    const h = host();
+    const { w } = await ruleWorker(
+      'reads',
+      `import { readFileSync } from 'node:fs';
+       export default { name: 'reads', on: {}, run(e, ctx) { ctx.log.info(readFileSync(${JSON.stringify(secret)}, 'utf8')); } };`,
+      h,
+    );
+    expect((await w.run('a', update('a', 1))).status).toBe('ok');
+    expect(h.logs.at(-1)?.message).toBe('outside');
+  });
+
+  it('keeps one node in order while other nodes run concurrently', async () => {
+    const h = host(async (_op, args) => new Promise((r) => setTimeout(() => r(args[0]), Number(args[1]))));
+    const { w } = await ruleWorker(
+      'order',
+      `export default { name: 'order', on: {}, async run(e, ctx) { await ctx.write(e.uid + ':' + e.value, String(e.uid === 'slow' ? 50 : 1), null); ctx.log.info(e.uid + ':' + e.value); } };`,
+      h,
+    );
+    const runs: Promise<unknown>[] = [];
+    for (let i = 0; i < 5; i++)
+      runs.push(w.run('slow', { ...update('slow', i) }), w.run('fast', { ...update('fast', i) }));
+    await Promise.all(runs);
+    const slow = h.logs.map((l) => l.message).filter((m) => m.startsWith('slow'));
+    const fast = h.logs.map((l) => l.message).filter((m) => m.startsWith('fast'));
+    expect(slow).toEqual(['slow:0', 'slow:1', 'slow:2', 'slow:3', 'slow:4']);
+    expect(fast).toEqual(['fast:0', 'fast:1', 'fast:2', 'fast:3', 'fast:4']);
+    // Fast ones did not wait behind the slow node's writes.
+    expect(h.logs.findIndex((l) => l.message === 'fast:4')).toBeLessThan(
+      h.logs.findIndex((l) => l.message === 'slow:2'),
+    );
+  });
+
+  it('state persists through the host and survives a worker restart', async () => {
+    const h = host();
+    const { w } = await ruleWorker(
+      'counter',
+      `export default { name: 'counter', on: {}, run(e, ctx) { if (e.value === 'loop') for (;;) {}
+         const n = (ctx.state.get('n') ?? 0) + 1; ctx.state.set('n', n); ctx.log.info('n=' + n);
+         if (e.value === 'big') ctx.state.set('big', 'x'.repeat(70000)); } };`,
+      h,
+    );
+    await w.run('a', update('a', 1));
+    await w.run('a', update('a', 1));
+    expect((await w.run('a', update('a', 'loop'))).status).toBe('time-limit');
+    await w.run('a', update('a', 1));
+    expect(h.saved).toEqual({ n: 3 });
+    expect(await w.run('a', update('a', 'big'))).toMatchObject({
+      status: 'error',
+      error: expect.stringContaining('65536 bytes'),
+    });
+  });
+
+  it('a file whose top level throws or loops does not load', async () => {
+    const bad = await ruleWorker('top-throws', `throw new Error('nope'); export default {};`);
+    expect(bad.loaded).toMatchObject({ ok: false, message: expect.stringContaining('nope') });
+    const notRule = await ruleWorker('not-rule', `export default { name: 'x' };`);
+    expect(notRule.loaded).toMatchObject({ ok: false, message: expect.stringContaining('export default a rule') });
+    const loops = await ruleWorker('top-loops', `for (;;) {} export default {};`, host(), { loadTimeoutMs: 300 });
+    expect(loops.loaded).toMatchObject({ ok: false, message: expect.stringContaining('loading took longer') });
+  });
+
+  it('a file that does not compile is reported with its line', async () => {
+    const file = join(dir, 'broken.ts');
+    writeFileSync(file, 'export default { name: "b", on: {}, run() { return ( } };');
+    const c = await compileRule(file);
+    expect(c).toMatchObject({ ok: false, message: expect.stringMatching(/broken\.ts:1:\d+/) });
+  });
+});
