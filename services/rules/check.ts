@@ -4,9 +4,8 @@
 // each file is bundled and loaded in a worker like the service does, and its definition validated (triggers,
 // schedule, unique names). TypeScript is a development tool: without it, only the second half runs.
 import { readdirSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { compileRule, isRuleFile } from './loader.ts';
+import { basename, join, resolve } from 'node:path';
+import { compileRule, isRuleFile, rulesSource } from './loader.ts';
 import { descriptorProblem, type RuleDescriptor } from './protocol.ts';
 import { RuleWorker, Watchdog } from './runner.ts';
 import { compileSchedule } from './schedule.ts';
@@ -96,8 +95,7 @@ async function typeCheck(dir: string, files: string[]): Promise<Map<string, stri
   } catch {
     return undefined;
   }
-  const here = dirname(fileURLToPath(import.meta.url));
-  const api = resolve(here, 'rule.ts');
+  const api = rulesSource('rule');
   const virtual = new Map<string, string>();
   const ownerOf = new Map<string, string>();
   for (const file of files) {

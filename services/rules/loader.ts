@@ -4,8 +4,9 @@
 // without type-checking (that is `mycelium rules check`'s job, which uses the TypeScript compiler, a dev tool),
 // and it is the one bundler already in the tree (tsx and vite run on it).
 import { existsSync } from 'node:fs';
-import { basename, dirname, extname, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../common/project-root.ts';
 
 export const RULE_EXTENSIONS = ['.ts', '.mts', '.js', '.mjs'];
 
@@ -17,20 +18,25 @@ export function isRuleFile(name: string): boolean {
   return RULE_EXTENSIONS.includes(extname(name));
 }
 
-/** The harness beside this module: worker.ts from the sources, worker.js from the build. */
-function harnessPath(name: string): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const ts = resolve(here, `${name}.ts`);
-  return existsSync(ts) ? ts : resolve(here, `${name}.js`);
+/**
+ * A source file of the rules service (the worker harness, the rule API's types): esbuild and TypeScript read the
+ * `.ts` sources, which sit in services/rules/ of the checkout or the image whether the sources, tsc's dist/ or the
+ * bundle runs (the bundle has no services/rules/ beside it).
+ */
+export function rulesSource(name: string): string {
+  const ts = join(projectRoot(), 'services', 'rules', `${name}.ts`);
+  if (existsSync(ts)) return ts;
+  // An install without the sources: the compiled file beside this module (tsc's dist/).
+  return resolve(dirname(fileURLToPath(import.meta.url)), `${name}.js`);
 }
 
 export async function compileRule(file: string): Promise<Compiled> {
   const esbuild = await import('esbuild');
   // ES modules run in import order: the guard before the rule file's top-level code.
   const entry =
-    `import ${JSON.stringify(harnessPath('worker-guard'))};\n` +
+    `import ${JSON.stringify(rulesSource('worker-guard'))};\n` +
     `import * as mod from ${JSON.stringify(resolve(file))};\n` +
-    `import { startRule } from ${JSON.stringify(harnessPath('worker'))};\n` +
+    `import { startRule } from ${JSON.stringify(rulesSource('worker'))};\n` +
     'startRule(mod);\n';
   try {
     const out = await esbuild.build({
