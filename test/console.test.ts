@@ -90,3 +90,137 @@ describe('device console over the web client socket', () => {
     expect(op.frames.find((f) => f.id === 'c2' && f.type === 'exec-output')?.stream).toBe('stderr');
   });
 });
+
+describe('refusals', () => {
+  it('refuses a viewer, an operator asking for a shell or PTY, a command not allowed, a bad parameter', async () => {
+    const { tb, auditFile } = await setup(['--allow-shell']);
+    const viewer = await client(tb, 'viewer');
+    viewer.send({ type: 'exec', id: 'v1', uid: 'agent-1', command: 'uptime' });
+    expect(await exitOf(viewer, 'v1')).toMatchObject({ status: 'refused', reason: 'role viewer may not exec' });
+    const op = await client(tb, 'operator');
+    op.send({ type: 'exec', id: 's1', uid: 'agent-1', shell: 'id' });
+    expect(await exitOf(op, 's1')).toMatchObject({ status: 'refused', reason: 'shell needs role admin' });
+    op.send({ type: 'pty-open', id: 'p1', uid: 'agent-1', cols: 80, rows: 24 });
+    expect(await exitOf(op, 'p1')).toMatchObject({ status: 'refused', reason: 'pty needs role admin' });
+    op.send({ type: 'exec', id: 'n1', uid: 'agent-1', command: 'reboot' });
+    expect(await exitOf(op, 'n1')).toMatchObject({ status: 'refused', reason: 'command not allowed' });
+    // The pattern is checked by the agent itself: a value with a shell metacharacter never reaches a process.
+    op.send({ type: 'exec', id: 'b1', uid: 'agent-1', command: 'echo', params: { text: 'a; rm -rf /' } });
+    expect(await exitOf(op, 'b1')).toMatchObject({
+      status: 'refused',
+      reason: 'parameter text does not match its pattern',
+    });
+    op.send({ type: 'exec', id: 'u1', uid: 'nobody', command: 'echo' });
+    expect(await exitOf(op, 'u1')).toMatchObject({ status: 'error', reason: 'unknown-node' });
+    // An admin may run a shell line on an agent started with --allow-shell.
+    const admin = await client(tb, 'admin');
+    admin.send({ type: 'exec', id: 'a1', uid: 'agent-1', shell: 'echo $((6*7))' });
+    expect(await exitOf(admin, 'a1')).toMatchObject({ status: 'ok', code: 0 });
+    expect(outputOf(admin, 'a1')).toBe('42\n');
+    // Every request is audited, refused ones too, with who asked.
+    await tb.broker.audit.flush();
+    const lines = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(7);
+    expect(lines[0]).toMatchObject({ sub: 'viewer', role: 'viewer', node: 'agent-1', command: 'uptime', status: 'refused' });
+    expect(lines.find((l) => l.shell === 'echo $((6*7))')).toMatchObject({ sub: 'admin', status: 'ok', code: 0, bytes: 3 });
+    expect(lines.find((l) => l.command === 'echo' && l.params?.text === 'a; rm -rf /')).toMatchObject({
+      status: 'refused',
+    });
+  });
+
+  it('an agent without --allow-shell refuses a shell line even from an admin', async () => {
+    const { tb } = await setup();
+    const admin = await client(tb, 'admin');
+    admin.send({ type: 'exec', id: 'a1', uid: 'agent-1', shell: 'id' });
+    expect(await exitOf(admin, 'a1')).toMatchObject({ status: 'refused', reason: 'shell not allowed on this node' });
+  });
+});
+
+describe('limits enforced on the device', () => {
+  it('a timeout kills the whole process tree (TERM, then KILL)', async () => {
+    const { tb } = await setup(['--kill-grace-ms', '300']);
+    const op = await client(tb, 'operator');
+    op.send({ type: 'exec', id: 't1', uid: 'agent-1', command: 'tree' });
+    const exit = await exitOf(op, 't1');
+    expect(exit.status).toBe('timeout');
+    // `sh -c 'sleep 1000 & sleep 1000'`: neither sleep may survive.
+    const sleeps = execFileSync('ps', ['-eo', 'pid,pgid,args']).toString().split('\n').filter((l) => /sleep 1000$/.test(l));
+    expect(sleeps).toEqual([]);
+  });
+
+  it('output over the cap is truncated; cancel ends a command; busy beyond the cap', async () => {
+    const { tb } = await setup(['--max-output-bytes', '1000', '--max-concurrent', '2']);
+    const op = await client(tb, 'operator');
+    op.send({ type: 'exec', id: 'f1', uid: 'agent-1', command: 'flood' });
+    const flood = await exitOf(op, 'f1');
+    expect(flood).toMatchObject({ status: 'ok', truncated: true, bytes: 1000 });
+    expect(outputOf(op, 'f1')).toHaveLength(1000);
+    op.send({ type: 'exec', id: 's1', uid: 'agent-1', command: 'sleep', params: { s: '100' } });
+    op.send({ type: 'exec', id: 's2', uid: 'agent-1', command: 'sleep', params: { s: '100' } });
+    op.send({ type: 'exec', id: 's3', uid: 'agent-1', command: 'sleep', params: { s: '100' } });
+    expect(await exitOf(op, 's3')).toMatchObject({ status: 'busy' });
+    op.send({ type: 'exec-cancel', id: 's1' });
+    op.send({ type: 'exec-cancel', id: 's2' });
+    expect(await exitOf(op, 's1')).toMatchObject({ status: 'cancelled', signal: 'SIGTERM' });
+    expect(await exitOf(op, 's2')).toMatchObject({ status: 'cancelled' });
+  });
+
+  it('modes: ok-ng sends no output, no-return answers at once', async () => {
+    const { tb } = await setup();
+    const op = await client(tb, 'operator');
+    op.send({ type: 'exec', id: 'o1', uid: 'agent-1', command: 'echo', params: { text: 'x' }, mode: 'ok-ng' });
+    expect(await exitOf(op, 'o1')).toMatchObject({ status: 'ok', bytes: 2 });
+    expect(outputOf(op, 'o1')).toBe('');
+    op.send({ type: 'exec', id: 'r1', uid: 'agent-1', command: 'sleep', params: { s: '5' }, mode: 'no-return' });
+    const started = await exitOf(op, 'r1', 3000);
+    expect(started).toMatchObject({ status: 'ok', reason: 'started' });
+  });
+
+  it('a command running when the link drops reports its exit when the agent is back', async () => {
+    const { tb, gw } = await setup();
+    const op = await client(tb, 'operator');
+    op.send({ type: 'exec', id: 'l1', uid: 'agent-1', command: 'sleep', params: { s: '2' } });
+    await waitFor(() => gw.adapter.exec.inFlight === 1, 'the request to reach the agent');
+    const opens = tb.broker.table.get('agent-1');
+    expect(opens?.status).toBe('online');
+    // Drop the agent's connection from the gateway side; it reconnects with backoff.
+    const session = gw.core.node('agent-1')?.state;
+    session?.ws.terminate();
+    await waitFor(() => gw.core.node('agent-1')?.state !== session && gw.core.node('agent-1') !== undefined, 'the agent to reconnect', 10_000);
+    expect(await exitOf(op, 'l1', 15_000)).toMatchObject({ status: 'ok', code: 0 });
+  });
+});
+
+describe('attacks', () => {
+  it('refuses huge, prototype-named, control-character and foreign-id frames without harm', async () => {
+    const { tb, gw } = await setup();
+    const op = await client(tb, 'operator');
+    // Too many params / a __proto__ param name / control characters in the id: bad shape, the socket closes (1003).
+    const bad = [
+      { type: 'exec', id: 'x', uid: 'agent-1', command: 'echo', params: JSON.parse('{"__proto__":"x"}') },
+      { type: 'exec', id: 'a\u0000b', uid: 'agent-1', command: 'echo' },
+      { type: 'exec', id: 'x', uid: 'agent-1', command: 'echo', params: { text: 'y'.repeat(2000) } },
+      { type: 'exec', id: 'x', uid: 'agent-1', command: '../bin/sh' },
+    ];
+    for (const frame of bad) {
+      const c = await client(tb, 'operator');
+      c.send(JSON.stringify(frame));
+      expect((await c.closed()).code).toBe(1003);
+    }
+    // Cancelling someone else's request: the id names nothing on this connection.
+    op.send({ type: 'exec', id: 'mine', uid: 'agent-1', command: 'sleep', params: { s: '1' } });
+    const thief = await client(tb, 'admin', 'thief');
+    thief.send({ type: 'exec-cancel', id: 'mine' });
+    await thief.next((f) => f.type === 'error' && f.id === 'mine', 'the refusal');
+    expect(await exitOf(op, 'mine')).toMatchObject({ status: 'ok' });
+    // An agent answering a request that is not its own: dropped and counted.
+    const intruder = await TestPeer.connect(nodeUrl(gw), await tb.keys.token('node', 'intruder'));
+    cleanup(() => intruder.close());
+    intruder.send({ type: 'exec-exit', id: 'whatever', status: 'ok', code: 0, signal: null, truncated: false, durationMs: 1, bytes: 0 });
+    intruder.send({ type: 'exec-output', id: 'x', seq: 0, stream: 'stdout', data: 1 });
+    expect((await intruder.closed()).code).toBe(1003);
+    // The broker still serves.
+    op.send({ type: 'exec', id: 'after', uid: 'agent-1', command: 'uptime' });
+    expect(await exitOf(op, 'after')).toMatchObject({ status: 'ok' });
+  });
+});
