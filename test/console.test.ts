@@ -50,7 +50,7 @@ async function setup(agentArgs: string[] = [], uid = 'agent-1'): Promise<Setup> 
   return { tb, gw, agent, dir, auditFile };
 }
 
-async function client(tb: TestBroker, role: 'viewer' | 'operator' | 'admin', sub = role): Promise<TestPeer> {
+async function client(tb: TestBroker, role: 'viewer' | 'operator' | 'admin', sub: string = role): Promise<TestPeer> {
   const c = await TestPeer.connect(`${tb.ws}/ws`, await tb.keys.token(role, sub));
   cleanup(() => c.close());
   return c;
@@ -119,10 +119,24 @@ describe('refusals', () => {
     expect(outputOf(admin, 'a1')).toBe('42\n');
     // Every request is audited, refused ones too, with who asked.
     await tb.broker.audit.flush();
-    const lines = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(auditFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(7);
-    expect(lines[0]).toMatchObject({ sub: 'viewer', role: 'viewer', node: 'agent-1', command: 'uptime', status: 'refused' });
-    expect(lines.find((l) => l.shell === 'echo $((6*7))')).toMatchObject({ sub: 'admin', status: 'ok', code: 0, bytes: 3 });
+    expect(lines[0]).toMatchObject({
+      sub: 'viewer',
+      role: 'viewer',
+      node: 'agent-1',
+      command: 'uptime',
+      status: 'refused',
+    });
+    expect(lines.find((l) => l.shell === 'echo $((6*7))')).toMatchObject({
+      sub: 'admin',
+      status: 'ok',
+      code: 0,
+      bytes: 3,
+    });
     expect(lines.find((l) => l.command === 'echo' && l.params?.text === 'a; rm -rf /')).toMatchObject({
       status: 'refused',
     });
@@ -144,7 +158,10 @@ describe('limits enforced on the device', () => {
     const exit = await exitOf(op, 't1');
     expect(exit.status).toBe('timeout');
     // `sh -c 'sleep 1000 & sleep 1000'`: neither sleep may survive.
-    const sleeps = execFileSync('ps', ['-eo', 'pid,pgid,args']).toString().split('\n').filter((l) => /sleep 1000$/.test(l));
+    const sleeps = execFileSync('ps', ['-eo', 'pid,pgid,args'])
+      .toString()
+      .split('\n')
+      .filter((l) => /sleep 1000$/.test(l));
     expect(sleeps).toEqual([]);
   });
 
@@ -186,7 +203,11 @@ describe('limits enforced on the device', () => {
     // Drop the agent's connection from the gateway side; it reconnects with backoff.
     const session = gw.core.node('agent-1')?.state;
     session?.ws.terminate();
-    await waitFor(() => gw.core.node('agent-1')?.state !== session && gw.core.node('agent-1') !== undefined, 'the agent to reconnect', 10_000);
+    await waitFor(
+      () => gw.core.node('agent-1')?.state !== session && gw.core.node('agent-1') !== undefined,
+      'the agent to reconnect',
+      10_000,
+    );
     expect(await exitOf(op, 'l1', 15_000)).toMatchObject({ status: 'ok', code: 0 });
   });
 });
@@ -216,11 +237,71 @@ describe('attacks', () => {
     // An agent answering a request that is not its own: dropped and counted.
     const intruder = await TestPeer.connect(nodeUrl(gw), await tb.keys.token('node', 'intruder'));
     cleanup(() => intruder.close());
-    intruder.send({ type: 'exec-exit', id: 'whatever', status: 'ok', code: 0, signal: null, truncated: false, durationMs: 1, bytes: 0 });
+    intruder.send({
+      type: 'exec-exit',
+      id: 'whatever',
+      status: 'ok',
+      code: 0,
+      signal: null,
+      truncated: false,
+      durationMs: 1,
+      bytes: 0,
+    });
     intruder.send({ type: 'exec-output', id: 'x', seq: 0, stream: 'stdout', data: 1 });
     expect((await intruder.closed()).code).toBe(1003);
     // The broker still serves.
     op.send({ type: 'exec', id: 'after', uid: 'agent-1', command: 'uptime' });
     expect(await exitOf(op, 'after')).toMatchObject({ status: 'ok' });
+  });
+});
+
+describe('REST', () => {
+  const post = async (tb: TestBroker, path: string, body: object, role: 'viewer' | 'operator' | 'admin' = 'operator') =>
+    fetch(`${tb.http}/api/v1${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await tb.keys.token(role)}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const lines = async (res: Response) =>
+    (await res.text())
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+
+  it('streams NDJSON, answers ?wait=true with one result, refuses with 4xx, audits for admins', async () => {
+    const { tb } = await setup();
+    const res = await post(tb, '/nodes/agent-1/exec', { command: 'echo', params: { text: 'over rest' } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('application/x-ndjson');
+    const frames = await lines(res);
+    expect(frames.at(-1)).toMatchObject({ type: 'exec-exit', status: 'ok', code: 0 });
+    expect(
+      frames
+        .filter((f) => f.type === 'exec-output')
+        .map((f) => f.data)
+        .join(''),
+    ).toBe('over rest\n');
+    const waited = await post(tb, '/nodes/agent-1/exec?wait=true', { command: 'fail' });
+    expect(await waited.json()).toMatchObject({ uid: 'agent-1', status: 'ng', code: 3, stdout: '', stderr: 'oops\n' });
+    expect((await post(tb, '/nodes/agent-1/exec', { command: 'uptime' }, 'viewer')).status).toBe(403);
+    expect((await post(tb, '/nodes/agent-1/exec', { shell: 'id' })).status).toBe(403);
+    expect((await post(tb, '/nodes/ghost/exec', { command: 'uptime' })).status).toBe(404);
+    const bad = await post(tb, '/nodes/agent-1/exec', { command: 'echo', params: { ['__proto__']: 'x' }, extra: 1 });
+    expect(bad.status).toBe(400);
+    expect((await bad.json()).error).toBe('MYC_ERR_BAD_SHAPE');
+    const refused = await post(tb, '/nodes/agent-1/exec?wait=true', { command: 'nope' });
+    expect(await refused.json()).toMatchObject({ status: 'refused', reason: 'command not allowed' });
+    const audit = async (role: 'operator' | 'admin') =>
+      fetch(`${tb.http}/api/v1/audit?limit=10`, { headers: { authorization: `Bearer ${await tb.keys.token(role)}` } });
+    expect((await audit('operator')).status).toBe(403);
+    const records = await (await audit('admin')).json();
+    expect(records.map((r: { status: string }) => r.status)).toEqual(['ok', 'ng', 'refused']);
+    expect(records[0]).toMatchObject({
+      sub: 'operator-test',
+      role: 'operator',
+      node: 'agent-1',
+      via: 'rest',
+      bytes: 10,
+    });
   });
 });

@@ -32,13 +32,23 @@ ${extra}`,
 }
 
 export function startAgent(args: string[]): AgentProcess {
-  const child = spawn(process.execPath, [BIN, 'agent', '--backoff-initial-ms', '50', '--backoff-max-ms', '300', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'agent', '--backoff-initial-ms', '50', '--backoff-max-ms', '300', ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    },
+  );
   guard(child);
   const lines: string[] = [];
-  const collect = (buf: Buffer) => lines.push(...buf.toString().split('\n').filter((l) => l !== ''));
+  const collect = (buf: Buffer) =>
+    lines.push(
+      ...buf
+        .toString()
+        .split('\n')
+        .filter((l) => l !== ''),
+    );
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
   return {
