@@ -64,15 +64,6 @@ const outputOf = (c: TestPeer, id: string) =>
     .map((f: Frame) => f.data)
     .join('');
 
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('device console over the web client socket', () => {
   it('runs an allowed command and streams its output to the requester only', async () => {
     const { tb } = await setup();
