@@ -164,14 +164,17 @@ async function main(): Promise<void> {
           headers,
           body: JSON.stringify({ command: 'echo', params: { text: `n ${i}` } }),
         });
-        const body = (await res.json()) as { status?: string; stdout?: string };
+        const body = (await res.json()) as { status?: string; stdout?: string; error?: string; message?: string };
         if (body.status === 'ok' && body.stdout === `n ${i}\n`) latencies.push(performance.now() - t0);
         else {
           failures++;
-          failureKinds.set(body.status ?? 'http', (failureKinds.get(body.status ?? 'http') ?? 0) + 1);
+          const kind = body.status ?? `${res.status} ${body.error}: ${body.message}`;
+          failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
         }
-      })().catch(() => {
+      })().catch((err: Error) => {
         failures++;
+        const kind = `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}`;
+        failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
       }),
     );
   }
