@@ -286,7 +286,16 @@ describe('REST', () => {
       fetch(`${tb.http}/api/v1/audit?limit=10`, { headers: { authorization: `Bearer ${await tb.keys.token(role)}` } });
     expect((await audit('operator')).status).toBe(403);
     const records = await (await audit('admin')).json();
-    expect(records.map((r: { status: string }) => r.status)).toEqual(['ok', 'ng', 'refused']);
+    // The 403s are audited too (the viewer, the operator's shell line); the unknown node as an error.
+    expect(records.map((r: { status: string }) => r.status)).toEqual([
+      'ok',
+      'ng',
+      'refused',
+      'refused',
+      'error',
+      'refused',
+    ]);
+    expect(records[2]).toMatchObject({ role: 'viewer', status: 'refused', reason: 'role viewer may not exec' });
     expect(records[0]).toMatchObject({
       sub: 'operator-test',
       role: 'operator',
