@@ -20,7 +20,8 @@ import {
 } from '../protocol/console-messages.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { frameParser } from '../protocol/frame-parser.ts';
-import { compiledCheck } from '../protocol/frames.ts';
+import type { TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Json } from '../protocol/messages.ts';
 import { buildArgv, type CommandTable, capabilityOf, readCommands } from './commands-file.ts';
 import type { AgentConfig } from './options.ts';
@@ -51,7 +52,12 @@ async function loadPtyModule(): Promise<PtyModule | null> {
   }
 }
 
-const parseRequest = frameParser<ExecRequestFrame>(execRequestFrames, compiledCheck);
+// Only the console's request frames are compiled here (not frames.ts, which compiles every family at load): the
+// agent runs on small devices, and its idle memory is a goal (docs/console.md).
+const parseRequest = frameParser<ExecRequestFrame>(execRequestFrames, (schema: TSchema) => {
+  const compiled = TypeCompiler.Compile(schema);
+  return { check: (value) => compiled.Check(value), firstError: (value) => compiled.Errors(value).First() };
+});
 
 export interface AgentDeps {
   log: Logger;
@@ -205,8 +211,8 @@ export class Agent implements Component {
     // Exponential backoff with full jitter: a restarted gateway is not hit by every agent at the same instant.
     const ceiling = Math.min(this.config.backoffMaxMs, this.config.backoffInitialMs * 2 ** Math.min(this.attempt, 20));
     this.attempt++;
+    // Not unref'd: while the gateway is unreachable this timer is what keeps the agent running.
     this.retryTimer = setTimeout(() => this.connect(), Math.random() * ceiling);
-    this.retryTimer.unref();
   }
 
   private sendRaw(frame: object): boolean {
