@@ -78,3 +78,62 @@ describe('runner', () => {
     expect(await r.done).toMatchObject({ status: 'timeout', signal: 'SIGKILL' });
   });
 });
+
+describe('agent link', () => {
+  it('keeps a command running while the link is down and sends its exit when the link is back', async () => {
+    const { WebSocketServer } = await import('ws');
+    const { Agent } = await import('../services/agent/agent.ts');
+    const { agentOptions } = await import('../services/agent/options.ts');
+    const { silentLogger } = await import('../services/common/log.ts');
+    const { settle, waitFor } = await import('./helpers/wait.ts');
+    type Ws = import('ws').WebSocket;
+    const received: { type: string; id?: string; status?: string }[] = [];
+    let current: Ws | undefined;
+    const listen = (port: number) => {
+      const server = new WebSocketServer({ port, host: '127.0.0.1' });
+      server.on('connection', (ws) => {
+        current = ws;
+        ws.on('message', (d) => received.push(JSON.parse(d.toString())));
+      });
+      return new Promise<InstanceType<typeof WebSocketServer>>((resolve) =>
+        server.once('listening', () => resolve(server)),
+      );
+    };
+    let server = await listen(0);
+    const port = (server.address() as { port: number }).port;
+    const defaults = Object.fromEntries(
+      Object.entries(agentOptions).map(([k, v]) => [k, 'default' in v ? v.default : undefined]),
+    );
+    const agent = new Agent(
+      {
+        ...defaults,
+        gatewayUrl: `ws://127.0.0.1:${port}/node`,
+        token: 't',
+        backoffInitialMs: 50,
+        backoffMaxMs: 100,
+      } as never,
+      { log: silentLogger(), commands: parseCommands('nap: {argv: [sleep, "1"]}') },
+    );
+    await agent.start();
+    try {
+      await waitFor(() => current !== undefined && received.some((f) => f.type === 'update'), 'the agent to connect');
+      current?.send(
+        JSON.stringify({ type: 'exec', id: 'g1', uid: 'a', command: 'nap', requester: { sub: 's', role: 'operator' } }),
+      );
+      await waitFor(() => agent.connected, 'the link');
+      // The gateway goes away entirely while the command runs.
+      for (const c of server.clients) c.terminate();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      current = undefined;
+      await waitFor(() => !agent.connected, 'the agent to notice');
+      await settle(1500); // a negative check: the 1 s command ends meanwhile, with nobody to tell
+      expect(received.some((f) => f.type === 'exec-exit')).toBe(false);
+      server = await listen(port);
+      const exit = await waitFor(() => received.find((f) => f.type === 'exec-exit'), 'the queued exit', 10_000);
+      expect(exit).toMatchObject({ id: 'g1', status: 'ok' });
+    } finally {
+      await agent.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
