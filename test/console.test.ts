@@ -213,6 +213,15 @@ describe('attacks', () => {
       { type: 'exec', id: 'a\u0000b', uid: 'agent-1', command: 'echo' },
       { type: 'exec', id: 'x', uid: 'agent-1', command: 'echo', params: { text: 'y'.repeat(2000) } },
       { type: 'exec', id: 'x', uid: 'agent-1', command: '../bin/sh' },
+      {
+        type: 'exec',
+        id: 'x',
+        uid: 'agent-1',
+        command: 'echo',
+        params: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`p${i}`, 'v'])),
+      },
+      { type: 'exec', id: 'x', uid: 'agent-1', shell: 'x'.repeat(5000) },
+      { type: 'pty-open', id: 'x', uid: 'agent-1', cols: 100000, rows: 24 },
     ];
     for (const frame of bad) {
       const c = await client(tb, 'operator');
