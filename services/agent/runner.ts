@@ -150,7 +150,7 @@ class Run implements RunHandle {
       this.finish(status, code, signal);
     });
     if (quiet) {
-      // Start and forget: the requester learns it started; the command keeps its limits and the end is logged.
+      // Start and forget: the requester learns it started; the command keeps its limits (timeout, group kill).
       this.sink.exit(exitOf(req.id, 'ok', { reason: 'started', durationMs: Date.now() - this.started }));
     }
   }
