@@ -287,7 +287,7 @@ async function main(): Promise<void> {
 
   const kb = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
   const out = [
-    `bench:console (machine: ${process.env.BENCH_NOTE ?? 'shared, 2 cores'}; load average at start ${load}; services run from ${existsSync(join(ROOT, 'dist/cli/main.js')) ? 'dist/ (compiled)' : 'sources through tsx (no dist/: npm run build)'})`,
+    `bench:console (machine: ${process.env.BENCH_NOTE ?? 'shared, 2 cores'}; load average at start ${load}; services run from ${existsSync(join(ROOT, 'dist/bundle/main.js')) ? 'the bundle (dist/bundle)' : existsSync(join(ROOT, 'dist/cli/main.js')) ? 'dist/ (compiled)' : 'sources through tsx (no dist/: npm run build)'})`,
     `  agent idle RSS (real mycelium agent process):  ${kb(agentRss)}   goal <= 60 MB`,
     ...echoLines,
     `  uptime on ${AGENTS} simulated agent links at once: ${fanOut.ok}/${fanOut.exits} ok in ${(fanOut.ms / 1000).toFixed(2)} s   goal < 3 s`,
