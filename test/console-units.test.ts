@@ -71,6 +71,18 @@ describe('runner', () => {
     expect(await missing.done).toMatchObject({ status: 'error', reason: 'ENOENT' });
   });
 
+  it("runs commands without the agent's MYCELIUM_* settings (its token)", async () => {
+    process.env.MYCELIUM_TOKEN = 'secret-node-token';
+    try {
+      const r = run(new Runner(), { id: 'e', argv: ['env'], mode: 'output' });
+      expect(await r.done).toMatchObject({ status: 'ok' });
+      expect(r.out.join('')).not.toContain('secret-node-token');
+      expect(r.out.join('')).toContain('PATH=');
+    } finally {
+      delete process.env.MYCELIUM_TOKEN;
+    }
+  });
+
   it('caps the timeout at --max-timeout-ms and kills the group', async () => {
     const runner = new Runner({ maxTimeoutMs: 200, killGraceMs: 100 });
     const r = run(runner, { id: 't', argv: ['sh', '-c', 'trap "" TERM; sleep 30'], mode: 'output', timeoutMs: 60_000 });
