@@ -41,6 +41,20 @@ export const commands: Record<string, CommandEntry> = {
     summary: services.rules.summary,
     load: async () => ({ main: (await import('../services/rules/command.ts')).rulesMain }),
   },
+  // [console] the device agent and `mycelium exec` (issue 12)
+  agent: {
+    summary: 'run the device agent: dials the WebSocket gateway, runs the commands its allow-list names',
+    load: async () => ({
+      spec: (await import('../services/agent/command.ts')).agentCommand as unknown as CommandSpec<OptionTable>,
+    }),
+  },
+  exec: {
+    summary: 'run a command on device agents through the broker: exec NODE -- COMMAND [PARAM=VALUE…]',
+    load: async () => {
+      const m = await import('./exec-command.ts');
+      return { main: m.execMain, options: m.execOptions };
+    },
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => {
