@@ -116,6 +116,7 @@ export async function createKey(store: AccountsStore, input: CreateKey): Promise
     throw bad(`ttl must be between 1 s and ${MAX_KEY_TTL_SECONDS} s`);
   }
   const label = input.label ?? '';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (label.length > 100 || /[\u0000-\u001f\u007f]/.test(label)) throw bad('label: at most 100 printable characters');
   const now = input.now ?? Date.now();
   const secret = issueSecret('myk');
