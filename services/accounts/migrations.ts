@@ -93,6 +93,11 @@ CREATE TABLE accounts_invitations (
 );
 `,
   ),
+  both(
+    3,
+    'a PIN is polled with the secret its device was given (a guessed PIN alone never receives the key)',
+    `ALTER TABLE accounts_pins ADD COLUMN poll_hash text NOT NULL DEFAULT '';`,
+  ),
 ];
 
 export const MIGRATIONS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -71,6 +71,8 @@ export interface Pin {
   orgId: string | null;
   nodeUid: string | null;
   keyId: string | null;
+  /** SHA-256 of the secret the device got with its PIN; its poll must show it (migration 3). */
+  pollHash: string;
   /** Set once the device's poll received its key; the PIN is then spent. */
   deliveredAt: number | null;
 }

@@ -73,6 +73,7 @@ function toPin(r: Row): Pin {
     orgId: strOrNull(r.org_id),
     nodeUid: strOrNull(r.node_uid),
     keyId: strOrNull(r.key_id),
+    pollHash: str(r.poll_hash),
     deliveredAt: numOrNull(r.delivered_at),
   };
 }
@@ -273,6 +274,19 @@ export class AccountsStore {
     await this.db.run('UPDATE accounts_api_keys SET last_used_at = ? WHERE id = ?', [at, id]);
   }
 
+  /** Ids of revoked keys that have not expired yet (what verifiers must refuse though they cached them). */
+  async revokedKeyIds(now: number): Promise<string[]> {
+    const rows = await this.db.all(
+      'SELECT id FROM accounts_api_keys WHERE revoked = 1 AND (expires_at IS NULL OR expires_at > ?) ORDER BY id',
+      [now],
+    );
+    return rows.map((r) => str(r.id));
+  }
+
+  async disabledUserIds(): Promise<string[]> {
+    return (await this.db.all('SELECT id FROM accounts_users WHERE disabled = 1 ORDER BY id')).map((r) => str(r.id));
+  }
+
   // Refresh sessions
 
   async createRefresh(session: Omit<RefreshSession, 'revoked'>): Promise<RefreshSession> {
@@ -298,12 +312,13 @@ export class AccountsStore {
   // PINs
 
   /** False when the PIN is taken (the caller draws another). */
-  async createPin(pin: string, createdAt: number, expiresAt: number): Promise<boolean> {
+  async createPin(pin: string, createdAt: number, expiresAt: number, pollHash = ''): Promise<boolean> {
     try {
-      await this.db.run('INSERT INTO accounts_pins (pin, created_at, expires_at) VALUES (?, ?, ?)', [
+      await this.db.run('INSERT INTO accounts_pins (pin, created_at, expires_at, poll_hash) VALUES (?, ?, ?, ?)', [
         pin,
         createdAt,
         expiresAt,
+        pollHash,
       ]);
       return true;
     } catch (err) {
