@@ -36,6 +36,7 @@ export const commands: Record<string, CommandEntry> = {
     summary: services.history.summary,
     load: async () => ({ main: (await import('../services/history/export.ts')).historyMain }),
   },
+  accounts: service('accounts'),
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => {

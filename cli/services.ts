@@ -38,6 +38,10 @@ export const services = {
     summary: 'run the history service (stores values, presence and writes; `history export` writes CSV)',
     load: async () => spec((await import('../services/history/command.ts')).historyCommand),
   },
+  accounts: {
+    summary: 'run the accounts service (sign-in, API keys, PIN provisioning; `mycelium org|user|key` administer it)',
+    load: async () => spec((await import('../services/accounts/command.ts')).accountsCommand),
+  },
 } satisfies Record<string, ServiceEntry>;
 
 export type ServiceName = keyof typeof services;

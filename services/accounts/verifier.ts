@@ -40,15 +40,15 @@ export class ApiKeyVerifier {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async start(): Promise<void> {
+  /** Subscribes, and asks for the current list without waiting: a broker without accounts starts as fast. */
+  start(): void {
+    if (this.sub !== undefined) return;
     this.sub = this.bus.subscribe(accountsSubjects.revoked, (msg) => this.apply(msg.data));
-    try {
-      const msg = await this.bus.request(accountsSubjects.revokedGet, encode({}), this.timeout);
-      this.apply(msg.data);
-    } catch (err) {
-      // No accounts service yet: keys are refused until it answers; its first broadcast brings the list.
-      this.log.debug({ err }, 'accounts service not answering yet');
-    }
+    this.bus.request(accountsSubjects.revokedGet, encode({}), this.timeout).then(
+      (msg) => this.apply(msg.data),
+      // No accounts service yet: its first broadcast brings the list (it publishes when it starts).
+      (err: unknown) => this.log.debug({ err }, 'accounts service not answering yet'),
+    );
   }
 
   stop(): void {

@@ -38,6 +38,8 @@ import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeR
 import type { brokerOptions } from './options.ts';
 import { createOwnership, type OwnershipRegistry, ownerLost, ownershipOptions } from './ownership.ts';
 import { pathOf, refuseUpgrade } from '../common/upgrade.ts';
+// [accounts] API keys and the revocation broadcast of the accounts service
+import { ApiKeyVerifier } from '../accounts/verifier.ts';
 import { WriteRouter } from './writes.ts';
 // [gw-reports] gateway inventory, status reports and actions (issue 11, item 7)
 import { ActionRouter } from './gateway-actions.ts';
@@ -69,6 +71,8 @@ export interface BrokerDeps {
   revocations?: { isRevoked(jti?: string): boolean };
   /** Longest token lifetime accepted per role (--max-token-ttl); none when absent. */
   maxTtlSeconds?: Partial<Record<Role, number>>;
+  /** [accounts] API keys (`Bearer myk_…`) and the revoked keys and disabled users; made on the bus when absent. */
+  apiKeys?: ApiKeyVerifier;
 }
 
 const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
@@ -96,6 +100,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   readonly ownership: OwnershipRegistry;
   /** [gw-reports] Every gateway's last inventory and status (this broker's and its peers'). */
   readonly gatewayReports: GatewayReports;
+  /** [accounts] API keys verified through the accounts service; revoked keys and disabled users. */
+  readonly apiKeys: ApiKeyVerifier;
   /** [gw-reports] Actions to gateways, wherever they are connected. */
   readonly actions: ActionRouter;
   /** Registered web clients (they sent `new`): they receive the live stream. */
@@ -140,6 +146,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.log = deps.log.child({ broker: this.id });
     this.ownsBus = deps.bus === undefined;
     this.bus = deps.bus ?? new MemoryBus((err, subject) => this.log.error({ err, subject }, 'bus handler failed'));
+    this.apiKeys = deps.apiKeys ?? new ApiKeyVerifier(this.bus, this.log.child({ component: 'api-keys' })); // [accounts]
     this.eventsSubject = subjects.events(this.id);
     const m = this.metrics;
     this.counters = brokerCounters(m);
@@ -266,13 +273,18 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   }
 
   async verify(token: string | undefined, roles: readonly Role[]): Promise<VerifyResult> {
-    return verifyToken(this.deps.publicKey, token, roles, this.verifyOptions);
+    // [accounts] An API key is checked by the accounts service (cached); a JWT of a disabled user is revoked.
+    if (ApiKeyVerifier.looksLikeKey(token)) return this.apiKeys.verify(token, roles);
+    const result = await verifyToken(this.deps.publicKey, token, roles, this.verifyOptions);
+    if (result.ok && this.apiKeys.isRevoked(result.claims.jti)) return { ok: false, reason: 'revoked' };
+    return result;
   }
 
   /** Why a session opened with `claims` must end now (4401), or undefined while its token holds. */
   tokenEnded(claims: TokenClaims, now: number): 'expired' | 'revoked' | undefined {
     if (claims.exp !== undefined && claims.exp * 1000 <= now) return 'expired';
     if (claims.jti !== undefined && this.deps.revocations?.isRevoked(claims.jti)) return 'revoked';
+    if (this.apiKeys.isRevoked(claims.jti)) return 'revoked'; // [accounts]
     return undefined;
   }
 
@@ -291,6 +303,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       this.bus.subscribe(subjects.allGatewayClaims, (msg) => this.onGatewayClaim(msg)),
       this.bus.subscribe(subjects.stateSync, (msg) => this.onStateSyncRequest(msg)),
     );
+    this.apiKeys.start(); // [accounts]
     this.gatewayReports.start(); // [gw-reports]
     await this.bus.flush();
     await this.syncStateFromPeers();
@@ -351,6 +364,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.actions.stop(); // [gw-reports]
     this.gatewayReports.stop(); // [gw-reports]
     for (const s of this.subs) s.unsubscribe();
+    this.apiKeys.stop(); // [accounts]
     await this.bus.flush().catch(() => undefined);
     if (this.ownsBus) await this.bus.stop();
     await this.app.close();

@@ -12,6 +12,7 @@ import { parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { registerCors } from './cors.ts';
 import { registerHistoryApi } from './history-api.ts';
+import { registerAccountsApi } from './accounts-api.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
@@ -214,4 +215,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     },
     { prefix: '/api/v1' },
   );
+
+  // [accounts] login, refresh, logout, API keys, PINs: some anonymous, so outside the authenticated plugin.
+  registerAccountsApi(app, { bus: deps.bus, log: deps.log, counters: deps.counters, auth: deps.auth });
 }
