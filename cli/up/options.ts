@@ -26,5 +26,11 @@ export const upOptions = {
     description: 'history database: sqlite:<path> or postgres://… (default: history.db beside the key file)',
   },
   demo: { type: 'boolean', default: false, description: 'also start one test node per protocol' },
+  accounts: {
+    type: 'string',
+    default: 'on',
+    description:
+      'the accounts service (sign-in, API keys, PINs) on the history database: on, or off for hand-minted tokens only',
+  },
   ...tokenPolicyOptions,
 } as const satisfies OptionTable;

@@ -96,6 +96,8 @@ export interface CreateKey {
   role: string | undefined;
   /** A device key: the key acts only as this node (role `node`). */
   node?: string;
+  /** A gateway key: the gateway connects as this id (role `gateway`); its nodes belong to the key's org. */
+  gateway?: string;
   ttlSeconds?: number;
   label?: string;
   createdBy?: string | null;
@@ -105,10 +107,12 @@ export interface CreateKey {
 /** Makes a key; the returned `text` is the only time anyone sees it. */
 export async function createKey(store: AccountsStore, input: CreateKey): Promise<{ key: ApiKey; text: string }> {
   let role: ApiKey['role'];
-  if (input.node !== undefined) {
-    const problem = isIdentifier(input.node);
-    if (problem !== undefined) throw bad(`node ${problem}`);
-    role = 'node';
+  const identity = input.node ?? input.gateway;
+  if (input.node !== undefined && input.gateway !== undefined) throw bad('a key is for a node or a gateway, not both');
+  if (identity !== undefined) {
+    const problem = isIdentifier(identity);
+    if (problem !== undefined) throw bad(`${input.node !== undefined ? 'node' : 'gateway id'} ${problem}`);
+    role = input.node !== undefined ? 'node' : 'gateway';
   } else {
     role = checkRole(input.role);
   }
@@ -125,7 +129,7 @@ export async function createKey(store: AccountsStore, input: CreateKey): Promise
     hash: secret.hash,
     orgId: input.orgId,
     role,
-    nodeUid: input.node ?? null,
+    nodeUid: identity ?? null,
     label,
     createdAt: now,
     expiresAt: input.ttlSeconds === undefined ? null : now + input.ttlSeconds * 1000,

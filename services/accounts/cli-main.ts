@@ -32,6 +32,11 @@ export const keyOptions = {
   org: { type: 'string', description: 'organisation the key belongs to', env: false },
   role: { type: 'string', description: 'role the key has in --org: viewer, operator, admin', env: false },
   node: { type: 'string', description: 'a device key: acts only as this node uid', env: false },
+  gatewayId: {
+    type: 'string',
+    description: 'a gateway key: the gateway connects as this id (--token), its nodes join --org',
+    env: false,
+  },
   ttl: { type: 'string', description: 'lifetime (30m, 12h, 90d); default: until revoked', env: false },
   label: { type: 'string', description: 'a note shown in key list', env: false },
 } as const satisfies OptionTable;
@@ -48,6 +53,7 @@ const KEY_SUMMARY = `Manage API keys (Authorization: Bearer myk_…). create pri
 
   mycelium key create --org ORG --role ROLE [--ttl 30d] [--label TEXT]
   mycelium key create --org ORG --node UID [--ttl 365d]
+  mycelium key create --org ORG --gateway-id ID        (then: mycelium ws-gateway --token <key>)
   mycelium key list [--org ORG]
   mycelium key revoke ID`;
 
@@ -175,12 +181,13 @@ export function keyMain(argv: string[]): Promise<void> {
           orgId: org.id,
           role: c.role,
           ...(c.node !== undefined ? { node: c.node } : {}),
+          ...(c.gatewayId !== undefined ? { gateway: c.gatewayId } : {}),
           ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
           ...(c.label !== undefined ? { label: c.label } : {}),
         });
         process.stdout.write(`${text}\n`);
         process.stderr.write(
-          `key ${key.id} created (${org.name}, ${key.nodeUid ? `node ${key.nodeUid}` : key.role})\n`,
+          `key ${key.id} created (${org.name}, ${key.nodeUid ? `${key.role} ${key.nodeUid}` : key.role})\n`,
         );
       }),
     list: (c) =>
@@ -196,7 +203,7 @@ export function keyMain(argv: string[]): Promise<void> {
               : 'active';
           const used = v.lastUsedAt === null ? 'never used' : `used ${new Date(v.lastUsedAt).toISOString()}`;
           process.stdout.write(
-            `${v.id}  ${names.get(v.orgId) ?? v.orgId}  ${v.nodeUid ? `node:${v.nodeUid}` : v.role}  ${state}  ${used}  ${JSON.stringify(v.label)}\n`,
+            `${v.id}  ${names.get(v.orgId) ?? v.orgId}  ${v.nodeUid ? `${v.role}:${v.nodeUid}` : v.role}  ${state}  ${used}  ${JSON.stringify(v.label)}\n`,
           );
         }
       }),

@@ -62,7 +62,7 @@ export interface SessionReply {
 
 export interface VerifiedKey {
   sub: string;
-  role: OrgRole | 'node';
+  role: OrgRole | 'node' | 'gateway';
   org: string;
   jti: string;
   /** Seconds since the epoch, when the key has an expiry. */

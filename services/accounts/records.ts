@@ -40,8 +40,8 @@ export interface ApiKey {
   /** SHA-256 of the whole key text, hex. */
   hash: string;
   orgId: string;
-  role: OrgRole | 'node';
-  /** Set for a device key: the key may act only as this node. */
+  role: OrgRole | 'node' | 'gateway';
+  /** The identity a device or gateway key acts as (node uid, gateway id); null for a person's or script's key. */
   nodeUid: string | null;
   label: string;
   createdAt: number;

@@ -336,6 +336,7 @@ export class AccountsService {
       orgId: org.id,
       role: typeof req.role === 'string' ? req.role : undefined,
       ...(typeof req.node === 'string' ? { node: req.node } : {}),
+      ...(typeof req.gateway === 'string' ? { gateway: req.gateway } : {}),
       ...(typeof req.ttlSeconds === 'number' ? { ttlSeconds: req.ttlSeconds } : {}),
       ...(typeof req.label === 'string' ? { label: req.label } : {}),
       createdBy: caller.sub,

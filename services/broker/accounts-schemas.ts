@@ -89,6 +89,7 @@ export const accountsSchemas = {
     body: Type.Object({
       role: Type.Optional(Type.String({ description: 'viewer, operator or admin' })),
       node: Type.Optional(Identifier),
+      gateway: Type.Optional(Identifier),
       ttlSeconds: Type.Optional(Type.Integer({ minimum: 1 })),
       label: Type.Optional(Type.String({ maxLength: 100 })),
       org: Type.Optional(Name),

@@ -13,6 +13,7 @@ import type { Metrics } from '../common/metrics.ts';
 import { registerCors } from './cors.ts';
 import { registerHistoryApi } from './history-api.ts';
 import { registerAccountsApi } from './accounts-api.ts';
+import { hiddenParam, type OrgDirectory, scopeList } from './scope.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
@@ -47,6 +48,8 @@ export interface HttpApiDeps {
   /** [gw-reports] Gateway reports and actions (gateway-api.ts). */
   reports: Pick<GatewayReports, 'get'>;
   actions: Pick<ActionRouter, 'request'>;
+  /** [accounts] Which org owns a node or gateway: org-scoped callers see only their own (scope.ts). */
+  orgs?: OrgDirectory;
 }
 
 /** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
@@ -145,6 +148,18 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   app.register(
     async (api) => {
       api.addHook('onRequest', authenticate);
+      // [accounts] Organisation scoping of every route below: another org's node or gateway is a 404, lists are cut.
+      const orgs = deps.orgs;
+      if (orgs !== undefined) {
+        api.addHook('preHandler', async (req, reply) => {
+          const hidden = hiddenParam(req, orgs);
+          if (hidden === undefined) return;
+          deps.counters.rejected('other-org').inc();
+          if (hidden.code === 'uid') return problem(reply, 404, ErrorCode.UnknownNode, `no node ${hidden.id}`);
+          return problem(reply, 404, ErrorCode.UnknownGateway, `no gateway ${hidden.id}`);
+        });
+        api.addHook('preSerialization', async (req, _reply, payload) => scopeList(req, orgs, payload));
+      }
 
       api.get('/nodes', { schema: routeSchemas.listNodes }, async () => [...deps.table.all()]);
 
