@@ -46,7 +46,8 @@ async function withStore<T>(fn: (s: AccountsStore) => Promise<T>): Promise<T> {
 
 const PASSWORD = 'a long enough password';
 
-describe('mycelium org, user and key', { timeout: 60_000 }, () => {
+// Each command is a process started through tsx: seconds each on a loaded machine.
+describe('mycelium org, user and key', { timeout: 180_000 }, () => {
   it('creates an organisation and a user whose password is read from stdin and stored as argon2id', async () => {
     expect((await mycelium(['org', 'create', 'lab-a'])).code).toBe(0);
     const again = await mycelium(['org', 'create', 'lab-a']);

@@ -80,3 +80,11 @@ export const keyJti = (keyId: string): string => `key.${keyId}`;
 export const userJti = (userId: string, unique: string): string => `user.${userId}.${unique}`;
 
 export const encode = (value: unknown): Uint8Array => Buffer.from(JSON.stringify(value));
+
+/**
+ * Looks like an API key (so a verifier asks the accounts service rather than checking a JWT). Here, not in
+ * secrets.ts, so the broker's verifier does not load the password hashing library.
+ */
+export function isApiKeyText(text: string): boolean {
+  return text.startsWith('myk_');
+}

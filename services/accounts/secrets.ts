@@ -50,10 +50,7 @@ export function secretMatches(text: string, storedHash: string): boolean {
   return stored.length === given.length && timingSafeEqual(given, stored);
 }
 
-/** Looks like an API key (so a verifier knows to ask the accounts service rather than check a JWT). */
-export function isApiKeyText(text: string): boolean {
-  return text.startsWith(`${KEY_PREFIX}_`);
-}
+export { isApiKeyText } from './protocol.ts';
 
 export const MIN_PASSWORD_LENGTH = 8;
 /** argon2 hashes any length, but a megabyte "password" would be a cheap way to burn CPU. */
