@@ -9,14 +9,7 @@ import type { Logger } from '../common/log.ts';
 import type { TokenClaims, VerifyResult } from '../common/tokens.ts';
 import type { Role } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
-import {
-  accountsSubjects,
-  encode,
-  isApiKeyText,
-  type Reply,
-  type RevokedList,
-  type VerifiedKey,
-} from './protocol.ts';
+import { accountsSubjects, encode, isApiKeyText, type Reply, type RevokedList, type VerifiedKey } from './protocol.ts';
 
 export const VERIFIER_DEFAULTS = {
   /** A verified key is asked about again after this; revocation does not wait for it (the broadcast). */
