@@ -134,6 +134,9 @@ describe('two organisations', { timeout: 60_000 }, () => {
     expect(gateways.text).not.toContain('gw-b');
     expect((await rest('GET', '/api/v1/gateways/gw-b', va)).status).toBe(404);
     expect((await rest('GET', '/api/v1/gateways/gw-a', va)).status).toBe(200);
+    // /metrics counts every organisation: system-wide tokens only.
+    expect((await rest('GET', '/metrics', va)).status).toBe(403);
+    expect((await rest('GET', '/metrics', await tb.keys.token('viewer', 'everyone'))).status).toBe(200);
   });
 
   it("REST: an operator of A cannot write, remove, or act on B's node and gateway", async () => {

@@ -20,6 +20,8 @@ export const accountsSubjects = {
   pinsCreate: `${PREFIX}.accounts.pins.create`,
   pinsPoll: `${PREFIX}.accounts.pins.poll`,
   pinsClaim: `${PREFIX}.accounts.pins.claim`,
+  invitationsCreate: `${PREFIX}.accounts.invitations.create`,
+  invitationsAccept: `${PREFIX}.accounts.invitations.accept`,
   /** Broadcast: the full list of revoked key ids and disabled user ids, whenever it changes. */
   revoked: `${PREFIX}.accounts.revoked`,
   /** Request: the same list now (a verifier starting up). */

@@ -10,7 +10,7 @@ import type { Logger } from '../common/log.ts';
 import { mintToken } from '../common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { parseJson } from '../protocol/schema.ts';
-import { createKey, publicKeyView } from './admin.ts';
+import { addUser, createKey, publicKeyView } from './admin.ts';
 import {
   ACCOUNTS_QUEUE,
   accountsSubjects,
@@ -41,6 +41,9 @@ export const ACCOUNTS_DEFAULTS = {
   pinPollPerAddress: { perSecond: 2, burst: 20 } as RateOptions,
   /** Claims per user: a 6-digit PIN is guessed in ~500,000 tries; this makes that years. */
   pinClaimPerUser: { perSecond: 1 / 6, burst: 10 } as RateOptions,
+  invitationTtlMs: 7 * 86_400_000,
+  /** Invitation acceptances per address: each costs an argon2 hash. */
+  invitationAcceptPerAddress: { perSecond: 1 / 10, burst: 5 } as RateOptions,
   /** Last-used time is written at most this often per key (a busy script would otherwise write per request). */
   touchEveryMs: 60_000,
 } as const;
@@ -50,7 +53,8 @@ type LimitName =
   | 'loginPerAddress'
   | 'pinCreatePerAddress'
   | 'pinPollPerAddress'
-  | 'pinClaimPerUser';
+  | 'pinClaimPerUser'
+  | 'invitationAcceptPerAddress';
 
 export interface AccountsServiceOptions {
   accessTtlSeconds?: number;
@@ -123,6 +127,9 @@ export class AccountsService {
       pinCreatePerAddress: new KeyedRateLimiter(l.pinCreatePerAddress ?? ACCOUNTS_DEFAULTS.pinCreatePerAddress),
       pinPollPerAddress: new KeyedRateLimiter(l.pinPollPerAddress ?? ACCOUNTS_DEFAULTS.pinPollPerAddress),
       pinClaimPerUser: new KeyedRateLimiter(l.pinClaimPerUser ?? ACCOUNTS_DEFAULTS.pinClaimPerUser),
+      invitationAcceptPerAddress: new KeyedRateLimiter(
+        l.invitationAcceptPerAddress ?? ACCOUNTS_DEFAULTS.invitationAcceptPerAddress,
+      ),
     };
   }
 
@@ -142,6 +149,8 @@ export class AccountsService {
     handle(accountsSubjects.pinsPoll, (r) => this.pinsPoll(r));
     handle(accountsSubjects.pinsClaim, (r) => this.pinsClaim(r));
     handle(accountsSubjects.revokedGet, async () => this.revokedList());
+    handle(accountsSubjects.invitationsCreate, (r) => this.invitationsCreate(r));
+    handle(accountsSubjects.invitationsAccept, (r) => this.invitationsAccept(r));
     await this.pollRevocations();
     this.pollTimer = setInterval(() => {
       this.polling ??= this.pollRevocations().finally(() => {
@@ -446,6 +455,74 @@ export class AccountsService {
     for (const [p, held] of this.pendingKeys) if (held.expiresAt <= now) this.pendingKeys.delete(p);
     this.deps.log.info({ pin: pin.pin, node, keyId: key.id, by: caller.sub }, 'provisioning PIN claimed');
     return { pin: pin.pin, node, keyId: key.id };
+  }
+
+  // Invitations
+
+  /**
+   * An organisation admin invites by email address. Without SMTP (not built yet) the link is logged for the
+   * operator to pass on, and returned to the admin: the one log line that holds a secret, on purpose.
+   */
+  private async invitationsCreate(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    const org = await this.adminOrg(caller, req.org);
+    const email = text(req.email, 'email', 254);
+    if (!/^[^\s@]+@[^\s@]+$/.test(email)) throw refuse(400, ErrorCode.BadShape, 'email must be an address');
+    const role = typeof req.role === 'string' ? req.role : 'viewer';
+    if (role !== 'viewer' && role !== 'operator' && role !== 'admin') {
+      throw refuse(400, ErrorCode.BadShape, 'role must be viewer, operator or admin');
+    }
+    const now = Date.now();
+    const secret = issueSecret('myi');
+    const inv = await this.deps.store.createInvitation({
+      id: secret.id,
+      hash: secret.hash,
+      orgId: org.id,
+      email,
+      role,
+      createdAt: now,
+      expiresAt: now + ACCOUNTS_DEFAULTS.invitationTtlMs,
+    });
+    this.deps.log.info(
+      { email, org: org.name, role, by: caller.sub, invitation: secret.text },
+      'invitation made (no SMTP configured): pass the invitation to the person; they accept it with POST /api/v1/invitations/accept',
+    );
+    return { id: inv.id, email, role, org: org.name, expiresAt: inv.expiresAt, invitation: secret.text };
+  }
+
+  private async invitationsAccept(req: Record<string, unknown>): Promise<object> {
+    const address = typeof req.address === 'string' ? req.address : 'unknown';
+    if (!this.limits.invitationAcceptPerAddress.take(address)) {
+      throw refuse(429, ErrorCode.RateLimited, 'too many attempts; wait and try again');
+    }
+    const invitationText = typeof req.invitation === 'string' ? req.invitation : '';
+    const id = secretId(invitationText, 'myi');
+    const inv = id === undefined ? undefined : await this.deps.store.invitation(id);
+    const now = Date.now();
+    if (
+      inv === undefined ||
+      !secretMatches(invitationText, inv.hash) ||
+      inv.acceptedAt !== null ||
+      inv.expiresAt <= now
+    ) {
+      throw refuse(404, ErrorCode.UnknownNode, 'no such invitation (used or expired?)');
+    }
+    const org = await this.deps.store.orgById(inv.orgId);
+    if (org === undefined) throw refuse(404, ErrorCode.UnknownNode, 'the organisation is gone');
+    if (await this.deps.store.userByName(String(req.username ?? ''))) {
+      throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
+    }
+    if (!(await this.deps.store.acceptInvitation(inv.id, now))) {
+      throw refuse(404, ErrorCode.UnknownNode, 'no such invitation (used or expired?)');
+    }
+    const user = await addUser(this.deps.store, {
+      name: typeof req.username === 'string' ? req.username : undefined,
+      password: typeof req.password === 'string' ? req.password : '',
+      org: org.name,
+      role: inv.role,
+    });
+    this.deps.log.info({ username: user.name, org: org.name, role: inv.role }, 'invitation accepted');
+    return { username: user.name, org: org.name, role: inv.role };
   }
 
   // Revocations

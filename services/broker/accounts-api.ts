@@ -230,6 +230,35 @@ export function registerAccountsApi(app: FastifyInstance, deps: AccountsApiDeps)
           return answer === undefined ? reply : { pin: answer.pin, node: answer.node, keyId: answer.keyId };
         },
       );
+
+      api.post<{ Body: { email: string; role?: string; org?: string } }>(
+        '/invitations',
+        { schema: accountsSchemas.invite, onRequest: [authenticate] },
+        async (req, reply) => {
+          const answer = await ask<Record<string, unknown>>(reply, accountsSubjects.invitationsCreate, {
+            ...req.body,
+            caller: callerOf(req.claims!),
+          });
+          if (answer === undefined) return reply;
+          const { ok: _ok, ...body } = answer;
+          return reply.code(201).header('cache-control', 'no-store').send(body);
+        },
+      );
+
+      api.post<{ Body: { invitation: string; username: string; password: string } }>(
+        '/invitations/accept',
+        { schema: accountsSchemas.acceptInvitation },
+        async (req, reply) => {
+          const { invitation, username, password } = req.body;
+          const answer = await ask<{ username: string; org: string; role: string }>(
+            reply,
+            accountsSubjects.invitationsAccept,
+            { invitation, username, password, address: req.ip },
+          );
+          if (answer === undefined) return reply;
+          return reply.code(201).send({ username: answer.username, org: answer.org, role: answer.role });
+        },
+      );
     },
     { prefix: '/api/v1' },
   );

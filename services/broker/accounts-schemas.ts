@@ -143,4 +143,46 @@ export const accountsSchemas = {
       ...errors({ ...AUTH_ERRORS, 403: 'a viewer', 404: 'no such PIN', 409: 'claimed first by someone else' }),
     },
   },
+  invite: {
+    summary: 'Invite someone to your organisation by email address (admin)',
+    description:
+      'Answers the invitation text (`myi_…`), shown once; with no SMTP configured it is also logged for the operator.',
+    tags: ['accounts'],
+    body: Type.Object({
+      email: Type.String({ minLength: 3, maxLength: 254 }),
+      role: Type.Optional(Type.String({ description: 'viewer (default), operator or admin' })),
+      org: Type.Optional(Name),
+    }),
+    response: {
+      201: Type.Object({
+        id: Type.String(),
+        email: Type.String(),
+        role: Type.String(),
+        org: Type.String(),
+        expiresAt: Type.Number(),
+        invitation: Type.String(),
+      }),
+      ...errors({ ...AUTH_ERRORS, 400: 'a bad address or role', 403: 'not an admin', 503: NO_SERVICE }),
+    },
+  },
+  acceptInvitation: {
+    summary: 'Accept an invitation: creates the user, member of the organisation with the invited role',
+    tags: ['accounts'],
+    security: NO_SECURITY,
+    body: Type.Object({
+      invitation: Type.String({ minLength: 1, maxLength: 200 }),
+      username: Name,
+      password: Type.String({ minLength: 1, maxLength: 1024 }),
+    }),
+    response: {
+      201: Type.Object({ username: Type.String(), org: Type.String(), role: Type.String() }),
+      ...errors({
+        400: 'a bad name or a short password',
+        404: 'no such invitation, used or expired',
+        409: 'the user name is taken',
+        429: 'too many attempts',
+        503: NO_SERVICE,
+      }),
+    },
+  },
 } satisfies Record<string, FastifySchema>;

@@ -130,6 +130,12 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   registerCors(app);
 
   app.register(async (ops) => {
+    // [accounts] The broker's metrics count every organisation's nodes and traffic: system-wide callers only.
+    ops.addHook('preHandler', async (req, reply) => {
+      if (req.claims?.org === undefined) return;
+      deps.counters.rejected('other-org').inc();
+      return problem(reply, 403, ErrorCode.Forbidden, 'metrics are system-wide: an organisation token may not read them');
+    });
     ops.get('/healthz', { schema: routeSchemas.health }, async () => ({
       status: 'ok' as const,
       broker: deps.brokerId,
