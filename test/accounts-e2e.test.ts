@@ -299,6 +299,33 @@ describe('accounts end to end', { timeout: 60_000 }, () => {
     expect(statuses).toContain(429);
   });
 
+  it('invitations: an admin invites, the link is logged (no SMTP), it makes a member once', async () => {
+    const adam = (await login('adam', ALICE_PASSWORD)).body.accessToken as string;
+    const vera = (await login('vera', ALICE_PASSWORD)).body.accessToken as string;
+    expect((await http('POST', '/api/v1/invitations', { token: vera, body: { email: 'x@lab.org' } })).status).toBe(403);
+    expect((await http('POST', '/api/v1/invitations', { token: adam, body: { email: 'not-an-address' } })).status).toBe(
+      400,
+    );
+    const made = await http('POST', '/api/v1/invitations', {
+      token: adam,
+      body: { email: 'ines@lab.org', role: 'operator' },
+    });
+    expect(made.status).toBe(201);
+    const invitation = made.body.invitation as string;
+    expect(invitation).toMatch(/^myi_/);
+    expect(logLines.some((l) => l.includes(invitation) && l.includes('ines@lab.org'))).toBe(true);
+    const accept = (username: string, text = invitation) =>
+      http('POST', '/api/v1/invitations/accept', { body: { invitation: text, username, password: ALICE_PASSWORD } });
+    expect((await accept('ines', `${invitation.slice(0, -1)}x`)).status).toBe(404);
+    expect((await accept('alice')).status).toBe(409);
+    const joined = await accept('ines');
+    expect(joined.status).toBe(201);
+    expect(joined.body).toEqual({ username: 'ines', org: 'lab-a', role: 'operator' });
+    expect((await accept('ines2')).status).toBe(404);
+    const signed = await login('ines', ALICE_PASSWORD);
+    expect(decodeJwt(signed.body.accessToken as string)).toMatchObject({ role: 'operator', org: orgA });
+  });
+
   it('no log line holds a password, a key, a refresh credential or a PIN secret', async () => {
     const signed = await login('alice', ALICE_PASSWORD);
     const adam = (await login('adam', ALICE_PASSWORD)).body.accessToken as string;

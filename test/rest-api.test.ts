@@ -109,6 +109,8 @@ describe('GET /api/v1/openapi.json', () => {
       '/api/v1/gateways',
       '/api/v1/gateways/{id}',
       '/api/v1/gateways/{id}/actions/{name}',
+      '/api/v1/invitations',
+      '/api/v1/invitations/accept',
       '/api/v1/keys',
       '/api/v1/keys/{id}',
       '/api/v1/login',
