@@ -230,6 +230,32 @@ describe('accounts end to end', { timeout: 60_000 }, () => {
     await expect(TestPeer.connect(`${tb.ws}/ws`, text)).rejects.toMatchObject({ status: 401 });
   });
 
+  it("an admin of another organisation can neither list nor revoke lab-a's keys; bad bodies are 400", async () => {
+    await addUser(store, { name: 'bob', password: ALICE_PASSWORD, org: 'lab-b', role: 'admin' });
+    const bob = (await login('bob', ALICE_PASSWORD)).body.accessToken as string;
+    const { key } = await createKey(store, { orgId: orgA, role: 'viewer' });
+    const listed = await http('GET', '/api/v1/keys', { token: bob });
+    expect(listed.status).toBe(200);
+    expect(JSON.stringify(listed.body)).not.toContain(key.id);
+    const revoke = await http('DELETE', `/api/v1/keys/${key.id}`, { token: bob });
+    expect(revoke.status).toBe(404);
+    expect((await store.apiKey(key.id))?.revoked).toBe(false);
+    // Naming the other organisation does not help an organisation admin.
+    expect((await http('POST', '/api/v1/keys', { token: bob, body: { role: 'viewer', org: 'lab-a' } })).status).toBe(
+      403,
+    );
+    const bad = async (body: unknown) => (await http('POST', '/api/v1/keys', { token: bob, body })).status;
+    expect(await bad({ role: 'root' })).toBe(400);
+    expect(await bad({ node: '__proto__' })).toBe(400);
+    expect(await bad({ role: 'viewer', label: 'a\u0007b' })).toBe(400);
+    expect(await bad({ role: 'viewer', ttlSeconds: -5 })).toBe(400);
+    expect(await bad(JSON.parse('{"role":"viewer","__proto__":{"org":"lab-a"}}'))).toBe(201);
+    expect((await http('DELETE', '/api/v1/keys/not-an-id', { token: bob })).status).toBe(400);
+    let deep: unknown = 'x';
+    for (let i = 0; i < 100; i++) deep = [deep];
+    expect(await bad({ role: 'viewer', label: deep })).toBe(400);
+  });
+
   it('a key revoked in the database (mycelium key revoke) is refused on REST and /ws within 5 s', async () => {
     const { key, text } = await createKey(store, { orgId: orgA, role: 'viewer' });
     expect((await http('GET', '/api/v1/nodes', { token: text })).status).toBe(200);
