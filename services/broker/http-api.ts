@@ -134,7 +134,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     ops.addHook('preHandler', async (req, reply) => {
       if (req.claims?.org === undefined) return;
       deps.counters.rejected('other-org').inc();
-      return problem(reply, 403, ErrorCode.Forbidden, 'metrics are system-wide: an organisation token may not read them');
+      return problem(reply, 403, ErrorCode.Forbidden, 'metrics are system-wide: not for an organisation token');
     });
     ops.get('/healthz', { schema: routeSchemas.health }, async () => ({
       status: 'ok' as const,
