@@ -256,6 +256,46 @@ describe('accounts end to end', { timeout: 60_000 }, () => {
     expect(await bad({ role: 'viewer', label: deep })).toBe(400);
   });
 
+  it('organisations and users over REST: each admin sees and disables only their own', async () => {
+    const alice = (await login('alice', ALICE_PASSWORD)).body.accessToken as string;
+    const adam = (await login('adam', ALICE_PASSWORD)).body.accessToken as string;
+    const root = (await login('root', ROOT_PASSWORD)).body.accessToken as string;
+    const names = (r: Answer) => (r.body.orgs as Array<{ name: string }>).map((o) => o.name);
+    expect(names(await http('GET', '/api/v1/orgs', { token: alice }))).toEqual(['lab-a']);
+    expect(names(await http('GET', '/api/v1/orgs', { token: root }))).toEqual(
+      expect.arrayContaining(['lab-a', 'lab-b']),
+    );
+    expect((await http('POST', '/api/v1/orgs', { token: adam, body: { name: 'lab-c' } })).status).toBe(403);
+    expect((await http('POST', '/api/v1/orgs', { token: root, body: { name: 'lab-c' } })).status).toBe(201);
+    expect((await http('POST', '/api/v1/orgs', { token: root, body: { name: 'lab-c' } })).status).toBe(400);
+    expect((await http('POST', '/api/v1/orgs', { token: root, body: { name: '__proto__' } })).status).toBe(400);
+    expect((await http('GET', '/api/v1/users', { token: alice })).status).toBe(403);
+    const users = await http('GET', '/api/v1/users', { token: adam });
+    const listed = (users.body.users as Array<{ name: string }>).map((u) => u.name);
+    expect(listed).toContain('alice');
+    expect(listed).not.toContain('root');
+    expect(JSON.stringify(users.body)).not.toContain('argon2');
+    // An admin of lab-a cannot touch someone outside it, nor a system admin.
+    await addUser(store, { name: 'outsider', password: ALICE_PASSWORD, org: 'lab-b', role: 'viewer' });
+    expect(
+      (await http('PUT', '/api/v1/users/outsider/disabled', { token: adam, body: { disabled: true } })).status,
+    ).toBe(404);
+    expect((await http('PUT', '/api/v1/users/root/disabled', { token: adam, body: { disabled: true } })).status).toBe(
+      404,
+    );
+    // Disabling a member closes their open session with 4401.
+    await addUser(store, { name: 'member', password: ALICE_PASSWORD, org: 'lab-a', role: 'viewer' });
+    const peer = await openWs((await login('member', ALICE_PASSWORD)).body.accessToken as string);
+    const off = await http('PUT', '/api/v1/users/member/disabled', { token: adam, body: { disabled: true } });
+    expect(off.body).toEqual({ name: 'member', disabled: true });
+    expect((await peer.closed(REVOCATION_MS)).code).toBe(4401);
+    expect((await login('member', ALICE_PASSWORD)).status).toBe(401);
+    expect(
+      (await http('PUT', '/api/v1/users/member/disabled', { token: adam, body: { disabled: false } })).status,
+    ).toBe(200);
+    expect((await login('member', ALICE_PASSWORD)).status).toBe(200);
+  });
+
   it('a key revoked in the database (mycelium key revoke) is refused on REST and /ws within 5 s', async () => {
     const { key, text } = await createKey(store, { orgId: orgA, role: 'viewer' });
     expect((await http('GET', '/api/v1/nodes', { token: text })).status).toBe(200);

@@ -122,10 +122,13 @@ describe('GET /api/v1/openapi.json', () => {
       '/api/v1/nodes/{uid}/resources/{name}/history',
       '/api/v1/nodes/{uid}/resources/{name}/settings',
       '/api/v1/openapi.json',
+      '/api/v1/orgs',
       '/api/v1/pins',
       '/api/v1/pins/{pin}',
       '/api/v1/pins/{pin}/claim',
       '/api/v1/refresh',
+      '/api/v1/users',
+      '/api/v1/users/{name}/disabled',
       '/healthz',
       '/metrics',
     ]);

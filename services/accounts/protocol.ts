@@ -20,6 +20,10 @@ export const accountsSubjects = {
   pinsCreate: `${PREFIX}.accounts.pins.create`,
   pinsPoll: `${PREFIX}.accounts.pins.poll`,
   pinsClaim: `${PREFIX}.accounts.pins.claim`,
+  orgsList: `${PREFIX}.accounts.orgs.list`,
+  orgsCreate: `${PREFIX}.accounts.orgs.create`,
+  usersList: `${PREFIX}.accounts.users.list`,
+  usersDisable: `${PREFIX}.accounts.users.disable`,
   invitationsCreate: `${PREFIX}.accounts.invitations.create`,
   invitationsAccept: `${PREFIX}.accounts.invitations.accept`,
   /** Broadcast: the full list of revoked key ids and disabled user ids, whenever it changes. */

@@ -10,7 +10,7 @@ import type { Logger } from '../common/log.ts';
 import { mintToken } from '../common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { parseJson } from '../protocol/schema.ts';
-import { addUser, createKey, publicKeyView } from './admin.ts';
+import { addUser, createKey, createOrg, disableUser, publicKeyView } from './admin.ts';
 import {
   ACCOUNTS_QUEUE,
   accountsSubjects,
@@ -150,6 +150,10 @@ export class AccountsService {
     handle(accountsSubjects.pinsClaim, (r) => this.pinsClaim(r));
     handle(accountsSubjects.revokedGet, async () => this.revokedList());
     handle(accountsSubjects.invitationsCreate, (r) => this.invitationsCreate(r));
+    handle(accountsSubjects.orgsList, (r) => this.orgsList(r));
+    handle(accountsSubjects.orgsCreate, (r) => this.orgsCreate(r));
+    handle(accountsSubjects.usersList, (r) => this.usersList(r));
+    handle(accountsSubjects.usersDisable, (r) => this.usersDisable(r));
     handle(accountsSubjects.invitationsAccept, (r) => this.invitationsAccept(r));
     await this.pollRevocations();
     this.pollTimer = setInterval(() => {
@@ -455,6 +459,65 @@ export class AccountsService {
     for (const [p, held] of this.pendingKeys) if (held.expiresAt <= now) this.pendingKeys.delete(p);
     this.deps.log.info({ pin: pin.pin, node, keyId: key.id, by: caller.sub }, 'provisioning PIN claimed');
     return { pin: pin.pin, node, keyId: key.id };
+  }
+
+  // Organisations and users (a system admin: every one; an organisation admin: their own)
+
+  private isSystemAdmin(caller: Caller): boolean {
+    return caller.role === 'admin' && caller.org === undefined;
+  }
+
+  private async orgsList(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    const orgs = await this.deps.store.listOrgs();
+    const visible = caller.org === undefined ? orgs : orgs.filter((o) => o.id === caller.org);
+    return { orgs: visible.map((o) => ({ id: o.id, name: o.name, createdAt: o.createdAt })) };
+  }
+
+  private async orgsCreate(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    if (!this.isSystemAdmin(caller))
+      throw refuse(403, ErrorCode.Forbidden, 'only a system admin creates organisations');
+    const org = await createOrg(this.deps.store, typeof req.name === 'string' ? req.name : undefined);
+    this.deps.log.info({ org: org.name, by: caller.sub }, 'organisation created');
+    return { id: org.id, name: org.name, createdAt: org.createdAt };
+  }
+
+  private async usersList(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    if (caller.role !== 'admin') throw refuse(403, ErrorCode.Forbidden, 'admins only');
+    const users = [];
+    for (const user of await this.deps.store.listUsers()) {
+      const memberships = await this.deps.store.memberships(user.id);
+      const mine = caller.org === undefined ? memberships : memberships.filter((m) => m.orgId === caller.org);
+      if (caller.org !== undefined && mine.length === 0) continue;
+      users.push({
+        name: user.name,
+        systemAdmin: user.systemAdmin,
+        disabled: user.disabled,
+        orgs: mine.map((m) => ({ org: m.orgName, role: m.role })),
+      });
+    }
+    return { users };
+  }
+
+  /** Disables (or enables) a user: a system admin anyone, an organisation admin the members of their own. */
+  private async usersDisable(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    const user = typeof req.name === 'string' ? await this.deps.store.userByName(req.name) : undefined;
+    const member =
+      user !== undefined &&
+      caller.org !== undefined &&
+      !user.systemAdmin &&
+      (await this.deps.store.memberships(user.id)).some((m) => m.orgId === caller.org);
+    if (user === undefined || caller.role !== 'admin' || !(this.isSystemAdmin(caller) || member)) {
+      throw refuse(404, ErrorCode.UnknownNode, 'no such user');
+    }
+    const disabled = req.disabled !== false;
+    await disableUser(this.deps.store, user.name, disabled);
+    this.deps.log.info({ username: user.name, disabled, by: caller.sub }, disabled ? 'user disabled' : 'user enabled');
+    await this.pollRevocations();
+    return { name: user.name, disabled };
   }
 
   // Invitations

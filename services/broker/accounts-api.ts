@@ -231,6 +231,50 @@ export function registerAccountsApi(app: FastifyInstance, deps: AccountsApiDeps)
         },
       );
 
+      api.get('/orgs', { schema: accountsSchemas.listOrgs, onRequest: [authenticate] }, async (req, reply) => {
+        const answer = await ask<{ orgs: unknown[] }>(reply, accountsSubjects.orgsList, {
+          caller: callerOf(req.claims!),
+        });
+        return answer === undefined ? reply : { orgs: answer.orgs };
+      });
+
+      api.post<{ Body: { name: string } }>(
+        '/orgs',
+        { schema: accountsSchemas.createOrg, onRequest: [authenticate] },
+        async (req, reply) => {
+          const answer = await ask<{ id: string; name: string; createdAt: number }>(
+            reply,
+            accountsSubjects.orgsCreate,
+            {
+              name: req.body.name,
+              caller: callerOf(req.claims!),
+            },
+          );
+          if (answer === undefined) return reply;
+          return reply.code(201).send({ id: answer.id, name: answer.name, createdAt: answer.createdAt });
+        },
+      );
+
+      api.get('/users', { schema: accountsSchemas.listUsers, onRequest: [authenticate] }, async (req, reply) => {
+        const answer = await ask<{ users: unknown[] }>(reply, accountsSubjects.usersList, {
+          caller: callerOf(req.claims!),
+        });
+        return answer === undefined ? reply : { users: answer.users };
+      });
+
+      api.put<{ Params: { name: string }; Body: { disabled: boolean } }>(
+        '/users/:name/disabled',
+        { schema: accountsSchemas.disableUser, onRequest: [authenticate] },
+        async (req, reply) => {
+          const answer = await ask<{ name: string; disabled: boolean }>(reply, accountsSubjects.usersDisable, {
+            name: req.params.name,
+            disabled: req.body.disabled,
+            caller: callerOf(req.claims!),
+          });
+          return answer === undefined ? reply : { name: answer.name, disabled: answer.disabled };
+        },
+      );
+
       api.post<{ Body: { email: string; role?: string; org?: string } }>(
         '/invitations',
         { schema: accountsSchemas.invite, onRequest: [authenticate] },

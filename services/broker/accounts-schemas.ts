@@ -185,4 +185,50 @@ export const accountsSchemas = {
       }),
     },
   },
+  listOrgs: {
+    summary: 'Organisations: every one for a system admin, your own otherwise',
+    tags: ['accounts'],
+    response: {
+      200: Type.Object({
+        orgs: Type.Array(Type.Object({ id: Type.String(), name: Type.String(), createdAt: Type.Number() })),
+      }),
+      ...errors({ ...AUTH_ERRORS, 503: NO_SERVICE }),
+    },
+  },
+  createOrg: {
+    summary: 'Create an organisation (system admin)',
+    tags: ['accounts'],
+    body: Type.Object({ name: Name }),
+    response: {
+      201: Type.Object({ id: Type.String(), name: Type.String(), createdAt: Type.Number() }),
+      ...errors({ ...AUTH_ERRORS, 400: 'a bad or taken name', 403: 'not a system admin', 503: NO_SERVICE }),
+    },
+  },
+  listUsers: {
+    summary: "Users: your organisation's members (admin), every user for a system admin",
+    tags: ['accounts'],
+    response: {
+      200: Type.Object({
+        users: Type.Array(
+          Type.Object({
+            name: Type.String(),
+            systemAdmin: Type.Boolean(),
+            disabled: Type.Boolean(),
+            orgs: Type.Array(Type.Object({ org: Type.String(), role: Type.String() })),
+          }),
+        ),
+      }),
+      ...errors({ ...AUTH_ERRORS, 403: 'not an admin', 503: NO_SERVICE }),
+    },
+  },
+  disableUser: {
+    summary: 'Disable or enable a user: their sessions close (4401) within seconds (admin of their organisation)',
+    tags: ['accounts'],
+    params: Type.Object({ name: Name }),
+    body: Type.Object({ disabled: Type.Boolean() }),
+    response: {
+      200: Type.Object({ name: Type.String(), disabled: Type.Boolean() }),
+      ...errors({ ...AUTH_ERRORS, 404: 'no such user in your organisation', 503: NO_SERVICE }),
+    },
+  },
 } satisfies Record<string, FastifySchema>;
