@@ -6,6 +6,8 @@ import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
 import { h, setText } from './dom.ts';
+import { ChartBackfill } from './chart-backfill.ts';
+import { HistoryClient } from './history-client.ts';
 import { HistoryOpener } from './history-opener.ts';
 import { GatewaysPage } from './gateways.ts';
 import { configureTiles } from './map.ts';
@@ -67,6 +69,8 @@ export class App {
   private readonly hidden: Set<string>;
   private readonly knownResources = new Set(KNOWN_RESOURCES);
   private readonly history: HistoryOpener;
+  /** Card charts' last hour, fetched as cards come on screen. */
+  private readonly backfill: ChartBackfill;
 
   /** The Gateways page, and which page is shown. */
   private readonly gateways: GatewaysPage;
@@ -126,6 +130,7 @@ export class App {
     });
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
+    this.backfill = new ChartBackfill(new HistoryClient(config.brokerUrl, () => this.token));
     this.gateways = new GatewaysPage({
       act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
     });
@@ -474,6 +479,8 @@ export class App {
       dismiss: (u) => this.dismiss(u),
       isHidden: (ep) => this.hidden.has(ep),
       openHistory: (u, ep) => this.openHistory(u, ep),
+      backfill: (u, ep, apply) => this.backfill.request(u, ep, apply),
+      redraw: () => this.schedule(),
     });
     this.cards.set(uid, card);
     this.observer.observe(card.el);
@@ -523,6 +530,7 @@ export class App {
 
   private clearCards(): void {
     for (const uid of [...this.cards.keys()]) this.removeCard(uid);
+    this.backfill.reset();
     for (const uid of this.nodes.keys()) this.dirty.set(uid, true);
     this.schedule();
   }
@@ -532,6 +540,7 @@ export class App {
     this.staging = undefined;
     this.dirty.clear();
     for (const uid of [...this.cards.keys()]) this.removeCard(uid);
+    this.backfill.reset();
     this.role = undefined;
     setText(this.roleBadge, '');
     this.gateways.clear();
@@ -545,8 +554,11 @@ export class App {
       if (!card) continue;
       if (e.isIntersecting) {
         this.onScreen.add(card);
-        card.invalidateCharts();
-      } else this.onScreen.delete(card);
+        card.setOnScreen(true);
+      } else {
+        this.onScreen.delete(card);
+        card.setOnScreen(false);
+      }
     }
     this.schedule();
   }

@@ -25,7 +25,7 @@ import type { Json } from '../../services/protocol/messages.ts';
 import type { ForgetReason, ProtocolAdapter, TransportHealth, WriteOutcome } from '../common/adapter.ts';
 import type { GatewayCore } from '../common/gateway-core.ts';
 import type { GatewayNode } from '../common/node-table.ts';
-import type { TokenChecks } from '../common/token-checks.ts';
+import type { TokenChecks } from '../../services/common/token-checks.ts';
 import { type Identity, identify } from './auth.ts';
 import { type NodeAck, type NodeFrame, parseNodeFrame } from './codec.ts';
 import { askForResources } from './discovery.ts';

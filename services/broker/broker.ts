@@ -340,6 +340,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       config: this.config,
       reports: this.gatewayReports, // [gw-reports]
       actions: this.actions, // [gw-reports]
+      openApiDocument: async () => (await import('./openapi.ts')).openApiDocument(),
     });
     this.app.server.on('connection', (socket: Socket) => this.onConnection(socket));
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
