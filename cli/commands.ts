@@ -55,6 +55,7 @@ export const commands: Record<string, CommandEntry> = {
       return { main: m.execMain, options: m.execOptions };
     },
   },
+  accounts: service('accounts'),
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => {
@@ -67,6 +68,27 @@ export const commands: Record<string, CommandEntry> = {
     load: async () => {
       const m = await import('./keys-command.ts');
       return { main: m.tokenMain, options: m.tokenOptions };
+    },
+  },
+  org: {
+    summary: 'manage organisations (org create NAME, org list)',
+    load: async () => {
+      const m = await import('../services/accounts/cli-main.ts');
+      return { main: m.orgMain, options: m.orgOptions };
+    },
+  },
+  user: {
+    summary: 'manage users: user add NAME --org ORG --role ROLE, passwd, disable (passwords from stdin)',
+    load: async () => {
+      const m = await import('../services/accounts/cli-main.ts');
+      return { main: m.userMain, options: m.userOptions };
+    },
+  },
+  key: {
+    summary: 'manage API keys: key create --org ORG --role ROLE [--node UID] [--ttl], key list, key revoke ID',
+    load: async () => {
+      const m = await import('../services/accounts/cli-main.ts');
+      return { main: m.keyMain, options: m.keyOptions };
     },
   },
 };

@@ -42,6 +42,10 @@ export const services = {
     summary: 'run the rules service (rule files react to nodes; `rules check DIR` type-checks a folder)',
     load: async () => spec((await import('../services/rules/command.ts')).rulesCommand),
   },
+  accounts: {
+    summary: 'run the accounts service (sign-in, API keys, PIN provisioning; `mycelium org|user|key` administer it)',
+    load: async () => spec((await import('../services/accounts/command.ts')).accountsCommand),
+  },
 } satisfies Record<string, ServiceEntry>;
 
 export type ServiceName = keyof typeof services;

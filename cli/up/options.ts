@@ -27,5 +27,11 @@ export const upOptions = {
   },
   rulesDir: { type: 'string', description: 'also run the rules service on this folder of rule files' },
   demo: { type: 'boolean', default: false, description: 'also start one test node per protocol' },
+  accounts: {
+    type: 'string',
+    default: 'on',
+    description:
+      'the accounts service (sign-in, API keys, PINs) on the history database: on, or off for hand-minted tokens only',
+  },
   ...tokenPolicyOptions,
 } as const satisfies OptionTable;

@@ -77,6 +77,9 @@ export class Up implements Component {
     const c = this.config;
     this.maxTtl = parseMaxTokenTtl(c.maxTokenTtl);
     const enabled = new Set(c.services);
+    // [accounts] on unless --accounts off; tokens from `mycelium token` and the banner's link work either way.
+    if (c.accounts === 'on') enabled.add('accounts');
+    else if (c.accounts !== 'off') throw new Error(`--accounts must be on or off, got ${JSON.stringify(c.accounts)}`);
     const dial = urlHost(dialAddress(c.host));
     const brokerWs = `ws://${dial}:${c.port}`;
     const common = ['--key-file', this.keyFile, '--log-level', c.logLevel];
@@ -128,6 +131,11 @@ export class Up implements Component {
               ],
             },
           ]),
+      {
+        name: 'accounts',
+        command: 'accounts',
+        argv: ['--db', c.db ?? defaultDb(this.keyFile), ...common, ...(c.natsUrl ? ['--nats-url', c.natsUrl] : [])],
+      },
       {
         name: 'ws',
         command: 'ws-gateway',
@@ -279,6 +287,9 @@ export class Up implements Component {
     const ttlSeconds = this.ttlFor('node', DEMO_NODE_TOKEN_TTL_SECONDS);
     const nodeToken = (sub: string) => mintToken(key, { role: 'node', sub, ttlSeconds });
     const enabled = new Set(c.services);
+    // [accounts] on unless --accounts off; tokens from `mycelium token` and the banner's link work either way.
+    if (c.accounts === 'on') enabled.add('accounts');
+    else if (c.accounts !== 'off') throw new Error(`--accounts must be on or off, got ${JSON.stringify(c.accounts)}`);
     const dial = urlHost(dialAddress(c.host));
     // The CoAP demo node binds where it dials from, so it is no more exposed than the gateway it talks to.
     // (A wildcard CoAP socket is dual-stack, so 127.0.0.1 reaches it.)
@@ -362,6 +373,7 @@ export class Up implements Component {
     const where: Record<string, string> = {
       broker: `Broker:         http://${h}:${c.port}  (gateways ws://…/gw, web clients ws://…/ws, REST /api/v1)`,
       history: `History:        ${c.db ?? defaultDb(this.keyFile)}  (REST /api/v1/nodes/:uid/resources/:name/history)`,
+      accounts: `Accounts:       POST /api/v1/login  (mycelium org create, user add, key create; --accounts off)`,
       ws: `WebSocket gw:   ws://${h}:${c.wsPort}/node`,
       coap: `CoAP gw:        coap://${h}:${c.coapPort}  (UDP)`,
       mqtt: `MQTT gw:        mqtt://${h}:${c.mqttPort}  (embedded broker; username = node id, password = node token)`,

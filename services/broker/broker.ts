@@ -38,6 +38,9 @@ import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeR
 import type { brokerOptions } from './options.ts';
 import { createOwnership, type OwnershipRegistry, ownerLost, ownershipOptions } from './ownership.ts';
 import { pathOf, refuseUpgrade } from '../common/upgrade.ts';
+// [accounts] API keys and the revocation broadcast of the accounts service
+import { ApiKeyVerifier } from '../accounts/verifier.ts';
+import { canSee, type OrgDirectory, type Scoped } from './scope.ts';
 import { WriteRouter } from './writes.ts';
 // [gw-reports] gateway inventory, status reports and actions (issue 11, item 7)
 import { ActionRouter } from './gateway-actions.ts';
@@ -74,6 +77,8 @@ export interface BrokerDeps {
   revocations?: { isRevoked(jti?: string): boolean };
   /** Longest token lifetime accepted per role (--max-token-ttl); none when absent. */
   maxTtlSeconds?: Partial<Record<Role, number>>;
+  /** [accounts] API keys (`Bearer myk_…`) and the revoked keys and disabled users; made on the bus when absent. */
+  apiKeys?: ApiKeyVerifier;
 }
 
 const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
@@ -101,6 +106,21 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   readonly ownership: OwnershipRegistry;
   /** [gw-reports] Every gateway's last inventory and status (this broker's and its peers'). */
   readonly gatewayReports: GatewayReports;
+  /** [accounts] API keys verified through the accounts service; revoked keys and disabled users. */
+  readonly apiKeys: ApiKeyVerifier;
+  /** [accounts] The organisation of each gateway with one (its token's `org`), here and on peers (their claims). */
+  private readonly gatewayOrgs = new Map<string, string>();
+  /** [accounts] Registered clients without an org (system-wide), and those of each org: the fan-out's groups. */
+  private readonly wideClients = new Set<ClientSession>();
+  private readonly orgClients = new Map<string, Set<ClientSession>>();
+  /** [accounts] Which org owns a node or gateway, for every path that shows one (scope.ts). */
+  readonly orgs: OrgDirectory = {
+    nodeOrg: (uid) => {
+      const node = this.table.get(uid);
+      return node === undefined ? undefined : this.gatewayOrgs.get(node.gateway);
+    },
+    gatewayOrg: (gatewayId) => this.gatewayOrgs.get(gatewayId),
+  };
   /** [gw-reports] Actions to gateways, wherever they are connected. */
   readonly actions: ActionRouter;
   /** [console] Console requests from this broker's clients, and to the gateways connected here. */
@@ -149,6 +169,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.log = deps.log.child({ broker: this.id });
     this.ownsBus = deps.bus === undefined;
     this.bus = deps.bus ?? new MemoryBus((err, subject) => this.log.error({ err, subject }, 'bus handler failed'));
+    this.apiKeys = deps.apiKeys ?? new ApiKeyVerifier(this.bus, this.log.child({ component: 'api-keys' })); // [accounts]
     this.eventsSubject = subjects.events(this.id);
     const m = this.metrics;
     this.counters = brokerCounters(m);
@@ -183,7 +204,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       bus: this.bus,
       counters: this.counters,
       broadcast: (text) => {
-        if (this.registered.size > 0) this.fanOut(textFrameOf(text).frame);
+        if (this.registered.size > 0) this.fanOut(textFrameOf(text).frame, this.reportOrg(text));
       },
       config: {
         gatewayReportMinIntervalMs: config.gatewayReportMinIntervalMs ?? d.gatewayReportMinIntervalMs.default,
@@ -242,6 +263,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       writes: this.writes,
       tokens: this,
       clients: this,
+      orgs: this.orgs, // [accounts]
       config,
       actions: this.actions, // [gw-reports]
       exec: this.exec, // [console]
@@ -288,13 +310,18 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   }
 
   async verify(token: string | undefined, roles: readonly Role[]): Promise<VerifyResult> {
-    return verifyToken(this.deps.publicKey, token, roles, this.verifyOptions);
+    // [accounts] An API key is checked by the accounts service (cached); a JWT of a disabled user is revoked.
+    if (ApiKeyVerifier.looksLikeKey(token)) return this.apiKeys.verify(token, roles);
+    const result = await verifyToken(this.deps.publicKey, token, roles, this.verifyOptions);
+    if (result.ok && this.apiKeys.isRevoked(result.claims.jti)) return { ok: false, reason: 'revoked' };
+    return result;
   }
 
   /** Why a session opened with `claims` must end now (4401), or undefined while its token holds. */
   tokenEnded(claims: TokenClaims, now: number): 'expired' | 'revoked' | undefined {
     if (claims.exp !== undefined && claims.exp * 1000 <= now) return 'expired';
     if (claims.jti !== undefined && this.deps.revocations?.isRevoked(claims.jti)) return 'revoked';
+    if (this.apiKeys.isRevoked(claims.jti)) return 'revoked'; // [accounts]
     return undefined;
   }
 
@@ -313,6 +340,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       this.bus.subscribe(subjects.allGatewayClaims, (msg) => this.onGatewayClaim(msg)),
       this.bus.subscribe(subjects.stateSync, (msg) => this.onStateSyncRequest(msg)),
     );
+    this.apiKeys.start(); // [accounts]
     this.gatewayReports.start(); // [gw-reports]
     await this.bus.flush();
     await this.syncStateFromPeers();
@@ -330,6 +358,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       ownership: this.ownership,
       events: this,
       auth: this,
+      orgs: this.orgs, // [accounts]
       config: this.config,
       reports: this.gatewayReports, // [gw-reports]
       actions: this.actions, // [gw-reports]
@@ -377,6 +406,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.exec.stop(); // [console]
     this.gatewayReports.stop(); // [gw-reports]
     for (const s of this.subs) s.unsubscribe();
+    this.apiKeys.stop(); // [accounts]
     await this.bus.flush().catch(() => undefined);
     await this.audit.flush(); // [console]
     if (this.ownsBus) await this.bus.stop();
@@ -450,6 +480,9 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     const session = new GatewaySession(this.gatewayDeps, ws, gatewayId);
     this.gatewayClaims.set(session, claims);
     this.gateways.set(gatewayId, session);
+    if (claims.org !== undefined)
+      this.gatewayOrgs.set(gatewayId, claims.org); // [accounts]
+    else this.gatewayOrgs.delete(gatewayId);
     if (previous) {
       // Writes in flight on the old connection complete through the new one (a gateway renewing its token
       // answers on the new link), and only the new one takes further writes.
@@ -461,7 +494,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     // Tell peer brokers, which close their own connection for this gateway (it moved here).
     this.bus.publish(
       subjects.gatewayClaim(gatewayId),
-      Buffer.from(JSON.stringify({ broker: this.id, gateway: gatewayId })),
+      Buffer.from(JSON.stringify({ broker: this.id, gateway: gatewayId, org: claims.org })),
     );
     session.start();
     // Nodes the gateway owned before must be announced again by this session, or they are lost.
@@ -481,11 +514,23 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
 
   register(client: ClientSession): void {
     this.registered.add(client);
+    // [accounts] Grouped by org once here, so the fan-out writes an event to its org's clients only.
+    const org = client.claims.org;
+    if (org === undefined) this.wideClients.add(client);
+    else {
+      const group = this.orgClients.get(org);
+      if (group === undefined) this.orgClients.set(org, new Set([client]));
+      else group.add(client);
+    }
   }
 
   clientGone(client: ClientSession): void {
     this.clients.delete(client);
     this.registered.delete(client);
+    this.wideClients.delete(client); // [accounts]
+    const org = client.claims.org;
+    const group = org === undefined ? undefined : this.orgClients.get(org);
+    if (group?.delete(client) && group.size === 0) this.orgClients.delete(org as string);
   }
 
   private heartbeat(): void {
@@ -605,15 +650,25 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     }
     this.counters.events.inc();
     this.table.apply(event, Date.now());
-    if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data));
+    if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data), this.orgs.nodeOrg(event.uid));
     if (receivedAt !== undefined) this.latency.delivered(receivedAt);
   }
 
-  /** Writes one event to every registered client: framed once, same bytes for all. */
-  private fanOut(frame: Buffer): void {
+  /**
+   * Writes one event to the registered clients that may see it: framed once, same bytes for all. [accounts] The
+   * system-wide clients, then the clients of the event's org (none when it has none): no check per client.
+   */
+  private fanOut(frame: Buffer, org?: string): void {
+    let sent = this.fanOutTo(this.wideClients, frame);
+    const group = org === undefined ? undefined : this.orgClients.get(org);
+    if (group !== undefined) sent += this.fanOutTo(group, frame);
+    this.counters.delivered.inc(sent);
+  }
+
+  private fanOutTo(clients: Set<ClientSession>, frame: Buffer): number {
     const limit = this.config.clientBufferBytes;
     let sent = 0;
-    for (const client of this.registered) {
+    for (const client of clients) {
       const socket = rawSocket(client.ws);
       if (socket === undefined || client.ws.readyState !== 1) continue;
       // A client still receiving its snapshot gets live frames after it, in order.
@@ -630,7 +685,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       this.writer.write(socket, frame);
       sent++;
     }
-    this.counters.delivered.inc(sent);
+    return sent;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -644,6 +699,10 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       return;
     }
     if (typeof claim.gateway !== 'string' || typeof claim.broker !== 'string' || claim.broker === this.id) return;
+    // [accounts] The gateway's organisation travels with its claim (absent: system-wide).
+    const org = (claim as { org?: unknown }).org;
+    if (typeof org === 'string') this.gatewayOrgs.set(claim.gateway, org);
+    else this.gatewayOrgs.delete(claim.gateway);
     this.peers.claimed(claim.broker, claim.gateway);
     // The gateway now lives on a peer broker: drop our stale connection and stop our grace timer; the
     // peer that adopted it checks that its nodes come back.
@@ -724,10 +783,21 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   }
 
   /** Everything a client needs on `new`: every node and every gateway report (then the session adds `synced`). */
-  snapshot(): BrokerToClientMessage[] {
+  /** [accounts] The org of the gateway a report frame is about (reports are rate-limited: one parse is cheap). */
+  private reportOrg(text: string): string | undefined {
+    const parsed = parseJson(text);
+    const id = parsed.ok ? (parsed.value as { id?: unknown } | null)?.id : undefined;
+    return typeof id === 'string' ? this.gatewayOrgs.get(id) : undefined;
+  }
+
+  snapshot(claims: Scoped = {}): BrokerToClientMessage[] {
     const frames: BrokerToClientMessage[] = [];
-    for (const node of this.table.all()) frames.push(...NodeTable.snapshotFrames(node));
-    frames.push(...this.gatewayReports.frames()); // [gw-reports]
+    for (const node of this.table.all()) {
+      if (canSee(claims, this.gatewayOrgs.get(node.gateway))) frames.push(...NodeTable.snapshotFrames(node));
+    }
+    for (const f of this.gatewayReports.frames()) {
+      if (canSee(claims, this.gatewayOrgs.get(f.id))) frames.push(f); // [gw-reports] [accounts]
+    }
     return frames;
   }
 

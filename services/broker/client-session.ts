@@ -14,6 +14,7 @@ import { type BrokerToClientMessage, type ClUpdate, canWrite } from '../protocol
 import { rawSocket, textFrameOf } from './fanout.ts';
 import type { BrokerCounters, NodeReader, TokenCheck } from './ports.ts';
 import type { WriteRouter } from './writes.ts';
+import { canSee, type OrgDirectory, type Scoped } from './scope.ts';
 // [gw-reports] gateway actions from the page (the dashboard's buttons)
 import type { ActionName, ClGatewayAction } from '../protocol/gateway-reports.ts';
 import { type ActionRouter, actionRequestProblem } from './gateway-actions.ts';
@@ -41,12 +42,14 @@ export interface ClientSessionDeps {
   actions: Pick<ActionRouter, 'request'>;
   /** [console] Console requests; absent: refused. */
   exec?: Pick<ExecRouter, 'request'>;
+  /** [accounts] Which org owns a node or gateway: a client acts only on its own org's (scope.ts). */
+  orgs?: OrgDirectory;
 }
 
 /** The broker's registered clients, as a session sees them. */
 export interface ClientDirectory {
   /** Every node as `new`/`update` frames, and every gateway report, taken at one instant (the snapshot). */
-  snapshot(): BrokerToClientMessage[];
+  snapshot(claims?: Scoped): BrokerToClientMessage[];
   /** From now on the client is sent every live event (queued while its snapshot streams). */
   register(client: ClientSession): void;
   /** The client's socket is gone. */
@@ -235,7 +238,7 @@ export class ClientSession {
       return;
     }
     this.state = 'syncing';
-    const frames: BrokerToClientMessage[] = this.deps.clients.snapshot();
+    const frames: BrokerToClientMessage[] = this.deps.clients.snapshot(this.claims);
     frames.push({ type: 'synced', nodes: this.deps.table.size });
     this.deps.clients.register(this);
     this.streamSnapshot(frames, 0);
@@ -274,7 +277,9 @@ export class ClientSession {
       this.send({ type: 'error', code: ErrorCode.Forbidden, reason: `role ${this.claims.role} may not write`, id });
       return;
     }
-    const node = this.deps.table.get(uid);
+    // [accounts] Another org's node is as unknown as a node that does not exist.
+    const visible = this.deps.orgs === undefined || canSee(this.claims, this.deps.orgs.nodeOrg(uid));
+    const node = visible ? this.deps.table.get(uid) : undefined;
     if (node === undefined || node.status === 'offline') {
       const reason = node === undefined ? 'unknown-node' : 'node-offline';
       this.deps.counters.rejected(reason).inc();
@@ -303,6 +308,12 @@ export class ClientSession {
       this.deps.counters.rejected('bad-action').inc();
       const result = problem.code === 'MYC_ERR_UNKNOWN_ACTION' ? 'unknown-action' : 'bad-args';
       this.send({ type: 'action-result', id, gateway, name, result, reason: problem.message });
+      return;
+    }
+    // [accounts] Another org's gateway answers as one that is not there.
+    if (this.deps.orgs !== undefined && !canSee(this.claims, this.deps.orgs.gatewayOrg(gateway))) {
+      this.deps.counters.rejected('other-org-gateway').inc();
+      this.send({ type: 'action-result', id, gateway, name, result: 'unreachable', reason: `no gateway ${gateway}` });
       return;
     }
     this.log.info({ gateway, action: name, args: msg.args }, 'gateway action requested');

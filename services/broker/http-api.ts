@@ -11,6 +11,8 @@ import { parseJson } from '../protocol/schema.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { registerCors } from './cors.ts';
 import { registerHistoryApi } from './history-api.ts';
+import { registerAccountsApi } from './accounts-api.ts';
+import { hiddenParam, type OrgDirectory, scopeList } from './scope.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
@@ -58,6 +60,8 @@ export interface HttpApiDeps {
    * loads stay out of the broker's start-up.
    */
   openApiDocument(): Promise<Record<string, unknown>>;
+  /** [accounts] Which org owns a node or gateway: org-scoped callers see only their own (scope.ts). */
+  orgs?: OrgDirectory;
 }
 
 /** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
@@ -136,6 +140,12 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   registerCors(app);
 
   app.register(async (ops) => {
+    // [accounts] The broker's metrics count every organisation's nodes and traffic: system-wide callers only.
+    ops.addHook('preHandler', async (req, reply) => {
+      if (req.claims?.org === undefined) return;
+      deps.counters.rejected('other-org').inc();
+      return problem(reply, 403, ErrorCode.Forbidden, 'metrics are system-wide: not for an organisation token');
+    });
     ops.get('/healthz', { schema: routeSchemas.health }, async () => ({
       status: 'ok' as const,
       broker: deps.brokerId,
@@ -154,6 +164,18 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   app.register(
     async (api) => {
       api.addHook('onRequest', authenticate);
+      // [accounts] Organisation scoping of every route below: another org's node or gateway is a 404, lists are cut.
+      const orgs = deps.orgs;
+      if (orgs !== undefined) {
+        api.addHook('preHandler', async (req, reply) => {
+          const hidden = hiddenParam(req, orgs);
+          if (hidden === undefined) return;
+          deps.counters.rejected('other-org').inc();
+          if (hidden.code === 'uid') return problem(reply, 404, ErrorCode.UnknownNode, `no node ${hidden.id}`);
+          return problem(reply, 404, ErrorCode.UnknownGateway, `no gateway ${hidden.id}`);
+        });
+        api.addHook('preSerialization', async (req, _reply, payload) => scopeList(req, orgs, payload));
+      }
 
       api.get('/nodes', { schema: routeSchemas.listNodes }, async () => [...deps.table.all()]);
 
@@ -232,4 +254,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     },
     { prefix: '/api/v1' },
   );
+
+  // [accounts] login, refresh, logout, API keys, PINs: some anonymous, so outside the authenticated plugin.
+  registerAccountsApi(app, { bus: deps.bus, log: deps.log, counters: deps.counters, auth: deps.auth });
 }

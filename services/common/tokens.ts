@@ -15,6 +15,8 @@ export interface TokenClaims {
   exp?: number;
   /** Token id, for revocation (`mycelium token revoke <jti>`). */
   jti?: string;
+  /** The organisation the bearer acts in (services/accounts); absent: system-wide, as tokens minted by `mycelium token`. */
+  org?: string;
 }
 
 export interface MintOptions {
@@ -22,13 +24,20 @@ export interface MintOptions {
   role: Role;
   /** Lifetime in seconds. */
   ttlSeconds: number;
+  /** The `org` claim (services/accounts); omitted: system-wide. */
+  org?: string;
+  /** The token id; default a random UUID (the accounts service prefixes the user id so disabling them revokes it). */
+  jti?: string;
 }
 
-export async function mintToken(privateKey: KeyObject, { sub, role, ttlSeconds }: MintOptions): Promise<string> {
+export async function mintToken(
+  privateKey: KeyObject,
+  { sub, role, ttlSeconds, org, jti }: MintOptions,
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ role })
+  return new SignJWT(org === undefined ? { role } : { role, org })
     .setProtectedHeader({ alg: 'EdDSA', typ: 'JWT' })
-    .setJti(randomUUID())
+    .setJti(jti ?? randomUUID())
     .setSubject(sub)
     .setIssuer(ISSUER)
     .setAudience(AUDIENCE)
@@ -87,6 +96,7 @@ export async function verifyToken(
   if (!allowed.includes(role as Role)) return { ok: false, reason: 'wrong-role' };
   const claims: TokenClaims = { sub: payload.sub, role: role as Role, exp: payload.exp as number };
   if (typeof payload.jti === 'string') claims.jti = payload.jti;
+  if (typeof payload.org === 'string') claims.org = payload.org;
   // A long-lived token is a standing risk if it leaks; the verifier, not the minter, has the last word.
   const maxTtl = options.maxTtlSeconds?.[role as Role];
   if (maxTtl !== undefined) {

@@ -24,6 +24,12 @@ const seconds = Number(args.seconds);
 
 const cases: Case[] = [
   ...[1, 10, 100].map((k) => ({ name: `max K=${k}`, run: (s) => maxThroughput(s, k, seconds) }) satisfies Case),
+  // [accounts] The same closed loop with two organisations: each event goes to its org's half of the clients. The
+  // `1 org` cases deliver each event to as many clients (K/2, no organisations): the fair baseline per message.
+  ...[5, 50].map((k) => ({ name: `max K=${k} 1 org`, run: (s) => maxThroughput(s, k, seconds) }) satisfies Case),
+  ...[10, 100].map(
+    (k) => ({ name: `max K=${k} 2 orgs`, run: (s) => maxThroughput(s, k, seconds, true) }) satisfies Case,
+  ),
   ...[
     [1000, 10],
     [1000, 100],

@@ -160,23 +160,37 @@ interface Rig {
   close(): void;
 }
 
-async function rig(server: Server, k: number): Promise<Rig> {
+/**
+ * `twoOrgs`: [accounts] each gateway belongs to an organisation of its own (org-0, org-1, the `org` claim of its
+ * token), and the clients alternate between them, so every event is delivered to half the clients.
+ */
+async function rig(server: Server, k: number, twoOrgs = false): Promise<Rig> {
   const gatewayBase = `ws://127.0.0.1:${server.gatewayPort}`;
   const clientBase = `ws://127.0.0.1:${server.clientPort}`;
   const gateways: WebSocket[] = [];
   for (let g = 0; g < 2; g++) {
     const ws = await open(
       `${gatewayBase}/gw`,
-      await mintToken(privateKey, { role: 'gateway', sub: `gw${g}`, ttlSeconds: 3600 }),
+      await mintToken(privateKey, {
+        role: 'gateway',
+        sub: `gw${g}`,
+        ttlSeconds: 3600,
+        ...(twoOrgs ? { org: `org-${g}` } : {}),
+      }),
     );
     for (let n = 0; n < NODES_PER_GATEWAY; n++)
       ws.send(JSON.stringify({ type: 'new', uid: `gw${g}-node-${n}`, protocol: 'bench' }));
     gateways.push(ws);
   }
   const clientToken = await mintToken(privateKey, { role: 'viewer', sub: 'bench', ttlSeconds: 3600 });
+  const orgTokens = twoOrgs
+    ? await Promise.all(
+        [0, 1].map((o) => mintToken(privateKey, { role: 'viewer', sub: 'bench', ttlSeconds: 3600, org: `org-${o}` })),
+      )
+    : [];
   const clients: Client[] = [];
   for (let i = 0; i < k; i++) {
-    const ws = await open(`${clientBase}/ws`, clientToken);
+    const ws = await open(`${clientBase}/ws`, twoOrgs ? orgTokens[i % 2] : clientToken);
     const c: Client = { ws, received: 0, latencies: i < LATENCY_SAMPLE_CLIENTS ? [] : undefined };
     if (server.kind !== 'relay') {
       // The broker answers pyaiot's registration with a snapshot that ends in `synced`.
@@ -229,14 +243,16 @@ export interface Result {
 }
 
 /** (a) closed loop: send as fast as clients take it, bounded by socket buffers and messages in flight. */
-export async function maxThroughput(server: Server, k: number, seconds: number): Promise<Result> {
-  const r = await rig(server, k);
+export async function maxThroughput(server: Server, k: number, seconds: number, twoOrgs = false): Promise<Result> {
+  const r = await rig(server, k, twoOrgs);
+  // With two organisations each client receives every second message: it is behind by its received count × 2.
+  const share = twoOrgs ? 2 : 1;
   let sent = 0;
   let running = true;
   const pump = () => {
     if (!running) return;
     let minReceived = Number.POSITIVE_INFINITY;
-    for (const c of r.clients) if (c.received < minReceived) minReceived = c.received;
+    for (const c of r.clients) if (c.received * share < minReceived) minReceived = c.received * share;
     for (let i = 0; i < 200; i++) {
       if (sent - minReceived > MAX_IN_FLIGHT) break;
       const g = sent & 1;

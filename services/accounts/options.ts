@@ -1,0 +1,22 @@
+import type { OptionTable } from '../common/config.ts';
+
+export const accountsOptions = {
+  db: {
+    type: 'string',
+    description:
+      "the accounts database, the history service's: sqlite:<path> (default history.db beside the keys) or postgres://…",
+  },
+  keyFile: {
+    type: 'string',
+    description: 'Ed25519 private key that signs access tokens (default ~/.mycelium/key.pem)',
+  },
+  natsUrl: { type: 'string', description: 'NATS server URL(s), comma-separated' },
+  accessTtl: { type: 'string', default: '15m', description: 'lifetime of an access token from sign-in or refresh' },
+  refreshTtl: { type: 'string', default: '30d', description: 'lifetime of a refresh credential (the cookie)' },
+  revocationPollMs: {
+    type: 'number',
+    default: 1000,
+    min: 10,
+    description: 'how often revoked keys and disabled users are read and broadcast (also those changed by the CLI)',
+  },
+} as const satisfies OptionTable;

@@ -1,0 +1,95 @@
+// The accounts service and two brokers on a real nats-server, each with its own connection, as separate processes
+// would be: sign-in through either broker, an API key verified on both, and a revocation that closes a session on
+// the other broker with 4401 within 5 s (the service's broadcast crosses NATS).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addUser, createKey, createOrg } from '../services/accounts/admin.ts';
+import { SqliteDriver } from '../services/accounts/driver-sqlite.ts';
+import { AccountsService } from '../services/accounts/service.ts';
+import { AccountsStore } from '../services/accounts/store.ts';
+import type { Bus } from '../services/bus/bus.ts';
+import { createBus } from '../services/bus/index.ts';
+import { silentLogger } from '../services/common/log.ts';
+import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { makeKeys } from './helpers/keys.ts';
+import { type NatsServer, startNatsServer } from './helpers/nats-server.ts';
+import { TestPeer } from './helpers/ws-client.ts';
+
+const PASSWORD = 'a long enough password';
+const dir = mkdtempSync(join(tmpdir(), 'myc-accounts-nats-'));
+const keys = makeKeys();
+let nats: NatsServer;
+const buses: Bus[] = [];
+let service: AccountsService;
+let store: AccountsStore;
+let brokers: TestBroker[] = [];
+let orgA: string;
+
+async function bus(name: string): Promise<Bus> {
+  const b = createBus({ natsUrl: nats.url, name });
+  await b.start();
+  buses.push(b);
+  return b;
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer({ jetstream: true });
+  store = new AccountsStore(new SqliteDriver(join(dir, 'history.db')));
+  await store.open();
+  orgA = (await createOrg(store, 'lab-a')).id;
+  await addUser(store, { name: 'alice', password: PASSWORD, org: 'lab-a', role: 'viewer' });
+  service = new AccountsService(
+    { revocationPollMs: 200 },
+    {
+      bus: await bus('accounts'),
+      store: new AccountsStore(new SqliteDriver(join(dir, 'history.db'))),
+      privateKey: keys.privateKey,
+      log: silentLogger(),
+    },
+  );
+  await service.start();
+  brokers = [
+    await startBroker({ sessionSweepMs: 100 }, keys, await bus('broker-1')),
+    await startBroker({ sessionSweepMs: 100 }, keys, await bus('broker-2')),
+  ];
+}, 60_000);
+
+afterAll(async () => {
+  for (const b of brokers) await b.stop();
+  await service?.stop();
+  await store?.close();
+  for (const b of buses) await b.stop();
+  await nats?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('accounts on NATS', { timeout: 60_000 }, () => {
+  it('signs in through either broker and verifies a key on both; a revocation reaches the other broker', async () => {
+    for (const b of brokers) {
+      const res = await fetch(`${b.http}/api/v1/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'alice', password: PASSWORD }),
+      });
+      expect(res.status).toBe(200);
+    }
+    const { key, text } = await createKey(store, { orgId: orgA, role: 'viewer' });
+    for (const b of brokers) {
+      const res = await fetch(`${b.http}/api/v1/nodes`, { headers: { authorization: `Bearer ${text}` } });
+      expect(res.status).toBe(200);
+    }
+    const peer = await TestPeer.connect(`${brokers[1].ws}/ws`, text);
+    await peer.register();
+    // Revoked through broker 1's REST route by a system-wide admin: the session on broker 2 closes.
+    const revoke = await fetch(`${brokers[0].http}/api/v1/keys/${key.id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${await keys.token('admin', 'root')}` },
+    });
+    expect(revoke.status).toBe(200);
+    expect((await peer.closed(5_000)).code).toBe(4401);
+    const after = await fetch(`${brokers[1].http}/api/v1/nodes`, { headers: { authorization: `Bearer ${text}` } });
+    expect(after.status).toBe(401);
+  });
+});
