@@ -137,8 +137,8 @@ describe('rules/examples', () => {
   });
 
   it('nightly-exec: the schedule runs the command on every node that advertises the console', async () => {
-    // The console (issue 12) is not in this branch: the exec binding is replaced by a recorder here, so this
-    // checks the schedule, the agent selection and ctx.exec's arguments, not the console itself.
+    // The exec binding is a recorder here, so this checks the schedule, the agent selection and ctx.exec's
+    // arguments; ctx.exec through the console to a real `mycelium agent` is test/rules-exec.test.ts.
     const { bus, tb, gw, dir } = await system();
     install(dir, 'nightly-exec.ts', { AT: "'* * * * *'" });
     const agent = await node(gw, tb, 'agent-1');

@@ -1,10 +1,7 @@
-// The one place ctx.exec meets the device console (issue 12). The rules service needs only `ExecClient`; the
-// binding to console-core's bus client, `execOnNode` (services/console/exec-client.ts), is not in this branch:
-// until the merge, exec answers `refused`. At the merge, replace this file with exec-binding.ts.after-merge
-// (it type-checks against console-core a2b00b6) and rename test/rules-exec.test.ts.after-merge to
-// test/rules-exec.test.ts (ctx.exec on a real `mycelium agent`; it passed on a scratch checkout of console-core
-// with this branch's services/rules).
+// The one place ctx.exec meets the device console (issue 12): the rules service needs only `ExecClient`; this
+// file binds it to console-core's bus client, `execOnNode` (services/console/exec-client.ts).
 import type { Bus } from '../bus/bus.ts';
+import { execOnNode } from '../console/exec-client.ts';
 import type { ExecOutcome } from './rule.ts';
 
 /** Output a rule receives from one command at most (the rest is cut, `truncated` says so). */
@@ -23,15 +20,22 @@ export interface ExecClient {
   exec(req: ExecClientRequest): Promise<ExecOutcome>;
 }
 
-export function bindExec(_bus: Pick<Bus, 'request' | 'subscribe' | 'publish'>): ExecClient {
+export function bindExec(bus: Pick<Bus, 'request' | 'subscribe' | 'publish'>): ExecClient {
   return {
-    async exec() {
+    async exec(req) {
+      let output = '';
+      let truncated = false;
+      const call = execOnNode(bus, { ...req, mode: 'output' }, (f) => {
+        if (output.length < MAX_EXEC_OUTPUT) output += f.data;
+        else truncated = true;
+      });
+      const exit = await call.done;
       return {
-        status: 'refused',
-        code: null,
-        output: '',
-        truncated: false,
-        reason: 'the device console (issue 12) is not part of this build',
+        status: exit.status,
+        code: exit.code,
+        output: output.slice(0, MAX_EXEC_OUTPUT),
+        truncated: truncated || exit.truncated,
+        ...(exit.reason === undefined ? {} : { reason: exit.reason }),
       };
     },
   };

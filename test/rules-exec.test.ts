@@ -1,5 +1,4 @@
-// After the merge with console-core: ctx.exec on a real `mycelium agent` through execOnNode (exec-binding.ts.after-merge).
-// Verified passing on a scratch checkout of console-core a2b00b6 with this branch's services/rules on 2026-12-02.
+// ctx.exec on a real `mycelium agent` through execOnNode (services/rules/exec-binding.ts).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
