@@ -1,10 +1,14 @@
 // The page: header, login, card grid, and the frame loop that applies broker frames to the model at once but
 // touches the DOM only once per animation frame (so 1,000 nodes updating every second stay smooth).
 import { type BrokerToClientMessage, canWrite, type Json, type Role } from '../../services/protocol/messages.ts';
+import type { ClientMessage } from '../../services/protocol/messages.ts'; // [console]
 import { forgetToken, loadToken, saveToken, takeTokenFromFragment, tokenExpired } from './auth.ts';
 import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
+import { CONSOLE_RESOURCE, parseCapability } from './console-capability.ts';
+import { ConsoleClient, isConsoleFrame } from './console-client.ts';
+import { ConsolePanel } from './console-panel.ts';
 import { h, setText } from './dom.ts';
 import { HistoryOpener } from './history-opener.ts';
 import { GatewaysPage } from './gateways.ts';
@@ -67,6 +71,9 @@ export class App {
   private readonly hidden: Set<string>;
   private readonly knownResources = new Set(KNOWN_RESOURCES);
   private readonly history: HistoryOpener;
+  /** [console] The device console (issue 12): requests and their frames, and the panel. */
+  private readonly consoleClient: ConsoleClient;
+  private readonly consolePanel: ConsolePanel;
 
   /** The Gateways page, and which page is shown. */
   private readonly gateways: GatewaysPage;
@@ -126,6 +133,9 @@ export class App {
     });
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
+    // [console] The console's frames go through the page's one connection.
+    this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame as unknown as ClientMessage));
+    this.consolePanel = new ConsolePanel(this.consoleClient);
     this.gateways = new GatewaysPage({
       act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
     });
@@ -315,6 +325,8 @@ export class App {
     }[s.kind];
     setText(this.connPill, text);
     this.connPill.dataset.state = s.kind;
+    // [console] The broker drops a client's requests with its connection: they end here too.
+    if (s.kind !== 'open') this.consoleClient.disconnected();
     if (s.kind === 'refused') {
       const expired = this.token !== undefined && tokenExpired(this.token);
       this.showLogin(
@@ -328,6 +340,7 @@ export class App {
   }
 
   private onMessage(msg: BrokerToClientMessage): void {
+    if (isConsoleFrame(msg)) return this.consoleClient.frame(msg); // [console]
     switch (msg.type) {
       case 'hello':
         if (this.role !== msg.role) {
@@ -474,6 +487,7 @@ export class App {
       dismiss: (u) => this.dismiss(u),
       isHidden: (ep) => this.hidden.has(ep),
       openHistory: (u, ep) => this.openHistory(u, ep),
+      openConsole: this.role !== undefined && canWrite(this.role) ? (u) => this.openConsole(u) : undefined,
     });
     this.cards.set(uid, card);
     this.observer.observe(card.el);
@@ -485,6 +499,20 @@ export class App {
     if (node === undefined) return;
     const title = this.cards.get(uid)?.name || uid;
     this.history.open({ uid, endpoint, title, online: node.status === 'online' });
+  }
+
+  /** [console] Opens the console panel of an agent with what it advertises now. */
+  private openConsole(uid: string): void {
+    const node = this.nodes.get(uid);
+    const capability = parseCapability(node?.values.get(CONSOLE_RESOURCE));
+    if (node === undefined || capability === undefined) return;
+    if (!this.consolePanel.el.isConnected) this.root.append(this.consolePanel.el);
+    this.consolePanel.open({
+      uid,
+      title: this.cards.get(uid)?.name || uid,
+      capability,
+      admin: this.role === 'admin',
+    });
   }
 
   /** Keeps cards sorted by name (then uid): binary search in `ordered`, one DOM move when it changes. */
@@ -533,6 +561,8 @@ export class App {
     this.dirty.clear();
     for (const uid of [...this.cards.keys()]) this.removeCard(uid);
     this.role = undefined;
+    this.consoleClient.disconnected(); // [console]
+    this.consolePanel.reset();
     setText(this.roleBadge, '');
     this.gateways.clear();
     this.updateCounts();

@@ -1,5 +1,6 @@
 // One node's card: header (name, OS badge, board, protocol, gateway, status) and one row per resource.
 import type { Json } from '../../services/protocol/messages.ts';
+import { CONSOLE_RESOURCE } from './console-capability.ts';
 import { formatTime, h, setText } from './dom.ts';
 import { osBadge } from './icons.ts';
 import type { NodeModel } from './model.ts';
@@ -19,6 +20,8 @@ export interface CardDeps {
   isHidden(endpoint: string): boolean;
   /** Opens the resource's history view; without it the resource names are plain labels. */
   openHistory?(uid: string, endpoint: string): void;
+  /** [console] Opens the node's console panel; without it (viewers) agents get no Console button. */
+  openConsole?(uid: string): void;
 }
 
 const NAME_MAX = 80;
@@ -41,6 +44,8 @@ export class Card {
     'Dismiss',
   );
   private readonly rows = new Map<string, Row>();
+  /** [console] Shown on agents (nodes with a `console` resource) for operators and admins. */
+  private readonly consoleButton?: HTMLButtonElement;
   private os = '';
   private searchText = '';
 
@@ -57,6 +62,12 @@ export class Card {
       this.body,
     );
     setText(this.uidEl, uid);
+    const openConsole = deps.openConsole;
+    if (openConsole !== undefined) {
+      this.consoleButton = h('button', { type: 'button', class: 'card-console', hidden: true }, 'Console');
+      this.consoleButton.addEventListener('click', () => openConsole(uid));
+      this.dismissButton.before(this.consoleButton);
+    }
     this.dismissButton.addEventListener('click', () => deps.dismiss(uid));
     const openHistory = deps.openHistory;
     if (openHistory !== undefined) {
@@ -86,6 +97,7 @@ export class Card {
       }
     }
     this.renderHeader(node);
+    if (this.consoleButton) this.consoleButton.hidden = !node.values.has(CONSOLE_RESOURCE) || node.status !== 'online';
   }
 
   /** The header changes rarely; per value only the "seen" time is rewritten (hot path: 1,000 updates/s). */
@@ -154,7 +166,7 @@ export class Card {
   } = {};
 
   private renderValue(node: NodeModel, endpoint: string, data: Json): void {
-    if (HEADER_RESOURCES.has(endpoint)) return;
+    if (HEADER_RESOURCES.has(endpoint) || endpoint === CONSOLE_RESOURCE) return;
     let row = this.rows.get(endpoint);
     if (row === undefined) {
       const widget = makeWidget({ uid: node.uid, endpoint, canWrite: this.deps.canWrite, write: this.deps.write });
