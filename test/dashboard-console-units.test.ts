@@ -2,6 +2,7 @@
 // hostile device's values), parameter checks, and the client's routing of frames by id and sequence number.
 // The DOM side (output as text, the panel, the terminal) is tested in Chromium: dashboard-console.test.ts.
 import { describe, expect, it } from 'vitest';
+import type { Json } from '../services/protocol/messages.ts';
 import { AnsiParser, MAX_ESCAPE_LENGTH, type Run } from '../dashboard/src/console-ansi.ts';
 import {
   checkParams,
@@ -117,7 +118,7 @@ describe('the agent capability', () => {
   });
 
   it('caps the number of commands and parameters', () => {
-    const many: Record<string, unknown> = {};
+    const many: Record<string, Json> = {};
     for (let i = 0; i < MAX_COMMANDS + 50; i++) many[`c${i}`] = { params: {} };
     many.wide = { params: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`p${i}`, '.*'])) };
     const c = parseCapability({ commands: many, shell: false, pty: false });

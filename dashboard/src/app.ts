@@ -6,9 +6,8 @@ import { forgetToken, loadToken, saveToken, takeTokenFromFragment, tokenExpired 
 import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
-import { CONSOLE_RESOURCE, parseCapability } from './console-capability.ts';
-import { ConsoleClient, isConsoleFrame } from './console-client.ts';
-import { ConsolePanel } from './console-panel.ts';
+import { CONSOLE_RESOURCE, ConsoleClient, isConsoleFrame } from './console-client.ts';
+import { ConsoleOpener } from './console-opener.ts';
 import { h, setText } from './dom.ts';
 import { HistoryOpener } from './history-opener.ts';
 import { GatewaysPage } from './gateways.ts';
@@ -73,7 +72,7 @@ export class App {
   private readonly history: HistoryOpener;
   /** [console] The device console (issue 12): requests and their frames, and the panel. */
   private readonly consoleClient: ConsoleClient;
-  private readonly consolePanel: ConsolePanel;
+  private readonly consolePanel: ConsoleOpener;
 
   /** The Gateways page, and which page is shown. */
   private readonly gateways: GatewaysPage;
@@ -135,7 +134,7 @@ export class App {
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
     // [console] The console's frames go through the page's one connection.
     this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame as unknown as ClientMessage));
-    this.consolePanel = new ConsolePanel(this.consoleClient);
+    this.consolePanel = new ConsoleOpener(root, this.consoleClient);
     this.gateways = new GatewaysPage({
       act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
     });
@@ -504,15 +503,9 @@ export class App {
   /** [console] Opens the console panel of an agent with what it advertises now. */
   private openConsole(uid: string): void {
     const node = this.nodes.get(uid);
-    const capability = parseCapability(node?.values.get(CONSOLE_RESOURCE));
-    if (node === undefined || capability === undefined) return;
-    if (!this.consolePanel.el.isConnected) this.root.append(this.consolePanel.el);
-    this.consolePanel.open({
-      uid,
-      title: this.cards.get(uid)?.name || uid,
-      capability,
-      admin: this.role === 'admin',
-    });
+    const capability = node?.values.get(CONSOLE_RESOURCE);
+    if (capability === undefined) return;
+    this.consolePanel.open({ uid, title: this.cards.get(uid)?.name || uid, capability, admin: this.role === 'admin' });
   }
 
   /** Keeps cards sorted by name (then uid): binary search in `ordered`, one DOM move when it changes. */

@@ -1,6 +1,6 @@
 // One node's card: header (name, OS badge, board, protocol, gateway, status) and one row per resource.
 import type { Json } from '../../services/protocol/messages.ts';
-import { CONSOLE_RESOURCE } from './console-capability.ts';
+import { CONSOLE_RESOURCE } from './console-client.ts';
 import { formatTime, h, setText } from './dom.ts';
 import { osBadge } from './icons.ts';
 import type { NodeModel } from './model.ts';

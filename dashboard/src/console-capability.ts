@@ -5,8 +5,7 @@
 import type { Json } from '../../services/protocol/messages.ts';
 import { parseJson } from '../../services/protocol/schema.ts';
 
-/** The resource that carries an agent's console capability. */
-export const CONSOLE_RESOURCE = 'console';
+export { CONSOLE_RESOURCE } from './console-client.ts';
 /** Caps on what the page takes from a device: a hostile one cannot make the panel huge or slow. */
 export const MAX_COMMANDS = 200;
 export const MAX_PARAMS = 16;

@@ -5,6 +5,9 @@
 // The frames' schemas are console-core's (services/protocol/console-messages.ts); the shapes below name only the
 // fields the page reads, so a frame type with more fields still fits them.
 
+/** The resource that carries an agent's console capability (console-core's CONSOLE_RESOURCE). */
+export const CONSOLE_RESOURCE = 'console';
+
 export interface ExecOutputFrame {
   type: 'exec-output';
   id: string;

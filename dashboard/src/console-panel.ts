@@ -5,9 +5,10 @@
 // lives, per node). The interactive terminal (xterm.js) is a chunk of its own, loaded on the first open.
 import './console.css';
 import type { ConsoleCapability, ConsoleCommand } from './console-capability.ts';
-import { checkParams } from './console-capability.ts';
+import { checkParams, parseCapability } from './console-capability.ts';
 import type { ConsoleClient, ExecExitFrame, ExecMode } from './console-client.ts';
 import { OutputLog } from './console-output.ts';
+import type { ConsoleOpenRequest } from './console-opener.ts';
 import type { TerminalView } from './console-terminal.ts';
 import { formatTime, h, setText } from './dom.ts';
 
@@ -119,6 +120,18 @@ export class ConsolePanel {
 
   get isOpen(): boolean {
     return !this.el.hidden;
+  }
+
+  /** Opens the panel with what the agent advertises now; a value that is no capability shows as such. */
+  openFor(req: ConsoleOpenRequest): void {
+    const capability = parseCapability(req.capability);
+    this.open({
+      uid: req.uid,
+      title: req.title,
+      admin: req.admin,
+      capability: capability ?? { commands: [], shell: false, pty: false },
+    });
+    if (capability === undefined) this.setStatus('error', 'This node advertises a console this page cannot read.');
   }
 
   open(target: ConsoleTarget): void {
