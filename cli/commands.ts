@@ -36,6 +36,13 @@ export const commands: Record<string, CommandEntry> = {
     summary: services.history.summary,
     load: async () => ({ main: (await import('../services/history/export.ts')).historyMain }),
   },
+  // [console] the device agent and `mycelium exec` (issue 12)
+  agent: {
+    summary: 'run the device agent: dials the WebSocket gateway, runs the commands its allow-list names',
+    load: async () => ({
+      spec: (await import('../services/agent/command.ts')).agentCommand as unknown as CommandSpec<OptionTable>,
+    }),
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => {

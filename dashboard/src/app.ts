@@ -369,6 +369,9 @@ export class App {
         return this.gateways.remove(msg.id);
       case 'action-result':
         return this.gateways.result(msg);
+      case 'exec-output': // [console] frames of a console request (issue 12): the console panel's
+      case 'exec-exit':
+        return;
       default: {
         if (msg.type === 'update') this.knownResources.add(msg.endpoint.replace(/^\/+/, ''));
         const target = this.staging ?? this.nodes;

@@ -8,7 +8,13 @@
 import type { Logger } from '../../services/common/log.ts';
 import { Metrics } from '../../services/common/metrics.ts';
 import { ErrorCode } from '../../services/protocol/errors.ts';
-import type { BrError, BrokerToGatewayMessage, Json, OutReason } from '../../services/protocol/messages.ts';
+import type {
+  BrError,
+  BrokerToGatewayMessage,
+  GatewayMessage,
+  Json,
+  OutReason,
+} from '../../services/protocol/messages.ts';
 import type { ForgetReason, ProtocolAdapter, WriteOutcome } from './adapter.ts';
 import { coreActions, runAction, type ActionHandler } from './actions.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
@@ -18,6 +24,9 @@ import { type AddOptions, type GatewayNode, NodeTable, type Refusal } from './no
 import { CoreCounters, type CoreStats } from './stats.ts';
 import { gatewayVersion, STATUS_DEFAULTS, StatusReporter } from './status-report.ts';
 import { ACTION_NAMES, type BrAction } from '../../services/protocol/gateway-reports.ts';
+// [console] console requests for the nodes (issue 12): relayed by an adapter that can (WebSocket), else refused
+import { type ExecRequestFrame, exitOf } from '../../services/protocol/console-messages.ts';
+import { encode } from '../../services/protocol/frames.ts';
 
 export type { WriteOutcome } from './adapter.ts';
 export type { AddOptions, Refusal } from './node-table.ts';
@@ -83,6 +92,8 @@ export class GatewayCore<S = undefined> {
   private readonly reporter: StatusReporter;
   private actions: ActionHandler;
   private sweepTimer?: NodeJS.Timeout;
+  /** [console] Where console requests go; without one they are refused. */
+  private execHandler?: (msg: ExecRequestFrame) => void;
   private running = false;
   private stopping?: Promise<void>;
 
@@ -209,6 +220,17 @@ export class GatewayCore<S = undefined> {
   /** The actions of a core without an adapter (tests of the broker side), instead of the node table's. */
   onAction(handler: ActionHandler): void {
     this.actions = handler;
+  }
+
+  /** [console] Console requests from the broker (exec, exec-cancel, pty-*) go to `handler` (the adapter's relay). */
+  onExec(handler: (msg: ExecRequestFrame) => void): void {
+    this.execHandler = handler;
+  }
+
+  /** [console] Sends a console answer (exec-output, exec-exit) to the broker; false when the link is down. */
+  sendToBroker(frame: GatewayMessage): boolean {
+    const text = encode(frame);
+    return text !== undefined && this.link.send(text);
   }
 
   /** Port of the /metrics and /healthz endpoint; undefined when off or not started. */
@@ -419,6 +441,17 @@ export class GatewayCore<S = undefined> {
       }
       case 'action':
         this.action(msg).catch((err: unknown) => this.log.error({ err, id: msg.id }, 'action result not sent'));
+        return;
+      // [console]
+      case 'exec':
+      case 'exec-cancel':
+      case 'pty-open':
+      case 'pty-input':
+      case 'pty-resize':
+        if (this.execHandler !== undefined) return this.execHandler(msg);
+        if (msg.type === 'exec' || msg.type === 'pty-open') {
+          this.sendToBroker(exitOf(msg.id, 'refused', { reason: `${this.protocol} nodes have no console` }));
+        }
         return;
       default: {
         const never: never = msg;

@@ -22,6 +22,7 @@ import type { Logger } from '../../services/common/log.ts';
 import { pathOf, refuseUpgrade } from '../../services/common/upgrade.ts';
 import { CloseCode, ErrorCode } from '../../services/protocol/errors.ts';
 import type { Json } from '../../services/protocol/messages.ts';
+import type { ExecAnswerFrame } from '../../services/protocol/console-messages.ts';
 import type { ForgetReason, ProtocolAdapter, TransportHealth, WriteOutcome } from '../common/adapter.ts';
 import type { GatewayCore } from '../common/gateway-core.ts';
 import type { GatewayNode } from '../common/node-table.ts';
@@ -33,6 +34,7 @@ import { NodeSession, NodeSocket } from './node-session.ts';
 import type { WsGatewayOptions } from './options.ts';
 import { WsTransport } from './transport.ts';
 import { PendingWrites } from './writes.ts';
+import { ExecRelay } from './exec-relay.ts'; // [console]
 
 /** The protocol name the broker and the dashboard show (pyaiot's `protocol` resource said "WebSocket"). */
 export const WS_PROTOCOL = 'WebSocket';
@@ -61,6 +63,8 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
   /** When the current ping round began: a new round starts one ping interval after the previous one. */
   private roundStartedAt = 0;
   private running = false;
+  /** [console] Console requests to the nodes (agents) and their answers. */
+  readonly exec: ExecRelay;
 
   // Shared handlers: one function object per gateway, not per connection. `this` is the socket.
   private readonly onSocketMessage: (this: NodeSocket, data: RawData, isBinary: boolean) => void;
@@ -101,6 +105,10 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
       ),
     };
     m.gauge('connections', 'open node connections', () => this.transport.connections);
+    // [console]
+    this.exec = new ExecRelay(core, log, (reason) => this.rejected(reason));
+    core.onExec((msg) => this.exec.fromBroker(msg));
+    m.gauge('exec_in_flight', 'console requests relayed to nodes and not ended yet', () => this.exec.inFlight);
 
     const adapter = this;
     this.onSocketMessage = function (data, isBinary) {
@@ -135,6 +143,7 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
     this.running = false;
     clearInterval(this.tokenTimer);
     this.writes.failAll('gateway shutting down');
+    this.exec.stop(); // [console]
     await this.transport.stop();
     this.log.info('ws gateway stopped');
   }
@@ -342,6 +351,12 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
         return;
       case 'ack':
         return this.onAck(session, frame);
+      case 'exec-output': // [console]
+      case 'exec-exit': {
+        const problem = this.exec.fromNode(session, frame as unknown as ExecAnswerFrame);
+        if (problem !== undefined) return this.reject(session, CloseCode.UnsupportedData, ErrorCode.BadShape, problem);
+        return;
+      }
       default: {
         const never: never = frame;
         return never;

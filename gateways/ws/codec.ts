@@ -31,7 +31,12 @@ export interface NodeAck {
   result: 'ok' | 'error';
   reason?: string;
 }
-export type NodeFrame = NodeUpdate | NodeHello | NodeAck;
+/** [console] An agent's answer to a console request; exec-relay.ts checks the whole frame against its schema. */
+export interface NodeExecAnswer {
+  type: 'exec-output' | 'exec-exit';
+  id: string;
+}
+export type NodeFrame = NodeUpdate | NodeHello | NodeAck | NodeExecAnswer;
 
 /** Every key of an update is a resource name, so it must be an identifier like any endpoint. */
 const isResourceMap: Check = (v) => {
@@ -50,6 +55,8 @@ const nodeShapes: Record<string, Shape> = {
   update: { data: isResourceMap },
   hello: { ack: optional(isBoolean) },
   ack: { id: isIdentifier, result: oneOf(['ok', 'error']), reason: optional(isString) },
+  'exec-output': { id: isIdentifier }, // [console]
+  'exec-exit': { id: isIdentifier },
 };
 
 export function parseNodeFrame(text: string): Parsed<NodeFrame> {

@@ -43,6 +43,9 @@ import { WriteRouter } from './writes.ts';
 import { ActionRouter } from './gateway-actions.ts';
 import { type GatewayReportConfig, GatewayReports, gatewayReportOptions } from './gateway-reports.ts';
 import type { BrokerToClientMessage } from '../protocol/messages.ts';
+// [console] the device console (issue 12)
+import { AuditLog } from '../console/audit.ts';
+import { consoleOptions, ExecRouter } from './exec-router.ts';
 
 export type BrokerConfig = Omit<
   ConfigOf<typeof brokerOptions>,
@@ -53,7 +56,9 @@ export type BrokerConfig = Omit<
   | keyof typeof ownershipOptions
   | keyof typeof tokenPolicyOptions
   | keyof typeof gatewayReportOptions
+  | keyof typeof consoleOptions
 > &
+  Partial<ConfigOf<typeof consoleOptions>> &
   Partial<ConfigOf<typeof ownershipOptions>> &
   Partial<GatewayReportConfig> & {
     brokerId?: string;
@@ -98,6 +103,10 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   readonly gatewayReports: GatewayReports;
   /** [gw-reports] Actions to gateways, wherever they are connected. */
   readonly actions: ActionRouter;
+  /** [console] Console requests from this broker's clients, and to the gateways connected here. */
+  readonly exec: ExecRouter;
+  /** [console] --audit-file (in memory when absent). */
+  readonly audit: AuditLog;
   /** Registered web clients (they sent `new`): they receive the live stream. */
   private readonly registered = new Set<ClientSession>();
   private readonly clients = new Set<ClientSession>();
@@ -187,6 +196,17 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       counters: this.counters,
       timeoutMs: config.actionTimeoutMs ?? d.actionTimeoutMs.default,
     });
+    // [console]
+    this.audit = new AuditLog(config.auditFile, this.log);
+    this.exec = new ExecRouter({
+      brokerId: this.id,
+      bus: this.bus,
+      log: this.log,
+      counters: this.counters,
+      table: this.table,
+      audit: this.audit,
+      options: { graceMs: config.execGraceMs ?? consoleOptions.execGraceMs.default },
+    });
     this.peers = new PeerDirectory({
       brokerId: this.id,
       bus: this.bus,
@@ -212,6 +232,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       maxClaimQueue: config.maxClaimQueue ?? ownershipOptions.maxClaimQueue.default,
       reports: this.gatewayReports, // [gw-reports]
       actions: this.actions, // [gw-reports]
+      exec: this.exec, // [console]
     };
     this.clientDeps = {
       brokerId: this.id,
@@ -223,6 +244,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       clients: this,
       config,
       actions: this.actions, // [gw-reports]
+      exec: this.exec, // [console]
     };
     const handshake = config.handshakeTimeoutMs;
     this.app = Fastify({
@@ -311,6 +333,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       config: this.config,
       reports: this.gatewayReports, // [gw-reports]
       actions: this.actions, // [gw-reports]
+      exec: this.exec, // [console]
+      audit: this.audit, // [console]
     });
     this.app.server.on('connection', (socket: Socket) => this.onConnection(socket));
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -349,9 +373,11 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     for (const c of this.clients) c.close(CloseCode.GoingAway, 'broker shutting down');
     this.writes.stop();
     this.actions.stop(); // [gw-reports]
+    this.exec.stop(); // [console]
     this.gatewayReports.stop(); // [gw-reports]
     for (const s of this.subs) s.unsubscribe();
     await this.bus.flush().catch(() => undefined);
+    await this.audit.flush(); // [console]
     if (this.ownsBus) await this.bus.stop();
     await this.app.close();
     this.log.info('broker stopped');
@@ -428,6 +454,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       // answers on the new link), and only the new one takes further writes.
       this.writes.handOver(previous, session);
       this.actions.handOver(previous, session); // [gw-reports]
+      this.exec.handOver(previous, session); // [console]
       previous.close(CloseCode.Replaced, 'replaced by a newer connection', false);
     }
     // Tell peer brokers, which close their own connection for this gateway (it moved here).

@@ -17,6 +17,13 @@ import type { WriteRouter } from './writes.ts';
 // [gw-reports] gateway actions from the page (the dashboard's buttons)
 import type { ActionName, ClGatewayAction } from '../protocol/gateway-reports.ts';
 import { type ActionRouter, actionRequestProblem } from './gateway-actions.ts';
+// [console] console requests from the page or a script (issue 12)
+import type { ExecRequestFrame } from '../protocol/console-messages.ts';
+import { exitOf } from '../protocol/console-messages.ts';
+import type { ExecHandle, ExecRouter } from './exec-router.ts';
+
+/** [console] Most console requests one client may have in flight; beyond it, `busy`. */
+export const MAX_EXECS_PER_CLIENT = 16;
 
 /** What a client session is given: made once by the broker and shared by every client session. */
 export interface ClientSessionDeps {
@@ -32,6 +39,8 @@ export interface ClientSessionDeps {
   config: ClientLimits;
   /** [gw-reports] */
   actions: Pick<ActionRouter, 'request'>;
+  /** [console] Console requests; absent: refused. */
+  exec?: Pick<ExecRouter, 'request'>;
 }
 
 /** The broker's registered clients, as a session sees them. */
@@ -67,6 +76,8 @@ export class ClientSession {
   /** Live frames that arrived while the snapshot was streaming; sent right after it, in order. */
   private backlog: Buffer[] = [];
   private backlogBytes = 0;
+  /** [console] This client's console requests in flight, by its own ids. */
+  private execs?: Map<string, ExecHandle>;
 
   constructor(
     private readonly deps: ClientSessionDeps,
@@ -98,6 +109,8 @@ export class ClientSession {
       this.closing = true;
       this.backlog = [];
       this.deps.clients.clientGone(this);
+      // [console] nobody is left to read their output: the commands are cancelled (and audited as such).
+      for (const h of this.execs?.values() ?? []) h.cancel();
       this.log.debug('client disconnected');
     });
     this.send({ type: 'hello', client: this.id, role: this.claims.role, broker: this.deps.brokerId });
@@ -182,6 +195,12 @@ export class ClientSession {
       case 'gateway-action': // [gw-reports]
         this.gatewayAction(msg).catch((err: unknown) => this.log.error({ err }, 'gateway action failed'));
         return;
+      case 'exec': // [console]
+      case 'exec-cancel':
+      case 'pty-open':
+      case 'pty-input':
+      case 'pty-resize':
+        return this.console(msg);
       default: {
         const never: never = msg;
         return never;
@@ -289,6 +308,48 @@ export class ClientSession {
     this.log.info({ gateway, action: name, args: msg.args }, 'gateway action requested');
     const outcome = await this.deps.actions.request(gateway, name as ActionName, msg.args ?? {});
     this.send({ type: 'action-result', id, gateway, name, ...outcome });
+  }
+
+  /**
+   * [console] A console frame. Output goes to this client only, under its own id. Requests are checked (role,
+   * node, advertised commands) by the exec router; ids are this client's: an id of someone else's request
+   * names nothing here.
+   */
+  private console(msg: ExecRequestFrame): void {
+    const execs = (this.execs ??= new Map());
+    if (msg.type === 'exec' || msg.type === 'pty-open') {
+      if (execs.has(msg.id)) {
+        this.deps.counters.rejected('duplicate-exec-id').inc();
+        this.send({ type: 'error', code: ErrorCode.BadShape, reason: `exec id ${msg.id} is in use`, id: msg.id });
+        return;
+      }
+      if (this.deps.exec === undefined || execs.size >= MAX_EXECS_PER_CLIENT) {
+        const status = this.deps.exec === undefined ? 'refused' : 'busy';
+        this.deps.counters.rejected(`exec-${status}`).inc();
+        this.send(exitOf(msg.id, status, { reason: status === 'busy' ? 'too many requests in flight' : 'no console' }));
+        return;
+      }
+      const requester = { sub: this.claims.sub, role: this.claims.role as 'viewer' | 'operator' | 'admin' };
+      const id = msg.id;
+      const handle = this.deps.exec.request(requester, msg, 'ws', (out) => this.send({ ...out, id }));
+      execs.set(id, handle);
+      handle.done.then(
+        (exit) => {
+          execs.delete(id);
+          this.send({ ...exit, id });
+        },
+        (err: unknown) => this.log.error({ err }, 'exec failed'),
+      );
+      return;
+    }
+    const handle = execs.get(msg.id);
+    if (handle === undefined) {
+      this.deps.counters.rejected('unknown-exec-id').inc();
+      this.send({ type: 'error', code: ErrorCode.BadShape, reason: 'no such request in flight', id: msg.id });
+      return;
+    }
+    if (msg.type === 'exec-cancel') handle.cancel();
+    else handle.send(msg);
   }
 
   private reject(close: number, code: string, reason: string): void {

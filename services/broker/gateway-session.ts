@@ -4,7 +4,7 @@ import type { RawData, WebSocket } from 'ws';
 import type { Logger } from '../common/log.ts';
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseGatewayFrame } from '../protocol/frames.ts';
-import type { BrError, BrWrite, GatewayMessage, GatewayRecord, GwNew, GwResult } from '../protocol/messages.ts';
+import type { BrokerToGatewayMessage, GatewayMessage, GatewayRecord, GwNew, GwResult } from '../protocol/messages.ts';
 import { refusedFrameUid } from './frame-uid.ts';
 import type { NodeEvent, OwnerLost } from './node-table.ts';
 import type { ClaimResult, OwnershipRegistry } from './ownership.ts';
@@ -13,6 +13,7 @@ import type { WriteRouter } from './writes.ts';
 // [gw-reports] inventory, status and action results (issue 11, item 7)
 import { type BrAction, MAX_REPORT_BYTES } from '../protocol/gateway-reports.ts';
 import type { ActionRouter } from './gateway-actions.ts';
+import type { ExecRouter } from './exec-router.ts'; // [console]
 import type { GatewayReports } from './gateway-reports.ts';
 import { refusedReportType } from './report-frames.ts';
 
@@ -38,6 +39,8 @@ export interface GatewaySessionDeps {
   reports: Pick<GatewayReports, 'inventory' | 'status' | 'gone'>;
   /** [gw-reports] Actions to this gateway, and their results. */
   actions: Pick<ActionRouter, 'serveGateway' | 'unserveGateway' | 'complete'>;
+  /** [console] Console requests to this gateway's nodes, and their output (absent: the gateway gets none). */
+  exec?: Pick<ExecRouter, 'serveGateway' | 'unserveGateway' | 'complete'>;
 }
 
 /** The broker's gateways by id, as a session sees it. */
@@ -78,6 +81,7 @@ export class GatewaySession {
     this.log.info('gateway connected');
     this.deps.writes.serveGateway(this);
     this.deps.actions.serveGateway(this); // [gw-reports]
+    this.deps.exec?.serveGateway(this); // [console]
     this.ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     this.ws.on('pong', () => {
       this.alive = true;
@@ -102,7 +106,7 @@ export class GatewaySession {
     this.ws.ping();
   }
 
-  send(msg: BrWrite | BrError | BrAction): void {
+  send(msg: BrokerToGatewayMessage): void {
     if (this.ws.readyState !== 1) return;
     const frame = encode(msg);
     if (frame === undefined) return this.log.warn({ type: msg.type }, 'frame cannot be serialized; dropped');
@@ -189,6 +193,11 @@ export class GatewaySession {
         return;
       case 'action-result':
         if (!this.deps.actions.complete(this, msg)) this.deps.counters.rejected('unknown-action-id').inc();
+        return;
+      // [console] output of a console request: only to the requester that sent it through this gateway
+      case 'exec-output':
+      case 'exec-exit':
+        if (this.deps.exec?.complete(this, msg) !== true) this.deps.counters.rejected('unknown-exec-id').inc();
         return;
       default: {
         const never: never = msg;
@@ -388,6 +397,7 @@ export class GatewaySession {
     this.deps.connected.gatewayGone(this);
     this.deps.writes.unserveGateway(this);
     this.deps.actions.unserveGateway(this); // [gw-reports]
+    this.deps.exec?.unserveGateway(this); // [console]
     this.deps.reports.gone(this); // [gw-reports]
     this.log.info({ code, reason }, 'gateway disconnected');
     if (!this.closed && !this.deps.connected.has(this.gatewayId)) this.deps.grace.startGrace(this.gatewayId);

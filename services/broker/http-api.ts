@@ -20,6 +20,10 @@ import { openApiOptions, routeSchemas, typeBoxValidator } from './rest-schemas.t
 import type { WriteRouter } from './writes.ts';
 import type { ActionRouter } from './gateway-actions.ts';
 import { registerGatewayRoutes } from './gateway-api.ts';
+// [console] POST /nodes/:uid/exec, POST /exec, GET /audit (issue 12)
+import type { AuditLog } from '../console/audit.ts';
+import { registerExecRoutes } from './exec-api.ts';
+import type { ExecRouter } from './exec-router.ts';
 import type { GatewayReports } from './gateway-reports.ts';
 
 /** The version the OpenAPI document gives: the REST API's, not the package's. */
@@ -46,6 +50,9 @@ export interface HttpApiDeps {
   /** [gw-reports] Gateway reports and actions (gateway-api.ts). */
   reports: Pick<GatewayReports, 'get'>;
   actions: Pick<ActionRouter, 'request'>;
+  /** [console] Console requests (exec-api.ts) and the audit log behind GET /audit. */
+  exec?: Pick<ExecRouter, 'request'>;
+  audit?: Pick<AuditLog, 'tail'>;
 }
 
 /** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
@@ -205,6 +212,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
 
       registerHistoryApi(api, { bus: deps.bus, log: deps.log, counters: deps.counters });
       registerGatewayRoutes(api, deps); // GET /gateways, GET /gateways/:id, POST …/actions/:name
+      registerExecRoutes(api, deps); // [console] POST /nodes/:uid/exec, POST /exec, GET /audit
 
       // Behind the token like the rest of /api/v1 (secure by default): it reveals no data, but the same document
       // is in docs/api.md for anyone without one.

@@ -3,6 +3,7 @@ import { tokenPolicyOptions } from '../common/token-policy.ts';
 import { MAX_RESOURCES_PER_NODE } from '../protocol/frames.ts';
 import { ownershipOptions } from './ownership.ts';
 import { gatewayReportOptions } from './gateway-reports.ts';
+import { consoleOptions } from './exec-router.ts'; // [console]
 
 export const brokerOptions = {
   port: { type: 'number', default: 8000, min: 0, description: 'HTTP and WebSocket port (0 = any free port)' },
@@ -66,6 +67,8 @@ export const brokerOptions = {
   ...gatewayReportOptions,
   // --max-token-ttl, --revocation-file, --revocation-poll-ms: the token policy the broker verifies with.
   ...tokenPolicyOptions,
+  // [console] --audit-file, --exec-grace-ms
+  ...consoleOptions,
   maxNodes: {
     type: 'number',
     default: 100000,

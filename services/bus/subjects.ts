@@ -40,4 +40,11 @@ export const subjects = {
   historyQuery: `${PREFIX}.history.query`,
   /** A resource's settings changed: every history worker drops its cached copy. */
   historySettings: `${PREFIX}.history.settings`,
+  /**
+   * [console] Console requests for the nodes behind one gateway (exec, pty-open as request/reply; exec-cancel,
+   * pty-input, pty-resize published): answered by the broker holding its connection (services/console).
+   */
+  exec: (gatewayId: string) => `${PREFIX}.exec.${token(gatewayId)}`,
+  /** [console] Where one console request's exec-output and exec-exit frames go back (one per request). */
+  execAnswers: (callId: string) => `${PREFIX}.exec-answer.${token(callId)}`,
 } as const;

@@ -18,6 +18,15 @@ import {
   ToClientGatewayGone,
 } from './gateway-reports.ts';
 import { IDENTIFIER_PATTERN, IDENTIFIER_RULE, Identifier, MAX_ID_LENGTH, OneOf, Type } from './schema-parts.ts';
+// [console] the device console's frames (issue 12), on every link
+import {
+  type ExecAnswerFrame,
+  type ExecRequestFrame,
+  execAnswerFrames,
+  execRequestFrames,
+} from './console-messages.ts';
+
+export * from './console-messages.ts';
 
 export { IDENTIFIER_PATTERN, IDENTIFIER_RULE, Identifier, MAX_ID_LENGTH };
 
@@ -110,7 +119,16 @@ export const GwResult = Type.Object({
 });
 export type GwResult = Static<typeof GwResult>;
 /** Node frames, plus the gateway's own reports (gateway-reports.ts). */
-export type GatewayMessage = GwNew | GwUpdate | GwOut | GwReset | GwResult | GwInventory | GwStatus | GwActionResult;
+export type GatewayMessage =
+  | GwNew
+  | GwUpdate
+  | GwOut
+  | GwReset
+  | GwResult
+  | GwInventory
+  | GwStatus
+  | GwActionResult
+  | ExecAnswerFrame; // [console]
 /** Frames a gateway may send on /gw, by type. */
 export const gatewayFrames = {
   new: GwNew,
@@ -121,6 +139,7 @@ export const gatewayFrames = {
   inventory: GwInventory,
   status: GwStatus,
   'action-result': GwActionResult,
+  ...execAnswerFrames, // [console]
 };
 
 // Broker -> gateway
@@ -140,8 +159,8 @@ export const BrError = Type.Object({
   id: Type.Optional(Type.String()),
 });
 export type BrError = Static<typeof BrError>;
-export type BrokerToGatewayMessage = BrWrite | BrError | BrAction;
-export const brokerToGatewayFrames = { write: BrWrite, error: BrError, action: BrAction };
+export type BrokerToGatewayMessage = BrWrite | BrError | BrAction | ExecRequestFrame; // [console]
+export const brokerToGatewayFrames = { write: BrWrite, error: BrError, action: BrAction, ...execRequestFrames };
 
 // ---------------------------------------------------------------------------------------------
 // Web client -> broker (path /ws)
@@ -159,8 +178,13 @@ export const ClUpdate = Type.Object({
   data: WriteRequest,
 });
 export type ClUpdate = Static<typeof ClUpdate>;
-export type ClientMessage = ClNew | ClUpdate | ClGatewayAction;
-export const clientFrames = { new: ClNew, update: ClUpdate, 'gateway-action': ClGatewayAction };
+export type ClientMessage = ClNew | ClUpdate | ClGatewayAction | ExecRequestFrame; // [console]
+export const clientFrames = {
+  new: ClNew,
+  update: ClUpdate,
+  'gateway-action': ClGatewayAction,
+  ...execRequestFrames, // [console]
+};
 
 // Broker -> web client
 export const ToClientHello = Type.Object({
@@ -227,7 +251,8 @@ export type BrokerToClientMessage =
   | ToClientError
   | ToClientGateway
   | ToClientGatewayGone
-  | ToClientActionResult;
+  | ToClientActionResult
+  | ExecAnswerFrame; // [console]
 /** Frames the broker sends to a web client, by type (the dashboard and peer brokers check what they receive). */
 export const brokerToClientFrames = {
   hello: ToClientHello,
@@ -241,6 +266,7 @@ export const brokerToClientFrames = {
   gateway: ToClientGateway,
   'gateway-gone': ToClientGatewayGone,
   'action-result': ToClientActionResult,
+  ...execAnswerFrames, // [console]
 };
 
 // ---------------------------------------------------------------------------------------------
