@@ -1,12 +1,11 @@
 // The page: header, login, card grid, and the frame loop that applies broker frames to the model at once but
 // touches the DOM only once per animation frame (so 1,000 nodes updating every second stay smooth).
 import { type BrokerToClientMessage, canWrite, type Json, type Role } from '../../services/protocol/messages.ts';
-import type { ClientMessage } from '../../services/protocol/messages.ts'; // [console]
 import { forgetToken, loadToken, saveToken, takeTokenFromFragment, tokenExpired } from './auth.ts';
 import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
-import { CONSOLE_RESOURCE, ConsoleClient, isConsoleFrame } from './console-client.ts';
+import { CONSOLE_RESOURCE, ConsoleClient } from './console-client.ts';
 import { ConsoleOpener } from './console-opener.ts';
 import { h, setText } from './dom.ts';
 import { HistoryOpener } from './history-opener.ts';
@@ -133,7 +132,7 @@ export class App {
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
     // [console] The console's frames go through the page's one connection.
-    this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame as unknown as ClientMessage));
+    this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame));
     this.consolePanel = new ConsoleOpener(root, this.consoleClient);
     this.gateways = new GatewaysPage({
       act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
@@ -339,7 +338,6 @@ export class App {
   }
 
   private onMessage(msg: BrokerToClientMessage): void {
-    if (isConsoleFrame(msg)) return this.consoleClient.frame(msg); // [console]
     switch (msg.type) {
       case 'hello':
         if (this.role !== msg.role) {
@@ -371,7 +369,7 @@ export class App {
         return this.gateways.result(msg);
       case 'exec-output': // [console] frames of a console request (issue 12): the console panel's
       case 'exec-exit':
-        return;
+        return this.consoleClient.frame(msg);
       default: {
         if (msg.type === 'update') this.knownResources.add(msg.endpoint.replace(/^\/+/, ''));
         const target = this.staging ?? this.nodes;
