@@ -87,13 +87,13 @@ const CAPABILITY = {
   pty: true,
 };
 
-/** An agent as the gateway announces it: a name and the console capability (JSON text, as the agent sends it). */
-function announce(gw: TestPeer, uid: string, name: string, capability: object = CAPABILITY): void {
+/** An agent as the gateway announces it: a name and the console capability (a JSON value, as the agent sends it). */
+function announce(gw: TestPeer, uid: string, name: string, capability: Frame = CAPABILITY): void {
   gw.send({
     type: 'new',
     uid,
     protocol: 'WebSocket',
-    data: { name, os: 'Linux', console: JSON.stringify(capability) },
+    data: { name, os: 'Linux', console: capability },
   });
 }
 
