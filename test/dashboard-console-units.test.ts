@@ -141,6 +141,14 @@ describe('parameter checks', () => {
   const broken = c?.commands.find((x) => x.name === 'broken');
   if (ping === undefined || broken === undefined) throw new Error('capability not read');
 
+  it('matches the whole value, as the agent does (the pattern is anchored for it)', () => {
+    const loose = parseCapability({ commands: { c: { params: { n: '[0-9]+' } } }, shell: false, pty: false })
+      ?.commands[0];
+    if (loose === undefined) throw new Error('no command');
+    expect(checkParams(loose, { n: '42' }).ok).toBe(true);
+    expect(checkParams(loose, { n: '42; reboot' }).ok).toBe(false);
+  });
+
   it('passes values that match their patterns', () => {
     expect(checkParams(ping, { host: 'example.org', count: '3' })).toEqual({
       ok: true,

@@ -46,9 +46,10 @@ function goodName(name: string): boolean {
   return name.length <= MAX_NAME_LENGTH && NAME.test(name);
 }
 
+/** As the agent compiles it (services/agent/commands-file.ts): the whole value must match, Unicode mode. */
 function compile(pattern: string): RegExp | undefined {
   try {
-    return new RegExp(pattern);
+    return new RegExp(`^(?:${pattern})$`, 'u');
   } catch {
     return undefined;
   }
