@@ -1,7 +1,7 @@
 // The agent's PTY wrapper against a real shell on a real pseudo-terminal (node-pty). Skipped, loudly, only where
 // node-pty did not build (it is an optional dependency); on the CI machine it builds.
 import { describe, expect, it } from 'vitest';
-import { openPty, type PtyExit, ptyAvailable } from '../services/agent/pty.ts';
+import { openPty, PTY_COALESCE_CHARS, type PtyExit, ptyAvailable } from '../services/agent/pty.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const WAIT_MS = 10_000;
@@ -59,6 +59,27 @@ describe.skipIf(!ptyAvailable())('agent pty (node-pty)', () => {
     pty.write('echo late\r');
     pty.resize(80, 24);
     pty.kill();
+  });
+
+  it('gathers a burst of output into few chunks, and flushes it before the exit', async () => {
+    const pty = openPty({ shell: '/bin/sh', cols: 80, rows: 24 });
+    if (pty === null) throw new Error('openPty failed');
+    const chunks: string[] = [];
+    let exited = false;
+    pty.onData((d) => {
+      chunks.push(d);
+    });
+    pty.onExit(() => {
+      exited = true;
+    });
+    // 2,000 short lines, then exit: node-pty reads them in many pieces; the wrapper hands on far fewer.
+    pty.write('i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; echo done-$((6*7)); exit 0\r');
+    await waitFor(() => exited, 'the shell exits', WAIT_MS);
+    const all = chunks.join('');
+    expect(all).toContain('line1999');
+    expect(all).toContain('done-42');
+    expect(chunks.every((c) => c.length <= PTY_COALESCE_CHARS + 4096)).toBe(true);
+    expect(chunks.length).toBeLessThan(200);
   });
 
   it('reports the exit code of a shell that exits by itself', async () => {

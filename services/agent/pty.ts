@@ -54,6 +54,15 @@ export const PTY_MIN_SIZE = 1;
 export const PTY_MAX_COLS = 1000;
 export const PTY_MAX_ROWS = 500;
 
+/**
+ * Output is gathered for this long before it is handed on: a terminal writes in many small pieces (one per
+ * keystroke's echo, one per line of a listing), and each piece would be a frame on every link to the browser.
+ * Short enough that typing feels immediate.
+ */
+export const PTY_COALESCE_MS = 8;
+/** Gathered output is handed on at once past this many characters (frames stay far below their 64 KB cap). */
+export const PTY_COALESCE_CHARS = 16 * 1024;
+
 let loaded: NodePtyModule | null | undefined;
 
 /** node-pty, or null when it is not installed or its addon does not load here. */
@@ -108,16 +117,34 @@ export function openPty(options: PtyOptions): PtySession | null {
     return null;
   }
   let exited = false;
+  const dataListeners: ((data: string) => void)[] = [];
+  let pending = '';
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (pending === '') return;
+    const data = pending;
+    pending = '';
+    for (const cb of dataListeners) cb(data);
+  };
+  proc.onData((data) => {
+    pending += data;
+    if (pending.length >= PTY_COALESCE_CHARS) flush();
+    else timer ??= setTimeout(flush, PTY_COALESCE_MS);
+  });
   proc.onExit(() => {
     exited = true;
   });
   return {
     pid: proc.pid,
     onData: (cb) => {
-      proc.onData(cb);
+      dataListeners.push(cb);
     },
     onExit: (cb) => {
       proc.onExit(({ exitCode, signal }) => {
+        // The last output goes before the exit, as it was written.
+        flush();
         const name = signal ? (SIGNAL_NAMES[signal] ?? `SIG${signal}`) : null;
         cb({ code: name === null ? exitCode : null, signal: name });
       });
