@@ -43,6 +43,13 @@ export const commands: Record<string, CommandEntry> = {
       spec: (await import('../services/agent/command.ts')).agentCommand as unknown as CommandSpec<OptionTable>,
     }),
   },
+  exec: {
+    summary: 'run a command on device agents through the broker: exec NODE -- COMMAND [PARAM=VALUE…]',
+    load: async () => {
+      const m = await import('./exec-command.ts');
+      return { main: m.execMain, options: m.execOptions };
+    },
+  },
   keys: {
     summary: 'write an Ed25519 key pair',
     load: async () => {

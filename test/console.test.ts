@@ -1,6 +1,6 @@
 // [console] The device console end to end (issue 12): a real agent process, a real WebSocket gateway and broker
 // on port 0; requests from a web client, REST and the CLI.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -63,15 +63,6 @@ const outputOf = (c: TestPeer, id: string) =>
     .filter((f: Frame) => f.type === 'exec-output' && f.id === id)
     .map((f: Frame) => f.data)
     .join('');
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('device console over the web client socket', () => {
   it('runs an allowed command and streams its output to the requester only', async () => {
@@ -304,4 +295,52 @@ describe('REST', () => {
       bytes: 10,
     });
   });
+});
+
+describe('CLI', () => {
+  const BIN = new URL('../bin/mycelium.js', import.meta.url).pathname;
+  const cli = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, 'exec', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (b: Buffer) => {
+        stdout += b.toString();
+      });
+      child.stderr.on('data', (b: Buffer) => {
+        stderr += b.toString();
+      });
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+
+  it('prints output, exits with the remote code, runs one block per node', async () => {
+    const { tb, gw, dir } = await setup();
+    const second = startAgent([
+      '--gateway-url',
+      nodeUrl(gw),
+      '--token',
+      await tb.keys.token('node', 'agent-2'),
+      '--commands',
+      writeCommandsFile(dir),
+    ]);
+    cleanup(() => second.stop());
+    await waitFor(() => tb.broker.table.get('agent-2')?.resources.console !== undefined, 'the second agent', 20_000);
+    const common = ['--broker-url', tb.ws, '--key-file', tb.keys.keyFile];
+    const ok = await cli([...common, 'agent-1', '--', 'echo', 'text=from the cli']);
+    expect(ok).toMatchObject({ code: 0, stdout: 'from the cli\n' });
+    const fail = await cli([...common, 'agent-1', '--', 'fail']);
+    expect(fail).toMatchObject({ code: 3, stdout: '', stderr: 'oops\n' });
+    const refused = await cli([...common, 'agent-1', '--', 'reboot']);
+    expect(refused.code).toBe(126);
+    expect(refused.stderr).toContain('command not allowed');
+    const shell = await cli([...common, 'agent-1', '--shell', '--', 'id']);
+    expect(shell.code).not.toBe(0);
+    expect(shell.stderr).toContain('403');
+    const many = await cli([...common, '--nodes', 'agent-1,agent-2', '--', 'echo', 'text=hi']);
+    expect(many.code).toBe(0);
+    expect(many.stdout).toContain('== agent-1: ok (exit 0)\nhi\n');
+    expect(many.stdout).toContain('== agent-2: ok (exit 0)\nhi\n');
+    const filtered = await cli([...common, '--filter-prefix', 'agent-', '--', 'uptime']);
+    expect(filtered.stdout.match(/^== agent-\d: ok/gm)).toHaveLength(2);
+  }, 120_000);
 });

@@ -37,6 +37,18 @@ interface PtySession {
 }
 interface PtyModule {
   openPty(opts: { cols: number; rows: number }): PtySession | null;
+  ptyAvailable?(): boolean;
+}
+
+/** services/agent/pty.ts, or null when it (or node-pty under it) cannot be loaded. */
+async function loadPtyModule(): Promise<PtyModule | null> {
+  try {
+    // pty.ts belongs to the PTY work (node-pty is optional): its absence is a refusal, never a crash.
+    const name = import.meta.url.endsWith('.ts') ? './pty.ts' : './pty.js';
+    return (await import(name)) as PtyModule;
+  } catch {
+    return null;
+  }
 }
 
 const parseRequest = frameParser<ExecRequestFrame>(execRequestFrames, compiledCheck);
@@ -80,6 +92,7 @@ export class Agent implements Component {
   /** Answers waiting for the link (bounded by --max-queued-frames). */
   private queue: ExecAnswerFrame[] = [];
   private readonly log: Logger;
+  private ptyAvailable = false;
   /** Connections opened so far (tests wait on it). */
   opens = 0;
 
@@ -105,6 +118,12 @@ export class Agent implements Component {
     if (this.running) return;
     this.token = agentToken(this.config);
     this.commands = this.deps.commands ?? (this.config.commands ? readCommands(this.config.commands) : new Map());
+    // A PTY is advertised only when it can really be opened here.
+    if (this.config.allowPty) {
+      const mod = await loadPtyModule();
+      this.ptyAvailable = mod !== null && (mod.ptyAvailable?.() ?? true);
+      if (!this.ptyAvailable) this.log.warn('--allow-pty given but node-pty is not available; PTYs are refused');
+    }
     this.running = true;
     this.connect();
     this.statusTimer = setInterval(() => {
@@ -210,7 +229,7 @@ export class Agent implements Component {
   }
 
   private async sendResources(): Promise<void> {
-    const capability = capabilityOf(this.commands, this.config.allowShell, this.config.allowPty);
+    const capability = capabilityOf(this.commands, this.config.allowShell, this.ptyAvailable);
     const status = await deviceStatus(this.deps.version ?? '0.0.0', this.config.diskPath);
     const data: Record<string, Json> = { ...status, [CONSOLE_RESOURCE]: capability as unknown as Json };
     this.sendRaw({ type: 'update', data });
@@ -326,14 +345,8 @@ export class Agent implements Component {
     if (!this.config.allowPty) return refuse('refused', 'pty not allowed on this node');
     if (msg.requester?.role !== 'admin') return refuse('refused', 'pty needs role admin');
     if (!this.runner.hasRoom(this.ptys.size)) return refuse('busy', `${this.config.maxConcurrent} commands running`);
-    let mod: PtyModule;
-    try {
-      // pty.ts is another module's (node-pty is optional): its absence is a refusal, not a crash.
-      const name = import.meta.url.endsWith('.ts') ? './pty.ts' : './pty.js';
-      mod = (await import(name)) as PtyModule;
-    } catch {
-      return refuse('refused', 'pty-unavailable');
-    }
+    const mod = await loadPtyModule();
+    if (mod === null) return refuse('refused', 'pty-unavailable');
     const session = mod.openPty({ cols: msg.cols, rows: msg.rows });
     if (session === null) return refuse('refused', 'pty-unavailable');
     const pty: Pty = { session, seq: 0, bytes: 0, started: Date.now() };

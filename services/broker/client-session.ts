@@ -316,7 +316,8 @@ export class ClientSession {
    * names nothing here.
    */
   private console(msg: ExecRequestFrame): void {
-    const execs = (this.execs ??= new Map());
+    this.execs ??= new Map();
+    const execs = this.execs;
     if (msg.type === 'exec' || msg.type === 'pty-open') {
       if (execs.has(msg.id)) {
         this.deps.counters.rejected('duplicate-exec-id').inc();

@@ -74,8 +74,11 @@ function onGone(reply: FastifyReply, fn: () => void): void {
 }
 
 export function registerExecRoutes(api: FastifyInstance, deps: ExecApiDeps): void {
-  const exec = deps.exec;
-  if (exec === undefined) return;
+  // Looked up per request: the OpenAPI description registers these routes without a router.
+  const router = (): Pick<ExecRouter, 'request'> => {
+    if (deps.exec === undefined) throw new Error('no exec router');
+    return deps.exec;
+  };
   const requesterOf = (req: FastifyRequest) => {
     const claims = req.claims as { sub: string; role: string };
     return { sub: claims.sub, role: claims.role as RequesterRole };
@@ -96,6 +99,7 @@ export function registerExecRoutes(api: FastifyInstance, deps: ExecApiDeps): voi
       if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
       if (node.status === 'offline') return problem(reply, 409, ErrorCode.NodeOffline, `node ${uid} is offline`);
       const id = 'rest';
+      const exec = router();
       if (req.query.wait === true) {
         const out = { stdout: '', stderr: '' };
         const handle = exec.request(requester, frameOf(id, uid, req.body), 'rest', (f) => {
@@ -145,6 +149,7 @@ export function registerExecRoutes(api: FastifyInstance, deps: ExecApiDeps): voi
           uids.push(n.uid);
         }
       }
+      const exec = router();
       const stream = ndjson(reply);
       const handles: ExecHandle[] = [];
       onGone(reply, () => {

@@ -11,7 +11,7 @@ import type { ClaimResult, OwnershipRegistry } from './ownership.ts';
 import type { BrokerCounters, EventPublisher, GracePeriods, NodeAdmission, NodeReader, NodeRefusal } from './ports.ts';
 import type { WriteRouter } from './writes.ts';
 // [gw-reports] inventory, status and action results (issue 11, item 7)
-import { type BrAction, MAX_REPORT_BYTES } from '../protocol/gateway-reports.ts';
+import { MAX_REPORT_BYTES } from '../protocol/gateway-reports.ts';
 import type { ActionRouter } from './gateway-actions.ts';
 import type { ExecRouter } from './exec-router.ts'; // [console]
 import type { GatewayReports } from './gateway-reports.ts';

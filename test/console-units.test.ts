@@ -1,0 +1,80 @@
+// [console] The agent's allow-list and runner in isolation (issue 12): templates, patterns, limits.
+import { describe, expect, it } from 'vitest';
+import { buildArgv, capabilityOf, parseCommands } from '../services/agent/commands-file.ts';
+import { Runner } from '../services/agent/runner.ts';
+import type { ExecExit } from '../services/protocol/console-messages.ts';
+
+describe('commands file', () => {
+  const table = parseCommands(`
+ping: {argv: [ping, -c, 3, "{host}"], params: {host: "[a-z0-9.-]+"}, description: "ping a host"}
+unquoted: {argv: [echo, {word}], params: {word: "[a-z]+"}}
+uptime: {argv: [uptime]}
+`);
+
+  it('builds argv from templates, each value one whole argument', () => {
+    expect(buildArgv(table, 'ping', { host: 'example.org' })).toEqual(['ping', '-c', '3', 'example.org']);
+    expect(buildArgv(table, 'unquoted', { word: 'hi' })).toEqual(['echo', 'hi']);
+    expect(buildArgv(table, 'uptime')).toEqual(['uptime']);
+  });
+
+  it('refuses what the file does not allow', () => {
+    expect(buildArgv(table, 'reboot')).toBe('command not allowed');
+    // Patterns are anchored whatever the file says: a partial match is no match.
+    expect(buildArgv(table, 'ping', { host: 'example.org; rm -rf /' })).toBe(
+      'parameter host does not match its pattern',
+    );
+    expect(buildArgv(table, 'ping', {})).toBe('missing parameter host');
+    expect(buildArgv(table, 'ping', { host: 'a', extra: 'b' })).toBe('unknown parameter extra');
+    expect(buildArgv(table, 'constructor')).toBe('command not allowed');
+    expect(buildArgv(table, '__proto__')).toBe('command not allowed');
+  });
+
+  it('advertises names and patterns only', () => {
+    expect(capabilityOf(table, false, true)).toEqual({
+      commands: {
+        ping: { params: { host: '[a-z0-9.-]+' }, description: 'ping a host' },
+        unquoted: { params: { word: '[a-z]+' } },
+        uptime: { params: {} },
+      },
+      shell: false,
+      pty: true,
+    });
+  });
+
+  it('rejects bad files with the command named', () => {
+    expect(() => parseCommands('x: {argv: ["{p}"], params: {p: "a"}}')).toThrow(/argv\[0\]/);
+    expect(() => parseCommands('x: {argv: [echo, "{p}"]}')).toThrow(/x: \{p\} has no pattern/);
+    expect(() => parseCommands('x: {argv: [echo, "--opt={p}"], params: {p: "a"}}')).toThrow(/whole argv element/);
+    expect(() => parseCommands('"bad name": {argv: [echo]}')).toThrow(/command name/);
+    expect(() => parseCommands('x: {argv: [echo, "{p}"], params: {p: "("}}')).toThrow(/bad pattern/);
+    expect(() => parseCommands('- a\n- b')).toThrow(/map of command names/);
+    expect(() => parseCommands('x: {argv: [echo], params: {__proto__: "a"}}')).toThrow();
+  });
+});
+
+describe('runner', () => {
+  const run = (runner: Runner, req: Parameters<Runner['start']>[0]) => {
+    const out: string[] = [];
+    const done = new Promise<ExecExit>((resolve) => {
+      const h = runner.start(req, { output: (_id, _seq, _s, data) => out.push(data), exit: resolve });
+      if (h === 'busy') resolve({ type: 'exec-exit', id: req.id, status: 'busy' } as ExecExit);
+    });
+    return { out, done };
+  };
+
+  it('decodes invalid UTF-8 as replacement characters and reports ENOENT as an error', async () => {
+    const runner = new Runner();
+    const r = run(runner, { id: 'a', argv: ['printf', 'ok \\377\\n'], mode: 'output' });
+    expect(await r.done).toMatchObject({ status: 'ok', code: 0, bytes: 5 });
+    expect(r.out.join('')).toBe('ok \uFFFD\n');
+    const missing = run(runner, { id: 'b', argv: ['/nonexistent/program'], mode: 'output' });
+    expect(await missing.done).toMatchObject({ status: 'error', reason: 'ENOENT' });
+  });
+
+  it('caps the timeout at --max-timeout-ms and kills the group', async () => {
+    const runner = new Runner({ maxTimeoutMs: 200, killGraceMs: 100 });
+    const r = run(runner, { id: 't', argv: ['sh', '-c', 'trap "" TERM; sleep 30'], mode: 'output', timeoutMs: 60_000 });
+    // TERM is ignored by the shell, so KILL after the grace ends it.
+    expect(await r.done).toMatchObject({ status: 'timeout', signal: 'SIGKILL' });
+  });
+});

@@ -1,0 +1,264 @@
+// npm run bench:console — the device console's figures (issue 12). Broker and WebSocket gateway run as processes
+// of their own (RSS read from /proc), the requester is this process (REST over loopback):
+//   1. the real agent (`mycelium agent` process): its idle RSS;
+//   2. `echo` round trip, REST request → exit (POST /nodes/:uid/exec?wait=true), at a fixed rate: p50 and p99;
+//   3. `uptime` on N agents at once (POST /exec with a filter, every agent spawning a real `uptime`): the time
+//      until every result is in. The agents are the real Agent component, N of them in this process, each with its
+//      own WebSocket link and token;
+//   4. a fresh gateway holding L simulated agent links (a WebSocket each, announcing a console resource like an
+//      agent): gateway RSS per link.
+// Options (env): CONSOLE_BENCH_RATE (50/s), CONSOLE_BENCH_SECONDS (10), CONSOLE_BENCH_AGENTS (1000),
+// CONSOLE_BENCH_LINKS (10000).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { Agent } from '../../services/agent/agent.ts';
+import { parseCommands } from '../../services/agent/commands-file.ts';
+import { agentOptions } from '../../services/agent/options.ts';
+import { readPrivateKey, writeKeyPair } from '../../services/common/keys.ts';
+import { silentLogger } from '../../services/common/log.ts';
+import { mintToken } from '../../services/common/tokens.ts';
+import { freePort, memoryKiB, percentile, stopProcess, waitForPort } from './proc.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const MYCELIUM = join(ROOT, 'bin/mycelium.js');
+const RATE = Number(process.env.CONSOLE_BENCH_RATE ?? 50);
+const SECONDS = Number(process.env.CONSOLE_BENCH_SECONDS ?? 10);
+const AGENTS = Number(process.env.CONSOLE_BENCH_AGENTS ?? 1000);
+const LINKS = Number(process.env.CONSOLE_BENCH_LINKS ?? 10_000);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const dir = mkdtempSync(join(tmpdir(), 'myc-bench-console-'));
+const keyFile = join(dir, 'key.pem');
+writeKeyPair(keyFile);
+const privateKey = readPrivateKey(keyFile);
+const token = (role: 'node' | 'admin' | 'operator', sub: string) =>
+  mintToken(privateKey, { role, sub, ttlSeconds: 3600 });
+const children: ChildProcess[] = [];
+
+function service(args: string[], log: string): ChildProcess {
+  const fd = openSync(join(dir, log), 'w');
+  const child = spawn(process.execPath, [MYCELIUM, ...args], { stdio: ['ignore', fd, fd] });
+  children.push(child);
+  return child;
+}
+
+async function until<T>(
+  cond: () => Promise<T | undefined> | T | undefined,
+  what: string,
+  timeoutMs: number,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+async function startGateway(brokerPort: number, id: string): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort();
+  const child = service(
+    [
+      'ws-gateway',
+      '--port',
+      String(port),
+      '--host',
+      '127.0.0.1',
+      '--broker-url',
+      `ws://127.0.0.1:${brokerPort}`,
+      '--key-file',
+      keyFile,
+      '--gateway-id',
+      id,
+      '--max-nodes',
+      '20000',
+      '--http-port=-1',
+    ],
+    `${id}.log`,
+  );
+  await waitForPort(port, '127.0.0.1', 30_000);
+  return { child, port };
+}
+
+async function main(): Promise<void> {
+  const load = loadavg()
+    .map((l) => l.toFixed(1))
+    .join(', ');
+  const brokerPort = await freePort();
+  service(
+    [
+      'broker',
+      '--port',
+      String(brokerPort),
+      '--host',
+      '127.0.0.1',
+      '--key-file',
+      keyFile,
+      '--max-connections-per-address',
+      '30000',
+      '--client-frames-per-second',
+      '100000',
+      '--client-frame-burst',
+      '100000',
+    ],
+    'broker.log',
+  );
+  await waitForPort(brokerPort, '127.0.0.1', 30_000);
+  const api = `http://127.0.0.1:${brokerPort}/api/v1`;
+  const admin = await token('admin', 'bench');
+  const headers = { authorization: `Bearer ${admin}`, 'content-type': 'application/json' };
+  const nodeCount = async (prefix: string) => {
+    const res = await fetch(`${api}/nodes`, { headers });
+    const nodes = (await res.json()) as { uid: string; status: string; resources: Record<string, unknown> }[];
+    return nodes.filter((n) => n.uid.startsWith(prefix) && n.status === 'online' && n.resources.console !== undefined)
+      .length;
+  };
+  const gw = await startGateway(brokerPort, 'bench-gw');
+  const gatewayUrl = `ws://127.0.0.1:${gw.port}/node`;
+
+  // 1. The real agent, idle.
+  const commandsFile = join(dir, 'commands.yaml');
+  writeFileSync(
+    commandsFile,
+    'echo: {argv: [echo, "{text}"], params: {text: "[a-z0-9 ]{0,64}"}}\nuptime: {argv: [uptime]}\n',
+  );
+  const agent = service(
+    [
+      'agent',
+      '--gateway-url',
+      gatewayUrl,
+      '--token',
+      await token('node', 'real-agent'),
+      '--commands',
+      commandsFile,
+      '--max-concurrent',
+      '64',
+    ],
+    'agent.log',
+  );
+  await until(async () => (await nodeCount('real-agent')) === 1, 'the real agent', 60_000);
+  await sleep(3000);
+  const agentRss = memoryKiB(agent.pid as number).rss;
+
+  // 2. echo round trips at RATE per second, open loop (a request every 1/RATE s whatever the previous did).
+  const latencies: number[] = [];
+  let failures = 0;
+  const failureKinds = new Map<string, number>();
+  const total = RATE * SECONDS;
+  const inflight: Promise<void>[] = [];
+  const started = performance.now();
+  for (let i = 0; i < total; i++) {
+    const due = started + (i * 1000) / RATE;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    inflight.push(
+      (async () => {
+        const t0 = performance.now();
+        const res = await fetch(`${api}/nodes/real-agent/exec?wait=true`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ command: 'echo', params: { text: `n ${i}` } }),
+        });
+        const body = (await res.json()) as { status?: string; stdout?: string };
+        if (body.status === 'ok' && body.stdout === `n ${i}\n`) latencies.push(performance.now() - t0);
+        else {
+          failures++;
+          failureKinds.set(body.status ?? 'http', (failureKinds.get(body.status ?? 'http') ?? 0) + 1);
+        }
+      })().catch(() => {
+        failures++;
+      }),
+    );
+  }
+  await Promise.all(inflight);
+  latencies.sort((a, b) => a - b);
+
+  // 3. uptime on AGENTS agents at once.
+  const commands = parseCommands('uptime: {argv: [uptime]}');
+  const defaults = Object.fromEntries(
+    Object.entries(agentOptions).map(([k, v]) => [k, 'default' in v ? v.default : undefined]),
+  );
+  const agents: Agent[] = [];
+  for (let i = 0; i < AGENTS; i++) {
+    const config = { ...defaults, gatewayUrl, token: await token('node', `sim-${i}`), statusInterval: 3600 } as never;
+    const a = new Agent(config, { log: silentLogger(), commands });
+    agents.push(a);
+    await a.start();
+    if (i % 100 === 99) await sleep(50);
+  }
+  await until(async () => (await nodeCount('sim-')) === AGENTS || undefined, `${AGENTS} agents online`, 180_000);
+  const t0 = performance.now();
+  const res = await fetch(`${api}/exec`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ command: 'uptime', filter: { uidPrefix: 'sim-' } }),
+  });
+  const lines = (await res.text())
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; status?: string });
+  const fanOutMs = performance.now() - t0;
+  const exits = lines.filter((l) => l.type === 'exec-exit');
+  const okExits = exits.filter((l) => l.status === 'ok').length;
+  await Promise.all(agents.map((a) => a.stop()));
+
+  // 4. A fresh gateway holding LINKS simulated agent links.
+  const gw2 = await startGateway(brokerPort, 'bench-links');
+  await sleep(2000);
+  const before = memoryKiB(gw2.child.pid as number).rss;
+  const url2 = `ws://127.0.0.1:${gw2.port}/node`;
+  const capability = {
+    commands: { uptime: { params: {} }, echo: { params: { text: '[a-z0-9 ]{0,64}' } } },
+    shell: false,
+    pty: false,
+  };
+  const sockets: WebSocket[] = [];
+  const tokens = await Promise.all(Array.from({ length: LINKS }, (_, i) => token('node', `link-${i}`)));
+  for (let i = 0; i < LINKS; i += 200) {
+    const batch = tokens.slice(i, i + 200).map(
+      (t, j) =>
+        new Promise<void>((resolve) => {
+          const ws = new WebSocket(url2, { headers: { authorization: `Bearer ${t}` }, perMessageDeflate: false });
+          ws.once('open', () => {
+            ws.send(
+              JSON.stringify({ type: 'update', data: { console: capability, hostname: `dev-${i + j}`, uptimeS: 1 } }),
+            );
+            resolve();
+          });
+          ws.once('error', () => resolve());
+          sockets.push(ws);
+        }),
+    );
+    await Promise.all(batch);
+  }
+  await until(async () => (await nodeCount('link-')) >= LINKS * 0.99 || undefined, `${LINKS} links`, 300_000);
+  await sleep(3000);
+  const after = memoryKiB(gw2.child.pid as number).rss;
+  const held = await nodeCount('link-');
+  for (const s of sockets) s.terminate();
+
+  const kb = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
+  const out = [
+    `bench:console (machine: ${process.env.BENCH_NOTE ?? 'shared, 2 cores'}; load average at start ${load}; services run from ${existsSync(join(ROOT, 'dist/cli/main.js')) ? 'dist/ (compiled)' : 'sources through tsx (no dist/: npm run build)'})`,
+    `  agent idle RSS (real mycelium agent process):  ${kb(agentRss)}   goal <= 60 MB`,
+    `  echo REST->exit at ${RATE}/s for ${SECONDS}s:       p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms (${latencies.length} ok, ${failures} failed${failures > 0 ? `: ${JSON.stringify(Object.fromEntries(failureKinds))}` : ''})   goal p99 < 50 ms`,
+    `  uptime on ${AGENTS} agents at once:           ${okExits}/${exits.length} ok in ${(fanOutMs / 1000).toFixed(2)} s   goal < 3 s`,
+    `  gateway RSS for ${held} agent links:           ${kb(after - before)} over its ${kb(before)} baseline = ${(((after - before) * 1024) / held / 1000).toFixed(1)} kB per link   goal <= 20 KB`,
+  ];
+  process.stdout.write(`${out.join('\n')}\n`);
+  await stopProcess(gw2.child);
+}
+
+try {
+  await main();
+} catch (err) {
+  process.stderr.write(`bench:console failed: ${(err as Error).stack}\nlogs in ${dir}\n`);
+  process.exitCode = 1;
+} finally {
+  for (const c of children.reverse()) await stopProcess(c).catch(() => undefined);
+}
