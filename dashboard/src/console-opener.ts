@@ -1,17 +1,8 @@
 // Opens an agent's console panel on demand. The panel (and its styles) is a chunk of its own, loaded with the
 // first open like the history view (history-opener.ts), so the card grid's first paint carries only the small
 // request router (console-client.ts), which must see every console frame from the start.
-import type { Json } from '../../services/protocol/messages.ts';
 import type { ConsoleClient } from './console-client.ts';
-import type { ConsolePanel } from './console-panel.ts';
-
-export interface ConsoleOpenRequest {
-  uid: string;
-  title: string;
-  /** The node's `console` resource as it is now (JSON text or a value); the panel parses it. */
-  capability: Json;
-  admin: boolean;
-}
+import type { ConsoleOpenRequest, ConsolePanel } from './console-panel.ts';
 
 export class ConsoleOpener {
   private panel?: ConsolePanel;

@@ -4,13 +4,21 @@
 // classes), a status line, cancel, and this session's history of requests to the node (kept while the page
 // lives, per node). The interactive terminal (xterm.js) is a chunk of its own, loaded on the first open.
 import './console.css';
+import type { Json } from '../../services/protocol/messages.ts';
 import type { ConsoleCapability, ConsoleCommand } from './console-capability.ts';
 import { checkParams, parseCapability } from './console-capability.ts';
 import type { ConsoleClient, ExecExitFrame, ExecMode } from './console-client.ts';
 import { OutputLog } from './console-output.ts';
-import type { ConsoleOpenRequest } from './console-opener.ts';
 import type { TerminalView } from './console-terminal.ts';
 import { formatTime, h, setText } from './dom.ts';
+
+export interface ConsoleOpenRequest {
+  uid: string;
+  title: string;
+  /** The node's `console` resource as it is now (a JSON value, or JSON text); the panel parses it. */
+  capability: Json;
+  admin: boolean;
+}
 
 /** Requests remembered per node; older ones leave the history (and their output with them). */
 export const HISTORY_ENTRIES = 50;
