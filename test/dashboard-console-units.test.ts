@@ -18,7 +18,10 @@ import {
   isConsoleFrame,
   MAX_REORDER,
   PTY_INPUT_CHUNK,
+  PTY_INPUT_FRAMES_PER_SECOND,
+  PTY_INPUT_QUEUE,
 } from '../dashboard/src/console-client.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const text = (runs: Run[]) => runs.map((r) => r.text).join('');
 
@@ -270,11 +273,16 @@ describe('the console client', () => {
     expect(client.ptyOpen('a', 80, 24, listener)).toBeUndefined();
   });
 
-  it('opens a PTY, splits a long paste, resizes, and closes with exec-cancel', () => {
+  it('opens a PTY, splits a long paste and paces it, resizes, and closes with exec-cancel', async () => {
     const { sent, client, out, listener } = harness();
     const id = client.ptyOpen('agent-1', 80, 24, listener) ?? '';
     expect(sent[0]).toEqual({ type: 'pty-open', id, uid: 'agent-1', cols: 80, rows: 24 });
-    client.ptyInput(id, 'x'.repeat(PTY_INPUT_CHUNK * 2 + 1));
+    const started = Date.now();
+    expect(client.ptyInput(id, 'x'.repeat(PTY_INPUT_CHUNK * 2 + 1))).toBe(0);
+    // The first piece goes at once, the others in their slots (50 frames a second at most).
+    expect(sent.filter((f) => f.type === 'pty-input').length).toBe(1);
+    await waitFor(() => sent.filter((f) => f.type === 'pty-input').length === 3, 'the paced pieces');
+    expect(Date.now() - started).toBeGreaterThanOrEqual((2 * 1000) / PTY_INPUT_FRAMES_PER_SECOND - 5);
     const inputs = sent.filter((f) => f.type === 'pty-input');
     expect(inputs.map((f) => (f.type === 'pty-input' ? f.data.length : 0))).toEqual([
       PTY_INPUT_CHUNK,
@@ -292,6 +300,15 @@ describe('the console client', () => {
     client.ptyInput('nope', 'x');
     client.ptyResize('nope', 1, 1);
     expect(sent.length).toBe(before);
+  });
+
+  it('drops a paste beyond the input queue and says how much', () => {
+    const { client, listener } = harness();
+    const id = client.ptyOpen('agent-1', 80, 24, listener) ?? '';
+    const extra = 10;
+    const dropped = client.ptyInput(id, 'y'.repeat(PTY_INPUT_CHUNK * PTY_INPUT_QUEUE + extra));
+    expect(dropped).toBe(extra);
+    client.disconnected(); // ends the PTY: the queued pieces are never sent
   });
 
   it('recognises the console frames', () => {

@@ -277,6 +277,44 @@ describe('console panel, page side (gateway played by a test peer)', () => {
   });
 });
 
+describe('console panel limits', () => {
+  it('keeps at most 512 K characters of one output on screen and says how much more there was', async () => {
+    const tb = await broker();
+    const dash = await dashboard(tb);
+    const gw = await fakeGateway(tb);
+    announce(gw, 'agent-4', 'chatty');
+    const { page: p } = await page();
+    await p.goto(`${dash.url}/#token=${await tb.keys.token('operator', 'oz')}`);
+    await openConsole(p, 'agent-4');
+    await p.click('.console-command[data-command="logs"] .console-run');
+    const exec = await gw.next(isExec, 'the exec', UI_TIMEOUT_MS);
+    // Nine chunks of 60,000 characters: 540,000, of which 524,288 are shown.
+    const chunk = `</pre><b>x</b>\n${'0123456789'.repeat(6_000)}`.slice(0, 60_000);
+    for (let seq = 0; seq < 9; seq++) gw.send({ type: 'exec-output', id: exec.id, seq, stream: 'stdout', data: chunk });
+    gw.send({
+      type: 'exec-exit',
+      id: exec.id,
+      status: 'ok',
+      code: 0,
+      signal: null,
+      truncated: true,
+      durationMs: 5,
+      bytes: 540_000,
+    });
+    await waitText(p, '.console-status', (t) => t === 'logs: ok · exit 0 · 5 ms · output truncated', 'the exit');
+    const dropped = await text(p, '.console-output .console-dropped');
+    expect(dropped).toBe(`\n… ${540_000 - 512 * 1024} more characters not shown`);
+    const shown = await p.evaluate(() =>
+      [...document.querySelectorAll('.console-output > span:not(.console-dropped):not(.console-note)')]
+        .map((e) => e.textContent?.length ?? 0)
+        .reduce((a, b) => a + b, 0),
+    );
+    expect(shown).toBe(512 * 1024);
+    // The exit note still shows, before the dropped-count line.
+    expect(await p.locator('.console-output .console-note').textContent()).toContain('output truncated');
+  });
+});
+
 describe('console panel with the whole system (broker, WebSocket gateway, a real agent process)', () => {
   /** A broker, a gateway and `mycelium agent` with the shared test commands plus a few of this file's. */
   async function system(uid: string, agentArgs: string[] = [], gateway: Partial<WsGatewayOptions> = {}) {

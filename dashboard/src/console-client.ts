@@ -60,18 +60,33 @@ export interface ExecListener {
 
 /** Output frames held while an earlier one is missing; beyond this the gap is given up and the rest delivered. */
 export const MAX_REORDER = 256;
-/** A PTY paste is sent in pieces of at most this many characters (frames stay well under the broker's cap). */
+/**
+ * A PTY paste is sent in pieces of at most this many characters: even all control characters (six bytes each in
+ * JSON) stay under the broker's 64 KB frame cap.
+ */
 export const PTY_INPUT_CHUNK = 4096;
+/**
+ * PTY input frames sent per second at most, and pieces waiting at most: the broker allows a client 100 frames a
+ * second (burst 200) and closes one that keeps going over, so a big paste is paced instead of cut off; past the
+ * queue (1 M characters), input is dropped and the caller told.
+ */
+export const PTY_INPUT_FRAMES_PER_SECOND = 50;
+export const PTY_INPUT_QUEUE = 256;
 
 interface Running {
   listener: ExecListener;
   next: number;
   held: Map<number, ExecOutputFrame>;
+  /** PTY input pieces waiting for their turn (pacing). */
+  queue?: string[];
 }
 
 export class ConsoleClient {
   private readonly running = new Map<string, Running>();
   private seq = 0;
+  /** When the last PTY input frame was sent, and the timer that sends the next queued one. */
+  private lastInputAt = Number.NEGATIVE_INFINITY;
+  private inputTimer?: ReturnType<typeof setTimeout>;
 
   /** `send` is the page connection's: false when the frame could not be sent (not connected). */
   constructor(private readonly send: (frame: ConsoleRequestFrame) => boolean) {}
@@ -97,10 +112,43 @@ export class ConsoleClient {
     return id;
   }
 
-  ptyInput(id: string, data: string): void {
-    if (!this.running.has(id)) return;
+  /** Types into a PTY; answers how many characters were dropped because too much was already waiting. */
+  ptyInput(id: string, data: string): number {
+    const r = this.running.get(id);
+    if (r === undefined) return 0;
+    r.queue ??= [];
+    const queue = r.queue;
+    let dropped = 0;
     for (let i = 0; i < data.length; i += PTY_INPUT_CHUNK) {
-      this.send({ type: 'pty-input', id, data: data.slice(i, i + PTY_INPUT_CHUNK) });
+      const piece = data.slice(i, i + PTY_INPUT_CHUNK);
+      if (queue.length >= PTY_INPUT_QUEUE) dropped += piece.length;
+      else queue.push(piece);
+    }
+    this.pumpInput();
+    return dropped;
+  }
+
+  /** Sends queued PTY input, at most PTY_INPUT_FRAMES_PER_SECOND frames a second over every PTY of the page. */
+  private pumpInput(): void {
+    if (this.inputTimer !== undefined) return;
+    const gap = 1000 / PTY_INPUT_FRAMES_PER_SECOND;
+    for (const [id, r] of this.running) {
+      const piece = r.queue?.[0];
+      if (piece === undefined) continue;
+      const wait = this.lastInputAt + gap - Date.now();
+      if (wait > 0) {
+        this.inputTimer = setTimeout(() => {
+          this.inputTimer = undefined;
+          this.pumpInput();
+        }, wait);
+        return;
+      }
+      r.queue?.shift();
+      this.lastInputAt = Date.now();
+      this.send({ type: 'pty-input', id, data: piece });
+      // One frame per turn: the next piece (of this PTY or another) waits for its slot.
+      this.pumpInput();
+      return;
     }
   }
 

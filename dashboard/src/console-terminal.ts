@@ -76,7 +76,9 @@ export class TerminalView {
     });
     if (this.id === undefined) this.term.write('[not connected to the broker]\r\n');
     this.term.onData((data) => {
-      if (this.id !== undefined && !this.closed) this.client.ptyInput(this.id, data);
+      if (this.id === undefined || this.closed) return;
+      const dropped = this.client.ptyInput(this.id, data);
+      if (dropped > 0) this.term.write(`\r\n[paste too long: ${dropped} characters not sent]\r\n`);
     });
     this.term.onResize(({ cols, rows }) => {
       if (this.id !== undefined && !this.closed) this.client.ptyResize(this.id, cols, rows);
