@@ -14,6 +14,8 @@ export class OutputLog {
   private shown = 0;
   private dropped = 0;
   private readonly droppedNote = h('span', { class: 'console-dropped', hidden: true });
+  /** The last span of device output (notes of the panel's own are never joined). */
+  private last?: HTMLSpanElement;
 
   /** Appends a chunk of a stream (`stdout`, `stderr`, `pty`); stderr gets its own class and ANSI state. */
   append(stream: string, data: string): void {
@@ -32,9 +34,16 @@ export class OutputLog {
     const stick = this.atBottom();
     for (const run of parser.push(text)) {
       const cls = [stream === 'stderr' ? 'console-stderr' : '', run.cls].filter(Boolean).join(' ');
+      // Output in the same style as the last run joins its span as a text node: a command writing thousands of
+      // small chunks makes a few elements, not thousands.
+      if (this.last !== undefined && this.last.className === cls && this.last.nextSibling === this.tail()) {
+        this.last.append(run.text);
+        continue;
+      }
       const span = h('span', cls ? { class: cls } : {});
       span.textContent = run.text;
-      this.el.insertBefore(span, this.droppedNote.isConnected ? this.droppedNote : null);
+      this.el.insertBefore(span, this.tail());
+      this.last = span;
     }
     this.shown += text.length;
     if (stick) this.el.scrollTop = this.el.scrollHeight;
@@ -44,11 +53,17 @@ export class OutputLog {
   note(text: string, cls = 'console-note'): void {
     const span = h('span', { class: cls });
     span.textContent = this.el.textContent === '' || this.el.textContent?.endsWith('\n') ? text : `\n${text}`;
-    this.el.insertBefore(span, this.droppedNote.isConnected ? this.droppedNote : null);
+    this.el.insertBefore(span, this.tail());
+    this.last = undefined;
   }
 
   get text(): string {
     return this.el.textContent ?? '';
+  }
+
+  /** The element new output goes before: the dropped-count line when shown, else the end. */
+  private tail(): ChildNode | null {
+    return this.droppedNote.isConnected ? this.droppedNote : null;
   }
 
   private noteDropped(n: number): void {
