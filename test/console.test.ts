@@ -26,10 +26,10 @@ interface Setup {
   auditFile: string;
 }
 
-async function setup(agentArgs: string[] = [], uid = 'agent-1'): Promise<Setup> {
+async function setup(agentArgs: string[] = [], uid = 'agent-1', brokerOverrides: object = {}): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), 'myc-console-'));
   const auditFile = join(dir, 'audit.jsonl');
-  const tb = await startBroker({ auditFile, execGraceMs: 2000 });
+  const tb = await startBroker({ auditFile, execGraceMs: 2000, ...brokerOverrides });
   cleanup(() => tb.stop());
   const gw = await startWsGateway(tb, cleanup);
   const agent = startAgent([
@@ -294,6 +294,18 @@ describe('REST', () => {
       via: 'rest',
       bytes: 10,
     });
+  });
+});
+
+describe('REST streams', () => {
+  it('a command silent for longer than the idle timeout still answers', async () => {
+    const { tb } = await setup([], 'agent-1', { handshakeTimeoutMs: 300 });
+    const res = await fetch(`${tb.http}/api/v1/nodes/agent-1/exec?wait=true`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await tb.keys.token('operator')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: 'sleep', params: { s: '1' } }),
+    });
+    expect(await res.json()).toMatchObject({ status: 'ok', code: 0 });
   });
 });
 

@@ -106,12 +106,15 @@ describe('GET /api/v1/openapi.json', () => {
     const doc = await res.json();
     expect(doc.openapi).toBe('3.0.3');
     expect(Object.keys(doc.paths).sort()).toEqual([
+      '/api/v1/audit', // [console]
+      '/api/v1/exec', // [console]
       '/api/v1/gateways',
       '/api/v1/gateways/{id}',
       '/api/v1/gateways/{id}/actions/{name}',
       '/api/v1/nodes',
       '/api/v1/nodes/{uid}',
       '/api/v1/nodes/{uid}/events',
+      '/api/v1/nodes/{uid}/exec', // [console]
       '/api/v1/nodes/{uid}/resources/{name}',
       '/api/v1/nodes/{uid}/resources/{name}/history',
       '/api/v1/nodes/{uid}/resources/{name}/settings',

@@ -316,7 +316,10 @@ export class WsAdapter implements ProtocolAdapter<NodeSession> {
     if (session.node !== undefined) session.node.lastSeen = now;
     // Between exp and the next token sweep, nothing the node sends is processed.
     if (now >= session.expiresAt) return this.endSession(session, 'token expired');
-    if (!session.admit(now)) {
+    // [console] An agent answering console requests sends a frame per output chunk: those were asked for, and are
+    // bounded by the agent's output cap and the relay's timeouts, so a node with requests in flight is not held
+    // to the per-node frame rate (meant for sensors' updates).
+    if (!session.admit(now) && !this.exec.busy(session.uid)) {
       return this.reject(session, CloseCode.PolicyViolation, ErrorCode.RateLimited, 'rate limit exceeded');
     }
     if (isBinary)

@@ -63,6 +63,14 @@ export class ExecRelay {
     return this.byNodeId.size;
   }
 
+  /** Requests in flight per node: while a node has some, its answers are expected (see the adapter's rate limit). */
+  private readonly perNode = new Map<string, number>();
+
+  /** True while `uid` has console requests in flight. */
+  busy(uid: string): boolean {
+    return this.perNode.has(uid);
+  }
+
   /** A console frame from the broker. */
   fromBroker(msg: ExecRequestFrame): void {
     if (msg.type === 'exec' || msg.type === 'pty-open') return this.start(msg);
@@ -121,6 +129,7 @@ export class ExecRelay {
     }
     this.byNodeId.set(nodeId, relayed);
     this.byBrokerId.set(msg.id, nodeId);
+    this.perNode.set(msg.uid, (this.perNode.get(msg.uid) ?? 0) + 1);
     this.toNode(msg.uid, { ...msg, id: nodeId });
   }
 
@@ -135,5 +144,8 @@ export class ExecRelay {
     clearTimeout(r.timer);
     this.byNodeId.delete(nodeId);
     this.byBrokerId.delete(r.bid);
+    const n = (this.perNode.get(r.uid) ?? 1) - 1;
+    if (n <= 0) this.perNode.delete(r.uid);
+    else this.perNode.set(r.uid, n);
   }
 }

@@ -68,6 +68,9 @@ function line(stream: PassThrough, value: object): void {
 
 /** Calls `fn` when the client goes away before the answer is complete (its requests are cancelled). */
 function onGone(reply: FastifyReply, fn: () => void): void {
+  // A command may stay silent longer than the server's idle timeout (--handshake-timeout-ms): this answer is
+  // bounded by the request's timeout instead.
+  reply.raw.socket?.setTimeout(0);
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) fn();
   });
