@@ -1,7 +1,7 @@
 // The agent's PTY wrapper against a real shell on a real pseudo-terminal (node-pty). Skipped, loudly, only where
 // node-pty did not build (it is an optional dependency); on the CI machine it builds.
 import { describe, expect, it } from 'vitest';
-import { openPty, PTY_COALESCE_CHARS, type PtyExit, ptyAvailable } from '../services/agent/pty.ts';
+import { openPty, PTY_COALESCE_CHARS, type PtyExit, ptyAvailable, shellEnv } from '../services/agent/pty.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const WAIT_MS = 10_000;
@@ -80,6 +80,33 @@ describe.skipIf(!ptyAvailable())('agent pty (node-pty)', () => {
     expect(all).toContain('done-42');
     expect(chunks.every((c) => c.length <= PTY_COALESCE_CHARS + 4096)).toBe(true);
     expect(chunks.length).toBeLessThan(200);
+  });
+
+  it("keeps the agent's MYCELIUM_* settings (its token) out of the shell's environment", async () => {
+    process.env.MYCELIUM_TOKEN = 'secret-node-token';
+    let pty: ReturnType<typeof openPty>;
+    try {
+      pty = openPty({ shell: '/bin/sh', cols: 80, rows: 24 });
+    } finally {
+      delete process.env.MYCELIUM_TOKEN;
+    }
+    if (pty === null) throw new Error('openPty failed');
+    let out = '';
+    let exited = false;
+    pty.onData((d) => {
+      out += d;
+    });
+    pty.onExit(() => {
+      exited = true;
+    });
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
+    pty.write('echo "[$TERM][${MYCELIUM_TOKEN:-none}]"; exit 0\r');
+    await waitFor(() => exited, 'the shell exits', WAIT_MS);
+    expect(out).toContain('[xterm-256color][none]');
+    expect(shellEnv({ MYCELIUM_TOKEN: 't', PATH: '/bin', MYCELIUM_KEY_FILE: 'k' })).toEqual({
+      PATH: '/bin',
+      TERM: 'xterm-256color',
+    });
   });
 
   it('reports the exit code of a shell that exits by itself', async () => {

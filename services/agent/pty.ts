@@ -29,7 +29,7 @@ export interface PtyOptions {
   cols: number;
   rows: number;
   cwd?: string;
-  /** The whole environment of the shell (default: the agent's, with TERM set). */
+  /** The whole environment of the shell (default: the agent's without MYCELIUM_* variables, with TERM set). */
   env?: Record<string, string>;
 }
 
@@ -97,13 +97,24 @@ const SIGNAL_NAMES: Record<number, string> = {
 };
 
 /**
+ * The agent's environment for its shell, without the agent's own settings (`MYCELIUM_*`: its token may be one of
+ * them; whoever has the terminal has a shell, not the agent's credentials), with TERM for xterm.js.
+ */
+export function shellEnv(from: NodeJS.ProcessEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(from)) if (v !== undefined && !k.startsWith('MYCELIUM_')) env[k] = v;
+  env.TERM = 'xterm-256color';
+  return env;
+}
+
+/**
  * Starts a shell on a new pseudo-terminal; null when node-pty is unavailable or the spawn failed (a missing
  * shell, say). Data is UTF-8 text (node-pty decodes it), given to every `onData` listener.
  */
 export function openPty(options: PtyOptions): PtySession | null {
   const pty = loadNodePty();
   if (pty === null) return null;
-  const env = options.env ?? { ...(process.env as Record<string, string>), TERM: 'xterm-256color' };
+  const env = options.env ?? shellEnv(process.env);
   let proc: NodePty;
   try {
     proc = pty.spawn(options.shell ?? process.env.SHELL ?? '/bin/sh', [], {
