@@ -419,10 +419,16 @@ count: {argv: [sh, -c, "for i in 1 2 3 4 5; do echo line$i; sleep 0.6; done"]}
       await p.keyboard.press('Enter');
       await waitText(p, '.console-terminal .xterm-rows', (t) => t.includes(`${size} `), `stty size ${size} …`);
       await screenshot(p, 'dashboard-console-terminal');
+      // xterm's own <style> rules (blocked by the CSP) are live as constructed stylesheets: the cell size and theme.
+      const mirrored = await p.evaluate(() =>
+        document.adoptedStyleSheets.map((sheet) => [...sheet.cssRules].map((r) => r.cssText).join('\n')).join('\n'),
+      );
+      expect(mirrored).toContain('.xterm-rows');
       // The agent's link held all along (a rate-limit close would show as a reconnect).
       expect(agent.lines.filter((l) => l.includes('reconnecting'))).toEqual([]);
-      // Closing the panel closes the PTY on the device (exec-cancel).
+      // Closing the panel closes the PTY on the device (exec-cancel), and drops the mirrored stylesheets.
       await p.click('.console-close');
+      await waitFor(async () => (await p.evaluate(() => document.adoptedStyleSheets.length)) === 0, 'sheets gone');
       await waitFor(
         async () => {
           const res = await fetch(`${tb.http}/api/v1/audit`, {
