@@ -63,6 +63,9 @@ export const PTY_COALESCE_MS = 8;
 /** Gathered output is handed on at once past this many characters (frames stay far below their 64 KB cap). */
 export const PTY_COALESCE_CHARS = 16 * 1024;
 
+/** How long after node-pty reports the exit its last output may still arrive. */
+export const PTY_EXIT_GRACE_MS = 50;
+
 let loaded: NodePtyModule | null | undefined;
 
 /** node-pty, or null when it is not installed or its addon does not load here. */
@@ -154,10 +157,14 @@ export function openPty(options: PtyOptions): PtySession | null {
     },
     onExit: (cb) => {
       proc.onExit(({ exitCode, signal }) => {
-        // The last output goes before the exit, as it was written.
-        flush();
-        const name = signal ? (SIGNAL_NAMES[signal] ?? `SIG${signal}`) : null;
-        cb({ code: name === null ? exitCode : null, signal: name });
+        // node-pty may report the exit before it has read the last output from the terminal: wait a moment for
+        // it, then hand on what came and only then the exit. (Output written in the instant before the exit can
+        // still be lost by node-pty itself when the terminal closes; a terminal's user has seen it by then.)
+        setTimeout(() => {
+          flush();
+          const name = signal ? (SIGNAL_NAMES[signal] ?? `SIG${signal}`) : null;
+          cb({ code: name === null ? exitCode : null, signal: name });
+        }, PTY_EXIT_GRACE_MS);
       });
     },
     write: (data) => {
