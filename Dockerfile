@@ -9,10 +9,11 @@ COPY package.json package-lock.json ./
 RUN npm ci --include=dev --no-audit --no-fund
 COPY . .
 # /keys holds the private key (mounted only into containers that mint tokens), /pub the public key and the
-# revocation list (mounted read-only into the brokers). No VOLUME here: a container mounts only what it needs.
+# revocation list (mounted read-only into the brokers), /data the history's SQLite file. No VOLUME here: a
+# container mounts only what it needs (a named volume copies the owner of the directory it is mounted on).
 RUN npm run build && npm run build:dashboard && npm prune --omit=dev \
-  && mkdir -p /keys /pub && chown node:node /keys /pub && chmod 700 /keys
+  && mkdir -p /keys /pub /data && chown node:node /keys /pub /data && chmod 700 /keys
 USER node
-# Compiled JavaScript only: tsx is a dev dependency, pruned above.
-ENTRYPOINT ["node", "dist/cli/main.js"]
+# Compiled JavaScript only (the bundle, utils/build/bundle.mjs): tsx is a dev dependency, pruned above.
+ENTRYPOINT ["node", "dist/bundle/main.js"]
 CMD ["--help"]

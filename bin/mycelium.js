@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 // Entry point of the `mycelium` command. It runs the compiled build (dist/, made by `npm run build`, which
-// `npm ci` runs through `prepare`) when there is one, and otherwise the TypeScript sources through tsx's
+// `npm ci` runs through `prepare`: the bundle dist/bundle/main.js, else tsc's dist/cli/main.js) when there is
+// one, and otherwise the TypeScript sources through tsx's
 // loader, so a clone without a build still works. Tests run the sources (vitest sets VITEST, which child
 // processes inherit), as does anyone who sets MYCELIUM_FROM_SOURCE=1 while editing without rebuilding.
 // The ws gateway's --workers forks re-run this file, so they run whatever their primary runs.
 import { existsSync } from 'node:fs';
 
+const bundled = new URL('../dist/bundle/main.js', import.meta.url);
 const compiled = new URL('../dist/cli/main.js', import.meta.url);
 const fromSource = Boolean(process.env.MYCELIUM_FROM_SOURCE || process.env.VITEST);
 
-if (!fromSource && existsSync(compiled)) {
+if (!fromSource && existsSync(bundled)) {
+  await import(bundled.href);
+} else if (!fromSource && existsSync(compiled)) {
   await import(compiled.href);
 } else {
   let register;

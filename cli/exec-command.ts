@@ -71,7 +71,7 @@ export async function execMain(argv: string[]): Promise<void> {
     fatal(`mycelium exec: ${(err as Error).message}`);
   }
   if (config.help) {
-    process.stdout.write(helpText('exec NODE --', SUMMARY, execOptions));
+    process.stdout.write(helpText('exec', SUMMARY, execOptions));
     return;
   }
   const nodes = config.nodes ?? [];

@@ -71,10 +71,81 @@ describe('runner', () => {
     expect(await missing.done).toMatchObject({ status: 'error', reason: 'ENOENT' });
   });
 
+  it("runs commands without the agent's MYCELIUM_* settings (its token)", async () => {
+    process.env.MYCELIUM_TOKEN = 'secret-node-token';
+    try {
+      const r = run(new Runner(), { id: 'e', argv: ['env'], mode: 'output' });
+      expect(await r.done).toMatchObject({ status: 'ok' });
+      expect(r.out.join('')).not.toContain('secret-node-token');
+      expect(r.out.join('')).toContain('PATH=');
+    } finally {
+      delete process.env.MYCELIUM_TOKEN;
+    }
+  });
+
   it('caps the timeout at --max-timeout-ms and kills the group', async () => {
     const runner = new Runner({ maxTimeoutMs: 200, killGraceMs: 100 });
     const r = run(runner, { id: 't', argv: ['sh', '-c', 'trap "" TERM; sleep 30'], mode: 'output', timeoutMs: 60_000 });
     // TERM is ignored by the shell, so KILL after the grace ends it.
     expect(await r.done).toMatchObject({ status: 'timeout', signal: 'SIGKILL' });
+  });
+});
+
+describe('agent link', () => {
+  it('keeps a command running while the link is down and sends its exit when the link is back', async () => {
+    const { WebSocketServer } = await import('ws');
+    const { Agent } = await import('../services/agent/agent.ts');
+    const { agentOptions } = await import('../services/agent/options.ts');
+    const { silentLogger } = await import('../services/common/log.ts');
+    const { settle, waitFor } = await import('./helpers/wait.ts');
+    type Ws = import('ws').WebSocket;
+    const received: { type: string; id?: string; status?: string }[] = [];
+    let current: Ws | undefined;
+    const listen = (port: number) => {
+      const server = new WebSocketServer({ port, host: '127.0.0.1' });
+      server.on('connection', (ws) => {
+        current = ws;
+        ws.on('message', (d) => received.push(JSON.parse(d.toString())));
+      });
+      return new Promise<InstanceType<typeof WebSocketServer>>((resolve) =>
+        server.once('listening', () => resolve(server)),
+      );
+    };
+    let server = await listen(0);
+    const port = (server.address() as { port: number }).port;
+    const defaults = Object.fromEntries(
+      Object.entries(agentOptions).map(([k, v]) => [k, 'default' in v ? v.default : undefined]),
+    );
+    const agent = new Agent(
+      {
+        ...defaults,
+        gatewayUrl: `ws://127.0.0.1:${port}/node`,
+        token: 't',
+        backoffInitialMs: 50,
+        backoffMaxMs: 100,
+      } as never,
+      { log: silentLogger(), commands: parseCommands('nap: {argv: [sleep, "1"]}') },
+    );
+    await agent.start();
+    try {
+      await waitFor(() => current !== undefined && received.some((f) => f.type === 'update'), 'the agent to connect');
+      current?.send(
+        JSON.stringify({ type: 'exec', id: 'g1', uid: 'a', command: 'nap', requester: { sub: 's', role: 'operator' } }),
+      );
+      await waitFor(() => agent.connected, 'the link');
+      // The gateway goes away entirely while the command runs.
+      for (const c of server.clients) c.terminate();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      current = undefined;
+      await waitFor(() => !agent.connected, 'the agent to notice');
+      await settle(1500); // a negative check: the 1 s command ends meanwhile, with nobody to tell
+      expect(received.some((f) => f.type === 'exec-exit')).toBe(false);
+      server = await listen(port);
+      const exit = await waitFor(() => received.find((f) => f.type === 'exec-exit'), 'the queued exit', 10_000);
+      expect(exit).toMatchObject({ id: 'g1', status: 'ok' });
+    } finally {
+      await agent.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

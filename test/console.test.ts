@@ -213,6 +213,15 @@ describe('attacks', () => {
       { type: 'exec', id: 'a\u0000b', uid: 'agent-1', command: 'echo' },
       { type: 'exec', id: 'x', uid: 'agent-1', command: 'echo', params: { text: 'y'.repeat(2000) } },
       { type: 'exec', id: 'x', uid: 'agent-1', command: '../bin/sh' },
+      {
+        type: 'exec',
+        id: 'x',
+        uid: 'agent-1',
+        command: 'echo',
+        params: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`p${i}`, 'v'])),
+      },
+      { type: 'exec', id: 'x', uid: 'agent-1', shell: 'x'.repeat(5000) },
+      { type: 'pty-open', id: 'x', uid: 'agent-1', cols: 100000, rows: 24 },
     ];
     for (const frame of bad) {
       const c = await client(tb, 'operator');
@@ -286,7 +295,16 @@ describe('REST', () => {
       fetch(`${tb.http}/api/v1/audit?limit=10`, { headers: { authorization: `Bearer ${await tb.keys.token(role)}` } });
     expect((await audit('operator')).status).toBe(403);
     const records = await (await audit('admin')).json();
-    expect(records.map((r: { status: string }) => r.status)).toEqual(['ok', 'ng', 'refused']);
+    // The 403s are audited too (the viewer, the operator's shell line); the unknown node as an error.
+    expect(records.map((r: { status: string }) => r.status)).toEqual([
+      'ok',
+      'ng',
+      'refused',
+      'refused',
+      'error',
+      'refused',
+    ]);
+    expect(records[2]).toMatchObject({ role: 'viewer', status: 'refused', reason: 'role viewer may not exec' });
     expect(records[0]).toMatchObject({
       sub: 'operator-test',
       role: 'operator',

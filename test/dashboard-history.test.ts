@@ -188,6 +188,32 @@ describe('dashboard history view', { timeout: 90_000 }, () => {
     await p.waitForSelector('.history-overlay', { state: 'hidden', timeout: UI_TIMEOUT_MS });
   });
 
+  it('starts a card chart with the last hour from history, then goes on live', async () => {
+    const uid = 'hist-card';
+    const { n, hour, page: p, watch } = await seededNode(uid);
+    const canvas = `${card(uid)} [data-endpoint="temperature"] canvas.chart`;
+    const held = async () => {
+      const d = await p.$eval(canvas, (el) => ({ ...(el as HTMLElement).dataset }));
+      return { points: Number(d.points ?? 0), first: Number(d.first) };
+    };
+    // The 30 seeded values and the stored live one, one per 30 s bucket, before the snapshot's value.
+    const filled = await waitFor(
+      async () => {
+        const h = await held();
+        return h.points >= 32 ? h : undefined;
+      },
+      'the card chart backfilled',
+      UI_TIMEOUT_MS,
+    );
+    expect(filled.points).toBe(32);
+    // `last` per bucket is stamped at its bucket's start: within 30 s before the oldest seeded value.
+    expect(filled.first).toBeLessThanOrEqual(hour[0]);
+    expect(filled.first).toBeGreaterThan(hour[0] - 30_000);
+    n.send({ type: 'update', data: { temperature: 24.5 } });
+    await waitFor(async () => (await held()).points === 33, 'the live value after the history', UI_TIMEOUT_MS);
+    expect(watch.errors).toEqual([]);
+  });
+
   it('zooms by button and by drag (each a new query) and downloads the visible range as CSV', async () => {
     const uid = 'hist-4';
     const { hour, older, page: p, watch } = await seededNode(uid);

@@ -8,6 +8,8 @@ import { BrokerConnection, type ConnectionState } from './connection.ts';
 import { CONSOLE_RESOURCE, ConsoleClient } from './console-client.ts';
 import { ConsoleOpener } from './console-opener.ts';
 import { h, setText } from './dom.ts';
+import { ChartBackfill } from './chart-backfill.ts';
+import { HistoryClient } from './history-client.ts';
 import { HistoryOpener } from './history-opener.ts';
 import { GatewaysPage } from './gateways.ts';
 import { configureTiles } from './map.ts';
@@ -69,6 +71,8 @@ export class App {
   private readonly hidden: Set<string>;
   private readonly knownResources = new Set(KNOWN_RESOURCES);
   private readonly history: HistoryOpener;
+  /** Card charts' last hour, fetched as cards come on screen. */
+  private readonly backfill: ChartBackfill;
   /** [console] The device console (issue 12): requests and their frames, and the panel. */
   private readonly consoleClient: ConsoleClient;
   private readonly consolePanel: ConsoleOpener;
@@ -131,6 +135,7 @@ export class App {
     });
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
+    this.backfill = new ChartBackfill(new HistoryClient(config.brokerUrl, () => this.token));
     // [console] The console's frames go through the page's one connection.
     this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame));
     this.consolePanel = new ConsoleOpener(root, this.consoleClient);
@@ -487,6 +492,8 @@ export class App {
       dismiss: (u) => this.dismiss(u),
       isHidden: (ep) => this.hidden.has(ep),
       openHistory: (u, ep) => this.openHistory(u, ep),
+      backfill: (u, ep, apply) => this.backfill.request(u, ep, apply),
+      redraw: () => this.schedule(),
       openConsole: this.role !== undefined && canWrite(this.role) ? (u) => this.openConsole(u) : undefined,
     });
     this.cards.set(uid, card);
@@ -545,6 +552,7 @@ export class App {
 
   private clearCards(): void {
     for (const uid of [...this.cards.keys()]) this.removeCard(uid);
+    this.backfill.reset();
     for (const uid of this.nodes.keys()) this.dirty.set(uid, true);
     this.schedule();
   }
@@ -554,6 +562,7 @@ export class App {
     this.staging = undefined;
     this.dirty.clear();
     for (const uid of [...this.cards.keys()]) this.removeCard(uid);
+    this.backfill.reset();
     this.role = undefined;
     this.consoleClient.disconnected(); // [console]
     this.consolePanel.reset();
@@ -569,8 +578,11 @@ export class App {
       if (!card) continue;
       if (e.isIntersecting) {
         this.onScreen.add(card);
-        card.invalidateCharts();
-      } else this.onScreen.delete(card);
+        card.setOnScreen(true);
+      } else {
+        this.onScreen.delete(card);
+        card.setOnScreen(false);
+      }
     }
     this.schedule();
   }

@@ -20,6 +20,10 @@ export interface CardDeps {
   isHidden(endpoint: string): boolean;
   /** Opens the resource's history view; without it the resource names are plain labels. */
   openHistory?(uid: string, endpoint: string): void;
+  /** Fetches the last hour of a chart's resource (once); `apply` gets the points, oldest first. */
+  backfill?(uid: string, endpoint: string, apply: (points: readonly (readonly [number, Json])[]) => void): void;
+  /** A chart changed outside a frame (history arrived): draw at the next animation frame. */
+  redraw?(): void;
   /** [console] Opens the node's console panel; without it (viewers) agents get no Console button. */
   openConsole?(uid: string): void;
 }
@@ -31,6 +35,8 @@ export class Card {
   /** Name shown in the title; also the sort key. */
   name = '';
   visible = false;
+  /** In the viewport (the grid's IntersectionObserver says). */
+  private onScreen = false;
   private readonly title = h('h2', { class: 'card-title' });
   private readonly uidEl = h('div', { class: 'card-uid' });
   private readonly osEl = h('span', { class: 'card-os' });
@@ -182,6 +188,7 @@ export class Card {
       row = { el, widget };
       this.rows.set(endpoint, row);
       this.insertRow(endpoint, el);
+      if (this.onScreen) this.backfillRow(endpoint, widget);
     }
     if (row.last === data) return;
     row.last = data;
@@ -198,6 +205,23 @@ export class Card {
       }
     }
     this.body.append(el);
+  }
+
+  /** The card scrolled into view (or out): charts ask for their history the first time it is seen. */
+  setOnScreen(onScreen: boolean): void {
+    this.onScreen = onScreen;
+    if (!onScreen) return;
+    for (const [endpoint, row] of this.rows) this.backfillRow(endpoint, row.widget);
+    this.invalidateCharts();
+  }
+
+  private backfillRow(endpoint: string, widget: Widget): void {
+    const backfill = widget.backfill;
+    if (backfill === undefined || this.deps.backfill === undefined) return;
+    this.deps.backfill(this.uid, endpoint, (points) => {
+      backfill.call(widget, points);
+      this.deps.redraw?.();
+    });
   }
 
   /** Redraws the charts that changed; only for cards on screen. */

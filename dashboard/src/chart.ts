@@ -45,6 +45,23 @@ export class Series {
     this.start = 0;
     this.length = 0;
   }
+
+  /**
+   * Puts older points (oldest first) before the ones held: those stamped at or after the oldest held point are
+   * left out (live values win), and the newest CHART_POINTS of the whole are kept.
+   */
+  prepend(points: readonly (readonly [t: number, values: readonly number[]])[]): void {
+    const firstHeld = this.length > 0 ? this.t[this.start] : Number.POSITIVE_INFINITY;
+    const older = points.filter(([t]) => t < firstHeld);
+    if (older.length === 0) return;
+    const held: [number, number[]][] = [];
+    for (let k = 0; k < this.length; k++) {
+      const i = (this.start + k) % CHART_POINTS;
+      held.push([this.t[i], this.v.map((v) => v[i])]);
+    }
+    this.clear();
+    for (const [t, values] of [...older, ...held].slice(-CHART_POINTS)) this.push(t, values);
+  }
 }
 
 /** `color` picks the first series colour (1-4), so each kind of value keeps its own colour across cards. */

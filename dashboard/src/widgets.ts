@@ -22,6 +22,8 @@ export interface Widget {
   draw?(): void;
   /** True when draw() has something new to show. */
   dirty?: boolean;
+  /** Charts that can start from history: takes the points before the live ones (oldest first). */
+  backfill?(points: readonly (readonly [at: number, value: Json])[]): void;
 }
 
 /** Resources shown in the card header rather than as rows. */
@@ -79,6 +81,19 @@ class SensorWidget implements Widget {
   draw(): void {
     this.dirty = false;
     drawChart(this.canvas, this.series, CHART_COLOR[this.endpoint] ?? 1);
+    // What the chart holds, for tests and for anyone inspecting the page (a canvas has no text to read).
+    this.canvas.dataset.points = String(this.series.length);
+    this.canvas.dataset.first = this.series.length > 0 ? String(this.series.t[this.series.start]) : '';
+  }
+
+  backfill(points: readonly (readonly [at: number, value: Json])[]): void {
+    const readings: [number, number[]][] = [];
+    for (const [at, value] of points) {
+      const r = parseReading(value);
+      if (r !== undefined) readings.push([at, [r.value]]);
+    }
+    this.series.prepend(readings);
+    this.dirty = true;
   }
 }
 

@@ -4,7 +4,7 @@ import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Logger } from '../../services/common/log.ts';
 import { GatewayCore } from '../common/gateway-core.ts';
 import { gatewayTokenSource } from '../common/options.ts';
-import { checkMetricsToken, startTokenChecks, type TokenChecks } from '../common/token-checks.ts';
+import { checkMetricsToken, startTokenChecks, type TokenChecks } from '../../services/common/token-checks.ts';
 import { defaultKeyFile } from '../../services/common/keys.ts';
 import { CoapAdapter, PROTOCOL } from './adapter.ts';
 import type { CoapContext } from './context.ts';

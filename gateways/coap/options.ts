@@ -1,7 +1,7 @@
 // Options of `mycelium coap-gateway`: every limit and interval with its named default.
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
 import { tokenPolicyOptions } from '../../services/common/token-policy.ts';
-import { GATEWAY_HTTP_PORTS, gatewayHttpOptions, gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
+import { GATEWAY_HTTP_PORTS, httpEndpointOptions, gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const coapGatewayOptions = {
   coapPort: {
@@ -101,7 +101,7 @@ export const coapGatewayOptions = {
     min: 1024,
     description: 'bytes of recent responses kept to answer retransmitted requests alike (RFC 7252 §4.5)',
   },
-  ...gatewayHttpOptions(GATEWAY_HTTP_PORTS.coap),
+  ...httpEndpointOptions(GATEWAY_HTTP_PORTS.coap),
   ...gatewayLimitOptions,
   // --max-token-ttl, --revocation-file, --revocation-poll-ms: the policy /metrics tokens are checked by.
   ...tokenPolicyOptions,

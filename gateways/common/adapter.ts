@@ -2,15 +2,13 @@
 // the core owns nodes, liveness, metrics, health, the broker link and write routing; an adapter owns a
 // transport and knows how to discover, read and write one node of its protocol. The core drives the adapter
 // through this interface; the adapter reports node events through the core's methods (GatewayNodes).
-import type { Json, WriteResult } from '../../services/protocol/messages.ts';
+import type { Json, WriteOutcome } from '../../services/protocol/messages.ts';
+
+/** Declared once, with the bus reply it travels in (services/protocol/messages.ts). */
+export type { WriteOutcome };
 import type { GatewayNode, NodeStatus } from './node-table.ts';
 
 /** What a write to a node came to; sent to the broker as the `result` frame. */
-export interface WriteOutcome {
-  result: WriteResult;
-  reason?: string;
-}
-
 /** Whether the adapter's transport can reach nodes now (the socket is bound, the MQTT broker connected...). */
 export interface TransportHealth {
   up: boolean;

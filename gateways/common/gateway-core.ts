@@ -19,7 +19,7 @@ import type { ForgetReason, ProtocolAdapter, WriteOutcome } from './adapter.ts';
 import { coreActions, runAction, type ActionHandler } from './actions.ts';
 import { BrokerLink, type BrokerLinkOptions } from './broker-link.ts';
 import { BrokerSync } from './broker-sync.ts';
-import { type HealthReport, HttpEndpoint, type HttpEndpointOptions } from './http-endpoint.ts';
+import { type HealthReport, HttpEndpoint, type HttpEndpointOptions } from '../../services/common/http-endpoint.ts';
 import { type AddOptions, type GatewayNode, NodeTable, type Refusal } from './node-table.ts';
 import { CoreCounters, type CoreStats } from './stats.ts';
 import { gatewayVersion, STATUS_DEFAULTS, StatusReporter } from './status-report.ts';
@@ -73,6 +73,14 @@ export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | '
 }
 
 export const CORE_DEFAULTS = { maxNodes: 100_000, maxResourcesPerNode: 64, maxPendingOuts: 100_000 } as const;
+
+/** A gateway's /healthz: the transport and the broker link, both needed to serve its nodes. */
+export interface GatewayHealth extends HealthReport {
+  protocol: string;
+  transport: 'up' | 'down';
+  broker: 'connected' | 'disconnected';
+  nodes: number;
+}
 
 export class GatewayCore<S = undefined> {
   readonly link: BrokerLink;
@@ -352,7 +360,7 @@ export class GatewayCore<S = undefined> {
   }
 
   /** ok when the adapter's transport and the broker link are up; else down, naming what is down. */
-  health(): HealthReport {
+  health(): GatewayHealth {
     const transport = this.adapter?.health() ?? { up: true };
     const down: string[] = [];
     if (!transport.up) down.push(transport.detail ?? `${this.protocol} transport`);

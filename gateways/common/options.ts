@@ -5,6 +5,8 @@ import { defaultKeyFile, readPrivateKey } from '../../services/common/keys.ts';
 import { mintToken } from '../../services/common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 
+export { type HttpEndpointConfig, httpEndpointOptions, portError } from '../../services/common/http-endpoint.ts';
+
 export const gatewayLinkOptions = {
   brokerUrl: {
     type: 'list',
@@ -59,41 +61,6 @@ export type GatewayLimitConfig = ConfigOf<typeof gatewayLimitOptions>;
  * (a Prometheus or a health check on the same host; --http-host to open it wider). docs/operations.md, Ports.
  */
 export const GATEWAY_HTTP_PORTS = { ws: 9181, coap: 9182, mqtt: 9183 } as const;
-
-/** --http-port, --http-host, --http-timeout-ms and --public-metrics: the same in every gateway but the port. */
-export function gatewayHttpOptions<P extends number>(defaultPort: P) {
-  return {
-    httpPort: {
-      type: 'number',
-      default: defaultPort,
-      min: -1,
-      description: 'port of the GET /metrics and GET /healthz endpoint (0 = any free port, -1 = off)',
-    },
-    httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the /metrics and /healthz endpoint' },
-    httpTimeoutMs: {
-      type: 'number',
-      default: 10000,
-      min: 10,
-      description: 'time a connection to the /metrics port has to send its request (idle or slow: closed)',
-    },
-    publicMetrics: {
-      type: 'boolean',
-      default: false,
-      description: 'serve /metrics without a token (default: a viewer, operator or admin token)',
-    },
-  } as const satisfies OptionTable;
-}
-
-export type GatewayHttpConfig = ConfigOf<ReturnType<typeof gatewayHttpOptions>>;
-
-/** A busy or forbidden port, named with the option that chooses it. */
-export function portError(err: NodeJS.ErrnoException, port: number, flag: string): Error {
-  if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
-    const what = err.code === 'EADDRINUSE' ? 'is already in use' : 'needs privileges';
-    return new MyceliumError(ErrorCode.Config, `port ${port} ${what} (choose another with ${flag})`, { cause: err });
-  }
-  return err;
-}
 
 /** Minted tokens live this long; a fresh one is minted for every connection attempt. */
 export const MINTED_TOKEN_TTL_SECONDS = 600;

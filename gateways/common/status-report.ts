@@ -3,10 +3,9 @@
 // status, the totals of its counters), so the reporter owns only its timer and the event-loop delay monitor.
 // Totals are since the gateway started, so a broker that missed reports (a reconnect, a late peer) still shows the
 // right numbers; rates are the broker's and the page's business.
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Logger } from '../../services/common/log.ts';
+import { projectVersion } from '../../services/common/project-root.ts';
 import { encode } from '../../services/protocol/frames.ts';
 import {
   type GwInventory,
@@ -158,21 +157,7 @@ function clip(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?').slice(0, MAX_REPORT_STRING);
 }
 
-let version: string | undefined;
-
-/** Mycelium's version from its package.json (found from this file, in the sources or in dist/). */
+/** Mycelium's version, reported in the gateway's inventory. */
 export function gatewayVersion(): string {
-  if (version !== undefined) return version;
-  version = '0.0.0';
-  let dir = import.meta.dirname;
-  for (let i = 0; i < 5; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version?: unknown };
-      if (typeof pkg.version === 'string') version = pkg.version;
-      break;
-    } catch {
-      dir = dirname(dir);
-    }
-  }
-  return version;
+  return projectVersion();
 }

@@ -11,7 +11,7 @@ import type { ForgetReason, ProtocolAdapter, TransportHealth, WriteOutcome } fro
 import type { GatewayCore } from '../common/gateway-core.ts';
 import type { GatewayNode } from '../common/node-table.ts';
 import { TimeoutError, withTimeout } from '../common/timeouts.ts';
-import type { TokenChecks } from '../common/token-checks.ts';
+import type { TokenChecks } from '../../services/common/token-checks.ts';
 import { parseCheckPayload, parseResourcesPayload, parseValuePayload, setPayload } from './codec.ts';
 import { Discovery, type MqttState, type WriteWaiter } from './discovery.ts';
 import { EmbeddedBroker } from './embedded-broker.ts';

@@ -5,7 +5,12 @@ import type { Logger } from '../../services/common/log.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { GatewayCore } from '../common/gateway-core.ts';
 import { gatewayTokenSource } from '../common/options.ts';
-import { checkMetricsToken, type Revocations, startTokenChecks, type TokenChecks } from '../common/token-checks.ts';
+import {
+  checkMetricsToken,
+  type Revocations,
+  startTokenChecks,
+  type TokenChecks,
+} from '../../services/common/token-checks.ts';
 import { LIVENESS_SWEEP_MAX_MS, MqttAdapter, PROTOCOL } from './adapter.ts';
 import type { MqttState } from './discovery.ts';
 import type { MqttGatewayConfig } from './options.ts';

@@ -1,7 +1,7 @@
 // Options of `mycelium mqtt-gateway`: every limit and interval with its named default.
 import type { ConfigOf, OptionTable } from '../../services/common/config.ts';
 import { tokenPolicyOptions } from '../../services/common/token-policy.ts';
-import { GATEWAY_HTTP_PORTS, gatewayHttpOptions, gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
+import { GATEWAY_HTTP_PORTS, httpEndpointOptions, gatewayLimitOptions, gatewayLinkOptions } from '../common/options.ts';
 
 export const mqttGatewayOptions = {
   ...gatewayLinkOptions,
@@ -91,7 +91,7 @@ export const mqttGatewayOptions = {
     type: 'string',
     description: 'prefix for the node uids reported to the broker (uid = prefix + node id; default none)',
   },
-  ...gatewayHttpOptions(GATEWAY_HTTP_PORTS.mqtt),
+  ...httpEndpointOptions(GATEWAY_HTTP_PORTS.mqtt),
 } as const satisfies OptionTable;
 
 export type MqttGatewayConfig = ConfigOf<typeof mqttGatewayOptions>;

@@ -26,7 +26,7 @@ import type { ExecAnswerFrame } from '../../services/protocol/console-messages.t
 import type { ForgetReason, ProtocolAdapter, TransportHealth, WriteOutcome } from '../common/adapter.ts';
 import type { GatewayCore } from '../common/gateway-core.ts';
 import type { GatewayNode } from '../common/node-table.ts';
-import type { TokenChecks } from '../common/token-checks.ts';
+import type { TokenChecks } from '../../services/common/token-checks.ts';
 import { type Identity, identify } from './auth.ts';
 import { type NodeAck, type NodeFrame, parseNodeFrame } from './codec.ts';
 import { askForResources } from './discovery.ts';

@@ -6,7 +6,7 @@ import { extractToken, verifyToken } from '../../services/common/tokens.ts';
 import type { RefusalStatus } from '../../services/common/upgrade.ts';
 import type { Role } from '../../services/protocol/messages.ts';
 import { isIdentifier } from '../../services/protocol/schema.ts';
-import type { TokenChecks } from '../common/token-checks.ts';
+import type { TokenChecks } from '../../services/common/token-checks.ts';
 
 const NODE_ROLES: readonly Role[] = ['node'];
 

@@ -6,7 +6,12 @@ import type { Logger } from '../../services/common/log.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { GatewayCore } from '../common/gateway-core.ts';
 import { gatewayTokenSource } from '../common/options.ts';
-import { checkMetricsToken, type Revocations, startTokenChecks, type TokenChecks } from '../common/token-checks.ts';
+import {
+  checkMetricsToken,
+  type Revocations,
+  startTokenChecks,
+  type TokenChecks,
+} from '../../services/common/token-checks.ts';
 import { MISSED_PINGS, SWEEP_STEPS, WsAdapter, WS_PROTOCOL } from './adapter.ts';
 import type { NodeSession } from './node-session.ts';
 import type { WsGatewayOptions } from './options.ts';

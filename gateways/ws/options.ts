@@ -4,8 +4,8 @@ import { DEFAULT_REVOCATION_POLL_MS } from '../../services/common/revocations.ts
 import { DEFAULT_MAX_TOKEN_TTL, tokenPolicyOptions } from '../../services/common/token-policy.ts';
 import {
   GATEWAY_HTTP_PORTS,
-  type GatewayHttpConfig,
-  gatewayHttpOptions,
+  type HttpEndpointConfig,
+  httpEndpointOptions,
   gatewayLimitOptions,
   gatewayLinkOptions,
 } from '../common/options.ts';
@@ -129,7 +129,7 @@ export const wsGatewayOptions = {
     min: 1,
     description: 'worker processes sharing the port (each is gateway <gateway-id>-w<n>; needs a key file, not --token)',
   },
-  ...gatewayHttpOptions(GATEWAY_HTTP_PORTS.ws),
+  ...httpEndpointOptions(GATEWAY_HTTP_PORTS.ws),
   ...gatewayLinkOptions,
   // --max-nodes, --max-resources-per-node, --new-nodes-per-minute (the last one: anonymous nodes).
   ...gatewayLimitOptions,
@@ -140,6 +140,6 @@ export const wsGatewayOptions = {
 export type WsGatewayConfig = ConfigOf<typeof wsGatewayOptions>;
 
 /** The options for building a gateway in code: without the HTTP options, no /metrics and /healthz port. */
-export type WsGatewayOptions = Omit<WsGatewayConfig, 'workers' | keyof GatewayHttpConfig> & {
+export type WsGatewayOptions = Omit<WsGatewayConfig, 'workers' | keyof HttpEndpointConfig> & {
   workers?: number;
-} & Partial<GatewayHttpConfig>;
+} & Partial<HttpEndpointConfig>;

@@ -20,7 +20,8 @@ import {
 } from '../protocol/console-messages.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { frameParser } from '../protocol/frame-parser.ts';
-import { compiledCheck } from '../protocol/frames.ts';
+import type { TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Json } from '../protocol/messages.ts';
 import { buildArgv, type CommandTable, capabilityOf, readCommands } from './commands-file.ts';
 import type { AgentConfig } from './options.ts';
@@ -42,16 +43,29 @@ interface PtyModule {
 
 /** services/agent/pty.ts, or null when it (or node-pty under it) cannot be loaded. */
 async function loadPtyModule(): Promise<PtyModule | null> {
-  try {
-    // pty.ts belongs to the PTY work (node-pty is optional): its absence is a refusal, never a crash.
-    const name = import.meta.url.endsWith('.ts') ? './pty.ts' : './pty.js';
-    return (await import(name)) as PtyModule;
-  } catch {
-    return null;
+  // pty.ts belongs to the PTY work (node-pty is optional): its absence is a refusal, never a crash. Where it is:
+  // beside this file (sources, tsc's dist/), or, from a chunk of the esbuild bundle (dist/bundle/), in tsc's dist/.
+  // The name is computed so a branch without pty.ts still builds; once both are merged a literal import would let
+  // esbuild bundle it.
+  const candidates = import.meta.url.endsWith('.ts')
+    ? ['./pty.ts']
+    : ['./pty.js', new URL('../services/agent/pty.js', import.meta.url).href];
+  for (const name of candidates) {
+    try {
+      return (await import(name)) as PtyModule;
+    } catch {
+      // not there: the next place, or none
+    }
   }
+  return null;
 }
 
-const parseRequest = frameParser<ExecRequestFrame>(execRequestFrames, compiledCheck);
+// Only the console's request frames are compiled here (not frames.ts, which compiles every family at load): the
+// agent runs on small devices, and its idle memory is a goal (docs/console.md).
+const parseRequest = frameParser<ExecRequestFrame>(execRequestFrames, (schema: TSchema) => {
+  const compiled = TypeCompiler.Compile(schema);
+  return { check: (value) => compiled.Check(value), firstError: (value) => compiled.Errors(value).First() };
+});
 
 export interface AgentDeps {
   log: Logger;
@@ -205,8 +219,8 @@ export class Agent implements Component {
     // Exponential backoff with full jitter: a restarted gateway is not hit by every agent at the same instant.
     const ceiling = Math.min(this.config.backoffMaxMs, this.config.backoffInitialMs * 2 ** Math.min(this.attempt, 20));
     this.attempt++;
+    // Not unref'd: while the gateway is unreachable this timer is what keeps the agent running.
     this.retryTimer = setTimeout(() => this.connect(), Math.random() * ceiling);
-    this.retryTimer.unref();
   }
 
   private sendRaw(frame: object): boolean {

@@ -31,6 +31,16 @@ export const RUNNER_DEFAULTS: RunnerOptions = {
   shell: '/bin/sh',
 };
 
+/**
+ * The environment commands run with: the agent's, without its own settings (MYCELIUM_*: the node token may be
+ * one, and a command's output goes to operators).
+ */
+export function commandEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) if (!k.startsWith('MYCELIUM_')) out[k] = v;
+  return out;
+}
+
 /** Largest data of one exec-output frame, in bytes read (a chunk is split beyond it). */
 export const CHUNK_BYTES = 16 * 1024;
 
@@ -127,7 +137,7 @@ class Run implements RunHandle {
       child = spawn(file, args, {
         detached: true,
         stdio: quiet ? 'ignore' : ['ignore', 'pipe', 'pipe'],
-        env: process.env,
+        env: commandEnv(),
       });
     } catch (err) {
       return this.finish('error', null, null, (err as Error).message);
@@ -150,7 +160,7 @@ class Run implements RunHandle {
       this.finish(status, code, signal);
     });
     if (quiet) {
-      // Start and forget: the requester learns it started; the command keeps its limits and the end is logged.
+      // Start and forget: the requester learns it started; the command keeps its limits (timeout, group kill).
       this.sink.exit(exitOf(req.id, 'ok', { reason: 'started', durationMs: Date.now() - this.started }));
     }
   }

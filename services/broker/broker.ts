@@ -335,6 +335,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       actions: this.actions, // [gw-reports]
       exec: this.exec, // [console]
       audit: this.audit, // [console]
+      openApiDocument: async () => (await import('./openapi.ts')).openApiDocument(),
     });
     this.app.server.on('connection', (socket: Socket) => this.onConnection(socket));
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -95,12 +95,16 @@ export function registerExecRoutes(api: FastifyInstance, deps: ExecApiDeps): voi
       const requester = requesterOf(req);
       const refusal = forbidden(requester.role, req.body);
       if (refusal !== undefined) {
-        deps.counters.rejected('forbidden-exec').inc();
+        // Through the router all the same, so the refusal is audited like every request.
+        await router().request(requester, frameOf('rest', uid, req.body), 'rest', () => undefined).done;
         return problem(reply, 403, ErrorCode.Forbidden, refusal);
       }
       const node = deps.table.get(uid);
-      if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
-      if (node.status === 'offline') return problem(reply, 409, ErrorCode.NodeOffline, `node ${uid} is offline`);
+      if (node === undefined || node.status === 'offline') {
+        await router().request(requester, frameOf('rest', uid, req.body), 'rest', () => undefined).done;
+        if (node === undefined) return problem(reply, 404, ErrorCode.UnknownNode, `no node ${uid}`);
+        return problem(reply, 409, ErrorCode.NodeOffline, `node ${uid} is offline`);
+      }
       const id = 'rest';
       const exec = router();
       if (req.query.wait === true) {

@@ -1,7 +1,6 @@
 // REST API under /api/v1, plus /healthz and /metrics. Every route but /healthz needs a bearer token.
 // Every route declares its schemas (rest-schemas.ts): requests are checked by them, responses serialized by
 // them, and @fastify/swagger publishes them as OpenAPI at /api/v1/openapi.json.
-import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Bus } from '../bus/bus.ts';
 import type { Logger } from '../common/log.ts';
@@ -16,7 +15,7 @@ import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
 import type { BrokerCounters, EventPublisher, GatewayView, NodeReader } from './ports.ts';
-import { openApiOptions, routeSchemas, typeBoxValidator } from './rest-schemas.ts';
+import { routeSchemas, typeBoxValidator } from './rest-schemas.ts';
 import type { WriteRouter } from './writes.ts';
 import type { ActionRouter } from './gateway-actions.ts';
 import { registerGatewayRoutes } from './gateway-api.ts';
@@ -53,6 +52,11 @@ export interface HttpApiDeps {
   /** [console] Console requests (exec-api.ts) and the audit log behind GET /audit. */
   exec?: Pick<ExecRouter, 'request'>;
   audit?: Pick<AuditLog, 'tail'>;
+  /**
+   * The OpenAPI document, made on the first GET /api/v1/openapi.json (openapi.ts): @fastify/swagger and what it
+   * loads stay out of the broker's start-up.
+   */
+  openApiDocument(): Promise<Record<string, unknown>>;
 }
 
 /** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
@@ -77,8 +81,6 @@ function problem(reply: FastifyReply, status: number, code: string, message: str
 
 export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   app.setValidatorCompiler(typeBoxValidator);
-  // Before any route: it collects the route schemas as they are added.
-  app.register(swagger, openApiOptions(REST_API_VERSION));
   // Devices and scripts may send a plain-text payload.
   app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_req, body, done) => done(null, body));
   // JSON bodies go through the same depth-capped parse as every frame (finding 1 of issue 10): a body nested
@@ -216,9 +218,15 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
 
       // Behind the token like the rest of /api/v1 (secure by default): it reveals no data, but the same document
       // is in docs/api.md for anyone without one.
-      api.get('/openapi.json', { schema: routeSchemas.openapi }, async (_req, reply) =>
-        reply.type('application/json; charset=utf-8').send(JSON.stringify(app.swagger())),
-      );
+      let openApiText: Promise<string> | undefined;
+      api.get('/openapi.json', { schema: routeSchemas.openapi }, async (_req, reply) => {
+        openApiText ??= deps.openApiDocument().then((doc) => JSON.stringify(doc));
+        // A failed first build is tried again by the next request.
+        openApiText.catch(() => {
+          openApiText = undefined;
+        });
+        return reply.type('application/json; charset=utf-8').send(await openApiText);
+      });
     },
     { prefix: '/api/v1' },
   );

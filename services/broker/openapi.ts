@@ -1,9 +1,12 @@
-// The REST API's OpenAPI document without a running broker: the routes registered on an app that never
-// listens, with dependencies that are never called (registering a route only stores its handler). What
-// `npm run docs:api` renders into docs/api.md, and what test/api-docs.test.ts compares it with.
+// The REST API's OpenAPI document without a running broker: @fastify/swagger and the routes registered on an app
+// that never listens, with dependencies that are never called (registering a route only stores its handler). What
+// a broker serves at GET /api/v1/openapi.json (loaded on the first request, so swagger costs start-up nothing),
+// what `npm run docs:api` renders into docs/api.md, and what test/api-docs.test.ts compares it with.
+import swagger from '@fastify/swagger';
 import Fastify from 'fastify';
 import { silentLogger } from '../common/log.ts';
-import { type HttpApiDeps, registerHttpApi } from './http-api.ts';
+import { type HttpApiDeps, REST_API_VERSION, registerHttpApi } from './http-api.ts';
+import { openApiOptions } from './rest-schemas.ts';
 
 function unused(): never {
   throw new Error('openApiDocument: a route handler ran; this app only describes the routes');
@@ -26,7 +29,10 @@ export async function openApiDocument(): Promise<Record<string, unknown>> {
     ownership: inert,
     events: inert,
     auth: inert,
+    openApiDocument: unused,
   } as unknown as HttpApiDeps;
+  // Before any route: it collects the route schemas as they are added.
+  app.register(swagger, openApiOptions(REST_API_VERSION));
   registerHttpApi(app, deps);
   await app.ready();
   const doc = app.swagger() as unknown as Record<string, unknown>;

@@ -3,7 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import { type Bus, BusError, type BusSubscription } from '../bus/bus.ts';
 import { subjects } from '../bus/subjects.ts';
-import type { BrWrite, GwResult, Json, WriteResult } from '../protocol/messages.ts';
+import type { BrWrite, GwResult, Json, WriteOutcome } from '../protocol/messages.ts';
+import { isWriteOutcome } from '../protocol/frames.ts';
 import { parseJson, stringifySafe } from '../protocol/schema.ts';
 import type { BrokerCounters } from './ports.ts';
 
@@ -11,11 +12,6 @@ export interface WriteRequest {
   uid: string;
   endpoint: string;
   payload: Json;
-}
-
-export interface WriteOutcome {
-  result: WriteResult;
-  reason?: string;
 }
 
 /** A gateway connection as the router sees it: writes go out through it, results come back naming it. */
@@ -83,7 +79,8 @@ export class WriteRouter {
     try {
       const reply = await this.deps.bus.request(subjects.write(gatewayId), Buffer.from(text), this.deps.writeTimeoutMs);
       const json = parseJson(Buffer.from(reply.data).toString());
-      outcome = json.ok ? (json.value as WriteOutcome) : { result: 'error', reason: 'bad reply from gateway' };
+      outcome =
+        json.ok && isWriteOutcome(json.value) ? json.value : { result: 'error', reason: 'bad reply from gateway' };
     } catch (err) {
       if (err instanceof BusError && err.code === 'no-responders') {
         outcome = { result: 'error', reason: 'gateway-unreachable' };

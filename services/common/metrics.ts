@@ -85,6 +85,11 @@ export class Metrics {
     return c;
   }
 
+  /** A counter whose value another object keeps (a service's plain counts); `read` must never decrease. */
+  counterFrom(name: string, help: string, read: () => number, labels: Labels = {}): void {
+    this.add(name, help, 'counter', { labels, read });
+  }
+
   gauge(name: string, help: string, read: () => number, labels: Labels = {}): void {
     this.add(name, help, 'gauge', { labels, read });
   }

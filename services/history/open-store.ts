@@ -9,12 +9,6 @@ export function defaultDb(keyFile: string = defaultKeyFile()): string {
   return `sqlite:${join(dirname(keyFile), 'history.db')}`;
 }
 
-/**
- * The PostgreSQL store's module, named at run time so a build without it still compiles; `.ts` under tsx, `.js` in
- * the compiled build (tsc rewrites only literal specifiers).
- */
-const POSTGRES_MODULE = `./store-postgres${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`;
-
 export async function openStore(db: string): Promise<HistoryStore> {
   if (db.startsWith('sqlite:')) {
     const path = db.slice('sqlite:'.length);
@@ -23,17 +17,15 @@ export async function openStore(db: string): Promise<HistoryStore> {
     return new SqliteHistoryStore({ path });
   }
   if (/^postgres(ql)?:\/\//.test(db)) {
-    let mod: { PostgresHistoryStore?: new (options: { url: string }) => HistoryStore };
+    let mod: typeof import('./store-postgres.ts');
     try {
-      mod = await import(POSTGRES_MODULE);
+      mod = await import('./store-postgres.ts');
     } catch (err) {
+      // pg is a dependency, so only a broken install gets here.
       throw new MyceliumError(
         ErrorCode.Config,
         `the PostgreSQL history store cannot be loaded: ${(err as Error).message}`,
       );
-    }
-    if (mod.PostgresHistoryStore === undefined) {
-      throw new MyceliumError(ErrorCode.Config, 'the PostgreSQL history store is missing from this build');
     }
     return new mod.PostgresHistoryStore({ url: db });
   }

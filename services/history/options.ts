@@ -1,4 +1,9 @@
 import type { OptionTable } from '../common/config.ts';
+import { httpEndpointOptions } from '../common/http-endpoint.ts';
+import { tokenPolicyOptions } from '../common/token-policy.ts';
+
+/** The history's /metrics and /healthz port: the next in the gateways' block (docs/operations.md, Ports). */
+export const HISTORY_HTTP_PORT = 9184;
 
 export const historyOptions = {
   db: {
@@ -56,6 +61,12 @@ export const historyOptions = {
     min: 1,
     description: 'rows deleted per pruning step (ingestion runs between steps)',
   },
+  keyFile: {
+    type: 'string',
+    description: 'key file whose public half verifies /metrics tokens (default ~/.mycelium/key.pem)',
+  },
+  ...httpEndpointOptions(HISTORY_HTTP_PORT),
+  ...tokenPolicyOptions,
 } as const satisfies OptionTable;
 
 export const exportOptions = {

@@ -4,6 +4,7 @@
 import type { Bus, BusMsg, BusSubscription, Delivery, DurableStreams, StreamConsumer } from '../bus/index.ts';
 import { subjects } from '../bus/subjects.ts';
 import type { Logger } from '../common/log.ts';
+import { type Histogram, LATENCY_BUCKETS_S, Metrics } from '../common/metrics.ts';
 import type { Json } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
 import {
@@ -72,6 +73,14 @@ function errorReply(status: number, error: string, message: string): ErrorReply 
 
 export class HistoryService {
   readonly counts: HistoryCounts = { values: 0, events: 0, skipped: 0, bad: 0, failedBatches: 0, pruned: 0 };
+  /** The service's Prometheus series (served by `mycelium history --http-port`). */
+  readonly metrics = new Metrics('mycelium_history_');
+  /** Store transactions: one batch off the stream each. */
+  private readonly batchSeconds: Histogram;
+  /** Query requests, from arrival to the reply handed to the bus. */
+  private readonly querySeconds: Histogram;
+  /** The last batch the store was given failed (disk full, database gone): /healthz says so until one succeeds. */
+  private storeFailing = false;
   private consumer: StreamConsumer | undefined;
   private subs: BusSubscription[] = [];
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -84,7 +93,52 @@ export class HistoryService {
   constructor(
     private readonly config: HistoryServiceConfig,
     private readonly deps: HistoryServiceDeps,
-  ) {}
+  ) {
+    const m = this.metrics;
+    const c = this.counts;
+    m.counterFrom('values_stored_total', 'resource values stored', () => c.values);
+    m.counterFrom('events_stored_total', 'node events and write results stored', () => c.events);
+    m.counterFrom(
+      'values_skipped_total',
+      "values not stored: sooner than their resource's minInterval",
+      () => c.skipped,
+    );
+    m.counterFrom(
+      'bad_messages_total',
+      'messages on the stream that were not a node event or write result',
+      () => c.bad,
+    );
+    m.counterFrom(
+      'failed_batches_total',
+      'batches the store refused (retried on NATS, dropped in-process)',
+      () => c.failedBatches,
+    );
+    m.counterFrom('pruned_total', 'values and events deleted by retention and maxHistory', () => c.pruned);
+    m.counterFrom(
+      'dropped_total',
+      'messages dropped in-process (buffer full or store failing); 0 on NATS',
+      () => this.dropped,
+    );
+    this.batchSeconds = m.histogram('batch_duration_seconds', 'one batch stored (one transaction)', LATENCY_BUCKETS_S);
+    this.querySeconds = m.histogram(
+      'query_duration_seconds',
+      'one query answered, page or settings',
+      LATENCY_BUCKETS_S,
+    );
+  }
+
+  /** Whether the service can do its work: started, and the store took the last batch. */
+  health(): { status: 'ok' | 'down'; down: string[]; store: string; bus: string } {
+    const down: string[] = [];
+    if (!this.started || this.stopping !== undefined) down.push('service not running');
+    if (this.storeFailing) down.push(`${this.deps.store.kind} store refusing batches`);
+    return {
+      status: down.length === 0 ? 'ok' : 'down',
+      down,
+      store: this.deps.store.kind,
+      bus: this.deps.bus.kind,
+    };
+  }
 
   /** Messages the in-process consumer dropped (full buffer, failed store); always 0 on NATS. */
   get dropped(): number {
@@ -154,10 +208,14 @@ export class HistoryService {
       }
     }
     let kept: { rows: ValueRow[]; last: Map<string, number> } = { rows: [], last: new Map() };
+    const started = performance.now();
     try {
       kept = await this.applyMinInterval(values);
       await this.deps.store.insert(kept.rows, events);
+      this.storeFailing = false;
+      this.batchSeconds.observe((performance.now() - started) / 1000);
     } catch (err) {
+      this.storeFailing = true;
       // The first refusal and every 100th: a full disk retried every --retry-ms must not flood the log.
       if (this.counts.failedBatches++ % 100 === 0) {
         this.deps.log.warn(
@@ -290,12 +348,16 @@ export class HistoryService {
   private onRequest(msg: BusMsg): void {
     const reply = msg.reply;
     if (reply === undefined) return;
+    const started = performance.now();
     this.answer(msg.data)
       .catch((err: unknown): ErrorReply => {
         this.deps.log.warn({ err }, 'history query failed');
         return errorReply(503, ErrorCodes.Unavailable, `history store unavailable: ${(err as Error).message}`);
       })
-      .then((body) => this.deps.bus.publish(reply, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body))))
+      .then((body) => {
+        this.querySeconds.observe((performance.now() - started) / 1000);
+        this.deps.bus.publish(reply, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)));
+      })
       .catch((err) => this.deps.log.warn({ err }, 'history reply not sent'));
   }
 

@@ -42,7 +42,11 @@ CREATE TABLE IF NOT EXISTS points (
   src INTEGER NOT NULL,
   seq INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS points_series_at ON points (series, at);
+-- Covering: a range scan reads the index alone. With a (series, at) index each of a day's 86,400 rows cost a lookup
+-- into table pages that interleave every series (measured: 87 ms of CPU per day query against 17 ms covered; the
+-- index costs about 10 more bytes per value). Files made before it get it at open, and lose the old index.
+CREATE INDEX IF NOT EXISTS points_series_at_value ON points (series, at, value);
+DROP INDEX IF EXISTS points_series_at;
 CREATE UNIQUE INDEX IF NOT EXISTS points_key ON points (src, seq);
 CREATE TABLE IF NOT EXISTS events (
   uid TEXT NOT NULL,

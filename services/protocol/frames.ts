@@ -14,6 +14,7 @@ import {
   clientFrames,
   type GatewayMessage,
   gatewayFrames,
+  WriteOutcome,
 } from './messages.ts';
 import { type Parsed, stringifySafe } from './schema.ts';
 
@@ -60,6 +61,13 @@ const outcomeCheck = compiledCheck(ActionOutcome);
 /** True when a peer broker's reply to an action is an outcome (bus input: checked like a frame). */
 export function isActionOutcome(value: unknown): value is ActionOutcome {
   return outcomeCheck.check(value);
+}
+
+const writeOutcomeCheck = compiledCheck(WriteOutcome);
+
+/** True when a peer broker's reply to a write is an outcome (bus input: checked like a frame). */
+export function isWriteOutcome(value: unknown): value is WriteOutcome {
+  return writeOutcomeCheck.check(value);
 }
 
 /**

@@ -171,6 +171,9 @@ export type ClNew = Static<typeof ClNew>;
 /** A write request, as a client frame's `data` and as the bus request on `myc.write.<gateway>`. */
 export const WriteRequest = Type.Object({ uid: Identifier, endpoint: Identifier, payload: JsonValue });
 export type WriteRequest = Static<typeof WriteRequest>;
+/** How a write ended: the bus reply on `myc.write.<gateway>`, and what a gateway's protocol adapter returns. */
+export const WriteOutcome = Type.Object({ result: WriteResult, reason: Type.Optional(Type.String()) });
+export type WriteOutcome = Static<typeof WriteOutcome>;
 /** pyaiot's write request; `id` is our addition and is echoed in the `result`. */
 export const ClUpdate = Type.Object({
   type: Type.Literal('update'),

@@ -67,6 +67,8 @@ export interface UpOptions {
   ports?: UpPorts;
   /** Start node with --inspect on a loopback port the OS picks, so a test can force a GC (utils/fuzz/inspector.ts). */
   inspect?: boolean;
+  /** Environment on top of this process's (e.g. `VITEST: ''` to run the compiled build instead of the sources). */
+  env?: Record<string, string>;
 }
 
 /** Starts up without waiting for it (a test of a failed start reads `exited` and `out`). */
@@ -92,7 +94,7 @@ export async function launchUp(options: UpOptions = {}): Promise<UpProcess> {
     ...(options.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
-    env: { ...process.env, MYCELIUM_HOME: home },
+    env: { ...process.env, ...options.env, MYCELIUM_HOME: home },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

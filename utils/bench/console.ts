@@ -7,7 +7,7 @@
 //      own WebSocket link and token;
 //   4. a fresh gateway holding L simulated agent links (a WebSocket each, announcing a console resource like an
 //      agent): gateway RSS per link.
-// Options (env): CONSOLE_BENCH_RATE (50/s), CONSOLE_BENCH_SECONDS (10), CONSOLE_BENCH_AGENTS (1000),
+// Options (env): CONSOLE_BENCH_RATES (10,50 per second), CONSOLE_BENCH_SECONDS (10), CONSOLE_BENCH_AGENTS (1000),
 // CONSOLE_BENCH_LINKS (10000).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
@@ -25,7 +25,7 @@ import { freePort, memoryKiB, percentile, stopProcess, waitForPort } from './pro
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MYCELIUM = join(ROOT, 'bin/mycelium.js');
-const RATE = Number(process.env.CONSOLE_BENCH_RATE ?? 50);
+const RATES = (process.env.CONSOLE_BENCH_RATES ?? '10,50').split(',').map(Number);
 const SECONDS = Number(process.env.CONSOLE_BENCH_SECONDS ?? 10);
 const AGENTS = Number(process.env.CONSOLE_BENCH_AGENTS ?? 1000);
 const LINKS = Number(process.env.CONSOLE_BENCH_LINKS ?? 10_000);
@@ -205,41 +205,47 @@ async function main(): Promise<void> {
   await sleep(3000);
   const agentRss = memoryKiB(agent.pid as number).rss;
 
-  // 2. echo round trips at RATE per second, open loop (a request every 1/RATE s whatever the previous did).
-  const latencies: number[] = [];
-  let failures = 0;
-  const failureKinds = new Map<string, number>();
-  const total = RATE * SECONDS;
-  const inflight: Promise<void>[] = [];
-  const started = performance.now();
-  for (let i = 0; i < total; i++) {
-    const due = started + (i * 1000) / RATE;
-    const wait = due - performance.now();
-    if (wait > 0) await sleep(wait);
-    inflight.push(
-      (async () => {
-        const t0 = performance.now();
-        const res = await fetch(`${api}/nodes/real-agent/exec?wait=true`, {
-          method: 'POST',
-          headers,
-          body: JSON.stringify({ command: 'echo', params: { text: `n ${i}` } }),
-        });
-        const body = (await res.json()) as { status?: string; stdout?: string; error?: string; message?: string };
-        if (body.status === 'ok' && body.stdout === `n ${i}\n`) latencies.push(performance.now() - t0);
-        else {
+  /** `echo` round trips at `rate` per second, open loop (a request every 1/rate s whatever the previous did). */
+  const echoes = async (rate: number) => {
+    const latencies: number[] = [];
+    let failures = 0;
+    const failureKinds = new Map<string, number>();
+    const total = rate * SECONDS;
+    const inflight: Promise<void>[] = [];
+    const started = performance.now();
+    for (let i = 0; i < total; i++) {
+      const due = started + (i * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      inflight.push(
+        (async () => {
+          const t0 = performance.now();
+          const res = await fetch(`${api}/nodes/real-agent/exec?wait=true`, {
+            method: 'POST',
+            headers,
+            body: JSON.stringify({ command: 'echo', params: { text: `n ${i}` } }),
+          });
+          const body = (await res.json()) as { status?: string; stdout?: string; error?: string; message?: string };
+          if (body.status === 'ok' && body.stdout === `n ${i}\n`) latencies.push(performance.now() - t0);
+          else {
+            failures++;
+            const kind = body.status ?? `${res.status} ${body.error}: ${body.message}`;
+            failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
+          }
+        })().catch((err: Error) => {
           failures++;
-          const kind = body.status ?? `${res.status} ${body.error}: ${body.message}`;
+          const kind = `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}`;
           failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
-        }
-      })().catch((err: Error) => {
-        failures++;
-        const kind = `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}`;
-        failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
-      }),
-    );
-  }
-  await Promise.all(inflight);
-  latencies.sort((a, b) => a - b);
+        }),
+      );
+    }
+    await Promise.all(inflight);
+    latencies.sort((a, b) => a - b);
+    const failed = failures > 0 ? `: ${JSON.stringify(Object.fromEntries(failureKinds))}` : '';
+    return `  echo REST->exit at ${rate}/s for ${SECONDS}s: p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms (${latencies.length} ok, ${failures} failed${failed})   goal p99 < 50 ms at 50/s`;
+  };
+  const echoLines: string[] = [];
+  for (const rate of RATES) echoLines.push(await echoes(rate));
 
   // 3a. `uptime` on AGENTS simulated agent links at once: each a WebSocket node that answers from memory, so the
   // figure is the console path (REST, broker, bus, gateway, links and back), not this one process spawning AGENTS
@@ -281,9 +287,9 @@ async function main(): Promise<void> {
 
   const kb = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
   const out = [
-    `bench:console (machine: ${process.env.BENCH_NOTE ?? 'shared, 2 cores'}; load average at start ${load}; services run from ${existsSync(join(ROOT, 'dist/cli/main.js')) ? 'dist/ (compiled)' : 'sources through tsx (no dist/: npm run build)'})`,
+    `bench:console (machine: ${process.env.BENCH_NOTE ?? 'shared, 2 cores'}; load average at start ${load}; services run from ${existsSync(join(ROOT, 'dist/bundle/main.js')) ? 'the bundle (dist/bundle)' : existsSync(join(ROOT, 'dist/cli/main.js')) ? 'dist/ (compiled)' : 'sources through tsx (no dist/: npm run build)'})`,
     `  agent idle RSS (real mycelium agent process):  ${kb(agentRss)}   goal <= 60 MB`,
-    `  echo REST->exit at ${RATE}/s for ${SECONDS}s:       p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms (${latencies.length} ok, ${failures} failed${failures > 0 ? `: ${JSON.stringify(Object.fromEntries(failureKinds))}` : ''})   goal p99 < 50 ms`,
+    ...echoLines,
     `  uptime on ${AGENTS} simulated agent links at once: ${fanOut.ok}/${fanOut.exits} ok in ${(fanOut.ms / 1000).toFixed(2)} s   goal < 3 s`,
     `  uptime on ${REAL_AGENTS} real Agent components (all spawned by this one process): ${realFanOut.ok}/${realFanOut.exits} ok in ${(realFanOut.ms / 1000).toFixed(2)} s`,
     `  gateway RSS for ${held} agent links:           ${kb(after - before)} over its ${kb(before)} baseline = ${(((after - before) * 1024) / held / 1000).toFixed(1)} kB per link   goal <= 20 KB`,

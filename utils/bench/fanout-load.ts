@@ -17,7 +17,12 @@ const MAX_GATEWAY_BUFFER = 256 * 1024;
 const MAX_IN_FLIGHT = 4000;
 const ROOT = new URL('../..', import.meta.url).pathname;
 
-export type ServerKind = 'relay' | 'memory' | 'nats' | 'cluster';
+/**
+ * `memory+history`: `mycelium up --services broker,history`, the broker and the history service in one process on
+ * the in-process bus (SQLite in a temporary directory); `nats+history`: one broker and one `mycelium history`
+ * process on NATS with JetStream, both on CPU 0. The history's CPU counts as the broker's cost in both.
+ */
+export type ServerKind = 'relay' | 'memory' | 'nats' | 'cluster' | 'memory+history' | 'nats+history';
 
 export interface Server {
   kind: ServerKind;
@@ -61,7 +66,7 @@ export async function startServer(kind: ServerKind): Promise<Server> {
   const children: ChildProcess[] = [];
   let natsPid: number | undefined;
   let natsUrl: string | undefined;
-  if (kind === 'nats' || kind === 'cluster') {
+  if (kind === 'nats' || kind === 'cluster' || kind === 'nats+history') {
     const natsPort = await freePort();
     // JetStream: brokers on NATS keep node ownership in a JetStream key-value bucket and refuse to start without it.
     const store = mkdtempSync(join(tmpdir(), 'bench-nats-'));
@@ -87,8 +92,30 @@ export async function startServer(kind: ServerKind): Promise<Server> {
     children.push(
       spawnPinned('0', process.execPath, ['--import', 'tsx', join(ROOT, 'utils/bench/relay.ts'), String(gatewayPort)]),
     );
+  } else if (kind === 'memory+history') {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-history-'));
+    stops.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const up = [join(ROOT, 'bin/mycelium.js'), 'up', '--services', 'broker,history', '--port', String(gatewayPort)];
+    const rest = [
+      '--host',
+      '127.0.0.1',
+      '--key-file',
+      keyFile,
+      '--db',
+      `sqlite:${join(dir, 'h.db')}`,
+      '--log-level',
+      'warn',
+    ];
+    children.push(spawnPinned('0', process.execPath, [...up, ...rest]));
   } else {
     children.push(spawnPinned('0', process.execPath, brokerArgs(gatewayPort, natsUrl)));
+  }
+  if (kind === 'nats+history') {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-history-'));
+    stops.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const history = [join(ROOT, 'bin/mycelium.js'), 'history', '--db', `sqlite:${join(dir, 'h.db')}`];
+    const rest = ['--nats-url', natsUrl!, '--http-port', '-1', '--key-file', keyFile, '--log-level', 'warn'];
+    children.push(spawnPinned('0', process.execPath, [...history, ...rest]));
   }
   await waitForPort(gatewayPort);
   let clientPort = gatewayPort;

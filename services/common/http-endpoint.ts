@@ -1,11 +1,48 @@
-// The one HTTP server of a gateway: GET /metrics (Prometheus text) and GET /healthz (JSON), on --http-port and
-// --http-host, alike in every gateway. /healthz needs no token (it says only what is up); /metrics needs a
-// viewer, operator or admin token unless --public-metrics, as on the broker: counters reveal node counts.
+// The small HTTP server of a service that has no REST API of its own (the gateways, the history service): GET
+// /metrics (Prometheus text) and GET /healthz (JSON), on --http-port and --http-host. /healthz needs no token (it
+// says only what is up); /metrics needs a viewer, operator or admin token unless --public-metrics, as on the
+// broker: counters reveal node counts.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Logger } from '../../services/common/log.ts';
-import { extractToken } from '../../services/common/tokens.ts';
-import { pathOf } from '../../services/common/upgrade.ts';
-import { portError } from './options.ts';
+import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
+import type { ConfigOf, OptionTable } from './config.ts';
+import type { Logger } from './log.ts';
+import { extractToken } from './tokens.ts';
+import { pathOf } from './upgrade.ts';
+
+/** A listen error as the operator should read it: which port, why, and the flag that chooses another. */
+export function portError(err: NodeJS.ErrnoException, port: number, flag: string): Error {
+  if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+    const what = err.code === 'EADDRINUSE' ? 'is already in use' : 'needs privileges';
+    return new MyceliumError(ErrorCode.Config, `port ${port} ${what} (choose another with ${flag})`, { cause: err });
+  }
+  return err;
+}
+
+/** --http-port, --http-host, --http-timeout-ms and --public-metrics: the same in every service but the port. */
+export function httpEndpointOptions<P extends number>(defaultPort: P) {
+  return {
+    httpPort: {
+      type: 'number',
+      default: defaultPort,
+      min: -1,
+      description: 'port of the GET /metrics and GET /healthz endpoint (0 = any free port, -1 = off)',
+    },
+    httpHost: { type: 'string', default: '127.0.0.1', description: 'address of the /metrics and /healthz endpoint' },
+    httpTimeoutMs: {
+      type: 'number',
+      default: 10000,
+      min: 10,
+      description: 'time a connection to the /metrics port has to send its request (idle or slow: closed)',
+    },
+    publicMetrics: {
+      type: 'boolean',
+      default: false,
+      description: 'serve /metrics without a token (default: a viewer, operator or admin token)',
+    },
+  } as const satisfies OptionTable;
+}
+
+export type HttpEndpointConfig = ConfigOf<ReturnType<typeof httpEndpointOptions>>;
 
 export interface HttpEndpointOptions {
   /** -1: no HTTP server; 0: any free port. */
@@ -16,12 +53,9 @@ export interface HttpEndpointOptions {
   publicMetrics: boolean;
 }
 
+/** What /healthz answers: 200 when `status` is ok, else 503; each service adds its own fields. */
 export interface HealthReport {
   status: 'ok' | 'down';
-  protocol: string;
-  transport: 'up' | 'down';
-  broker: 'connected' | 'disconnected';
-  nodes: number;
   /** What is down, in words (empty when status is ok). */
   down: string[];
 }
@@ -32,7 +66,7 @@ export interface HttpEndpointSources {
   health: () => HealthReport;
   /** Checks a /metrics token: undefined when accepted, else why not. */
   authorize: (token: string | undefined) => Promise<string | undefined>;
-  /** Counted by the core: a refused /metrics request. */
+  /** Counted by the owner: a refused /metrics request. */
   onRefused: (reason: string) => void;
   log: Logger;
 }

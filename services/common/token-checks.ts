@@ -1,12 +1,12 @@
-// How a gateway checks the tokens presented to it (node tokens on the WebSocket gateway and the embedded MQTT
-// broker, viewer tokens on /metrics): the public half of the key file, the maximum lifetime per role and the
-// shared revocation list. One place, so the three gateways verify alike.
+// How a service other than the broker checks the tokens presented to it (node tokens on the WebSocket gateway and
+// the embedded MQTT broker, viewer tokens on a gateway's or the history's /metrics): the public half of the key
+// file, the maximum lifetime per role and the shared revocation list. One place, so they all verify alike.
 import type { KeyObject } from 'node:crypto';
-import { readPublicKey } from '../../services/common/keys.ts';
-import type { Logger } from '../../services/common/log.ts';
-import { parseMaxTokenTtl, TokenPolicy, type TokenPolicyConfig } from '../../services/common/token-policy.ts';
-import { type VerifyOptions, verifyToken } from '../../services/common/tokens.ts';
-import type { Role } from '../../services/protocol/messages.ts';
+import { readPublicKey } from './keys.ts';
+import type { Logger } from './log.ts';
+import { parseMaxTokenTtl, TokenPolicy, type TokenPolicyConfig } from './token-policy.ts';
+import { type VerifyOptions, verifyToken } from './tokens.ts';
+import type { Role } from '../protocol/messages.ts';
 
 /** What the gateways need of a revocation list (services/common/revocations.ts provides one). */
 export interface Revocations {
