@@ -5,6 +5,8 @@ import { forgetToken, loadToken, saveToken, takeTokenFromFragment, tokenExpired 
 import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
+import { CONSOLE_RESOURCE, ConsoleClient } from './console-client.ts';
+import { ConsoleOpener } from './console-opener.ts';
 import { h, setText } from './dom.ts';
 import { ChartBackfill } from './chart-backfill.ts';
 import { HistoryClient } from './history-client.ts';
@@ -71,6 +73,9 @@ export class App {
   private readonly history: HistoryOpener;
   /** Card charts' last hour, fetched as cards come on screen. */
   private readonly backfill: ChartBackfill;
+  /** [console] The device console (issue 12): requests and their frames, and the panel. */
+  private readonly consoleClient: ConsoleClient;
+  private readonly consolePanel: ConsoleOpener;
 
   /** The Gateways page, and which page is shown. */
   private readonly gateways: GatewaysPage;
@@ -131,6 +136,9 @@ export class App {
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
     this.backfill = new ChartBackfill(new HistoryClient(config.brokerUrl, () => this.token));
+    // [console] The console's frames go through the page's one connection.
+    this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame));
+    this.consolePanel = new ConsoleOpener(root, this.consoleClient);
     this.gateways = new GatewaysPage({
       act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
     });
@@ -320,6 +328,8 @@ export class App {
     }[s.kind];
     setText(this.connPill, text);
     this.connPill.dataset.state = s.kind;
+    // [console] The broker drops a client's requests with its connection: they end here too.
+    if (s.kind !== 'open') this.consoleClient.disconnected();
     if (s.kind === 'refused') {
       const expired = this.token !== undefined && tokenExpired(this.token);
       this.showLogin(
@@ -364,7 +374,7 @@ export class App {
         return this.gateways.result(msg);
       case 'exec-output': // [console] frames of a console request (issue 12): the console panel's
       case 'exec-exit':
-        return;
+        return this.consoleClient.frame(msg);
       default: {
         if (msg.type === 'update') this.knownResources.add(msg.endpoint.replace(/^\/+/, ''));
         const target = this.staging ?? this.nodes;
@@ -484,6 +494,7 @@ export class App {
       openHistory: (u, ep) => this.openHistory(u, ep),
       backfill: (u, ep, apply) => this.backfill.request(u, ep, apply),
       redraw: () => this.schedule(),
+      openConsole: this.role !== undefined && canWrite(this.role) ? (u) => this.openConsole(u) : undefined,
     });
     this.cards.set(uid, card);
     this.observer.observe(card.el);
@@ -495,6 +506,14 @@ export class App {
     if (node === undefined) return;
     const title = this.cards.get(uid)?.name || uid;
     this.history.open({ uid, endpoint, title, online: node.status === 'online' });
+  }
+
+  /** [console] Opens the console panel of an agent with what it advertises now. */
+  private openConsole(uid: string): void {
+    const node = this.nodes.get(uid);
+    const capability = node?.values.get(CONSOLE_RESOURCE);
+    if (capability === undefined) return;
+    this.consolePanel.open({ uid, title: this.cards.get(uid)?.name || uid, capability, admin: this.role === 'admin' });
   }
 
   /** Keeps cards sorted by name (then uid): binary search in `ordered`, one DOM move when it changes. */
@@ -545,6 +564,8 @@ export class App {
     for (const uid of [...this.cards.keys()]) this.removeCard(uid);
     this.backfill.reset();
     this.role = undefined;
+    this.consoleClient.disconnected(); // [console]
+    this.consolePanel.reset();
     setText(this.roleBadge, '');
     this.gateways.clear();
     this.updateCounts();

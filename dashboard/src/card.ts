@@ -1,5 +1,6 @@
 // One node's card: header (name, OS badge, board, protocol, gateway, status) and one row per resource.
 import type { Json } from '../../services/protocol/messages.ts';
+import { CONSOLE_RESOURCE } from './console-client.ts';
 import { formatTime, h, setText } from './dom.ts';
 import { osBadge } from './icons.ts';
 import type { NodeModel } from './model.ts';
@@ -23,6 +24,8 @@ export interface CardDeps {
   backfill?(uid: string, endpoint: string, apply: (points: readonly (readonly [number, Json])[]) => void): void;
   /** A chart changed outside a frame (history arrived): draw at the next animation frame. */
   redraw?(): void;
+  /** [console] Opens the node's console panel; without it (viewers) agents get no Console button. */
+  openConsole?(uid: string): void;
 }
 
 const NAME_MAX = 80;
@@ -47,6 +50,8 @@ export class Card {
     'Dismiss',
   );
   private readonly rows = new Map<string, Row>();
+  /** [console] Shown on agents (nodes with a `console` resource) for operators and admins. */
+  private readonly consoleButton?: HTMLButtonElement;
   private os = '';
   private searchText = '';
 
@@ -63,6 +68,12 @@ export class Card {
       this.body,
     );
     setText(this.uidEl, uid);
+    const openConsole = deps.openConsole;
+    if (openConsole !== undefined) {
+      this.consoleButton = h('button', { type: 'button', class: 'card-console', hidden: true }, 'Console');
+      this.consoleButton.addEventListener('click', () => openConsole(uid));
+      this.dismissButton.before(this.consoleButton);
+    }
     this.dismissButton.addEventListener('click', () => deps.dismiss(uid));
     const openHistory = deps.openHistory;
     if (openHistory !== undefined) {
@@ -92,6 +103,7 @@ export class Card {
       }
     }
     this.renderHeader(node);
+    if (this.consoleButton) this.consoleButton.hidden = !node.values.has(CONSOLE_RESOURCE) || node.status !== 'online';
   }
 
   /** The header changes rarely; per value only the "seen" time is rewritten (hot path: 1,000 updates/s). */
@@ -160,7 +172,7 @@ export class Card {
   } = {};
 
   private renderValue(node: NodeModel, endpoint: string, data: Json): void {
-    if (HEADER_RESOURCES.has(endpoint)) return;
+    if (HEADER_RESOURCES.has(endpoint) || endpoint === CONSOLE_RESOURCE) return;
     let row = this.rows.get(endpoint);
     if (row === undefined) {
       const widget = makeWidget({ uid: node.uid, endpoint, canWrite: this.deps.canWrite, write: this.deps.write });
