@@ -41,23 +41,13 @@ interface PtyModule {
   ptyAvailable?(): boolean;
 }
 
-/** services/agent/pty.ts, or null when it (or node-pty under it) cannot be loaded. */
+/** services/agent/pty.ts, or null when it (or node-pty under it) cannot be loaded: a refusal, never a crash. */
 async function loadPtyModule(): Promise<PtyModule | null> {
-  // pty.ts belongs to the PTY work (node-pty is optional): its absence is a refusal, never a crash. Where it is:
-  // beside this file (sources, tsc's dist/), or, from a chunk of the esbuild bundle (dist/bundle/), in tsc's dist/.
-  // The name is computed so a branch without pty.ts still builds; once both are merged a literal import would let
-  // esbuild bundle it.
-  const candidates = import.meta.url.endsWith('.ts')
-    ? ['./pty.ts']
-    : ['./pty.js', new URL('../services/agent/pty.js', import.meta.url).href];
-  for (const name of candidates) {
-    try {
-      return (await import(name)) as PtyModule;
-    } catch {
-      // not there: the next place, or none
-    }
+  try {
+    return (await import('./pty.ts')) as PtyModule;
+  } catch {
+    return null;
   }
-  return null;
 }
 
 // Only the console's request frames are compiled here (not frames.ts, which compiles every family at load): the
