@@ -171,7 +171,11 @@ describe('dashboard with the WebSocket gateway and test nodes', () => {
     await p.click(`${card('kitchen-1')} button.dismiss`);
     await p.waitForSelector(card('kitchen-1'), { state: 'detached', timeout: UI_TIMEOUT_MS });
     expect(watch.dialogs).toEqual([]);
-    expect(watch.errors).toEqual([]);
+    // No history service runs here: the card charts' first history request is answered 503 (documented in
+    // docs/dashboard.md), which Chromium logs as a failed resource, and the page stops asking. Nothing else.
+    const unavailable = watch.errors.filter((e) => /status of 503/.test(e));
+    expect(unavailable.length).toBeLessThanOrEqual(1);
+    expect(watch.errors.filter((e) => !/status of 503/.test(e))).toEqual([]);
   });
 
   it('shows a viewer no write controls', async () => {

@@ -7,7 +7,7 @@ import { type HistoryClient, HistoryError, type HistoryPoint } from './history-c
 
 /** How far back a card chart starts. */
 export const BACKFILL_WINDOW_MS = 3_600_000;
-/** Requests in flight at once. */
+/** Requests in flight at once, once the first has answered. */
 const CONCURRENCY = 4;
 
 interface Job {
@@ -21,6 +21,8 @@ export class ChartBackfill {
   private readonly queue: Job[] = [];
   private running = 0;
   private stopped = false;
+  /** One request goes alone first: without a history service the page then logs one 503, not four. */
+  private answered = false;
 
   constructor(private readonly client: Pick<HistoryClient, 'points'>) {}
 
@@ -41,10 +43,11 @@ export class ChartBackfill {
     this.asked.clear();
     this.queue.length = 0;
     this.stopped = false;
+    this.answered = false;
   }
 
   private pump(): void {
-    while (this.running < CONCURRENCY && !this.stopped) {
+    while (this.running < (this.answered ? CONCURRENCY : 1) && !this.stopped) {
       const job = this.queue.shift();
       if (job === undefined) return;
       this.running++;
@@ -70,6 +73,7 @@ export class ChartBackfill {
         agg: 'last',
         limit: CHART_POINTS,
       });
+      this.answered = true;
       job.apply(answer.points);
     } catch (err) {
       // 503: no history service; 401/403: this token may not read it. Either way, every other card would hear the
@@ -77,6 +81,8 @@ export class ChartBackfill {
       if (err instanceof HistoryError && (err.unavailable || err.status === 401 || err.status === 403)) {
         this.stopped = true;
         this.queue.length = 0;
+      } else {
+        this.answered = true;
       }
     }
   }
