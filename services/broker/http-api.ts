@@ -17,7 +17,7 @@ import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
 import type { BrokerCounters, EventPublisher, GatewayView, NodeReader } from './ports.ts';
-import { routeSchemas, typeBoxValidator } from './rest-schemas.ts';
+import { lazySerializer, routeSchemas, typeBoxValidator } from './rest-schemas.ts';
 import type { WriteRouter } from './writes.ts';
 import type { ActionRouter } from './gateway-actions.ts';
 import { registerGatewayRoutes } from './gateway-api.ts';
@@ -86,6 +86,7 @@ function problem(reply: FastifyReply, status: number, code: string, message: str
 
 export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   app.setValidatorCompiler(typeBoxValidator);
+  app.setSerializerCompiler(lazySerializer);
   // Devices and scripts may send a plain-text payload.
   app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_req, body, done) => done(null, body));
   // JSON bodies go through the same depth-capped parse as every frame (finding 1 of issue 10): a body nested

@@ -4,6 +4,7 @@
 // from that document (npm run docs:api).
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import fastJsonStringify from 'fast-json-stringify';
 import { Value } from '@sinclair/typebox/value';
 import type { FastifySchema, FastifySchemaCompiler } from 'fastify';
 import { describeError } from '../protocol/frame-parser.ts';
@@ -200,9 +201,13 @@ export const routeSchemas = {
  * schema's types first (what fastify's Ajv default does). A failure is a 400 MYC_ERR_BAD_SHAPE naming the field.
  */
 export const typeBoxValidator: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
-  const compiled = TypeCompiler.Compile(schema);
+  // Compiled on the route's first request, not at start: some forty routes' checks compiled up front were a
+  // visible part of the broker's start-up (docs/benchmarks.md, "Start-up").
+  let checker: ReturnType<typeof TypeCompiler.Compile> | undefined;
   const convert = httpPart === 'params' || httpPart === 'querystring' || httpPart === 'headers';
   return (data: unknown) => {
+    checker ??= TypeCompiler.Compile(schema);
+    const compiled = checker;
     // Only converted parts are handed back: a body is left as parsed (an absent body stays absent).
     const value = convert ? Value.Convert(schema, data) : data;
     if (compiled.Check(value)) return convert ? { value } : true;
@@ -210,6 +215,18 @@ export const typeBoxValidator: FastifySchemaCompiler<TSchema> = ({ schema, httpP
     return { error: Object.assign(error, { statusCode: 400 }) };
   };
 };
+
+/**
+ * Fastify's response serializers (fast-json-stringify, what fastify uses by default), each built on the first
+ * response it serializes instead of all at start: building them was a fifth of the broker's start-up CPU.
+ */
+export function lazySerializer({ schema }: { schema: unknown }): (data: unknown) => string {
+  let stringify: ((data: unknown) => string) | undefined;
+  return (data) => {
+    stringify ??= fastJsonStringify(schema as Parameters<typeof fastJsonStringify>[0]) as (data: unknown) => string;
+    return stringify(data);
+  };
+}
 
 /** The OpenAPI document's frame; @fastify/swagger adds a path per route from its schema. */
 export function openApiOptions(version: string) {
