@@ -192,6 +192,8 @@ describe('dashboard history view', { timeout: 90_000 }, () => {
     const uid = 'hist-card';
     const { n, hour, page: p, watch } = await seededNode(uid);
     const canvas = `${card(uid)} [data-endpoint="temperature"] canvas.chart`;
+    // The card appears with the snapshot; until then there is nothing to read (a $eval would throw).
+    await p.waitForSelector(canvas, { timeout: UI_TIMEOUT_MS });
     const held = async () => {
       const d = await p.$eval(canvas, (el) => ({ ...(el as HTMLElement).dataset }));
       return { points: Number(d.points ?? 0), first: Number(d.first) };
