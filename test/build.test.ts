@@ -7,6 +7,10 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { terminate } from './helpers/child-process.ts';
+import { makeKeys } from './helpers/keys.ts';
+import { startNatsServer } from './helpers/nats-server.ts';
 import { cliToken, startUp, type UpProcess } from './helpers/up-process.ts';
 import { waitFor } from './helpers/wait.ts';
 
@@ -76,6 +80,43 @@ describe('the compiled bundle', { timeout: 120_000 }, () => {
     const openapi = (await doc.json()) as { openapi?: string; paths?: Record<string, unknown> };
     expect(openapi.openapi).toBe('3.0.3');
     expect(Object.keys(openapi.paths ?? {})).toContain('/api/v1/nodes/{uid}');
+  });
+
+  it('runs a broker on a real nats-server and serves /metrics (packages the bundle loads lazily)', async () => {
+    // nats and prom-client are CommonJS packages loaded with import() at first use; in the bundle such a package
+    // has only a default export (services/common/cjs.ts). A broker that cannot reach NATS never listens.
+    const nats = await startNatsServer({ jetstream: true });
+    const keys = makeKeys();
+    const args = ['broker', '--port', '0', '--host', '127.0.0.1', '--nats-url', nats.url, '--key-file', keys.keyFile];
+    const child = spawn(process.execPath, [BIN, ...args, '--public-metrics'], {
+      env: { ...process.env, ...BUILD_ENV },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    try {
+      const port = await waitFor(
+        () => {
+          if (child.exitCode !== null) throw new Error(`the broker exited: ${out}`);
+          return /"port":(\d+).*"msg":"broker listening"/.exec(out)?.[1];
+        },
+        'the bundled broker listening on NATS',
+        30_000,
+      );
+      const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { bus?: string };
+      expect(health.bus).toBe('nats');
+      const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+      expect(metrics.status).toBe(200);
+      expect(await metrics.text()).toMatch(/^mycelium_process_cpu_seconds_total /m);
+    } finally {
+      await terminate(child, 5_000);
+      await nats.stop();
+    }
   });
 
   it('loads the PostgreSQL store from the bundle: a refused connection, not a missing module', async () => {

@@ -1,6 +1,7 @@
 // NATS bus: the MemoryBus contract over one client connection that reconnects forever.
 // Subscriptions use callbacks rather than async iterators: no promise per message on the hot path.
 import type { JsMsg, KV, Msg, NatsConnection, NatsError, Subscription } from 'nats';
+import { cjsExports } from '../common/cjs.ts';
 
 /**
  * The nats client library, loaded when the first NatsBus connects: a process on the in-process bus never pays its
@@ -263,7 +264,7 @@ export class NatsBus implements Bus, DurableStreams {
   private async connect(): Promise<void> {
     const { servers, name } = this.options;
     try {
-      nats ??= await import('nats');
+      nats ??= cjsExports(await import('nats'), 'connect');
       this.nc = await nats.connect({
         servers,
         name,

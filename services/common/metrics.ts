@@ -6,6 +6,7 @@
 // docs/benchmarks.md). Both are read when Prometheus scrapes, through prom-client collectors, which also
 // render the text format and add the process metrics and event-loop lag (collectDefaultMetrics). prom-client
 // itself is loaded at the first scrape, not at start-up: nothing needs it before.
+import { cjsExports } from './cjs.ts';
 import type { Counter as PromCounter, Gauge as PromGauge, Histogram as PromHistogram, Registry } from 'prom-client';
 
 type Labels = Record<string, string>;
@@ -140,7 +141,7 @@ export class Metrics {
   }
 
   private async load(): Promise<Registry> {
-    const client = await import('prom-client');
+    const client = cjsExports(await import('prom-client'), 'Registry');
     const registry = new client.Registry();
     if (this.defaultMetrics) {
       // Event-loop lag is sampled by Node's monitorEventLoopDelay every 10 ms (from this first scrape on); it
