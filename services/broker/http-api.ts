@@ -1,10 +1,10 @@
 // REST API under /api/v1, plus /healthz and /metrics. Every route but /healthz needs a bearer token.
 // Every route declares its schemas (rest-schemas.ts): requests are checked by them, responses serialized by
 // them, and @fastify/swagger publishes them as OpenAPI at /api/v1/openapi.json.
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Bus } from '../bus/bus.ts';
 import type { Logger } from '../common/log.ts';
-import { extractToken, type TokenClaims, type VerifyResult } from '../common/tokens.ts';
+import type { VerifyResult } from '../common/tokens.ts';
 import { ErrorCode } from '../protocol/errors.ts';
 import { canWrite, type Json, type Role } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
@@ -12,6 +12,7 @@ import type { Metrics } from '../common/metrics.ts';
 import { registerCors } from './cors.ts';
 import { registerHistoryApi } from './history-api.ts';
 import { registerAccountsApi } from './accounts-api.ts';
+import { authenticateHook } from './auth-hook.ts';
 import { hiddenParam, type OrgDirectory, scopeList } from './scope.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
@@ -72,14 +73,6 @@ export interface HttpAuth {
   refusedConnection(reason: string, remote: string | undefined): void;
 }
 
-const READ_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    claims?: TokenClaims;
-  }
-}
-
 function problem(reply: FastifyReply, status: number, code: string, message: string) {
   return reply.code(status).send({ error: code, message });
 }
@@ -119,24 +112,7 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     return problem(reply, status, err.code ?? 'MYC_ERR_HTTP', err.message);
   });
 
-  const authenticate = async (req: FastifyRequest, reply: FastifyReply) => {
-    const { token } = extractToken(req.headers, undefined);
-    if (token === undefined && deps.config.allowAnonymousViewers) {
-      req.claims = { sub: 'anonymous', role: 'viewer' };
-      return;
-    }
-    const result = await deps.auth.verify(token, READ_ROLES);
-    if (!result.ok) {
-      deps.counters.rejected(`auth-${result.reason}`).inc();
-      return problem(
-        reply.header('WWW-Authenticate', `Bearer error="invalid_token"`),
-        401,
-        ErrorCode.Unauthorized,
-        `token ${result.reason}`,
-      );
-    }
-    req.claims = result.claims;
-  };
+  const authenticate = authenticateHook(deps, { anonymousViewers: () => deps.config.allowAnonymousViewers });
 
   registerCors(app);
 
