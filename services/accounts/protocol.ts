@@ -24,6 +24,9 @@ export const accountsSubjects = {
   orgsCreate: `${PREFIX}.accounts.orgs.create`,
   usersList: `${PREFIX}.accounts.users.list`,
   usersDisable: `${PREFIX}.accounts.users.disable`,
+  usersCreate: `${PREFIX}.accounts.users.create`,
+  usersRole: `${PREFIX}.accounts.users.role`,
+  usersPassword: `${PREFIX}.accounts.users.password`,
   invitationsCreate: `${PREFIX}.accounts.invitations.create`,
   invitationsAccept: `${PREFIX}.accounts.invitations.accept`,
   /** Broadcast: the full list of revoked key ids and disabled user ids, whenever it changes. */
@@ -37,6 +40,8 @@ export interface Caller {
   sub: string;
   role: string;
   org?: string;
+  /** The token's id: `user.<user id>.…` proves the caller is that user (a key's `sub` could be any name). */
+  jti?: string;
 }
 
 export interface Failure {

@@ -7,12 +7,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type Bus, BusError } from '../bus/bus.ts';
 import type { Logger } from '../common/log.ts';
-import { extractToken, type TokenClaims, type VerifyResult } from '../common/tokens.ts';
+import type { TokenClaims, VerifyResult } from '../common/tokens.ts';
 import { accountsSubjects, type Caller, encode, type Reply } from '../accounts/protocol.ts';
 import { ErrorCode } from '../protocol/errors.ts';
 import type { Role } from '../protocol/messages.ts';
 import { parseJson } from '../protocol/schema.ts';
 import { accountsSchemas } from './accounts-schemas.ts';
+import { authenticateHook } from './auth-hook.ts';
 import type { BrokerCounters } from './ports.ts';
 
 export const REFRESH_COOKIE = 'myc_refresh';
@@ -20,13 +21,12 @@ export const REFRESH_HEADER = 'x-mycelium-refresh';
 export const PIN_SECRET_HEADER = 'x-pin-secret';
 export const ACCOUNTS_TIMEOUT_MS = 10_000;
 const COOKIE_PATH = '/api/v1/';
-const READ_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
 
 export interface AccountsApiDeps {
   bus: Pick<Bus, 'request'>;
   log: Logger;
   counters: Pick<BrokerCounters, 'rejected'>;
-  /** The broker's token check (JWT or API key), as http-api.ts's HttpAuth has it. */
+  /** The broker's token check (JWT or API key), as http-api.ts's HttpAuth has it; used through auth-hook.ts. */
   auth: { verify(token: string | undefined, roles: readonly Role[]): Promise<VerifyResult> };
   timeoutMs?: number;
 }
@@ -54,6 +54,7 @@ const callerOf = (c: TokenClaims): Caller => ({
   sub: c.sub,
   role: c.role,
   ...(c.org !== undefined ? { org: c.org } : {}),
+  ...(c.jti !== undefined ? { jti: c.jti } : {}),
 });
 
 export function registerAccountsApi(app: FastifyInstance, deps: AccountsApiDeps): void {
@@ -84,20 +85,7 @@ export function registerAccountsApi(app: FastifyInstance, deps: AccountsApiDeps)
     return answer;
   }
 
-  const authenticate = async (req: FastifyRequest, reply: FastifyReply) => {
-    const { token } = extractToken(req.headers, undefined);
-    const result = await deps.auth.verify(token, READ_ROLES);
-    if (!result.ok) {
-      deps.counters.rejected(`auth-${result.reason}`).inc();
-      return problem(
-        reply.header('WWW-Authenticate', `Bearer error="invalid_token"`),
-        401,
-        ErrorCode.Unauthorized,
-        `token ${result.reason}`,
-      );
-    }
-    req.claims = result.claims;
-  };
+  const authenticate = authenticateHook(deps);
 
   const needsHeader = async (req: FastifyRequest, reply: FastifyReply) => {
     if (req.headers[REFRESH_HEADER] !== '1') {
@@ -272,6 +260,53 @@ export function registerAccountsApi(app: FastifyInstance, deps: AccountsApiDeps)
             caller: callerOf(req.claims!),
           });
           return answer === undefined ? reply : { name: answer.name, disabled: answer.disabled };
+        },
+      );
+
+      api.post<{ Body: { username: string; password: string; role?: string; org?: string; admin?: boolean } }>(
+        '/users',
+        { schema: accountsSchemas.createUser, onRequest: [authenticate] },
+        async (req, reply) => {
+          const { username, password, role, org, admin } = req.body;
+          const answer = await ask<Record<string, unknown>>(reply, accountsSubjects.usersCreate, {
+            username,
+            password,
+            role,
+            org,
+            admin,
+            caller: callerOf(req.claims!),
+          });
+          if (answer === undefined) return reply;
+          const { ok: _ok, ...user } = answer;
+          return reply.code(201).send(user);
+        },
+      );
+
+      api.put<{ Params: { name: string }; Body: { role: string; org?: string } }>(
+        '/users/:name/role',
+        { schema: accountsSchemas.setUserRole, onRequest: [authenticate] },
+        async (req, reply) => {
+          const answer = await ask<{ name: string; org: string; role: string }>(reply, accountsSubjects.usersRole, {
+            name: req.params.name,
+            role: req.body.role,
+            org: req.body.org,
+            caller: callerOf(req.claims!),
+          });
+          return answer === undefined ? reply : { name: answer.name, org: answer.org, role: answer.role };
+        },
+      );
+
+      api.put<{ Params: { name: string }; Body: { password: string; oldPassword?: string } }>(
+        '/users/:name/password',
+        { schema: accountsSchemas.setUserPassword, onRequest: [authenticate] },
+        async (req, reply) => {
+          const answer = await ask<{ name: string }>(reply, accountsSubjects.usersPassword, {
+            name: req.params.name,
+            password: req.body.password,
+            oldPassword: req.body.oldPassword,
+            caller: callerOf(req.claims!),
+          });
+          return answer === undefined ? reply : { name: answer.name, passwordChanged: true as const };
         },
       );
 

@@ -34,6 +34,17 @@ const KeyView = Type.Object(
 const PinParams = Type.Object({ pin: Type.String({ pattern: '^[0-9]{6}$', description: 'the 6-digit PIN' }) });
 const KeyParams = Type.Object({ id: Type.String({ pattern: '^[0-9a-f]{16}$' }) });
 const Name = Type.String({ minLength: 1, maxLength: 100 });
+const Password = Type.String({ minLength: 1, maxLength: 1024 });
+const RoleText = Type.String({ maxLength: 20, description: 'viewer, operator or admin' });
+const UserView = Type.Object(
+  {
+    name: Type.String(),
+    systemAdmin: Type.Boolean(),
+    disabled: Type.Boolean(),
+    orgs: Type.Array(Type.Object({ org: Type.String(), role: Type.String() })),
+  },
+  { title: 'User' },
+);
 
 export const accountsSchemas = {
   login: {
@@ -146,7 +157,7 @@ export const accountsSchemas = {
   invite: {
     summary: 'Invite someone to your organisation by email address (admin)',
     description:
-      'Answers the invitation text (`myi_…`), shown once; with no SMTP configured it is also logged for the operator.',
+      'With --smtp-url the invitation is mailed and the answer says `sent: true` (502 when the SMTP server refused it; no invitation is left). Without SMTP the answer holds the invitation text (`myi_…`), shown once, and it is logged for the operator.',
     tags: ['accounts'],
     body: Type.Object({
       email: Type.String({ minLength: 3, maxLength: 254 }),
@@ -160,9 +171,16 @@ export const accountsSchemas = {
         role: Type.String(),
         org: Type.String(),
         expiresAt: Type.Number(),
-        invitation: Type.String(),
+        sent: Type.Boolean({ description: 'true: mailed (SMTP), and the invitation is in the mail only' }),
+        invitation: Type.Optional(Type.String({ description: 'myi_…: only when no SMTP is configured' })),
       }),
-      ...errors({ ...AUTH_ERRORS, 400: 'a bad address or role', 403: 'not an admin', 503: NO_SERVICE }),
+      ...errors({
+        ...AUTH_ERRORS,
+        400: 'a bad address or role',
+        403: 'not an admin',
+        502: 'the SMTP server did not take the mail',
+        503: NO_SERVICE,
+      }),
     },
   },
   acceptInvitation: {
@@ -209,14 +227,7 @@ export const accountsSchemas = {
     tags: ['accounts'],
     response: {
       200: Type.Object({
-        users: Type.Array(
-          Type.Object({
-            name: Type.String(),
-            systemAdmin: Type.Boolean(),
-            disabled: Type.Boolean(),
-            orgs: Type.Array(Type.Object({ org: Type.String(), role: Type.String() })),
-          }),
-        ),
+        users: Type.Array(UserView),
       }),
       ...errors({ ...AUTH_ERRORS, 403: 'not an admin', 503: NO_SERVICE }),
     },
@@ -229,6 +240,59 @@ export const accountsSchemas = {
     response: {
       200: Type.Object({ name: Type.String(), disabled: Type.Boolean() }),
       ...errors({ ...AUTH_ERRORS, 404: 'no such user in your organisation', 503: NO_SERVICE }),
+    },
+  },
+  createUser: {
+    summary: 'Create a user (admin): a member of your organisation; a system admin names `org` and/or `admin`',
+    description:
+      'An organisation admin may give any role of their organisation, never system admin (`admin: true` is 403). The password is 8-1024 characters.',
+    tags: ['accounts'],
+    body: Type.Object({
+      username: Name,
+      password: Password,
+      role: Type.Optional(RoleText),
+      org: Type.Optional(Name),
+      admin: Type.Optional(Type.Boolean({ description: 'a system admin (system admins only)' })),
+    }),
+    response: {
+      201: UserView,
+      ...errors({
+        ...AUTH_ERRORS,
+        400: 'a bad name, role or password, or no org',
+        403: 'not an admin, another organisation, or admin: true from an organisation admin',
+        404: 'no such organisation',
+        409: 'the user name is taken',
+        503: NO_SERVICE,
+      }),
+    },
+  },
+  setUserRole: {
+    summary: "Set a user's role in an organisation (admin of that organisation)",
+    description:
+      'An organisation admin changes the members of their own; a system admin names `org` (or the user has one). Tokens carry the new role from their next refresh.',
+    tags: ['accounts'],
+    params: Type.Object({ name: Name }),
+    body: Type.Object({ role: RoleText, org: Type.Optional(Name) }),
+    response: {
+      200: Type.Object({ name: Type.String(), org: Type.String(), role: Type.String() }),
+      ...errors({ ...AUTH_ERRORS, 400: 'a bad role', 404: 'no such user in your organisation', 503: NO_SERVICE }),
+    },
+  },
+  setUserPassword: {
+    summary: "Change a user's password (the user with the old one, or a system admin); their refresh sessions end",
+    tags: ['accounts'],
+    params: Type.Object({ name: Name }),
+    body: Type.Object({ password: Password, oldPassword: Type.Optional(Password) }),
+    response: {
+      200: Type.Object({ name: Type.String(), passwordChanged: Type.Literal(true) }),
+      ...errors({
+        ...AUTH_ERRORS,
+        400: 'a password too short or too long',
+        403: 'not the user, or a wrong old password',
+        404: 'no such user (system admin)',
+        429: 'too many attempts',
+        503: NO_SERVICE,
+      }),
     },
   },
 } satisfies Record<string, FastifySchema>;
