@@ -33,5 +33,7 @@ export const upOptions = {
     description:
       'the accounts service (sign-in, API keys, PINs) on the history database: on, or off for hand-minted tokens only',
   },
+  smtpUrl: { type: 'string', description: "the accounts service's --smtp-url: invitations by mail (smtp://host:port)" },
+  smtpFrom: { type: 'string', description: "the accounts service's --smtp-from" },
   ...tokenPolicyOptions,
 } as const satisfies OptionTable;

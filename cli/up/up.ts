@@ -134,7 +134,14 @@ export class Up implements Component {
       {
         name: 'accounts',
         command: 'accounts',
-        argv: ['--db', c.db ?? defaultDb(this.keyFile), ...common, ...(c.natsUrl ? ['--nats-url', c.natsUrl] : [])],
+        argv: [
+          '--db',
+          c.db ?? defaultDb(this.keyFile),
+          ...common,
+          ...(c.natsUrl ? ['--nats-url', c.natsUrl] : []),
+          ...(c.smtpUrl ? ['--smtp-url', c.smtpUrl] : []), // [accounts] invitations by mail
+          ...(c.smtpFrom ? ['--smtp-from', c.smtpFrom] : []),
+        ],
       },
       {
         name: 'ws',

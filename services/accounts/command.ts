@@ -5,6 +5,7 @@ import type { CommandSpec } from '../common/run.ts';
 import { parseDuration } from '../common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { defaultAccountsDb, openAccountsStore } from './open-store.ts';
+import { type Mailer, smtpMailer, smtpTarget } from './mailer.ts';
 import { accountsOptions } from './options.ts';
 import { AccountsService } from './service.ts';
 
@@ -34,9 +35,17 @@ export const accountsCommand: CommandSpec<typeof accountsOptions> = {
     );
     const ownBus = shared?.bus === undefined;
     const bus = shared?.bus ?? createBus({ natsUrl: config.natsUrl, name: 'mycelium-accounts' });
+    let mailer: Mailer | undefined;
+    if (config.smtpUrl !== undefined) {
+      if (!/^smtps?:\/\//.test(config.smtpUrl)) {
+        throw new MyceliumError(ErrorCode.Config, '--smtp-url must be smtp://host:port or smtps://host:port');
+      }
+      mailer = smtpMailer({ url: config.smtpUrl, from: config.smtpFrom });
+      log.info({ smtp: smtpTarget(config.smtpUrl) }, 'invitations are mailed');
+    }
     const service = new AccountsService(
       { accessTtlSeconds, refreshTtlSeconds, revocationPollMs: config.revocationPollMs },
-      { bus, store, privateKey, log },
+      { bus, store, privateKey, log, ...(mailer !== undefined ? { mailer } : {}) },
     );
     return {
       async start() {

@@ -19,4 +19,14 @@ export const accountsOptions = {
     min: 10,
     description: 'how often revoked keys and disabled users are read and broadcast (also those changed by the CLI)',
   },
+  smtpUrl: {
+    type: 'string',
+    description:
+      'mail invitations through this SMTP server: smtp://host:port or smtps://host:port (user:password@ in the URL); unset, invitations are logged for the operator',
+  },
+  smtpFrom: {
+    type: 'string',
+    default: 'mycelium@localhost',
+    description: 'the From address of invitation mail (with --smtp-url)',
+  },
 } as const satisfies OptionTable;

@@ -10,7 +10,7 @@ import type { Logger } from '../common/log.ts';
 import { mintToken } from '../common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { parseJson } from '../protocol/schema.ts';
-import { addUser, createKey, createOrg, disableUser, publicKeyView } from './admin.ts';
+import { addUser, checkName, checkRole, createKey, createOrg, disableUser, publicKeyView, setPassword } from './admin.ts';
 import {
   ACCOUNTS_QUEUE,
   accountsSubjects,
@@ -25,7 +25,16 @@ import {
   type VerifiedKey,
 } from './protocol.ts';
 import type { Org, OrgRole, User } from './records.ts';
-import { issueSecret, newPin, secretId, secretMatches, sha256Hex, verifyPassword } from './secrets.ts';
+import {
+  issueSecret,
+  newPin,
+  passwordProblem,
+  secretId,
+  secretMatches,
+  sha256Hex,
+  verifyPassword,
+} from './secrets.ts';
+import type { Mailer } from './mailer.ts';
 import type { AccountsStore } from './store.ts';
 
 export const ACCOUNTS_DEFAULTS = {
@@ -69,6 +78,8 @@ export interface AccountsServiceDeps {
   store: AccountsStore;
   privateKey: KeyObject;
   log: Logger;
+  /** --smtp-url: invitations are mailed, never logged nor answered. Absent: logged for the operator. */
+  mailer?: Mailer;
 }
 
 class Refusal extends Error {
@@ -96,7 +107,12 @@ function callerOf(value: unknown): Caller {
   if (c === null || typeof c !== 'object' || typeof c.sub !== 'string' || typeof c.role !== 'string') {
     throw refuse(400, ErrorCode.BadShape, 'request without a caller');
   }
-  return { sub: c.sub, role: c.role, ...(typeof c.org === 'string' ? { org: c.org } : {}) };
+  return {
+    sub: c.sub,
+    role: c.role,
+    ...(typeof c.org === 'string' ? { org: c.org } : {}),
+    ...(typeof c.jti === 'string' ? { jti: c.jti } : {}),
+  };
 }
 
 export class AccountsService {
@@ -154,6 +170,9 @@ export class AccountsService {
     handle(accountsSubjects.orgsCreate, (r) => this.orgsCreate(r));
     handle(accountsSubjects.usersList, (r) => this.usersList(r));
     handle(accountsSubjects.usersDisable, (r) => this.usersDisable(r));
+    handle(accountsSubjects.usersCreate, (r) => this.usersCreate(r));
+    handle(accountsSubjects.usersRole, (r) => this.usersRole(r));
+    handle(accountsSubjects.usersPassword, (r) => this.usersPassword(r));
     handle(accountsSubjects.invitationsAccept, (r) => this.invitationsAccept(r));
     await this.pollRevocations();
     this.pollTimer = setInterval(() => {
@@ -169,6 +188,7 @@ export class AccountsService {
     this.pollTimer = undefined;
     for (const s of this.subs.splice(0)) s.unsubscribe();
     await this.polling;
+    this.deps.mailer?.close();
     await this.deps.store.close();
   }
 
@@ -520,10 +540,115 @@ export class AccountsService {
     return { name: user.name, disabled };
   }
 
+  /**
+   * Creates a user. An organisation admin: a member of their own organisation, with a role in it (never a system
+   * admin: that is escalation). A system admin: a member of the named `org`, and/or a system admin (`admin`).
+   */
+  private async usersCreate(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    if (caller.role !== 'admin') throw refuse(403, ErrorCode.Forbidden, 'only an admin creates users');
+    const systemAdmin = req.admin === true;
+    const role = req.role === undefined ? undefined : checkRole(typeof req.role === 'string' ? req.role : '');
+    let org: Org | undefined;
+    if (caller.org !== undefined) {
+      if (systemAdmin) throw refuse(403, ErrorCode.Forbidden, 'an organisation admin cannot make a system admin');
+      org = await this.adminOrg(caller, req.org);
+    } else if (req.org !== undefined) {
+      org = await this.deps.store.orgByName(text(req.org, 'org', 100));
+      if (org === undefined) throw refuse(404, ErrorCode.UnknownNode, `no organisation ${JSON.stringify(req.org)}`);
+    } else if (!systemAdmin) {
+      throw refuse(400, ErrorCode.BadShape, 'name the organisation (org), or make a system admin (admin: true)');
+    }
+    const name = checkName('user', typeof req.username === 'string' ? req.username : undefined);
+    if (await this.deps.store.userByName(name)) throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
+    let user: User;
+    try {
+      user = await addUser(this.deps.store, {
+        name,
+        password: typeof req.password === 'string' ? req.password : '',
+        ...(org !== undefined ? { org: org.name, role: role ?? 'viewer' } : {}),
+        systemAdmin,
+      });
+    } catch (err) {
+      // Two creations of one name at once: the database's unique name decides, the loser hears 409.
+      if ((err as Error).name === 'ConflictError') throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
+      throw err;
+    }
+    const orgs = org === undefined ? [] : [{ org: org.name, role: role ?? 'viewer' }];
+    this.deps.log.info({ username: user.name, org: org?.name, role, systemAdmin, by: caller.sub }, 'user created');
+    return { name: user.name, systemAdmin, disabled: false, orgs };
+  }
+
+  /**
+   * Sets a user's role in an organisation: an organisation admin for the members of their own (not a system admin),
+   * a system admin for anyone in the named `org` (which makes them a member), or in their only organisation.
+   * The new role is in the user's tokens from their next refresh (at most --access-ttl later).
+   */
+  private async usersRole(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    const role = checkRole(typeof req.role === 'string' ? req.role : '');
+    const user = typeof req.name === 'string' ? await this.deps.store.userByName(req.name) : undefined;
+    if (caller.role !== 'admin' || user === undefined) throw refuse(404, ErrorCode.UnknownNode, 'no such user');
+    const memberships = await this.deps.store.memberships(user.id);
+    let org: { id: string; name: string } | undefined;
+    if (caller.org !== undefined) {
+      // Another organisation's user, or a system admin, is "no such user": names elsewhere are not confirmed.
+      const own = await this.adminOrg(caller, req.org);
+      const m = memberships.find((x) => x.orgId === own.id);
+      if (m === undefined || user.systemAdmin) throw refuse(404, ErrorCode.UnknownNode, 'no such user');
+      org = own;
+    } else if (req.org !== undefined) {
+      org = await this.deps.store.orgByName(text(req.org, 'org', 100));
+      if (org === undefined) throw refuse(404, ErrorCode.UnknownNode, `no organisation ${JSON.stringify(req.org)}`);
+    } else if (memberships.length === 1) {
+      org = { id: memberships[0].orgId, name: memberships[0].orgName };
+    } else {
+      throw refuse(400, ErrorCode.BadShape, 'name the organisation (org): the user has none or several');
+    }
+    await this.deps.store.setMembership(user.id, org.id, role);
+    this.deps.log.info({ username: user.name, org: org.name, role, by: caller.sub }, 'user role set');
+    return { name: user.name, org: org.name, role };
+  }
+
+  /**
+   * Changes a password: the user themself, proving the old one (rate-limited like sign-in: each try is an argon2
+   * verification), or a system admin. Either way every refresh session of the user ends (admin.ts setPassword).
+   */
+  private async usersPassword(req: Record<string, unknown>): Promise<object> {
+    const caller = callerOf(req.caller);
+    const name = typeof req.name === 'string' ? req.name : '';
+    const password = typeof req.password === 'string' ? req.password : '';
+    if (this.isSystemAdmin(caller)) {
+      // A system-wide admin token (a system admin's sign-in, or `mycelium token --role admin`).
+      if ((await this.deps.store.userByName(name)) === undefined) throw refuse(404, ErrorCode.UnknownNode, 'no such user');
+    } else {
+      // Anyone else but the user is refused alike, whether the name exists or not: nothing is confirmed.
+      const user = await this.deps.store.userByName(name);
+      const self = user !== undefined && caller.sub === user.name && caller.jti?.startsWith(`user.${user.id}.`) === true;
+      if (!self) {
+        throw refuse(403, ErrorCode.Forbidden, 'only the user themself (with the old password) or a system admin');
+      }
+      if (!this.limits.loginPerAccount.take(user.name)) {
+        throw refuse(429, ErrorCode.RateLimited, 'too many attempts; wait and try again');
+      }
+      if (!(await verifyPassword(user.passwordHash, typeof req.oldPassword === 'string' ? req.oldPassword : ''))) {
+        this.deps.log.warn({ username: user.name }, 'password change refused: wrong old password');
+        throw refuse(403, ErrorCode.Forbidden, 'the old password is wrong');
+      }
+    }
+    const problem = passwordProblem(password);
+    if (problem !== undefined) throw refuse(400, ErrorCode.BadShape, problem);
+    const user = await setPassword(this.deps.store, name, password);
+    this.deps.log.info({ username: user.name, by: caller.sub }, 'password changed; refresh sessions ended');
+    return { name: user.name, passwordChanged: true };
+  }
+
   // Invitations
 
   /**
-   * An organisation admin invites by email address. Without SMTP (not built yet) the link is logged for the
+   * An organisation admin invites by email address. With --smtp-url the invitation goes by mail only: the admin
+   * hears `sent: true`, the log never holds it; a mail the SMTP server did not take deletes the invitation (so
+   * none is left usable and unsent) and the admin gets 502 to try again. Without SMTP it is logged for the
    * operator to pass on, and returned to the admin: the one log line that holds a secret, on purpose.
    */
   private async invitationsCreate(req: Record<string, unknown>): Promise<object> {
@@ -546,11 +671,28 @@ export class AccountsService {
       createdAt: now,
       expiresAt: now + ACCOUNTS_DEFAULTS.invitationTtlMs,
     });
+    const made = { id: inv.id, email, role, org: org.name, expiresAt: inv.expiresAt };
+    const { mailer } = this.deps;
+    if (mailer !== undefined) {
+      try {
+        await mailer.sendInvitation({ to: email, org: org.name, role, invitation: secret.text, expiresAt: inv.expiresAt });
+      } catch (err) {
+        await this.deps.store.deleteInvitation(inv.id);
+        // The error's text (the SMTP server's answer), not the error object: nothing of the mail is logged.
+        this.deps.log.warn(
+          { email, org: org.name, by: caller.sub, reason: (err as Error).message },
+          'invitation mail not sent: the invitation was deleted',
+        );
+        throw refuse(502, ErrorCode.Unavailable, 'the invitation mail could not be sent; no invitation was made');
+      }
+      this.deps.log.info({ email, org: org.name, role, by: caller.sub, invitationId: inv.id }, 'invitation mailed');
+      return { ...made, sent: true };
+    }
     this.deps.log.info(
       { email, org: org.name, role, by: caller.sub, invitation: secret.text },
       'invitation made (no SMTP configured): pass the invitation to the person; they accept it with POST /api/v1/invitations/accept',
     );
-    return { id: inv.id, email, role, org: org.name, expiresAt: inv.expiresAt, invitation: secret.text };
+    return { ...made, sent: false, invitation: secret.text };
   }
 
   private async invitationsAccept(req: Record<string, unknown>): Promise<object> {
@@ -572,7 +714,11 @@ export class AccountsService {
     }
     const org = await this.deps.store.orgById(inv.orgId);
     if (org === undefined) throw refuse(404, ErrorCode.UnknownNode, 'the organisation is gone');
-    if (await this.deps.store.userByName(String(req.username ?? ''))) {
+    // Name and password are checked before the invitation is spent: a typo must not cost the invitation.
+    const username = checkName('user', typeof req.username === 'string' ? req.username : undefined);
+    const problem = passwordProblem(typeof req.password === 'string' ? req.password : '');
+    if (problem !== undefined) throw refuse(400, ErrorCode.BadShape, problem);
+    if (await this.deps.store.userByName(username)) {
       throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
     }
     if (!(await this.deps.store.acceptInvitation(inv.id, now))) {

@@ -378,6 +378,11 @@ export class AccountsStore {
     return rows.map(toInvitation);
   }
 
+  /** An invitation whose mail was not sent: gone, so it cannot be accepted. */
+  async deleteInvitation(id: string): Promise<boolean> {
+    return (await this.db.run('DELETE FROM accounts_invitations WHERE id = ?', [id])) > 0;
+  }
+
   /** True for exactly one caller, and only while the invitation is open. */
   async acceptInvitation(id: string, now: number): Promise<boolean> {
     const changed = await this.db.run(
