@@ -134,8 +134,11 @@ describe('two organisations', { timeout: 60_000 }, () => {
     expect(gateways.text).not.toContain('gw-b');
     expect((await rest('GET', '/api/v1/gateways/gw-b', va)).status).toBe(404);
     expect((await rest('GET', '/api/v1/gateways/gw-a', va)).status).toBe(200);
-    // /metrics counts every organisation: system-wide tokens only.
-    expect((await rest('GET', '/metrics', va)).status).toBe(403);
+    // /metrics: an organisation token gets its organisation's series only (accounts-metrics.test.ts).
+    const metrics = await rest('GET', '/metrics', va);
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).not.toContain('gw-b');
+    expect(metrics.text).not.toMatch(/^mycelium_messages_in_total/m);
     expect((await rest('GET', '/metrics', await tb.keys.token('viewer', 'everyone'))).status).toBe(200);
   });
 

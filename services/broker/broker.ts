@@ -41,6 +41,7 @@ import { pathOf, refuseUpgrade } from '../common/upgrade.ts';
 // [accounts] API keys and the revocation broadcast of the accounts service
 import { ApiKeyVerifier } from '../accounts/verifier.ts';
 import { canSee, type OrgDirectory, type Scoped } from './scope.ts';
+import { OrgTraffic } from './org-metrics.ts';
 import { WriteRouter } from './writes.ts';
 // [gw-reports] gateway inventory, status reports and actions (issue 11, item 7)
 import { ActionRouter } from './gateway-actions.ts';
@@ -113,6 +114,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   /** [accounts] Registered clients without an org (system-wide), and those of each org: the fan-out's groups. */
   private readonly wideClients = new Set<ClientSession>();
   private readonly orgClients = new Map<string, Set<ClientSession>>();
+  /** [accounts] Per-organisation traffic for an organisation's own /metrics (org-metrics.ts). */
+  readonly orgTraffic = new OrgTraffic();
   /** [accounts] Which org owns a node or gateway, for every path that shows one (scope.ts). */
   readonly orgs: OrgDirectory = {
     nodeOrg: (uid) => {
@@ -359,6 +362,12 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       events: this,
       auth: this,
       orgs: this.orgs, // [accounts]
+      orgMetrics: {
+        table: this.table,
+        orgs: this.orgs,
+        traffic: this.orgTraffic,
+        gatewayIds: () => new Set([...this.gateways.keys(), ...this.peers.remoteGateways().map((g) => g.id)]),
+      }, // [accounts]
       config: this.config,
       reports: this.gatewayReports, // [gw-reports]
       actions: this.actions, // [gw-reports]
@@ -650,7 +659,9 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     }
     this.counters.events.inc();
     this.table.apply(event, Date.now());
-    if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data), this.orgs.nodeOrg(event.uid));
+    const org = this.orgs.nodeOrg(event.uid); // [accounts]
+    this.orgTraffic.event(org);
+    if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data), org);
     if (receivedAt !== undefined) this.latency.delivered(receivedAt);
   }
 
@@ -661,7 +672,11 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private fanOut(frame: Buffer, org?: string): void {
     let sent = this.fanOutTo(this.wideClients, frame);
     const group = org === undefined ? undefined : this.orgClients.get(org);
-    if (group !== undefined) sent += this.fanOutTo(group, frame);
+    if (group !== undefined) {
+      const toOrg = this.fanOutTo(group, frame);
+      this.orgTraffic.delivered(org as string, toOrg); // [accounts] per-org /metrics
+      sent += toOrg;
+    }
     this.counters.delivered.inc(sent);
   }
 

@@ -14,6 +14,7 @@ import { registerHistoryApi } from './history-api.ts';
 import { registerAccountsApi } from './accounts-api.ts';
 import { authenticateHook } from './auth-hook.ts';
 import { hiddenParam, type OrgDirectory, scopeList } from './scope.ts';
+import { type OrgMetricsSource, renderOrgMetrics } from './org-metrics.ts';
 import type { NodeRecord } from '../protocol/messages.ts';
 import { type OwnershipRegistry, removeNode } from './ownership.ts';
 import type { PeerDirectory } from './peers.ts';
@@ -63,6 +64,8 @@ export interface HttpApiDeps {
   openApiDocument(): Promise<Record<string, unknown>>;
   /** [accounts] Which org owns a node or gateway: org-scoped callers see only their own (scope.ts). */
   orgs?: OrgDirectory;
+  /** [accounts] An org token's GET /metrics: its organisation's series (absent: 403 for org tokens). */
+  orgMetrics?: OrgMetricsSource;
 }
 
 /** Token checks and the per-address connection cap, shared with the WebSocket upgrade. */
@@ -117,12 +120,6 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
   registerCors(app);
 
   app.register(async (ops) => {
-    // [accounts] The broker's metrics count every organisation's nodes and traffic: system-wide callers only.
-    ops.addHook('preHandler', async (req, reply) => {
-      if (req.claims?.org === undefined) return;
-      deps.counters.rejected('other-org').inc();
-      return problem(reply, 403, ErrorCode.Forbidden, 'metrics are system-wide: not for an organisation token');
-    });
     ops.get('/healthz', { schema: routeSchemas.health }, async () => ({
       status: 'ok' as const,
       broker: deps.brokerId,
@@ -134,7 +131,21 @@ export function registerHttpApi(app: FastifyInstance, deps: HttpApiDeps): void {
     ops.get(
       '/metrics',
       { schema: routeSchemas.metrics, onRequest: deps.config.publicMetrics ? [] : [authenticate] },
-      async (_req, reply) => reply.type('text/plain; version=0.0.4').send(await deps.metrics.scrape()),
+      async (req, reply) => {
+        // [accounts] The broker's own series count every organisation together: an organisation token gets its
+        // organisation's series only (org-metrics.ts), a system-wide caller everything.
+        const org = req.claims?.org;
+        const source = deps.orgMetrics;
+        if (org !== undefined && source === undefined) {
+          deps.counters.rejected('other-org').inc();
+          return problem(reply, 403, ErrorCode.Forbidden, 'metrics are system-wide: not for an organisation token');
+        }
+        const text =
+          org !== undefined && source !== undefined
+            ? renderOrgMetrics(source, org)
+            : (await deps.metrics.scrape()) + (source === undefined ? '' : renderOrgMetrics(source));
+        return reply.type('text/plain; version=0.0.4').send(text);
+      },
     );
   });
 
