@@ -60,7 +60,10 @@ beforeAll(async () => {
   for (let i = 0; i < B_UPDATES; i++) (i % 2 === 0 ? nodeB1 : nodeB2).send({ type: 'update', data: { t: String(i) } });
   await system.next(is('update', 'node-a'), 'node-a online');
   const last = B_UPDATES - 1;
-  await system.next(is('update', last % 2 === 0 ? 'node-b1' : 'node-b2', (f) => f.data === String(last)), "B's last");
+  await system.next(
+    is('update', last % 2 === 0 ? 'node-b1' : 'node-b2', (f) => f.data === String(last)),
+    "B's last",
+  );
 }, 60_000);
 
 afterAll(async () => {

@@ -48,7 +48,9 @@ describe('users over REST: attacks', { timeout: 60_000 }, () => {
     // A name that does not exist and one of another organisation answer alike.
     expect((await setRole(adminA, 'nobody-here', { role: 'admin' })).body).toEqual(bert.body);
     const bertId = (await rig.store.userByName('bert'))!.id;
-    expect(await rig.store.memberships(bertId)).toEqual([expect.objectContaining({ orgName: 'lab-b', role: 'viewer' })]);
+    expect(await rig.store.memberships(bertId)).toEqual([
+      expect.objectContaining({ orgName: 'lab-b', role: 'viewer' }),
+    ]);
     expect((await setPassword(adminA, 'bert', { password: 'taken over by A' })).status).toBe(403);
   });
 
@@ -115,7 +117,12 @@ describe('users over REST: what works', { timeout: 60_000 }, () => {
   it('an organisation admin creates a member of their organisation, who signs in with that role', async () => {
     const made = await create(adminA, { username: 'olga', password: PW, role: 'operator' });
     expect(made.status).toBe(201);
-    expect(made.body).toEqual({ name: 'olga', systemAdmin: false, disabled: false, orgs: [{ org: 'lab-a', role: 'operator' }] });
+    expect(made.body).toEqual({
+      name: 'olga',
+      systemAdmin: false,
+      disabled: false,
+      orgs: [{ org: 'lab-a', role: 'operator' }],
+    });
     expect(JSON.stringify(made.body)).not.toContain('hash');
     expect(decodeJwt(await rig.signIn('olga', PW))).toMatchObject({ sub: 'olga', role: 'operator', org: orgA });
     // Naming their own organisation is fine; the default role is viewer.
@@ -160,9 +167,9 @@ describe('users over REST: what works', { timeout: 60_000 }, () => {
     const token = session.body.accessToken as string;
     const cookie = /myc_refresh=[^;]*/.exec(session.cookie ?? '')![0];
     expect((await setPassword(token, 'olga', { password: 'a new long password' })).status).toBe(403);
-    expect((await setPassword(token, 'olga', { password: 'a new long password', oldPassword: 'wrong one!' })).status).toBe(
-      403,
-    );
+    expect(
+      (await setPassword(token, 'olga', { password: 'a new long password', oldPassword: 'wrong one!' })).status,
+    ).toBe(403);
     expect((await setPassword(token, 'olga', { password: 'short', oldPassword: PW })).status).toBe(400);
     const ok = await setPassword(token, 'olga', { password: 'a new long password', oldPassword: PW });
     expect(ok.status).toBe(200);

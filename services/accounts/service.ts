@@ -10,7 +10,16 @@ import type { Logger } from '../common/log.ts';
 import { mintToken } from '../common/tokens.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { parseJson } from '../protocol/schema.ts';
-import { addUser, checkName, checkRole, createKey, createOrg, disableUser, publicKeyView, setPassword } from './admin.ts';
+import {
+  addUser,
+  checkName,
+  checkRole,
+  createKey,
+  createOrg,
+  disableUser,
+  publicKeyView,
+  setPassword,
+} from './admin.ts';
 import {
   ACCOUNTS_QUEUE,
   accountsSubjects,
@@ -25,15 +34,7 @@ import {
   type VerifiedKey,
 } from './protocol.ts';
 import type { Org, OrgRole, User } from './records.ts';
-import {
-  issueSecret,
-  newPin,
-  passwordProblem,
-  secretId,
-  secretMatches,
-  sha256Hex,
-  verifyPassword,
-} from './secrets.ts';
+import { issueSecret, newPin, passwordProblem, secretId, secretMatches, sha256Hex, verifyPassword } from './secrets.ts';
 import type { Mailer } from './mailer.ts';
 import type { AccountsStore } from './store.ts';
 
@@ -560,7 +561,8 @@ export class AccountsService {
       throw refuse(400, ErrorCode.BadShape, 'name the organisation (org), or make a system admin (admin: true)');
     }
     const name = checkName('user', typeof req.username === 'string' ? req.username : undefined);
-    if (await this.deps.store.userByName(name)) throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
+    if (await this.deps.store.userByName(name))
+      throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
     let user: User;
     try {
       user = await addUser(this.deps.store, {
@@ -571,7 +573,8 @@ export class AccountsService {
       });
     } catch (err) {
       // Two creations of one name at once: the database's unique name decides, the loser hears 409.
-      if ((err as Error).name === 'ConflictError') throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
+      if ((err as Error).name === 'ConflictError')
+        throw refuse(409, ErrorCode.AlreadyRegistered, 'that user name is taken');
       throw err;
     }
     const orgs = org === undefined ? [] : [{ org: org.name, role: role ?? 'viewer' }];
@@ -620,11 +623,13 @@ export class AccountsService {
     const password = typeof req.password === 'string' ? req.password : '';
     if (this.isSystemAdmin(caller)) {
       // A system-wide admin token (a system admin's sign-in, or `mycelium token --role admin`).
-      if ((await this.deps.store.userByName(name)) === undefined) throw refuse(404, ErrorCode.UnknownNode, 'no such user');
+      if ((await this.deps.store.userByName(name)) === undefined)
+        throw refuse(404, ErrorCode.UnknownNode, 'no such user');
     } else {
       // Anyone else but the user is refused alike, whether the name exists or not: nothing is confirmed.
       const user = await this.deps.store.userByName(name);
-      const self = user !== undefined && caller.sub === user.name && caller.jti?.startsWith(`user.${user.id}.`) === true;
+      const self =
+        user !== undefined && caller.sub === user.name && caller.jti?.startsWith(`user.${user.id}.`) === true;
       if (!self) {
         throw refuse(403, ErrorCode.Forbidden, 'only the user themself (with the old password) or a system admin');
       }
@@ -675,7 +680,13 @@ export class AccountsService {
     const { mailer } = this.deps;
     if (mailer !== undefined) {
       try {
-        await mailer.sendInvitation({ to: email, org: org.name, role, invitation: secret.text, expiresAt: inv.expiresAt });
+        await mailer.sendInvitation({
+          to: email,
+          org: org.name,
+          role,
+          invitation: secret.text,
+          expiresAt: inv.expiresAt,
+        });
       } catch (err) {
         await this.deps.store.deleteInvitation(inv.id);
         // The error's text (the SMTP server's answer), not the error object: nothing of the mail is logged.

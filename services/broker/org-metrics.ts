@@ -86,7 +86,9 @@ export function renderOrgMetrics(source: OrgMetricsSource, only?: string): strin
     const org = source.orgs.gatewayOrg(id);
     if (want(org)) gateways.set(org, (gateways.get(org) ?? 0) + 1);
   }
-  const orgs = new Set<string>(only === undefined ? [...nodes.keys(), ...gateways.keys(), ...source.traffic.orgs()] : [only]);
+  const orgs = new Set<string>(
+    only === undefined ? [...nodes.keys(), ...gateways.keys(), ...source.traffic.orgs()] : [only],
+  );
   const lines: string[] = [];
   for (const [name, type, help] of FAMILIES) {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);

@@ -85,7 +85,9 @@ export function mailBody(mail: string): string {
   const headers = mail.slice(0, split);
   const body = mail.slice(split).trim();
   if (!/content-transfer-encoding:\s*quoted-printable/i.test(headers)) return body;
-  const bytes = body.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  const bytes = body
+    .replace(/=\r?\n/g, '')
+    .replace(/=([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
   return Buffer.from(bytes, 'latin1').toString('utf8');
 }
 
