@@ -1,6 +1,8 @@
 // Invitations through a real SMTP server (Debian's python3-aiosmtpd): the admin hears only `sent: true`, the mail
 // carries the invitation, the person accepts it and signs in; no log line holds it. A mail the server does not
 // take is a 502 and leaves no invitation behind.
+import { once } from 'node:events';
+import { createServer, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { decodeJwt } from 'jose';
 import { pino } from 'pino';
@@ -88,6 +90,25 @@ describe('invitations by SMTP', { timeout: 60_000 }, () => {
     expect((await invite({ email: 'a@lab.example\r\nBcc: eve@evil.example' })).status).toBe(400);
     expect((await invite({ email: `${'a'.repeat(250)}@lab.example` })).status).toBe(400);
     expect(smtp.mails.length).toBe(before);
+  });
+
+  it('a server that accepts the connection and never speaks: the send fails by its deadline, not in minutes', async () => {
+    const held: Socket[] = [];
+    const silent = createServer((socket) => held.push(socket)).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const { port } = silent.address() as { port: number };
+    const mailer = smtpMailer({ url: `smtp://127.0.0.1:${port}`, from: 'hub@lab.example', deadlineMs: 1000 });
+    const started = Date.now();
+    try {
+      await expect(
+        mailer.sendInvitation({ to: 'x@lab.example', org: 'lab-a', role: 'viewer', invitation: 'myi_x', expiresAt: 0 }),
+      ).rejects.toThrow();
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      mailer.close();
+      for (const s of held) s.destroy();
+      silent.close();
+    }
   });
 
   it('the SMTP server gone: 502 for the admin, and no invitation is left usable', async () => {

@@ -70,7 +70,11 @@ export function smtpMailer(options: SmtpOptions): Mailer {
   return {
     async sendInvitation(mail) {
       transport ??= load();
-      const t = await transport;
+      // A failed load (nodemailer missing) is tried again at the next mail rather than remembered.
+      const t = await transport.catch((err: unknown) => {
+        transport = undefined;
+        throw err;
+      });
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<never>((_resolve, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer from the SMTP server in ${deadlineMs} ms`)), deadlineMs);
