@@ -4,11 +4,19 @@
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser, createOrg } from '../services/accounts/admin.ts';
+import { accountsCommand } from '../services/accounts/command.ts';
 import { smtpMailer } from '../services/accounts/mailer.ts';
+import { MemoryBus } from '../services/bus/memory-bus.ts';
+import { resolveConfig } from '../services/common/config.ts';
+import { silentLogger } from '../services/common/log.ts';
+import { makeKeys } from './helpers/keys.ts';
 import { type AccountsRig, startAccounts } from './helpers/accounts.ts';
 import { mailBody, mailHeader, type SmtpServer, startSmtp } from './helpers/smtp.ts';
 
@@ -124,5 +132,41 @@ describe('invitations by SMTP', { timeout: 60_000 }, () => {
     expect(logLines.join('')).toContain('invitation mail not sent');
     // The service keeps serving.
     expect((await rig.http('GET', '/api/v1/orgs', { token: adam })).status).toBe(200);
+  });
+
+  it('mycelium accounts --smtp-url: an smtp:// or smtps:// URL is taken, anything else refused before the database', async () => {
+    const keys = makeKeys();
+    const dir = mkdtempSync(join(tmpdir(), 'myc-accounts-smtp-cmd-'));
+    const bus = new MemoryBus();
+    await bus.start();
+    const build = (url: string) =>
+      accountsCommand.build(
+        resolveConfig(
+          accountsCommand.options,
+          [
+            '--db',
+            `sqlite:${join(dir, 'h.db')}`,
+            '--key-file',
+            keys.keyFile,
+            '--smtp-url',
+            url,
+            '--smtp-from',
+            'a@b.c',
+          ],
+          {},
+        ) as never,
+        silentLogger(),
+        { bus },
+      );
+    try {
+      await expect(build('http://127.0.0.1:25')).rejects.toThrow(/--smtp-url/);
+      await expect(build('smtp:')).rejects.toThrow(/--smtp-url/);
+      const component = await build(`smtp://127.0.0.1:${smtp.port}`);
+      await component.start();
+      await component.stop();
+    } finally {
+      await bus.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

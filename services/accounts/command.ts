@@ -26,6 +26,15 @@ export const accountsCommand: CommandSpec<typeof accountsOptions> = {
     'Run the accounts service: sign-in, refresh, API keys and PIN provisioning for the broker, on the history database.',
   options: accountsOptions,
   async build(config, log, shared) {
+    // Checked first: a bad flag is refused before the database or the key is touched.
+    let mailer: Mailer | undefined;
+    if (config.smtpUrl !== undefined) {
+      if (!/^smtps?:\/\/[^/]/.test(config.smtpUrl)) {
+        throw new MyceliumError(ErrorCode.Config, '--smtp-url must be smtp://host:port or smtps://host:port');
+      }
+      mailer = smtpMailer({ url: config.smtpUrl, from: config.smtpFrom });
+      log.info({ smtp: smtpTarget(config.smtpUrl) }, 'invitations are mailed');
+    }
     const accessTtlSeconds = seconds('access-ttl', config.accessTtl);
     const refreshTtlSeconds = seconds('refresh-ttl', config.refreshTtl);
     const keyFile = config.keyFile ?? defaultKeyFile();
@@ -35,14 +44,6 @@ export const accountsCommand: CommandSpec<typeof accountsOptions> = {
     );
     const ownBus = shared?.bus === undefined;
     const bus = shared?.bus ?? createBus({ natsUrl: config.natsUrl, name: 'mycelium-accounts' });
-    let mailer: Mailer | undefined;
-    if (config.smtpUrl !== undefined) {
-      if (!/^smtps?:\/\//.test(config.smtpUrl)) {
-        throw new MyceliumError(ErrorCode.Config, '--smtp-url must be smtp://host:port or smtps://host:port');
-      }
-      mailer = smtpMailer({ url: config.smtpUrl, from: config.smtpFrom });
-      log.info({ smtp: smtpTarget(config.smtpUrl) }, 'invitations are mailed');
-    }
     const service = new AccountsService(
       { accessTtlSeconds, refreshTtlSeconds, revocationPollMs: config.revocationPollMs },
       { bus, store, privateKey, log, ...(mailer !== undefined ? { mailer } : {}) },
