@@ -137,6 +137,8 @@ describe('GET /api/v1/openapi.json', () => {
       '/api/v1/rules/{name}/source',
       '/api/v1/users',
       '/api/v1/users/{name}/disabled',
+      '/api/v1/users/{name}/password', // [accounts-rest]
+      '/api/v1/users/{name}/role', // [accounts-rest]
       '/healthz',
       '/metrics',
     ]);
