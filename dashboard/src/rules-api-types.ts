@@ -42,11 +42,7 @@ function members(body: string): ApiMember[] {
   let current = '';
   let doc: string | undefined;
   const flush = () => {
-    const text = current
-      .replace(/\s+/g, ' ')
-      .replace(/\( /g, '(')
-      .replace(/,? \)/g, ')')
-      .trim();
+    const text = current.replace(/\s+/g, ' ').replace(/\( /g, '(').replace(/,? \)/g, ')').trim();
     current = '';
     const m = /^(?:readonly\s+)?([A-Za-z_$][\w$]*)\??\s*(<[^(]*>)?\s*([(:])/.exec(text);
     if (m !== null) {

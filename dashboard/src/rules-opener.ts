@@ -45,15 +45,13 @@ export class RulesOpener {
   }
 
   private load(): Promise<RulesPage> {
-    this.loading ??= Promise.all([import('./rules-page.ts'), import('./rules-client.ts')]).then(
-      ([{ RulesPage }, { RulesClient }]) => {
-        const page = new RulesPage({ client: new RulesClient(this.deps.brokerUrl, this.deps.token) });
-        page.setAdmin(this.admin);
-        this.el.append(page.el);
-        this.page = page;
-        return page;
-      },
-    );
+    this.loading ??= import('./rules-page.ts').then(({ RulesPage, RulesClient }) => {
+      const page = new RulesPage({ client: new RulesClient(this.deps.brokerUrl, this.deps.token) });
+      page.setAdmin(this.admin);
+      this.el.append(page.el);
+      this.page = page;
+      return page;
+    });
     // A failed load (a network blip fetching the chunk) may be retried by the next click.
     this.loading.catch(() => {
       this.loading = undefined;

@@ -8,6 +8,9 @@ import { formatTime, h, setText } from './dom.ts';
 import { type RuleRecord, type RulesClient, RulesError, type RunRecord } from './rules-client.ts';
 import type { RuleEditor } from './rules-editor.ts';
 
+// The opener builds the client from what this chunk exports: one chunk for the page and its client.
+export { RulesClient } from './rules-client.ts';
+
 /** How often the page asks for the rules while it is shown. */
 export const RULES_POLL_MS = 3000;
 /** Runs shown per rule (the service keeps --recent-runs, 20 by default). */
@@ -112,7 +115,10 @@ class RuleCard {
     this.set('p99', ms(r.p99Ms));
     this.set('last-run', r.lastRun === undefined ? 'never' : runText(r.lastRun));
     this.set('limit', ms(r.timeLimitMs));
-    setText(this.lastError, r.lastError === undefined ? 'none' : `${formatTime(r.lastError.at)}: ${r.lastError.message}`);
+    setText(
+      this.lastError,
+      r.lastError === undefined ? 'none' : `${formatTime(r.lastError.at)}: ${r.lastError.message}`,
+    );
     this.lastError.dataset.none = String(r.lastError === undefined);
     setText(this.toggle, r.status === 'disabled' ? 'Enable' : 'Disable');
     this.renderRecent(r.recent.slice(0, RECENT_SHOWN));

@@ -69,7 +69,10 @@ export const rulesOptions = {
     description: 'key file whose public half verifies /metrics tokens (default ~/.mycelium/key.pem)',
   },
   ...endpointOptions,
-  metricsTimeoutMs: { ...endpointTimeout, description: 'time a connection to the /metrics port has to send its request' },
+  metricsTimeoutMs: {
+    ...endpointTimeout,
+    description: 'time a connection to the /metrics port has to send its request',
+  },
   ...tokenPolicyOptions,
 } as const satisfies OptionTable;
 
