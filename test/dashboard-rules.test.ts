@@ -62,8 +62,8 @@ const FAILS_RULE = `export default {
 };
 `;
 
-/** Broker + rules service (count, fails) + WebSocket gateway with one node + dashboard. */
-async function system() {
+/** Broker + rules service (count, fails; none when `withRules` is false) + WebSocket gateway, one node + dashboard. */
+async function system(withRules = true) {
   const bus = createBus();
   await bus.start();
   cleanup(() => bus.stop());
@@ -73,10 +73,12 @@ async function system() {
   writeFileSync(join(dir, 'count.js'), COUNT_RULE);
   writeFileSync(join(dir, 'fails.js'), FAILS_RULE);
   // Failures never disable `fails` here; a save's trial load must end well within the broker's timeout.
-  const rules = await startRules(bus, cleanup, dir, {
-    maxFailures: 1000,
-    limits: { ...rulesOptions('', '').limits, loadTimeoutMs: 2000 },
-  });
+  const rules = withRules
+    ? await startRules(bus, cleanup, dir, {
+        maxFailures: 1000,
+        limits: { ...rulesOptions('', '').limits, loadTimeoutMs: 2000 },
+      })
+    : undefined;
   const gw = await startWsGateway(tb, cleanup);
   const node = await rawNode(gw, cleanup, await tb.keys.token('node', 'sensor-1'));
   let value = 20;
@@ -88,7 +90,7 @@ async function system() {
   cleanup(() => dash.stop());
   await dash.start();
   const record = (name: string): RuleRecord => {
-    const r = rules.records().find((x) => x.name === name);
+    const r = rules?.records().find((x) => x.name === name);
     if (r === undefined) throw new Error(`no rule ${name}`);
     return r;
   };
@@ -100,6 +102,7 @@ async function openRules(
   tb: TestBroker,
   dash: DashboardServer,
   role: 'viewer' | 'admin',
+  state = 'ready',
 ): Promise<{ page: Page; watch: PageWatch; writes: string[]; chunks: string[] }> {
   const { context, page, watch } = await openPage(browser);
   cleanup(() => context.close());
@@ -121,7 +124,7 @@ async function openRules(
   await page.waitForSelector('#conn[data-state="open"]', { timeout: UI_TIMEOUT_MS });
   expect(chunks).toEqual([]);
   await page.click('#nav-rules');
-  await page.waitForSelector('#rules[data-state="ready"]', { timeout: UI_TIMEOUT_MS });
+  await page.waitForSelector(`#rules[data-state="${state}"]`, { timeout: UI_TIMEOUT_MS });
   expect(chunks).not.toContain('rules-editor');
   return { page, watch, writes, chunks };
 }
@@ -201,6 +204,13 @@ describe('dashboard Rules page', () => {
     expect(await page.$$('.rule-toggle, .rule-edit')).toHaveLength(0);
     expect(await page.isHidden('#rule-new')).toBe(true);
     await screenshot(page, 'dashboard-rules-viewer');
+  });
+
+  it('says so when no rules service runs', async () => {
+    const { tb, dash } = await system(false);
+    const { page } = await openRules(tb, dash, 'admin', 'unavailable');
+    expect(await page.textContent('.rules-note')).toBe('No rules service is running.');
+    expect(await page.$$('article.rule')).toHaveLength(0);
   });
 
   it('lets an admin disable a rule (it stops running) and enable it again', async () => {
