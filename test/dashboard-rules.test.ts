@@ -261,8 +261,7 @@ describe('dashboard Rules page', () => {
     await page.keyboard.press('Escape');
 
     // A broken source: refused with the compiler's message, nothing saved, the editor keeps what was typed.
-    const broken =
-      "export default { name: 'count', on: { update: { node: 'sensor-*', resource: 'temperature' } }, run() { if ( } };";
+    const broken = "export default { name: 'count', on: { new: { node: 'sensor-*' } }, run() { if ( } };";
     await typeSource(page, broken);
     await page.click('#rule-save');
     await page.waitForSelector('.rule-editor[data-state="error"]', { timeout: UI_TIMEOUT_MS });

@@ -30,7 +30,8 @@ async function startRulesCommand(extra: string[] = []) {
   );
   writeFileSync(
     join(dir, 'fails.js'),
-    `export default { name: 'fails', on: { update: { node: 'm*', resource: 'temperature' } }, run() { throw new Error('boom'); } };`,
+    `export default { name: 'fails', on: { update: { node: 'm*', resource: 'temperature' } },
+      run() { throw new Error('boom'); } };`,
   );
   const bus = createBus({});
   await bus.start();
