@@ -83,8 +83,8 @@ export class Up implements Component {
     const dial = urlHost(dialAddress(c.host));
     const brokerWs = `ws://${dial}:${c.port}`;
     const common = ['--key-file', this.keyFile, '--log-level', c.logLevel];
-    // The gateways' and the history's /metrics and /healthz ports (9181-9184) stay closed: under `up` the broker's /metrics and
-    // /healthz cover the system, and a second `up` on the same host must not collide on them.
+    // The gateways', the history's and the rules' /metrics and /healthz ports (9181-9185) stay closed: under `up` the
+    // broker's /metrics and /healthz cover the system, and a second `up` on the same host must not collide on them.
     const noHttp = '--http-port=-1';
     // "0.0.0.0" keeps the CoAP gateway's dual-stack default ("::", which falls back to IPv4 on its own).
     const coapHost = c.host === '0.0.0.0' ? '::' : c.host;
@@ -127,6 +127,7 @@ export class Up implements Component {
                 join(dirname(this.keyFile), 'rules-state'),
                 '--log-level',
                 c.logLevel,
+                noHttp,
                 ...(c.natsUrl ? ['--nats-url', c.natsUrl] : []),
               ],
             },

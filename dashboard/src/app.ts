@@ -12,6 +12,7 @@ import { ChartBackfill } from './chart-backfill.ts';
 import { HistoryClient } from './history-client.ts';
 import { HistoryOpener } from './history-opener.ts';
 import { GatewaysPage } from './gateways.ts';
+import { RulesOpener } from './rules-opener.ts';
 import { configureTiles } from './map.ts';
 import { applyFrame, type NodeModel } from './model.ts';
 import { loadSettings, saveSettings } from './settings.ts';
@@ -79,7 +80,14 @@ export class App {
 
   /** The Gateways page, and which page is shown. */
   private readonly gateways: GatewaysPage;
-  private view: 'nodes' | 'gateways' = 'nodes';
+  private view: 'nodes' | 'gateways' | 'rules' = 'nodes';
+  /** [rules] The Rules page, a chunk loaded with its first open. */
+  private readonly rules: RulesOpener;
+  private readonly navRules = h(
+    'button',
+    { type: 'button', id: 'nav-rules', class: 'nav', 'aria-pressed': 'false' },
+    'Rules',
+  );
   private readonly navNodes = h(
     'button',
     { type: 'button', id: 'nav-nodes', class: 'nav', 'aria-pressed': 'true' },
@@ -139,6 +147,7 @@ export class App {
     // [console] The console's frames go through the page's one connection.
     this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame));
     this.consolePanel = new ConsoleOpener(root, this.consoleClient);
+    this.rules = new RulesOpener({ brokerUrl: config.brokerUrl, token: () => this.token });
     this.gateways = new GatewaysPage({
       act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
     });
@@ -201,6 +210,7 @@ export class App {
     this.resourcesButton.addEventListener('click', () => this.toggleResourcesPanel());
     this.navNodes.addEventListener('click', () => this.show('nodes'));
     this.navGateways.addEventListener('click', () => this.show('gateways'));
+    this.navRules.addEventListener('click', () => this.show('rules'));
     this.themeButton.addEventListener('click', () => {
       s.theme = s.theme === 'dark' ? 'light' : 'dark';
       saveSettings(s);
@@ -242,7 +252,7 @@ export class App {
       'header',
       { class: 'top' },
       h('div', { class: 'brand' }, h('span', { class: 'logo', 'aria-hidden': 'true' }), h('h1', {}, this.config.title)),
-      h('nav', { class: 'views', 'aria-label': 'pages' }, this.navNodes, this.navGateways),
+      h('nav', { class: 'views', 'aria-label': 'pages' }, this.navNodes, this.navGateways, this.navRules),
       this.connPill,
       this.roleBadge,
       this.counts,
@@ -253,17 +263,20 @@ export class App {
       this.themeButton,
       this.logoutButton,
     );
-    this.root.replaceChildren(header, this.login, this.empty, this.grid, this.gateways.el);
+    this.root.replaceChildren(header, this.login, this.empty, this.grid, this.gateways.el, this.rules.el);
   }
 
-  /** Switches between the Nodes and the Gateways page (the node filters stay in the header, for Nodes). */
-  private show(view: 'nodes' | 'gateways'): void {
+  /** Switches between the Nodes, Gateways and Rules pages (the node filters stay in the header, for Nodes). */
+  private show(view: 'nodes' | 'gateways' | 'rules'): void {
     this.view = view;
     const nodes = view === 'nodes';
     this.navNodes.setAttribute('aria-pressed', String(nodes));
-    this.navGateways.setAttribute('aria-pressed', String(!nodes));
+    this.navGateways.setAttribute('aria-pressed', String(view === 'gateways'));
+    this.navRules.setAttribute('aria-pressed', String(view === 'rules'));
     this.grid.hidden = !nodes;
-    this.gateways.el.hidden = nodes;
+    this.gateways.el.hidden = view !== 'gateways';
+    if (view === 'rules') this.rules.show();
+    else this.rules.hide();
     for (const el of [this.search, this.statusFilter, this.resourcesButton]) el.hidden = !nodes;
     this.updateCounts();
   }
@@ -353,6 +366,7 @@ export class App {
         setText(this.roleBadge, msg.role);
         this.roleBadge.dataset.role = msg.role;
         this.gateways.setCanAct(canWrite(msg.role));
+        this.rules.setAdmin(msg.role === 'admin');
         return;
       case 'synced':
         this.swapSnapshot();
@@ -568,6 +582,7 @@ export class App {
     this.consolePanel.reset();
     setText(this.roleBadge, '');
     this.gateways.clear();
+    this.rules.reset();
     this.updateCounts();
   }
 

@@ -4,7 +4,10 @@ import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createBus } from '../bus/index.ts';
 import { helpText, resolveConfig } from '../common/config.ts';
+import { type HealthReport, HttpEndpoint } from '../common/http-endpoint.ts';
+import { defaultKeyFile } from '../common/keys.ts';
 import { type CommandSpec, fatal, runCommand } from '../common/run.ts';
+import { checkMetricsToken, startTokenChecks, type TokenChecks } from '../common/token-checks.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { checkOptions, rulesOptions } from './options.ts';
 import { RulesService } from './service.ts';
@@ -54,14 +57,54 @@ export const rulesCommand: CommandSpec<typeof rulesOptions> = {
       },
       { bus, log },
     );
+    // GET /metrics (the per-rule runs, errors and duration histograms of stats.ts) and GET /healthz, as the
+    // history service serves them (services/history/command.ts).
+    let running = false;
+    let checks: TokenChecks | undefined;
+    const health = (): HealthReport & { bus: string; rules: Record<string, number> } => {
+      const rules: Record<string, number> = { running: 0, disabled: 0, failed: 0, loading: 0 };
+      for (const r of service.records()) rules[r.status] = (rules[r.status] ?? 0) + 1;
+      const down = running ? [] : ['service not running'];
+      return { status: down.length === 0 ? 'ok' : 'down', down, bus: bus.kind, rules };
+    };
+    const http = new HttpEndpoint(
+      {
+        port: config.httpPort,
+        host: config.httpHost,
+        timeoutMs: config.metricsTimeoutMs,
+        publicMetrics: config.publicMetrics,
+      },
+      {
+        metrics: () => service.metrics.scrape(),
+        health,
+        authorize: (token) => checkMetricsToken(checks, token),
+        onRefused: (reason) => log.warn({ reason }, 'rules /metrics request refused'),
+        log,
+      },
+    );
     return {
+      /** The /metrics and /healthz port once started (undefined with --http-port -1). */
+      get httpPort() {
+        return http.port;
+      },
       async start() {
+        if (config.httpPort >= 0 && !config.publicMetrics) {
+          // Without a readable key /metrics refuses every token, and the service still runs.
+          checks = await startTokenChecks(config, { keyFile: config.keyFile ?? defaultKeyFile() }, log, true);
+        }
         if (ownBus) await bus.start();
         await service.start();
+        running = true;
+        await http.start();
+        if (http.port !== undefined)
+          log.info({ port: http.port, host: config.httpHost }, 'rules /metrics and /healthz listening');
       },
       async stop() {
+        running = false;
+        await http.stop();
         await service.stop();
         if (ownBus) await bus.stop();
+        checks?.stop();
       },
     };
   },

@@ -1,4 +1,13 @@
 import type { OptionTable } from '../common/config.ts';
+import { httpEndpointOptions } from '../common/http-endpoint.ts';
+import { tokenPolicyOptions } from '../common/token-policy.ts';
+
+/** The rules service's /metrics and /healthz port: the next after the history's (docs/operations.md, Ports). */
+export const RULES_HTTP_PORT = 9185;
+
+// The endpoint's --http-timeout-ms would collide with ctx.http's own --http-timeout-ms (older, and a rule
+// author's setting): the endpoint's request deadline is --metrics-timeout-ms here instead.
+const { httpTimeoutMs: endpointTimeout, ...endpointOptions } = httpEndpointOptions(RULES_HTTP_PORT);
 
 export const rulesOptions = {
   dir: { type: 'string', default: 'rules', description: 'the folder of rule files (.ts, .js; not its subfolders)' },
@@ -55,6 +64,16 @@ export const rulesOptions = {
   },
   maxVirtualNodes: { type: 'number', default: 1000, min: 0, description: 'virtual nodes rules may emit on' },
   recentRuns: { type: 'number', default: 20, min: 1, description: 'runs kept per rule for the API and the dashboard' },
+  keyFile: {
+    type: 'string',
+    description: 'key file whose public half verifies /metrics tokens (default ~/.mycelium/key.pem)',
+  },
+  ...endpointOptions,
+  metricsTimeoutMs: {
+    ...endpointTimeout,
+    description: 'time a connection to the /metrics port has to send its request',
+  },
+  ...tokenPolicyOptions,
 } as const satisfies OptionTable;
 
 export const checkOptions = {
