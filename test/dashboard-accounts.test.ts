@@ -62,7 +62,7 @@ let dbSeq = 0;
  * port, the dashboard starts with it, and the real broker starts on that port with the origin (as the dashboard
  * test restarts a broker on its port).
  */
-async function system(accessTtlSeconds = 900): Promise<System> {
+async function system(accessTtlSeconds = 900, listed = true): Promise<System> {
   const keys = makeKeys();
   const bus = new MemoryBus();
   await bus.start();
@@ -92,7 +92,7 @@ async function system(accessTtlSeconds = 900): Promise<System> {
   await dash.start();
   cleanup(() => dash.stop());
   await placeholder.stop();
-  const tb = await startBroker({ port, sessionSweepMs: 100, dashboardOrigin: [dash.url] }, keys, bus);
+  const tb = await startBroker({ port, sessionSweepMs: 100, dashboardOrigin: listed ? [dash.url] : [] }, keys, bus);
   cleanup(() => tb.stop());
 
   const gwA = await startWsGateway(tb, cleanup, {
@@ -210,12 +210,20 @@ describe('dashboard accounts', { timeout: 90_000 }, () => {
     const s = await system(ttlS);
     const { page: p } = await open(s);
     const refreshes: number[] = [];
+    let signedIn = 0;
     p.on('request', (r) => {
       if (r.url().endsWith('/api/v1/refresh') && r.method() === 'POST') refreshes.push(Date.now());
+    });
+    p.on('response', (r) => {
+      if (r.url().endsWith('/api/v1/login') && r.status() === 200) signedIn = Date.now();
     });
     const signedAt = Date.now();
     await signIn(p, 'alice');
     await waitText(p, `${card('node-a')} .card-title`, (t) => t === 'Lab A sensor', "lab-a's node");
+    // Renewed before the first token expired (the timer), not only after the broker ended the session (4401).
+    await waitFor(() => refreshes.length >= 1, 'the first renewal', 2 * ttlS * 1000);
+    expect(signedIn).toBeGreaterThan(0);
+    expect(refreshes[0] - signedIn).toBeLessThan(ttlS * 1000);
     // Past three lifetimes of the first token, renewed at least twice.
     await waitFor(
       () => refreshes.length >= 2 && Date.now() > signedAt + 3 * ttlS * 1000,
@@ -306,6 +314,28 @@ describe('dashboard accounts', { timeout: 90_000 }, () => {
     expect(poll.body).toMatchObject({ status: 'claimed', node: 'sensor-7' });
     expect(poll.body.key).toMatch(/^myk_/);
     expect(await p.content()).not.toContain(poll.body.key as string);
+  });
+
+  it('a user disabled while signed in: the broker closes the page (4401), renewal is refused, sign-in shown', async () => {
+    const s = await system();
+    const { page: p } = await open(s);
+    await signIn(p, 'alice');
+    await waitText(p, `${card('node-a')} .card-title`, (t) => t === 'Lab A sensor', "lab-a's node");
+    const user = await s.store.userByName('alice');
+    await s.store.setDisabled(user!.id, true);
+    await waitText(p, '#signin-message', (t) => t.includes('session has ended'), 'the session ended');
+    expect(await p.isVisible('#login')).toBe(true);
+    expect(await p.$(card('node-a'))).toBeNull();
+    expect(await p.textContent('#account-who')).toBe('');
+  });
+
+  it('a page whose origin the broker does not list cannot sign in (the browser refuses the answer)', async () => {
+    const s = await system(900, false);
+    const { page: p, context } = await open(s);
+    await signIn(p, 'alice');
+    await waitText(p, '#signin-message', (t) => t.includes('does not accept this page'), 'the refusal');
+    expect(await refreshCookie(context)).toBeUndefined();
+    expect(await p.textContent('#role')).toBe('');
   });
 
   it('a viewer gets no Account button', async () => {

@@ -20,8 +20,8 @@ export interface AccountPanelDeps {
   signedIn(token: string): void;
   /** A renewed token: used from now on (REST at once, the WebSocket at its next connection). */
   renewed(token: string): void;
-  /** The session is over: the page shows the sign-in form with `why`. */
-  ended(why: string): void;
+  /** The session is over: the page shows the sign-in form (which says why). */
+  ended(): void;
 }
 
 export class AccountPanel {
@@ -68,7 +68,8 @@ export class AccountPanel {
       token: (t) => deps.renewed(t),
       ended: (why) => {
         this.forget();
-        deps.ended(why);
+        setText(this.message, why);
+        deps.ended();
       },
     });
     this.form = h(

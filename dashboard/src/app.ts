@@ -159,11 +159,11 @@ export class App {
         if (this.conn.idle) this.connectWith(token);
         else this.conn.setToken(token);
       },
-      ended: (why) => {
+      ended: () => {
         this.token = undefined;
         this.conn.stop();
         this.clearAll();
-        this.showLogin(why);
+        this.showLogin(''); // the sign-in form says why
       },
     });
     this.gateways = new GatewaysPage({
