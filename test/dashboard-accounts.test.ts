@@ -82,6 +82,7 @@ async function system(accessTtlSeconds = 900, listed = true): Promise<System> {
   await addUser(store, { name: 'alice', password: PASSWORD, org: 'lab-a', role: 'operator' });
   await addUser(store, { name: 'adam', password: PASSWORD, org: 'lab-a', role: 'admin' });
   await addUser(store, { name: 'vera', password: PASSWORD, org: 'lab-a', role: 'viewer' });
+  await addUser(store, { name: 'root', password: PASSWORD, systemAdmin: true });
 
   const placeholder = await startBroker({}, keys, bus);
   const port = placeholder.broker.port;
@@ -338,6 +339,44 @@ describe('dashboard accounts', { timeout: 90_000 }, () => {
     expect(await p.textContent('#role')).toBe('');
   });
 
+  it('a system admin picks the organisation: a PIN claimed and a key created for lab-b', async () => {
+    const s = await system();
+    const made = await rest(s.tb, 'POST', '/api/v1/pins');
+    const { pin, secret } = made.body as { pin: string; secret: string };
+    const { page: p } = await open(s);
+    await signIn(p, 'root');
+    await waitText(p, '#account-who', (t) => t === 'root · all organisations', 'a system-wide session');
+    await waitText(p, `${card('node-b')} .card-title`, (t) => t === 'Lab B sensor', 'every organisation');
+    await p.click('#account-open');
+    await waitFor(
+      async () => (await p.$$eval('#pin-org option', (o) => o.map((x) => x.textContent))).includes('lab-b'),
+      'the organisations',
+      UI_TIMEOUT_MS,
+    );
+    await p.selectOption('#pin-org', 'lab-b');
+    await p.fill('#pin-code', pin);
+    await p.fill('#pin-node', 'sensor-b');
+    await p.click('#pin-submit');
+    await waitText(p, '#pin-result', (t) => t.includes('claimed'), 'claimed');
+    const poll = await rest(s.tb, 'GET', `/api/v1/pins/${pin}`, { headers: { 'x-pin-secret': secret } });
+    const orgB = (await s.store.orgByName('lab-b'))!.id;
+    expect((await s.store.apiKey((poll.body.key as string).slice(4, 20)))?.orgId).toBe(orgB);
+    await p.waitForSelector('#key-org:not([hidden])', { timeout: UI_TIMEOUT_MS });
+    await waitFor(
+      async () => (await p.$$eval('#key-org option', (o) => o.map((x) => x.textContent))).includes('lab-b'),
+      'the key form offers the organisations',
+      UI_TIMEOUT_MS,
+    );
+    await p.selectOption('#key-org', 'lab-b');
+    await p.click('#key-create-submit');
+    await p.waitForSelector('#key-text', { timeout: UI_TIMEOUT_MS });
+    const text = await p.inputValue('#key-text');
+    expect((await s.store.apiKey(text.slice(4, 20)))?.orgId).toBe(orgB);
+    // Closing the dialog wipes the key text too.
+    await p.keyboard.press('Escape');
+    await p.waitForSelector('#key-text', { state: 'detached', timeout: UI_TIMEOUT_MS });
+  });
+
   it('a viewer gets no Account button', async () => {
     const s = await system();
     const { page: p } = await open(s);
@@ -373,7 +412,7 @@ describe('dashboard accounts', { timeout: 90_000 }, () => {
     await p.fill('#token-input', await s.tb.keys.token('viewer', 'wall-screen'));
     await p.click('#login-submit');
     await waitText(p, '#role', (t) => t === 'viewer', 'the pasted token accepted');
-    await waitText(p, '#account-who', (t) => t === 'wall-screen · all organisations', 'who');
+    await waitText(p, '#account-who', (t) => t === 'wall-screen', 'who');
     await waitText(p, `${card('node-b')} .card-title`, (t) => t === 'Lab B sensor', 'a system-wide token sees lab-b');
   });
 });

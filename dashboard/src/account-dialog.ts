@@ -44,7 +44,7 @@ export class AccountDialog {
   }
 
   open(id: Identity): void {
-    setText(this.who, `Signed in as ${id.user} · ${id.org} · ${id.role}`);
+    setText(this.who, `Signed in as ${[id.user, id.org, id.role].filter((x) => x !== '').join(' · ')}`);
     setText(this.errors, '');
     const admin = id.role === 'admin';
     const operator = admin || id.role === 'operator';

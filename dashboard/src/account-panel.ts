@@ -122,7 +122,13 @@ export class AccountPanel {
     const claims = token === undefined ? undefined : tokenClaims(token);
     const user = typeof claims?.sub === 'string' ? claims.sub : 'anonymous';
     const orgId = typeof claims?.org === 'string' ? claims.org : undefined;
-    const identity: Identity = { user, role, org: orgId === undefined ? 'all organisations' : '…' };
+    // A token without an org claim is system-wide: a system admin's session says so; a `mycelium token` token
+    // (a hub without accounts) has no organisations to name.
+    const identity: Identity = {
+      user,
+      role,
+      org: orgId !== undefined ? '…' : this.session.active ? 'all organisations' : '',
+    };
     this.identity = identity;
     this.openButton.hidden = role !== 'operator' && role !== 'admin';
     this.showWho();
@@ -150,7 +156,7 @@ export class AccountPanel {
 
   private showWho(): void {
     const id = this.identity;
-    setText(this.who, id === undefined ? '' : `${id.user} · ${id.org}`);
+    setText(this.who, id === undefined ? '' : id.org === '' ? id.user : `${id.user} · ${id.org}`);
   }
 
   private signIn(): void {
