@@ -97,11 +97,11 @@ async function system(accessTtlSeconds = 900, listed = true): Promise<System> {
   cleanup(() => tb.stop());
 
   const gwA = await startWsGateway(tb, cleanup, {
-    token: (await createKey(store, { orgId: orgA, gateway: 'gw-a' })).text,
+    token: (await createKey(store, { orgId: orgA, role: undefined, gateway: 'gw-a' })).text,
     gatewayId: 'gw-a',
   });
   const gwB = await startWsGateway(tb, cleanup, {
-    token: (await createKey(store, { orgId: orgB, gateway: 'gw-b' })).text,
+    token: (await createKey(store, { orgId: orgB, role: undefined, gateway: 'gw-b' })).text,
     gatewayId: 'gw-b',
   });
   const nodeA = await rawNode(gwA, cleanup, await keys.token('node', 'node-a'));
