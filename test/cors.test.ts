@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dashboardOrigins } from '../cli/up/up.ts';
 import { parseOrigins } from '../services/broker/cors.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { startUp } from './helpers/up-process.ts';
 
 const DASHBOARD = 'http://localhost:8080';
 const FOREIGN = 'http://evil.example';
@@ -154,4 +155,25 @@ describe('--dashboard-origin', () => {
       [],
     );
   });
+
+  it('a real mycelium up lets its own dashboard sign in, and an added origin, and nobody else', async () => {
+    const up = await startUp({
+      args: ['--services', 'broker,dashboard', '--accounts', 'off', '--dashboard-origin', 'https://hub.lab'],
+    });
+    try {
+      const broker = `http://127.0.0.1:${up.ports.broker}`;
+      const credentialed = async (origin: string) =>
+        (
+          await fetch(`${broker}/api/v1/login`, {
+            method: 'OPTIONS',
+            headers: { origin, 'access-control-request-method': 'POST' },
+          })
+        ).headers.get('access-control-allow-credentials');
+      expect(await credentialed(`http://localhost:${up.ports.dashboard}`)).toBe('true');
+      expect(await credentialed('https://hub.lab')).toBe('true');
+      expect(await credentialed(FOREIGN)).toBeNull();
+    } finally {
+      await up.kill();
+    }
+  }, 60_000);
 });
