@@ -198,10 +198,14 @@ describe('dashboard accounts', { timeout: 90_000 }, () => {
     expect(kept).not.toContain(PASSWORD);
     expect(kept).not.toMatch(/eyJ|myr_/); // neither the access token nor the refresh credential
     expect(kept).toContain('"mycelium.account":"1"');
-    // A reload asks nothing: the cookie gives a new token (and rotates).
+    // A reload asks nothing: the cookie gives a new token (and rotates), and the page opens one WebSocket with it.
+    const sockets: string[] = [];
+    p.on('websocket', (ws) => sockets.push(ws.url()));
     await p.reload();
     await waitText(p, '#account-who', (t) => t === 'alice · lab-a', 'signed in again after the reload');
     await waitText(p, `${card('node-a')} .card-title`, (t) => t === 'Lab A sensor', "lab-a's node again");
+    await waitText(p, '#conn', (t) => t === 'Live', 'live after the reload');
+    expect(sockets).toHaveLength(1);
     expect((await refreshCookie(context))?.value).not.toBe(cookie?.value);
     await screenshot(p, 'dashboard-accounts-signed-in');
   });

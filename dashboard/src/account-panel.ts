@@ -18,7 +18,10 @@ export interface AccountPanelDeps {
   token(): string | undefined;
   /** Sign-in succeeded: the page connects with this token (and stores it nowhere). */
   signedIn(token: string): void;
-  /** A renewed token: used from now on (REST at once, the WebSocket at its next connection). */
+  /**
+   * A renewed (or resumed) token: used from now on, by REST at once and by the WebSocket at its next connection;
+   * a page that is not connected (at load, after a 4401) connects with it.
+   */
   renewed(token: string): void;
   /** The session is over: the page shows the sign-in form (which says why). */
   ended(): void;

@@ -189,20 +189,22 @@ export class App {
       this.connectWith(given);
       return;
     }
-    // [accounts-ui] No pasted token: a browser that signed in before resumes from its refresh cookie.
+    // [accounts-ui] No pasted token: a browser that signed in before resumes from its refresh cookie (the
+    // `renewed` handler connects with the token); otherwise the page connects without one, as before.
     this.account
       .resume()
-      .then((token) => this.connectWith(token))
+      .then((token) => {
+        if (token === undefined) this.connectWith(undefined);
+      })
       .catch(() => this.connectWith(undefined));
   }
 
   /** [accounts-ui] A session closed with 4401: a signed-in page renews its token and reconnects at once. */
   private accountTokenEnded(): boolean {
     if (!this.account.active) return false;
-    this.account
-      .freshToken()
-      .then((token) => this.connectWith(token))
-      .catch(() => undefined); // refused: `ended` shows the sign-in form; unreachable: `renewed` reconnects later
+    // The connection is idle from now on: `renewed` connects with the new token (now, or after a retry when the
+    // broker is unreachable); a refused refresh calls `ended`, which shows the sign-in form.
+    this.account.freshToken().catch(() => undefined);
     return true;
   }
 
