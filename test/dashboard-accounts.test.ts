@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { renewDelayMs } from '../dashboard/src/account-session.ts';
+import { keyState, type KeyView } from '../dashboard/src/keys-page.ts';
 import { buildDashboard } from '../dashboard/server/build.ts';
 import { DashboardServer } from '../dashboard/server/server.ts';
 import { addUser, createKey, createOrg } from '../services/accounts/admin.ts';
@@ -418,5 +420,30 @@ describe('dashboard accounts', { timeout: 90_000 }, () => {
     await waitText(p, '#role', (t) => t === 'viewer', 'the pasted token accepted');
     await waitText(p, '#account-who', (t) => t === 'wall-screen', 'who');
     await waitText(p, `${card('node-b')} .card-title`, (t) => t === 'Lab B sensor', 'a system-wide token sees lab-b');
+  });
+});
+
+describe('the page logic without a browser', () => {
+  it('renews 60 s before expiry, a quarter of the lifetime for short tokens, never sooner than 1 s', () => {
+    expect(renewDelayMs(900)).toBe(840_000);
+    expect(renewDelayMs(120)).toBe(90_000);
+    expect(renewDelayMs(3)).toBe(2_250);
+    expect(renewDelayMs(1)).toBe(1_000);
+  });
+
+  it("names a key's state: revoked wins, then expired", () => {
+    const key: KeyView = {
+      id: 'a',
+      role: 'viewer',
+      nodeUid: null,
+      label: '',
+      expiresAt: null,
+      lastUsedAt: null,
+      revoked: false,
+    };
+    expect(keyState(key)).toBe('active');
+    expect(keyState({ ...key, expiresAt: 1000 }, 2000)).toBe('expired');
+    expect(keyState({ ...key, expiresAt: 3000 }, 2000)).toBe('active');
+    expect(keyState({ ...key, expiresAt: 1000, revoked: true }, 2000)).toBe('revoked');
   });
 });
