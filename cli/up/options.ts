@@ -14,6 +14,11 @@ export const upOptions = {
     description: 'address every service listens on (TCP and the CoAP UDP port); 0.0.0.0 or :: = all interfaces',
   },
   publicBrokerUrl: { type: 'string', description: 'broker URL as browsers reach it (default ws://localhost:<port>)' },
+  // [accounts-ui] the broker lets these pages sign in and write cross-origin (services/broker/cors.ts)
+  dashboardOrigin: {
+    type: 'list',
+    description: "more dashboard origins the broker accepts for sign-in (the dashboard's own is always passed)",
+  },
   keyFile: { type: 'string', description: 'key file; created on first run (default ~/.mycelium/key.pem)' },
   natsUrl: { type: 'string', description: 'NATS server URL; empty = in-process bus' },
   services: {

@@ -42,6 +42,20 @@ function urlHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
+/**
+ * [accounts-ui] The origins the broker lets sign in and write cross-origin (--dashboard-origin): the dashboard's
+ * own as the banner names it, plus any the user adds. With --dashboard-port 0 the port is not known before the
+ * broker starts, so only the added ones count.
+ */
+export function dashboardOrigins(
+  c: Pick<UpConfig, 'dashboardPort' | 'dashboardOrigin' | 'services'>,
+  displayHost: string,
+): string[] {
+  const own =
+    c.services.includes('dashboard') && c.dashboardPort !== 0 ? [`http://${displayHost}:${c.dashboardPort}`] : [];
+  return [...own, ...(c.dashboardOrigin ?? [])];
+}
+
 interface Planned {
   name: string;
   command: string;
@@ -97,7 +111,15 @@ export class Up implements Component {
       {
         name: 'broker',
         command: 'broker',
-        argv: ['--port', String(c.port), '--host', c.host, ...common, ...(c.natsUrl ? ['--nats-url', c.natsUrl] : [])],
+        argv: [
+          '--port',
+          String(c.port),
+          '--host',
+          c.host,
+          ...common,
+          ...(c.natsUrl ? ['--nats-url', c.natsUrl] : []),
+          ...dashboardOrigins(c, this.displayHost()).flatMap((o) => ['--dashboard-origin', o]), // [accounts-ui]
+        ],
         portFlag: '--port',
         port: c.port,
       },

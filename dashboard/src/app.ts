@@ -2,6 +2,7 @@
 // touches the DOM only once per animation frame (so 1,000 nodes updating every second stay smooth).
 import { type BrokerToClientMessage, canWrite, type Json, type Role } from '../../services/protocol/messages.ts';
 import { forgetToken, loadToken, saveToken, takeTokenFromFragment, tokenExpired } from './auth.ts';
+import { AccountPanel } from './account-panel.ts'; // [accounts-ui]
 import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
 import { BrokerConnection, type ConnectionState } from './connection.ts';
@@ -9,7 +10,7 @@ import { CONSOLE_RESOURCE, ConsoleClient } from './console-client.ts';
 import { ConsoleOpener } from './console-opener.ts';
 import { h, setText } from './dom.ts';
 import { ChartBackfill } from './chart-backfill.ts';
-import { HistoryClient } from './history-client.ts';
+import { brokerHttpBase, HistoryClient } from './history-client.ts';
 import { HistoryOpener } from './history-opener.ts';
 import { GatewaysPage } from './gateways.ts';
 import { RulesOpener } from './rules-opener.ts';
@@ -77,6 +78,8 @@ export class App {
   /** [console] The device console (issue 12): requests and their frames, and the panel. */
   private readonly consoleClient: ConsoleClient;
   private readonly consolePanel: ConsoleOpener;
+  /** [accounts-ui] Sign-in with a password, the renewed token, who is signed in, the Account dialog. */
+  private readonly account: AccountPanel;
 
   /** The Gateways page, and which page is shown. */
   private readonly gateways: GatewaysPage;
@@ -140,6 +143,7 @@ export class App {
       state: (s) => this.onConnectionState(s),
       message: (m) => this.onMessage(m),
       invalid: (reason) => console.warn('mycelium: frame refused:', reason),
+      tokenEnded: () => this.accountTokenEnded(), // [accounts-ui]
     });
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { rootMargin: '200px' });
     this.history = new HistoryOpener(root, { brokerUrl: config.brokerUrl, token: () => this.token });
@@ -148,6 +152,29 @@ export class App {
     this.consoleClient = new ConsoleClient((frame) => this.conn.send(frame));
     this.consolePanel = new ConsoleOpener(root, this.consoleClient);
     this.rules = new RulesOpener({ brokerUrl: config.brokerUrl, token: () => this.token });
+    // [accounts-ui]
+    this.account = new AccountPanel({
+      base: brokerHttpBase(config.brokerUrl),
+      root,
+      token: () => this.token,
+      signedIn: (token) => {
+        forgetToken(); // a pasted token stored before must not come back on reload
+        this.conn.stop();
+        this.clearAll();
+        this.connectWith(token);
+      },
+      renewed: (token) => {
+        this.token = token;
+        if (this.conn.idle) this.connectWith(token);
+        else this.conn.setToken(token);
+      },
+      ended: () => {
+        this.token = undefined;
+        this.conn.stop();
+        this.clearAll();
+        this.showLogin(''); // the sign-in form says why
+      },
+    });
     this.gateways = new GatewaysPage({
       act: (gateway, name, args, id) => this.conn.send({ type: 'gateway-action', id, gateway, name, args }),
     });
@@ -165,10 +192,33 @@ export class App {
     });
     const fromLink = takeTokenFromFragment();
     if (fromLink) saveToken(fromLink, false);
-    this.connectWith(fromLink ?? loadToken());
+    const given = fromLink ?? loadToken();
+    if (given !== undefined) {
+      if (fromLink) this.account.signOut(); // [accounts-ui] a link replaces a signed-in session
+      this.connectWith(given);
+      return;
+    }
+    // [accounts-ui] No pasted token: a browser that signed in before resumes from its refresh cookie (the
+    // `renewed` handler connects with the token); otherwise the page connects without one, as before.
+    this.account
+      .resume()
+      .then((token) => {
+        if (token === undefined) this.connectWith(undefined);
+      })
+      .catch(() => this.connectWith(undefined));
+  }
+
+  /** [accounts-ui] A session closed with 4401: a signed-in page renews its token and reconnects at once. */
+  private accountTokenEnded(): boolean {
+    if (!this.account.active) return false;
+    // The connection is idle from now on: `renewed` connects with the new token (now, or after a retry when the
+    // broker is unreachable); a refused refresh calls `ended`, which shows the sign-in form.
+    this.account.freshToken().catch(() => undefined);
+    return true;
   }
 
   private useToken(token: string, remember: boolean): void {
+    this.account.signOut(); // [accounts-ui] a pasted token replaces a signed-in session
     saveToken(token, remember);
     this.conn.stop();
     this.clearAll();
@@ -217,6 +267,7 @@ export class App {
       this.applyTheme();
     });
     this.logoutButton.addEventListener('click', () => {
+      this.account.signOut(); // [accounts-ui] the broker revokes the refresh cookie
       forgetToken();
       this.token = undefined;
       this.history.close();
@@ -228,7 +279,7 @@ export class App {
     const form = h(
       'form',
       { class: 'login-box' },
-      h('h2', {}, 'Sign in'),
+      h('h2', {}, 'Or use a token'),
       this.loginMessage,
       h('label', { for: 'token-input' }, 'Paste a token (mycelium token --role viewer)'),
       this.tokenInput,
@@ -246,7 +297,7 @@ export class App {
       this.tokenInput.value = '';
       this.useToken(token, this.rememberBox.checked);
     });
-    this.login.append(form);
+    this.login.append(this.account.form, form); // [accounts-ui] password sign-in first, the token below
 
     const header = h(
       'header',
@@ -255,6 +306,7 @@ export class App {
       h('nav', { class: 'views', 'aria-label': 'pages' }, this.navNodes, this.navGateways, this.navRules),
       this.connPill,
       this.roleBadge,
+      this.account.header, // [accounts-ui] who is signed in, and the Account button
       this.counts,
       h('div', { class: 'spacer' }),
       this.search,
@@ -321,7 +373,7 @@ export class App {
   private showLogin(message: string): void {
     setText(this.loginMessage, message);
     this.login.hidden = false;
-    this.tokenInput.focus();
+    this.account.focus(); // [accounts-ui]
   }
 
   // -----------------------------------------------------------------------------------------
@@ -365,6 +417,7 @@ export class App {
         }
         setText(this.roleBadge, msg.role);
         this.roleBadge.dataset.role = msg.role;
+        this.account.identify(msg.role); // [accounts-ui]
         this.gateways.setCanAct(canWrite(msg.role));
         this.rules.setAdmin(msg.role === 'admin');
         return;
@@ -581,6 +634,7 @@ export class App {
     this.consoleClient.disconnected(); // [console]
     this.consolePanel.reset();
     setText(this.roleBadge, '');
+    this.account.forget(); // [accounts-ui]
     this.gateways.clear();
     this.rules.reset();
     this.updateCounts();

@@ -31,7 +31,7 @@ export function forgetToken(): void {
 }
 
 /** The unverified claims of a JWT, to show its expiry; the broker is the one that checks it. */
-export function tokenClaims(token: string): { exp?: number; role?: string; sub?: string } | undefined {
+export function tokenClaims(token: string): { exp?: number; role?: string; sub?: string; org?: string } | undefined {
   const part = token.split('.')[1];
   if (!part) return undefined;
   try {

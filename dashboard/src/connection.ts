@@ -8,6 +8,8 @@ export const BACKOFF_MAX_MS = 30_000;
 /** Handshakes refused in a row (broker reachable) before the token is declared refused. Two, because a
  *  broker that is shutting down also refuses (503) and the browser cannot see the status code. */
 export const REFUSALS_BEFORE_LOGIN = 2;
+/** The broker's close code for a session whose token expired or was revoked (services/protocol/errors.ts). */
+export const TOKEN_ENDED_CLOSE = 4401;
 
 export type ConnectionState =
   | { kind: 'connecting' }
@@ -21,6 +23,11 @@ export interface ConnectionHandlers {
   message(msg: BrokerToClientMessage): void;
   /** A frame that failed validation (counted and logged, never applied). */
   invalid(reason: string): void;
+  /**
+   * [accounts-ui] The broker closed the session because its token expired or was revoked (4401). True: the page
+   * renews the token and calls start() itself; false: the connection retries as for any close.
+   */
+  tokenEnded?(): boolean;
 }
 
 /** The WebSocket endpoint for a broker URL given as ws://host:port (with or without /ws). */
@@ -52,6 +59,16 @@ export class BrokerConnection {
   }
 
   private token?: string;
+
+  /** [accounts-ui] The token for the next (re)connection; the open one keeps its own until the broker ends it. */
+  setToken(token: string | undefined): void {
+    this.token = token;
+  }
+
+  /** [accounts-ui] Not connected and not trying to (stopped, or the token was refused). */
+  get idle(): boolean {
+    return this.stopped;
+  }
 
   stop(): void {
     this.stopped = true;
@@ -101,9 +118,14 @@ export class BrokerConnection {
       }
       this.handlers.message(parsed.value);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev: CloseEvent) => {
       if (this.ws !== ws || this.stopped) return;
       this.ws = undefined;
+      if (opened && ev.code === TOKEN_ENDED_CLOSE && this.handlers.tokenEnded?.()) {
+        this.stopped = true;
+        this.handlers.state({ kind: 'stopped' });
+        return;
+      }
       if (opened) this.retry(true);
       else this.afterFailedHandshake().catch((err) => console.warn('mycelium: reconnect failed', err));
     };

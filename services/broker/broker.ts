@@ -50,6 +50,8 @@ import type { BrokerToClientMessage } from '../protocol/messages.ts';
 // [console] the device console (issue 12)
 import { AuditLog } from '../console/audit.ts';
 import { consoleOptions, ExecRouter } from './exec-router.ts';
+// [accounts-ui] the dashboard origins allowed to sign in and write cross-origin
+import { allowDashboardOrigins, type corsOptions } from './cors.ts';
 
 export type BrokerConfig = Omit<
   ConfigOf<typeof brokerOptions>,
@@ -61,8 +63,10 @@ export type BrokerConfig = Omit<
   | keyof typeof tokenPolicyOptions
   | keyof typeof gatewayReportOptions
   | keyof typeof consoleOptions
+  | keyof typeof corsOptions
 > &
   Partial<ConfigOf<typeof consoleOptions>> &
+  Partial<ConfigOf<typeof corsOptions>> &
   Partial<ConfigOf<typeof ownershipOptions>> &
   Partial<GatewayReportConfig> & {
     brokerId?: string;
@@ -292,6 +296,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       // Browsers send the token as the subprotocol pair `bearer, <jwt>`; the handshake must echo one of them.
       handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : protocols.has('token') ? 'token' : false),
     });
+    allowDashboardOrigins(this.app, config.dashboardOrigin); // [accounts-ui] read by cors.ts
   }
 
   /** The bound port, once started. */

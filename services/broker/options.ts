@@ -4,6 +4,7 @@ import { MAX_RESOURCES_PER_NODE } from '../protocol/frames.ts';
 import { ownershipOptions } from './ownership.ts';
 import { gatewayReportOptions } from './gateway-reports.ts';
 import { consoleOptions } from './exec-router.ts'; // [console]
+import { corsOptions } from './cors.ts'; // [accounts-ui]
 
 export const brokerOptions = {
   port: { type: 'number', default: 8000, min: 0, description: 'HTTP and WebSocket port (0 = any free port)' },
@@ -69,6 +70,8 @@ export const brokerOptions = {
   ...tokenPolicyOptions,
   // [console] --audit-file, --exec-grace-ms
   ...consoleOptions,
+  // [accounts-ui] --dashboard-origin: who may sign in (the refresh cookie) and write cross-origin (cors.ts)
+  ...corsOptions,
   maxNodes: {
     type: 'number',
     default: 100000,
