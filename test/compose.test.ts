@@ -24,10 +24,10 @@ const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.
 const mycelium = Object.entries(compose.services).filter(([, s]) => s.image === 'mycelium:latest');
 
 describe('docker-compose.yml', () => {
-  it('has NATS, two brokers, the history, the three gateways, mosquitto and the dashboard', () => {
+  it('has NATS, two brokers, the history, accounts, the three gateways, mosquitto and the dashboard', () => {
     const commandsUsed = mycelium.map(([, s]) => s.command?.[0]);
     expect(commandsUsed.filter((c) => c === 'broker')).toHaveLength(2);
-    for (const c of ['history', 'ws-gateway', 'coap-gateway', 'mqtt-gateway', 'dashboard', 'keys'])
+    for (const c of ['history', 'accounts', 'ws-gateway', 'coap-gateway', 'mqtt-gateway', 'dashboard', 'keys'])
       expect(commandsUsed).toContain(c);
     expect(Object.keys(compose.services)).toEqual(expect.arrayContaining(['nats', 'mosquitto']));
   });
@@ -59,8 +59,9 @@ describe('docker-compose.yml', () => {
   });
 
   it('mounts the private key only into services that mint tokens; brokers get the public key read-only', () => {
-    // The `keys` service writes the key pair and is the token tool; gateways mint their own gateway tokens.
-    const minters = new Set(['keys', 'ws-gateway', 'coap-gateway', 'mqtt-gateway']);
+    // The `keys` service writes the key pair and is the token tool; gateways mint their own gateway tokens; the
+    // accounts service signs the access tokens of people who sign in.
+    const minters = new Set(['keys', 'ws-gateway', 'coap-gateway', 'mqtt-gateway', 'accounts']);
     const mountsPrivate = (s: Service) => (s.volumes ?? []).some((v) => v.split(':')[0] === 'keys');
     for (const [name, s] of Object.entries(compose.services)) {
       const command = s.command?.[0] ?? '';
