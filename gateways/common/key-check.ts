@@ -93,7 +93,7 @@ export class KeyCheck implements NodeKeyChecks {
   }
 
   isRevoked(jti?: string): boolean {
-    return jti !== undefined && jti.startsWith('key.') && this.revoked.has(jti.slice(4));
+    return jti?.startsWith('key.') === true && this.revoked.has(jti.slice(4));
   }
 
   /** A `key-verified` frame from the broker. */

@@ -94,10 +94,7 @@ export class WsGateway {
       const sources = { keyFile, publicKey: this.deps.publicKey, revocations: this.deps.revocations };
       try {
         // [accounts] Device API keys as the bearer token too, checked through the broker link.
-        this.checks = withNodeKeys(
-          await startTokenChecks(c, sources, this.log, c.allowAnonymousNodes),
-          this.core.keys,
-        );
+        this.checks = withNodeKeys(await startTokenChecks(c, sources, this.log, c.allowAnonymousNodes), this.core.keys);
       } catch (err) {
         throw new MyceliumError(ErrorCode.Config, `cannot verify node tokens: ${(err as Error).message}`, {
           cause: err,

@@ -23,7 +23,15 @@ export type GwVerifyKey = Static<typeof GwVerifyKey>;
  * (not a device key), `wrong-org` (the key's organisation is not the gateway's), `busy` (too many checks in flight
  * on this link), `unavailable` (the accounts service did not answer).
  */
-export const KEY_REFUSALS = ['unknown', 'revoked', 'expired', 'wrong-role', 'wrong-org', 'busy', 'unavailable'] as const;
+export const KEY_REFUSALS = [
+  'unknown',
+  'revoked',
+  'expired',
+  'wrong-role',
+  'wrong-org',
+  'busy',
+  'unavailable',
+] as const;
 export const KeyRefusal = OneOf(KEY_REFUSALS);
 export type KeyRefusal = Static<typeof KeyRefusal>;
 

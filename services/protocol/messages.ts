@@ -28,7 +28,13 @@ import {
 
 export * from './console-messages.ts';
 // [accounts] device keys checked by the broker for the gateways (issue 15)
-import { type BrKeysRevoked, type BrKeyVerified, type GwVerifyKey, keyAnswerFrames, keyRequestFrames } from './key-frames.ts';
+import {
+  type BrKeysRevoked,
+  type BrKeyVerified,
+  type GwVerifyKey,
+  keyAnswerFrames,
+  keyRequestFrames,
+} from './key-frames.ts';
 
 export * from './key-frames.ts';
 

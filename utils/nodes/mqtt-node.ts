@@ -275,7 +275,9 @@ export const mqttNodeCommand: CommandSpec<typeof mqttNodeOptions> = {
         pressureIntervalMs: config.pressureIntervalMs,
         publishOnly: config.publishOnly,
         reconnectMs: config.reconnectMs,
-        pin: config.pin ? { brokerUrl: config.brokerUrl, keyOut: config.keyOut, pinPollMs: config.pinPollMs } : undefined,
+        pin: config.pin
+          ? { brokerUrl: config.brokerUrl, keyOut: config.keyOut, pinPollMs: config.pinPollMs }
+          : undefined,
       },
       log.child({ node: config.id }),
     );
