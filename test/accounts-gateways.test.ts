@@ -17,6 +17,7 @@ import { MemoryBus } from '../services/bus/memory-bus.ts';
 import { Broker } from '../services/broker/broker.ts';
 import { resolveConfig } from '../services/common/config.ts';
 import { silentLogger } from '../services/common/log.ts';
+import { KeyCheck } from '../gateways/common/key-check.ts';
 import { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import { mqttGatewayOptions } from '../gateways/mqtt/options.ts';
 import { WsGateway } from '../gateways/ws/gateway.ts';
@@ -224,6 +225,48 @@ describe('device API keys on the WebSocket gateway', { timeout: 60_000 }, () => 
     await wsNode((await nodeKey('dev-a4')).text);
     // Generous: the cache holds 1,000 small entries; what must not happen is growth per key beyond that.
     expect(process.memoryUsage().heapUsed - before).toBeLessThan(50 * 1024 * 1024);
+  });
+});
+
+describe('bounds under a flood of keys', { timeout: 60_000 }, () => {
+  it('the broker answers a burst of 200 checks on one link, `busy` beyond 64 in flight, and keeps the link', async () => {
+    const gw = await TestPeer.connect(`${tb.ws}/gw`, await keys.token('gateway', 'gw-flood'));
+    cleanup(() => gw.close());
+    for (let i = 0; i < 200; i++) gw.send({ type: 'verify-key', id: `f${i}`, key: issueSecret('myk').text });
+    const answers = await waitFor(() => {
+      const got = gw.frames.filter((f) => f.type === 'key-verified');
+      return got.length === 200 ? got : undefined;
+    }, '200 answers');
+    expect(answers.some((a) => a.ok)).toBe(false);
+    expect(answers.filter((a) => a.reason === 'busy').length).toBeGreaterThan(0);
+    expect(answers.filter((a) => a.reason === 'unknown').length).toBeGreaterThanOrEqual(64);
+    expect(gw.closeCode).toBeUndefined();
+  });
+
+  it('the gateway side keeps at most maxPending checks and maxEntries answers, whatever it is asked', async () => {
+    const sent: { id: string }[] = [];
+    const link = { connected: true, send: (frame: string) => sent.push(JSON.parse(frame) as { id: string }) > 0 };
+    const check = new KeyCheck(link, silentLogger(), { maxPending: 16, maxEntries: 100, timeoutMs: 60_000 });
+    const results = Array.from({ length: 1000 }, () => check.verifyNodeKey(issueSecret('myk').text));
+    expect(check.pendingCount).toBe(16);
+    expect(sent.length).toBe(16);
+    // The broker answers the 16; the 984 others were refused at once as unavailable (503 / CONNACK 3).
+    for (const { id } of sent) check.answer({ type: 'key-verified', id, ok: false, reason: 'unknown' });
+    const settled = await Promise.all(results);
+    expect(settled.filter((r) => !r.ok && r.unavailable).length).toBe(984);
+    expect(check.pendingCount).toBe(0);
+    for (let i = 0; i < 300; i++) {
+      const pending = check.verifyNodeKey(issueSecret('myk').text);
+      const { id } = sent[sent.length - 1];
+      check.answer({ type: 'key-verified', id, ok: false, reason: 'unknown' });
+      await pending;
+    }
+    expect(check.cacheSize).toBe(100);
+    // The link drops: nothing waits, nothing stays cached.
+    const waiting = check.verifyNodeKey(issueSecret('myk').text);
+    check.linkDown();
+    expect(await waiting).toMatchObject({ ok: false, unavailable: true });
+    expect(check.cacheSize).toBe(0);
   });
 });
 

@@ -15,7 +15,7 @@ import { AccountsStore } from '../services/accounts/store.ts';
 import { PIN_DEFAULTS, retryAfterMs } from '../services/agent/pin.ts';
 import { MemoryBus } from '../services/bus/memory-bus.ts';
 import { Broker } from '../services/broker/broker.ts';
-import { silentLogger } from '../services/common/log.ts';
+import { type Logger, silentLogger } from '../services/common/log.ts';
 import type { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import type { WsGateway } from '../gateways/ws/gateway.ts';
 import { MqttTestNode } from '../utils/nodes/mqtt-node.ts';
@@ -108,9 +108,9 @@ const visibleNodes = async (token: string): Promise<string[]> =>
 const claim = (pin: string, node: string) => http('POST', `/api/v1/pins/${pin}/claim`, alice, { node });
 
 /** A logger that records the PINs a device logs, so an in-process node's PIN can be claimed. */
-function pinLog(): { log: ReturnType<typeof pino>; pins: string[] } {
+function pinLog(): { log: Logger; pins: string[] } {
   const pins: string[] = [];
-  const log = pino(
+  const log: Logger = pino(
     { level: 'info' },
     new Writable({
       write(chunk, _enc, done) {

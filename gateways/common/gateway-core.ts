@@ -136,6 +136,9 @@ export class GatewayCore<S = undefined> {
     );
     this.metrics = new Metrics(options.metricsPrefix ?? 'mycelium_gateway_');
     this.counters = new CoreCounters(this.metrics, () => this.table.size, this.link);
+    // [accounts]
+    this.metrics.gauge('key_checks_pending', 'device key checks waiting for the broker', () => this.keys.pendingCount);
+    this.metrics.gauge('key_cache_entries', 'device key answers cached (by SHA-256)', () => this.keys.cacheSize);
     if (options.http !== undefined) {
       this.http = new HttpEndpoint(options.http, {
         metrics: () => this.metrics.scrape(),

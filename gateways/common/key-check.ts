@@ -124,18 +124,21 @@ export class KeyCheck implements NodeKeyChecks {
     }
   }
 
-  /** The link closed: every check in flight is refused as unavailable (fail closed), none is left waiting. */
+  /**
+   * The link closed: every check in flight is refused as unavailable (fail closed), none is left waiting, and the
+   * cache is dropped, since a revocation sent meanwhile was missed (the next link brings the list again).
+   */
   linkDown(): void {
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
       pending.resolve(unavailable('broker link down'));
       this.pending.delete(id);
     }
+    this.cache.clear();
   }
 
   stop(): void {
     this.linkDown();
-    this.cache.clear();
   }
 
   private ask(text: string, digest: string): Promise<NodeKeyResult> {
