@@ -76,7 +76,7 @@ interface Pty {
 /** Reads the node token from --token or --token-file (refused when others may read the file). */
 export function agentToken(config: Pick<AgentConfig, 'token' | 'tokenFile'>): string {
   if (config.token) return config.token;
-  if (config.tokenFile === undefined) throw new MyceliumError(ErrorCode.Config, 'give --token or --token-file');
+  if (config.tokenFile === undefined) throw new MyceliumError(ErrorCode.Config, 'give --token, --token-file or --pin');
   const mode = statSync(config.tokenFile).mode;
   if ((mode & 0o077) !== 0) {
     throw new MyceliumError(ErrorCode.Config, `${config.tokenFile} is readable by others (chmod 600 it)`);
