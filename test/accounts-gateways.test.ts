@@ -176,11 +176,14 @@ describe('device API keys on the WebSocket gateway', { timeout: 60_000 }, () => 
   it('`mycelium key revoke` closes the open session with 4401 within 5 s, and the key is refused after', async () => {
     const { key, text } = await nodeKey('dev-a2');
     const peer = await wsNode(text);
-    expect(await mycelium(['key', 'revoke', key.id])).toBe(0);
+    const cli = mycelium(['key', 'revoke', key.id]);
+    // The moment of revocation is when the command's write lands (its process takes seconds to start under tsx).
+    await waitFor(async () => (await store.apiKey(key.id))?.revoked, 'the revocation in the database', 60_000);
     const revokedAt = Date.now();
     const closed = await peer.closed(REVOCATION_MS);
     expect(closed.code).toBe(4401);
     expect(Date.now() - revokedAt).toBeLessThan(REVOCATION_MS);
+    expect(await cli).toBe(0);
     expect(await refusal(text)).toMatchObject({ status: 401, body: 'key revoked' });
   });
 
