@@ -6,6 +6,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import type { MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { addUser, createKey, createOrg } from '../services/accounts/admin.ts';
@@ -16,7 +18,7 @@ import { AccountsStore } from '../services/accounts/store.ts';
 import { MemoryBus } from '../services/bus/memory-bus.ts';
 import { Broker } from '../services/broker/broker.ts';
 import { resolveConfig } from '../services/common/config.ts';
-import { silentLogger } from '../services/common/log.ts';
+import { type Logger, silentLogger } from '../services/common/log.ts';
 import { KeyCheck } from '../gateways/common/key-check.ts';
 import { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import { mqttGatewayOptions } from '../gateways/mqtt/options.ts';
@@ -24,7 +26,7 @@ import { WsGateway } from '../gateways/ws/gateway.ts';
 import { WsTestNode } from '../utils/nodes/ws-node.ts';
 import { TEST_BROKER_CONFIG, type TestBroker } from './helpers/broker.ts';
 import { makeKeys } from './helpers/keys.ts';
-import { mqttClient, startMqttGateway } from './helpers/mqtt-gateway.ts';
+import { mqttClient } from './helpers/mqtt-gateway.ts';
 import { nodeUrl, startWsGateway, wsGatewayConfig } from './helpers/ws-gateway.ts';
 import { TestPeer } from './helpers/ws-client.ts';
 import { waitFor } from './helpers/wait.ts';
@@ -33,6 +35,18 @@ const BIN = new URL('../bin/mycelium.js', import.meta.url).pathname;
 /** Revocation must reach every path within this (the issue's promise). */
 const REVOCATION_MS = 5_000;
 const PASSWORD = 'adam has a long password';
+
+/** Every log line of the broker and the gateways, at debug, to look for key text. */
+const logLines: string[] = [];
+const capture: Logger = pino(
+  { level: 'debug' },
+  new Writable({
+    write(chunk, _enc, done) {
+      logLines.push(chunk.toString());
+      done();
+    },
+  }),
+);
 
 const dir = mkdtempSync(join(tmpdir(), 'myc-accounts-gw-'));
 const dbFile = join(dir, 'history.db');
@@ -63,7 +77,7 @@ beforeAll(async () => {
   await addUser(store, { name: 'adam', password: PASSWORD, org: 'lab-a', role: 'admin' });
   const broker = new Broker(
     { ...TEST_BROKER_CONFIG, sessionSweepMs: 100 },
-    { publicKey: keys.publicKey, log: silentLogger(), bus },
+    { publicKey: keys.publicKey, log: capture, bus },
   );
   await broker.start();
   tb = {
@@ -76,9 +90,24 @@ beforeAll(async () => {
   // The gateways connect with gateway keys of lab-a: their nodes are lab-a's.
   const wsKey = (await createKey(store, { orgId: orgA, role: undefined, gateway: 'ws-a' })).text;
   // Stopped in afterAll, not after each test.
-  ws = await startWsGateway(tb, () => undefined, { gatewayId: 'ws-a', token: wsKey, tokenSweepMs: 100 });
+  ws = await startWsGateway(
+    tb,
+    () => undefined,
+    { gatewayId: 'ws-a', token: wsKey, tokenSweepMs: 100 },
+    { log: capture },
+  );
   const mqttKey = (await createKey(store, { orgId: orgA, role: undefined, gateway: 'mqtt-a' })).text;
-  mqtt = await startMqttGateway(tb, ['--token', mqttKey, '--gateway-id', 'mqtt-a', '--token-sweep-ms', '100']);
+  const config = resolveConfig(
+    mqttGatewayOptions,
+    [
+      ...['--broker-url', tb.ws, '--key-file', keys.keyFile, '--token', mqttKey, '--gateway-id', 'mqtt-a'],
+      ...['--mqtt-port', '0', '--mqtt-host', '127.0.0.1', '--http-port=-1', '--token-sweep-ms', '100'],
+    ],
+    {},
+  );
+  mqtt = new MqttGateway(config, { log: capture });
+  await mqtt.start();
+  await waitFor(() => mqtt.core.link.connected, 'the MQTT gateway to reach the broker');
 }, 60_000);
 
 afterEach(async () => {
@@ -322,5 +351,13 @@ describe('with the broker link down, key logins are refused (fail closed)', { ti
     cleanup(() => deadMqtt.stop());
     await deadMqtt.start();
     expect(await connackCode(`mqtt://127.0.0.1:${deadMqtt.mqttPort}`, 'dev-down', text)).toBe(3);
+  });
+});
+
+describe('secrets', () => {
+  it('no log line of the broker or the gateways holds key text', () => {
+    expect(logLines.length).toBeGreaterThan(10);
+    // `myk_` followed by the 16-hex id: key ids alone (`keyId`) are not secret, the text after them is.
+    expect(logLines.filter((l) => /myk_[0-9a-f]{16}_/.test(l))).toEqual([]);
   });
 });
