@@ -216,6 +216,14 @@ describe('device API keys on the WebSocket gateway', { timeout: 60_000 }, () => 
     expect(await refusal(text)).toMatchObject({ status: 401, body: 'key revoked' });
   });
 
+  it('a session opened with a key that expires is closed with 4401 at its expiry', async () => {
+    const { text } = await createKey(store, { orgId: orgA, role: undefined, node: 'dev-ttl', ttlSeconds: 2 });
+    const peer = await wsNode(text);
+    const closed = await peer.closed(REVOCATION_MS);
+    expect(closed).toMatchObject({ code: 4401, reason: 'token expired' });
+    expect((await refusal(text)).status).toBe(401);
+  });
+
   it('refuses a key of another organisation, a non-device key, garbage and a huge key text', async () => {
     const other = (await nodeKey('dev-b1', orgB)).text;
     expect(await refusal(other)).toMatchObject({ status: 401, body: 'key wrong-org' });
