@@ -23,6 +23,8 @@ export interface BrokerLinkOptions {
   renewAtFraction?: number;
   onOpen: () => void;
   onMessage: (msg: BrokerToGatewayMessage) => void;
+  /** [accounts] The current connection closed (what waited for an answer on it will get none). */
+  onClose?: () => void;
 }
 
 export const LINK_DEFAULTS = {
@@ -70,12 +72,13 @@ export class BrokerLink {
   private alive = false;
   private stopped = true;
   private readonly urls: string[];
-  private readonly opts: Required<Omit<BrokerLinkOptions, 'urls'>>;
+  private readonly opts: Required<Omit<BrokerLinkOptions, 'urls' | 'onClose'>> & Pick<BrokerLinkOptions, 'onClose'>;
 
   constructor(options: BrokerLinkOptions) {
     if (options.urls.length === 0) throw new Error('BrokerLink needs at least one broker URL');
     this.urls = options.urls.map(gatewayUrl);
-    this.opts = { ...LINK_DEFAULTS, ...options } as Required<Omit<BrokerLinkOptions, 'urls'>>;
+    this.opts = { ...LINK_DEFAULTS, ...options } as Required<Omit<BrokerLinkOptions, 'urls' | 'onClose'>> &
+      Pick<BrokerLinkOptions, 'onClose'>;
   }
 
   get connected(): boolean {
@@ -150,6 +153,7 @@ export class BrokerLink {
       clearInterval(this.pingTimer);
       clearTimeout(this.renewTimer);
       this.ws = undefined;
+      this.opts.onClose?.();
       if (this.stopped) return;
       this.opts.log.warn({ url, code, reason: reason.toString() }, 'broker link closed; reconnecting');
       this.retry();

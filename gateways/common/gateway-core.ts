@@ -27,6 +27,7 @@ import { ACTION_NAMES, type BrAction } from '../../services/protocol/gateway-rep
 // [console] console requests for the nodes (issue 12): relayed by an adapter that can (WebSocket), else refused
 import { type ExecRequestFrame, exitOf } from '../../services/protocol/console-messages.ts';
 import { encode } from '../../services/protocol/frames.ts';
+import { KeyCheck, type KeyCheckOptions } from './key-check.ts'; // [accounts]
 
 export type { WriteOutcome } from './adapter.ts';
 export type { AddOptions, Refusal } from './node-table.ts';
@@ -41,7 +42,9 @@ export interface LivenessPolicy {
   sweepMs: number;
 }
 
-export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | 'onMessage' | 'token'> {
+export interface GatewayCoreOptions extends Omit<BrokerLinkOptions, 'onOpen' | 'onMessage' | 'onClose' | 'token'> {
+  /** [accounts] Bounds of the device key checks asked of the broker (key-check.ts KEY_CHECK_DEFAULTS). */
+  keyCheck?: Partial<KeyCheckOptions>;
   /** The protocol name; taken from the adapter when one is given. */
   protocol?: string;
   /** The broker token. */
@@ -84,6 +87,8 @@ export interface GatewayHealth extends HealthReport {
 
 export class GatewayCore<S = undefined> {
   readonly link: BrokerLink;
+  /** [accounts] Device API keys, checked through the broker link (protocols that take keys use it). */
+  readonly keys: KeyCheck;
   /** The gateway's metrics: the core's series, and the adapter's, which it adds to this registry. */
   readonly metrics: Metrics;
   private readonly table: NodeTable<S>;
@@ -119,7 +124,9 @@ export class GatewayCore<S = undefined> {
       token: () => (this.token === undefined ? Promise.reject(new Error('gateway not started')) : this.token()),
       onOpen: () => this.onLinkOpen(),
       onMessage: (m) => this.onBrokerMessage(m),
+      onClose: () => this.keys.linkDown(), // [accounts]
     });
+    this.keys = new KeyCheck(this.link, this.log, options.keyCheck); // [accounts]
     this.sync = new BrokerSync<S>(
       this.link,
       () => this.table.values(),
@@ -129,6 +136,9 @@ export class GatewayCore<S = undefined> {
     );
     this.metrics = new Metrics(options.metricsPrefix ?? 'mycelium_gateway_');
     this.counters = new CoreCounters(this.metrics, () => this.table.size, this.link);
+    // [accounts]
+    this.metrics.gauge('key_checks_pending', 'device key checks waiting for the broker', () => this.keys.pendingCount);
+    this.metrics.gauge('key_cache_entries', 'device key answers cached (by SHA-256)', () => this.keys.cacheSize);
     if (options.http !== undefined) {
       this.http = new HttpEndpoint(options.http, {
         metrics: () => this.metrics.scrape(),
@@ -216,6 +226,7 @@ export class GatewayCore<S = undefined> {
     clearInterval(this.sweepTimer);
     this.reporter.stop();
     await this.link.stop();
+    this.keys.stop(); // [accounts]
     await this.adapter?.stop();
     await this.http?.stop();
   }
@@ -447,6 +458,11 @@ export class GatewayCore<S = undefined> {
         this.options.onBrokerError?.(msg);
         return;
       }
+      // [accounts]
+      case 'key-verified':
+        return this.keys.answer(msg);
+      case 'keys-revoked':
+        return this.keys.revokedKeys(msg.keys);
       case 'action':
         this.action(msg).catch((err: unknown) => this.log.error({ err, id: msg.id }, 'action result not sent'));
         return;

@@ -106,6 +106,7 @@ export class MqttAdapter implements ProtocolAdapter<MqttState> {
         tokenSweepMs: config.tokenSweepMs,
         revocations: config.allowAnonymousNodes ? undefined : tokens?.revocations,
         verifyOptions: config.allowAnonymousNodes ? undefined : tokens?.verifyOptions,
+        nodeKeys: config.allowAnonymousNodes ? undefined : tokens?.nodeKeys, // [accounts]
         admitNode: (id, address) => this.discovery.admit(id, address),
       });
       this.broker = broker;

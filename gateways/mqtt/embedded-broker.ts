@@ -10,6 +10,8 @@ import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Su
 import type { Metrics } from '../../services/common/metrics.ts';
 import type { Logger } from '../../services/common/log.ts';
 import { type VerifyOptions, verifyToken } from '../../services/common/tokens.ts';
+import { isApiKeyText } from '../../services/accounts/protocol.ts';
+import type { NodeKeyChecks, NodeKeyResult } from '../../services/common/token-checks.ts';
 import { ErrorCode, MyceliumError } from '../../services/protocol/errors.ts';
 import { mayPublish, maySubscribe } from './acl.ts';
 import { GuardedConnection, type GuardRefusal } from './frame-guard.ts';
@@ -19,6 +21,8 @@ import { nodeIdProblem, parseNodeTopic, TOPIC_NODE_CHECK } from './topics.ts';
 /** CONNACK return codes, MQTT 3.1.1 §3.2.2.3 (Table 3.1). */
 export const ConnackCode = {
   IdentifierRejected: 2,
+  /** [accounts] A device key nobody could check (the broker link is down): try later, fail closed. */
+  ServerUnavailable: 3,
   BadUsernameOrPassword: 4,
   NotAuthorized: 5,
 } as const;
@@ -45,6 +49,8 @@ export interface EmbeddedBrokerOptions {
    * is over --new-nodes-per-minute. The publish is then refused and the connection closed ([MQTT-3.3.5-2]).
    */
   admitNode?: (nodeId: string, address: string) => boolean;
+  /** [accounts] Device API keys as the password, checked through the broker link; absent: keys are refused. */
+  nodeKeys?: NodeKeyChecks;
 }
 
 /** What the gateways need of a revocation list (services/common/revocations.ts provides one). */
@@ -63,6 +69,7 @@ export type RefusalReason =
   | 'bad-username'
   | 'client-id-mismatch'
   | `token-${string}`
+  | `key-${string}`
   | 'token-subject-mismatch'
   | 'acl-publish'
   | 'acl-subscribe'
@@ -243,7 +250,21 @@ export class EmbeddedBroker {
     if (client.id !== username && !client.id.startsWith(`${username}/`) && !client.id.startsWith('aedes_')) {
       return refuse(ConnackCode.IdentifierRejected, 'client-id-mismatch');
     }
-    verifyToken(this.options.publicKey!, password.toString('utf8'), ['node'], this.options.verifyOptions).then(
+    const secret = password.toString('utf8');
+    // [accounts] A device API key: the broker says which node it is bound to; it must be the user name's.
+    if (isApiKeyText(secret)) {
+      const keys = this.options.nodeKeys;
+      if (keys === undefined) return refuse(ConnackCode.BadUsernameOrPassword, 'key-off');
+      keys.verifyNodeKey(secret).then(
+        (result) => this.onKeyChecked(client, username, result, refuse, done),
+        (err: unknown) => {
+          this.log.error({ err }, 'device key check failed');
+          refuse(ConnackCode.ServerUnavailable, 'key-unavailable');
+        },
+      );
+      return;
+    }
+    verifyToken(this.options.publicKey!, secret, ['node'], this.options.verifyOptions).then(
       (result) => {
         if (!result.ok) {
           // A token for another role is a valid credential without the right to connect here.
@@ -262,6 +283,26 @@ export class EmbeddedBroker {
         refuse(ConnackCode.BadUsernameOrPassword, 'token-malformed');
       },
     );
+  }
+
+  private onKeyChecked(
+    client: Client,
+    username: string,
+    result: NodeKeyResult,
+    refuse: (code: number, reason: RefusalReason) => void,
+    done: (error: AuthenticateError | null, success: boolean | null) => void,
+  ): void {
+    if (!result.ok) {
+      // CONNACK 3 (Server unavailable, MQTT 3.1.1 §3.2.2.3) when nobody could check the key: the client retries.
+      if (result.unavailable) return refuse(ConnackCode.ServerUnavailable, 'key-unavailable');
+      const code = result.reason === 'wrong-org' ? ConnackCode.NotAuthorized : ConnackCode.BadUsernameOrPassword;
+      return refuse(code, `key-${result.reason}`);
+    }
+    // A node's key names one node: using it under another id is refused like a token for another subject.
+    if (result.node !== username) return refuse(ConnackCode.NotAuthorized, 'token-subject-mismatch');
+    this.nodeIds.set(client, username);
+    this.verified.set(client, { exp: result.exp, jti: result.jti });
+    done(null, true);
   }
 
   private authorizePublish(client: Client | null, packet: PublishPacket, done: (error?: Error | null) => void): void {

@@ -9,6 +9,7 @@ import {
   checkMetricsToken,
   type Revocations,
   startTokenChecks,
+  withNodeKeys,
   type TokenChecks,
 } from '../../services/common/token-checks.ts';
 import { LIVENESS_SWEEP_MAX_MS, MqttAdapter, PROTOCOL } from './adapter.ts';
@@ -94,7 +95,9 @@ export class MqttGateway {
     if ((nodeTokens || metricsTokens) && this.checks === undefined) {
       const sources = { keyFile: c.keyFile ?? defaultKeyFile(), revocations: this.deps.revocations };
       try {
-        this.checks = await startTokenChecks(c, sources, this.log, !nodeTokens);
+        const checks = await startTokenChecks(c, sources, this.log, !nodeTokens);
+        // [accounts] Device API keys as the MQTT password, checked through the broker link.
+        this.checks = nodeTokens ? withNodeKeys(checks, this.core.keys) : checks;
       } catch (err) {
         if (!nodeTokens) throw err;
         throw new MyceliumError(

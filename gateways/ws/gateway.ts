@@ -11,6 +11,7 @@ import {
   type Revocations,
   startTokenChecks,
   type TokenChecks,
+  withNodeKeys,
 } from '../../services/common/token-checks.ts';
 import { MISSED_PINGS, SWEEP_STEPS, WsAdapter, WS_PROTOCOL } from './adapter.ts';
 import type { NodeSession } from './node-session.ts';
@@ -92,7 +93,8 @@ export class WsGateway {
       const keyFile = c.nodeKeyFile ?? c.keyFile ?? defaultKeyFile();
       const sources = { keyFile, publicKey: this.deps.publicKey, revocations: this.deps.revocations };
       try {
-        this.checks = await startTokenChecks(c, sources, this.log, c.allowAnonymousNodes);
+        // [accounts] Device API keys as the bearer token too, checked through the broker link.
+        this.checks = withNodeKeys(await startTokenChecks(c, sources, this.log, c.allowAnonymousNodes), this.core.keys);
       } catch (err) {
         throw new MyceliumError(ErrorCode.Config, `cannot verify node tokens: ${(err as Error).message}`, {
           cause: err,

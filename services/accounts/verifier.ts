@@ -59,6 +59,11 @@ export class ApiKeyVerifier {
     return token !== undefined && isApiKeyText(token);
   }
 
+  /** The ids of the revoked keys; a new set object after every broadcast (gateway links compare by identity). */
+  revokedKeyIds(): ReadonlySet<string> {
+    return this.revokedKeys;
+  }
+
   /** True when a session's token id names a revoked key or a disabled user (`key.<id>`, `user.<id>.<n>`). */
   isRevoked(jti?: string): boolean {
     if (jti === undefined) return false;

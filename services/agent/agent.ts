@@ -24,6 +24,7 @@ import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Json } from '../protocol/messages.ts';
 import { buildArgv, type CommandTable, capabilityOf, readCommands } from './commands-file.ts';
+import { keyByPin } from './pin.ts'; // [accounts]
 import type { AgentConfig } from './options.ts';
 import { Runner } from './runner.ts';
 import { deviceStatus } from './status.ts';
@@ -75,7 +76,7 @@ interface Pty {
 /** Reads the node token from --token or --token-file (refused when others may read the file). */
 export function agentToken(config: Pick<AgentConfig, 'token' | 'tokenFile'>): string {
   if (config.token) return config.token;
-  if (config.tokenFile === undefined) throw new MyceliumError(ErrorCode.Config, 'give --token or --token-file');
+  if (config.tokenFile === undefined) throw new MyceliumError(ErrorCode.Config, 'give --token, --token-file or --pin');
   const mode = statSync(config.tokenFile).mode;
   if ((mode & 0o077) !== 0) {
     throw new MyceliumError(ErrorCode.Config, `${config.tokenFile} is readable by others (chmod 600 it)`);
@@ -90,6 +91,8 @@ export class Agent implements Component {
   private retryTimer?: NodeJS.Timeout;
   private statusTimer?: NodeJS.Timeout;
   private token = '';
+  /** [accounts] Ends the wait for a PIN's claim when the agent stops. */
+  private pinWait?: AbortController;
   private commands: CommandTable = new Map();
   private readonly runner: Runner;
   private readonly ptys = new Map<string, Pty>();
@@ -120,7 +123,9 @@ export class Agent implements Component {
 
   async start(): Promise<void> {
     if (this.running) return;
-    this.token = agentToken(this.config);
+    // [accounts] --pin with no credential: the key comes later, from the PIN's claim (provisionKey).
+    const byPin = this.config.pin && !this.config.token && this.config.tokenFile === undefined;
+    if (!byPin) this.token = agentToken(this.config);
     this.commands = this.deps.commands ?? (this.config.commands ? readCommands(this.config.commands) : new Map());
     // A PTY is advertised only when it can really be opened here.
     if (this.config.allowPty) {
@@ -129,7 +134,8 @@ export class Agent implements Component {
       if (!this.ptyAvailable) this.log.warn('--allow-pty given but node-pty is not available; PTYs are refused');
     }
     this.running = true;
-    this.connect();
+    if (byPin) this.provisionKey();
+    else this.connect();
     this.statusTimer = setInterval(() => {
       this.sendStatus().catch((err: unknown) => this.log.warn({ err }, 'status not sent'));
     }, this.config.statusInterval * 1000);
@@ -148,6 +154,7 @@ export class Agent implements Component {
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
+    this.pinWait?.abort(); // [accounts]
     clearTimeout(this.retryTimer);
     clearInterval(this.statusTimer);
     this.runner.stop();
@@ -165,6 +172,17 @@ export class Agent implements Component {
         }, 2000).unref();
       });
     } else ws?.terminate();
+  }
+
+  /** [accounts] Gets the device key by PIN (or from --key-out), then connects with it. */
+  private provisionKey(): void {
+    this.pinWait = new AbortController();
+    keyByPin(this.config, this.log, this.pinWait.signal, ({ key, node }) => {
+      if (!this.running) return;
+      this.log.info({ node }, 'connecting with the device key');
+      this.token = key;
+      this.connect();
+    });
   }
 
   // ---------------------------------------------------------------------------------------------

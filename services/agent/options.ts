@@ -1,5 +1,6 @@
 // `mycelium agent` options (issue 12). Flag > environment (MYCELIUM_…) > config file > default, like every service.
 import type { ConfigOf, OptionTable } from '../common/config.ts';
+import { pinOptions } from './pin.ts';
 import { RUNNER_DEFAULTS } from './runner.ts';
 
 export const agentOptions = {
@@ -10,6 +11,7 @@ export const agentOptions = {
   },
   token: { type: 'string', description: "the node token (role node; its subject is the node's uid)" },
   tokenFile: { type: 'string', description: 'read the node token from this file (must not be readable by others)' },
+  ...pinOptions, // [accounts] provisioning by PIN (issue 15)
   commands: { type: 'string', description: 'commands.yaml: the commands this device allows (none without it)' },
   allowShell: {
     type: 'boolean',

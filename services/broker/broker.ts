@@ -261,6 +261,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       reports: this.gatewayReports, // [gw-reports]
       actions: this.actions, // [gw-reports]
       exec: this.exec, // [console]
+      apiKeys: this.apiKeys, // [accounts]
     };
     this.clientDeps = {
       brokerId: this.id,
@@ -491,7 +492,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private adoptGateway(ws: WebSocket, claims: TokenClaims): void {
     const gatewayId = claims.sub;
     const previous = this.gateways.get(gatewayId);
-    const session = new GatewaySession(this.gatewayDeps, ws, gatewayId);
+    const session = new GatewaySession(this.gatewayDeps, ws, gatewayId, claims.org);
     this.gatewayClaims.set(session, claims);
     this.gateways.set(gatewayId, session);
     if (claims.org !== undefined)
@@ -565,7 +566,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
         this.counters.sessionsEnded(ended).inc();
         this.log.info({ gateway: gw.gatewayId, reason: ended }, 'gateway session closed: token ended');
         gw.close(CloseCode.TokenExpired, `token ${ended}`);
-      }
+      } else gw.sweepKeys(); // [accounts]
     }
     for (const c of this.clients) c.checkToken(now);
   }

@@ -5,6 +5,7 @@ import type { Logger } from '../common/log.ts';
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseGatewayFrame } from '../protocol/frames.ts';
 import type { BrokerToGatewayMessage, GatewayMessage, GatewayRecord, GwNew, GwResult } from '../protocol/messages.ts';
+import { isIdentifier } from '../protocol/schema.ts';
 import { refusedFrameUid } from './frame-uid.ts';
 import type { NodeEvent, OwnerLost } from './node-table.ts';
 import type { ClaimResult, OwnershipRegistry } from './ownership.ts';
@@ -16,6 +17,14 @@ import type { ActionRouter } from './gateway-actions.ts';
 import type { ExecRouter } from './exec-router.ts'; // [console]
 import type { GatewayReports } from './gateway-reports.ts';
 import { refusedReportType } from './report-frames.ts';
+// [accounts] device keys presented at the gateway, verified here for it (issue 15)
+import type { ApiKeyVerifier } from '../accounts/verifier.ts';
+import type { GwVerifyKey, KeyRefusal } from '../protocol/key-frames.ts';
+
+/** [accounts] Key checks one gateway link may have in flight; more are answered `busy` (a flood stays bounded). */
+export const MAX_KEY_CHECKS_PER_GATEWAY = 64;
+const NODE_KEY_ROLES = ['node'] as const;
+const NO_REVOKED_KEYS: ReadonlySet<string> = new Set();
 
 /** What a gateway session is given: made once by the broker and shared by every gateway session. */
 export interface GatewaySessionDeps {
@@ -41,6 +50,8 @@ export interface GatewaySessionDeps {
   actions: Pick<ActionRouter, 'serveGateway' | 'unserveGateway' | 'complete'>;
   /** [console] Console requests to this gateway's nodes, and their output (absent: the gateway gets none). */
   exec?: Pick<ExecRouter, 'serveGateway' | 'unserveGateway' | 'complete'>;
+  /** [accounts] Verifies device keys for the gateway (absent: every `verify-key` is answered `unavailable`). */
+  apiKeys?: Pick<ApiKeyVerifier, 'verify' | 'revokedKeyIds'>;
 }
 
 /** The broker's gateways by id, as a session sees it. */
@@ -68,11 +79,17 @@ export class GatewaySession {
   private claiming?: Map<string, { msg: GatewayMessage; text: string; receivedAt: number }[]>;
   /** Frames waiting in `claiming`, all uids together (bounded by --max-claim-queue). */
   private queued = 0;
+  /** [accounts] `verify-key` requests of this link being answered. */
+  private keyChecks = 0;
+  /** [accounts] The revoked key list last sent to the gateway (the verifier replaces its set on every change). */
+  private sentRevoked: ReadonlySet<string> = NO_REVOKED_KEYS;
 
   constructor(
     private readonly deps: GatewaySessionDeps,
     readonly ws: WebSocket,
     readonly gatewayId: string,
+    /** [accounts] The organisation of the gateway's token; a device key of another one is refused. */
+    readonly org?: string,
   ) {
     this.log = deps.log.child({ gateway: gatewayId });
   }
@@ -194,6 +211,8 @@ export class GatewaySession {
       case 'action-result':
         if (!this.deps.actions.complete(this, msg)) this.deps.counters.rejected('unknown-action-id').inc();
         return;
+      case 'verify-key': // [accounts]
+        return this.onVerifyKey(msg);
       // [console] output of a console request: only to the requester that sent it through this gateway
       case 'exec-output':
       case 'exec-exit':
@@ -362,6 +381,65 @@ export class GatewaySession {
       this.log.warn({ uid, code: refusal.code, reason: refusal.reason, count: counter.value }, 'node frame refused');
     }
     this.send({ type: 'error', code: refusal.code, reason: refusal.reason.slice(0, 200), uid });
+  }
+
+  /**
+   * [accounts] A device key presented to the gateway: verified with the broker's ApiKeyVerifier (cached, and the
+   * revocation broadcast checked on every use), bound to a node, of the gateway's organisation. The answer never
+   * carries the key. Bounded per link: a flood of keys is answered `busy` without asking the accounts service.
+   */
+  private onVerifyKey(msg: GwVerifyKey): void {
+    const answer = (fields: { ok: true; node: string; org?: string; exp?: number; jti?: string } | KeyRefusal) => {
+      if (typeof fields === 'string') {
+        this.deps.counters.rejected(`gateway-key-${fields}`).inc();
+        return this.send({ type: 'key-verified', id: msg.id, ok: false, reason: fields });
+      }
+      this.send({ type: 'key-verified', id: msg.id, role: 'node', ...fields });
+    };
+    const verifier = this.deps.apiKeys;
+    if (verifier === undefined) return answer('unavailable');
+    if (this.keyChecks >= MAX_KEY_CHECKS_PER_GATEWAY) return answer('busy');
+    this.keyChecks++;
+    verifier
+      .verify(msg.key, NODE_KEY_ROLES)
+      .then((result) => {
+        if (!result.ok) {
+          // The verifier says `malformed` when the accounts service did not answer; `bad-signature`: no such key.
+          const why: KeyRefusal =
+            result.reason === 'malformed'
+              ? 'unavailable'
+              : result.reason === 'revoked' || result.reason === 'expired' || result.reason === 'wrong-role'
+                ? result.reason
+                : 'unknown';
+          return answer(why);
+        }
+        const { sub, org, exp, jti } = result.claims;
+        // A gateway of an organisation serves that organisation's devices only (a gateway without one, started
+        // with a `mycelium token` token, is the operator's and serves any).
+        if (this.org !== undefined && org !== this.org) return answer('wrong-org');
+        if (isIdentifier(sub) !== undefined) return answer('unknown');
+        answer({ ok: true, node: sub, org, exp, jti });
+      })
+      .catch((err: unknown) => {
+        this.log.error({ err }, 'device key check failed');
+        answer('unavailable');
+      })
+      .finally(() => {
+        this.keyChecks--;
+      });
+  }
+
+  /**
+   * [accounts] Called by the broker's session sweep: when the revoked key list changed, the gateway gets it whole
+   * and closes the node sessions opened with those keys. A gateway that never needs it (the list is empty) gets
+   * nothing; a new link gets the current list at the first sweep.
+   */
+  sweepKeys(): void {
+    const list = this.deps.apiKeys?.revokedKeyIds();
+    if (list === undefined || list === this.sentRevoked) return;
+    const changed = list.size > 0 || this.sentRevoked.size > 0;
+    this.sentRevoked = list;
+    if (changed) this.send({ type: 'keys-revoked', keys: [...list] });
   }
 
   private onResult(msg: GwResult): void {

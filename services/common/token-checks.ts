@@ -13,9 +13,26 @@ export interface Revocations {
   isRevoked(jti?: string): boolean;
 }
 
+/**
+ * [accounts] A device API key (`myk_…`) checked for a gateway: the node it is bound to, or why not. `unavailable`
+ * means nobody could say (the broker link is down, too many checks in flight): the gateway refuses the login with
+ * "server unavailable" (HTTP 503, MQTT CONNACK 3), never lets it in.
+ */
+export type NodeKeyResult =
+  | { ok: true; node: string; org?: string; exp?: number; jti: string }
+  | { ok: false; reason: string; unavailable: boolean };
+
+export interface NodeKeyChecks {
+  verifyNodeKey(text: string): Promise<NodeKeyResult>;
+  /** True when `jti` (`key.<id>`) names a key revoked since the session opened. */
+  isRevoked(jti?: string): boolean;
+}
+
 export interface TokenChecks {
   /** Undefined when the key could not be read and the caller allowed that: every token is then refused. */
   readonly key?: KeyObject;
+  /** [accounts] Device API keys, checked through the broker link (absent: an API key is refused like a bad token). */
+  readonly nodeKeys?: NodeKeyChecks;
   readonly revocations: Revocations;
   readonly verifyOptions: VerifyOptions;
   stop(): void;
@@ -57,6 +74,17 @@ export async function startTokenChecks(
   const policy = new TokenPolicy(config, sources.keyFile, log);
   await policy.start();
   return { key, revocations: policy.revocations, verifyOptions: policy.verifyOptions, stop: () => policy.stop() };
+}
+
+/**
+ * [accounts] `checks` with device API keys accepted as well: their check, and their revocations added to the
+ * list the gateways' session sweeps already walk (so a session opened with a revoked key ends like one whose
+ * token was revoked).
+ */
+export function withNodeKeys(checks: TokenChecks, nodeKeys: NodeKeyChecks): TokenChecks {
+  const base = checks.revocations;
+  const revocations: Revocations = { isRevoked: (jti) => base.isRevoked(jti) || nodeKeys.isRevoked(jti) };
+  return { ...checks, nodeKeys, revocations };
 }
 
 /** Who may read a gateway's /metrics (as on the broker): anyone who may read the node table. */

@@ -27,6 +27,16 @@ import {
 } from './console-messages.ts';
 
 export * from './console-messages.ts';
+// [accounts] device keys checked by the broker for the gateways (issue 15)
+import {
+  type BrKeysRevoked,
+  type BrKeyVerified,
+  type GwVerifyKey,
+  keyAnswerFrames,
+  keyRequestFrames,
+} from './key-frames.ts';
+
+export * from './key-frames.ts';
 
 export { IDENTIFIER_PATTERN, IDENTIFIER_RULE, Identifier, MAX_ID_LENGTH };
 
@@ -128,6 +138,7 @@ export type GatewayMessage =
   | GwInventory
   | GwStatus
   | GwActionResult
+  | GwVerifyKey // [accounts]
   | ExecAnswerFrame; // [console]
 /** Frames a gateway may send on /gw, by type. */
 export const gatewayFrames = {
@@ -139,6 +150,7 @@ export const gatewayFrames = {
   inventory: GwInventory,
   status: GwStatus,
   'action-result': GwActionResult,
+  ...keyRequestFrames, // [accounts]
   ...execAnswerFrames, // [console]
 };
 
@@ -159,8 +171,20 @@ export const BrError = Type.Object({
   id: Type.Optional(Type.String()),
 });
 export type BrError = Static<typeof BrError>;
-export type BrokerToGatewayMessage = BrWrite | BrError | BrAction | ExecRequestFrame; // [console]
-export const brokerToGatewayFrames = { write: BrWrite, error: BrError, action: BrAction, ...execRequestFrames };
+export type BrokerToGatewayMessage =
+  | BrWrite
+  | BrError
+  | BrAction
+  | BrKeyVerified // [accounts]
+  | BrKeysRevoked // [accounts]
+  | ExecRequestFrame; // [console]
+export const brokerToGatewayFrames = {
+  write: BrWrite,
+  error: BrError,
+  action: BrAction,
+  ...keyAnswerFrames, // [accounts]
+  ...execRequestFrames,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Web client -> broker (path /ws)

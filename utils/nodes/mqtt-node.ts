@@ -9,6 +9,7 @@ import type { OptionTable } from '../../services/common/config.ts';
 import type { Logger } from '../../services/common/log.ts';
 import type { CommandSpec } from '../../services/common/run.ts';
 import type { Json } from '../../services/protocol/messages.ts';
+import { keyByPin, type PinNodeOptions, pinOptions } from '../../services/agent/pin.ts';
 import {
   DISCOVER_RESOURCES,
   discoverTopic,
@@ -40,6 +41,7 @@ export const mqttNodeOptions = {
   username: { type: 'string', description: 'MQTT user name (default: the node id when a token is given)' },
   token: { type: 'string', description: 'node token as MQTT password (mycelium token --role node --sub <id>)' },
   password: { type: 'string', description: 'MQTT password (same as --token)' },
+  ...pinOptions, // [accounts] with no token: a device key by PIN; the node's id becomes the claimed name
   name: { type: 'string', default: MQTT_NODE_DEFAULTS.name, description: 'value of the `name` resource' },
   board: { type: 'string', default: MQTT_NODE_DEFAULTS.board, description: 'value of the `board` resource' },
   checkIntervalMs: {
@@ -86,14 +88,19 @@ export interface MqttTestNodeOptions {
   pressureIntervalMs?: number;
   publishOnly?: boolean;
   reconnectMs?: number;
+  /** [accounts] With no password: get a device key by PIN; the id becomes the node the claim names. */
+  pin?: PinNodeOptions;
 }
 
 export class MqttTestNode {
   private client?: MqttClient;
   private timers: NodeJS.Timeout[] = [];
   private ledValue = '0';
-  private readonly opts: Required<Omit<MqttTestNodeOptions, 'username' | 'password'>> &
-    Pick<MqttTestNodeOptions, 'username' | 'password'>;
+  private readonly opts: Required<Omit<MqttTestNodeOptions, 'username' | 'password' | 'pin'>> &
+    Pick<MqttTestNodeOptions, 'username' | 'password' | 'pin'>;
+  /** [accounts] Ends the wait for a PIN's claim when the node stops. */
+  private pinWait?: AbortController;
+  private running = false;
   /** Set payloads received, in order (for tests and logs). */
   readonly sets: string[] = [];
   /** The last CONNACK refusal or connection error. */
@@ -120,6 +127,19 @@ export class MqttTestNode {
 
   /** Starts connecting; the node keeps retrying in the background (see `connected` / `lastError`). */
   async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    if (this.opts.pin === undefined || this.opts.password !== undefined) return this.open();
+    this.pinWait = new AbortController();
+    keyByPin(this.opts.pin, this.log, this.pinWait.signal, ({ key, node }) => {
+      // The key names one node: the user name and every topic must be that node's.
+      this.opts.id = node;
+      this.opts.password = key;
+      if (this.running) this.open().catch((err: unknown) => this.log.error({ err }, 'MQTT node cannot start'));
+    });
+  }
+
+  private async open(): Promise<void> {
     if (this.client !== undefined) return;
     const problem = nodeIdProblem(this.opts.id);
     if (problem !== undefined) throw new Error(`node id ${JSON.stringify(this.opts.id)} ${problem}`);
@@ -148,6 +168,8 @@ export class MqttTestNode {
   }
 
   async stop(): Promise<void> {
+    this.running = false;
+    this.pinWait?.abort();
     for (const t of this.timers.splice(0)) clearInterval(t);
     const client = this.client;
     this.client = undefined;
@@ -253,6 +275,9 @@ export const mqttNodeCommand: CommandSpec<typeof mqttNodeOptions> = {
         pressureIntervalMs: config.pressureIntervalMs,
         publishOnly: config.publishOnly,
         reconnectMs: config.reconnectMs,
+        pin: config.pin
+          ? { brokerUrl: config.brokerUrl, keyOut: config.keyOut, pinPollMs: config.pinPollMs }
+          : undefined,
       },
       log.child({ node: config.id }),
     );

@@ -7,6 +7,7 @@ import type { OptionTable } from '../../services/common/config.ts';
 import { type Logger, silentLogger } from '../../services/common/log.ts';
 import type { CommandSpec } from '../../services/common/run.ts';
 import type { Json } from '../../services/protocol/messages.ts';
+import { keyByPin, type PinNodeOptions, pinOptions } from '../../services/agent/pin.ts';
 
 export const WS_NODE_DEFAULTS = {
   gatewayUrl: 'ws://localhost:8001/node',
@@ -19,7 +20,8 @@ export const WS_NODE_DEFAULTS = {
 export const wsNodeOptions = {
   gatewayUrl: { type: 'string', default: WS_NODE_DEFAULTS.gatewayUrl, description: 'gateway URL (path /node)' },
   id: { type: 'string', description: 'node id for anonymous gateways (sent as ?id=); with a token its sub is the id' },
-  token: { type: 'string', description: 'node token (mycelium token --role node --sub <id>)' },
+  token: { type: 'string', description: 'node token (mycelium token --role node --sub <id>) or device key (myk_…)' },
+  ...pinOptions, // [accounts]
   name: { type: 'string', default: WS_NODE_DEFAULTS.name, description: 'value of the `name` resource' },
   led: { type: 'boolean', default: false, description: 'simulate a writable `led` resource' },
   temperature: { type: 'boolean', default: false, description: 'simulate `temperature`, sent every interval' },
@@ -62,6 +64,8 @@ export interface WsTestNodeOptions {
   backoffInitialMs?: number;
   backoffMaxMs?: number;
   log?: Logger;
+  /** [accounts] With no token: get a device key by PIN from the broker at `brokerUrl` (services/agent/pin.ts). */
+  pin?: PinNodeOptions;
 }
 
 type Frame = Record<string, Json>;
@@ -76,7 +80,10 @@ export class WsTestNode {
   /** Close code of the last connection (4001 = replaced by a newer one with the same id). */
   lastClose?: { code: number; reason: string };
   private ws?: WebSocket;
-  private readonly opts: Required<Omit<WsTestNodeOptions, 'id' | 'token'>> & Pick<WsTestNodeOptions, 'id' | 'token'>;
+  private readonly opts: Required<Omit<WsTestNodeOptions, 'id' | 'token' | 'pin'>> &
+    Pick<WsTestNodeOptions, 'id' | 'token' | 'pin'>;
+  /** [accounts] Ends the wait for a PIN's claim when the node stops. */
+  private pinWait?: AbortController;
   private readonly log: Logger;
   private timer?: NodeJS.Timeout;
   private retryTimer?: NodeJS.Timeout;
@@ -113,7 +120,13 @@ export class WsTestNode {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    this.connect();
+    if (this.opts.pin !== undefined && this.opts.token === undefined) {
+      this.pinWait = new AbortController();
+      keyByPin(this.opts.pin, this.log, this.pinWait.signal, ({ key }) => {
+        this.opts.token = key;
+        if (this.running) this.connect();
+      });
+    } else this.connect();
     if (this.opts.temperature || this.opts.pressure) {
       this.timer = setInterval(() => this.tick(), this.opts.intervalMs);
       this.timer.unref();
@@ -122,6 +135,7 @@ export class WsTestNode {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.pinWait?.abort();
     clearInterval(this.timer);
     clearTimeout(this.retryTimer);
     const ws = this.ws;
@@ -259,6 +273,7 @@ export const wsNodeCommand: CommandSpec<typeof wsNodeOptions> = {
   summary: 'Run a WebSocket test node (pyaiot ws_test_client behaviour) against a ws-gateway.',
   options: wsNodeOptions,
   build(config, log) {
-    return new WsTestNode({ ...config, log });
+    const { pin, brokerUrl, keyOut, pinPollMs, ...rest } = config;
+    return new WsTestNode({ ...rest, log, pin: pin ? { brokerUrl, keyOut, pinPollMs } : undefined });
   },
 };
