@@ -202,6 +202,33 @@ describe('device API keys on the WebSocket gateway', { timeout: 60_000 }, () => 
     expect(ws.core.keys.cacheSize).toBeGreaterThan(0);
   });
 
+  it("on the operator's gateway (no organisation) a device key makes its node its key organisation's", async () => {
+    // The gateways of `mycelium up` connect with a `mycelium token` token: no organisation. A device provisioned
+    // into lab-a (a PIN, a key) must still be lab-a's there, over REST, the /ws snapshot and live frames.
+    const gw = await startWsGateway(tb, cleanup, { gatewayId: 'ws-operator' });
+    const { text } = await nodeKey('dev-op1');
+    const viewerA = (await createKey(store, { orgId: orgA, role: 'viewer' })).text;
+    const viewerB = (await createKey(store, { orgId: orgB, role: 'viewer' })).text;
+    const client = async (token: string) => {
+      const peer = await TestPeer.connect(`${tb.ws}/ws`, token);
+      cleanup(() => peer.close());
+      return peer.register();
+    };
+    const liveA = await client(viewerA);
+    const liveB = await client(viewerB);
+    const node = new WsTestNode({ gatewayUrl: nodeUrl(gw), token: text });
+    cleanup(() => node.stop());
+    await node.start();
+    await node.opened();
+    await waitFor(async () => (await visibleNodes(viewerA)).includes('dev-op1'), 'lab-a to see dev-op1');
+    expect(await visibleNodes(viewerB)).not.toContain('dev-op1');
+    await liveA.next((f) => f.uid === 'dev-op1', 'a live frame of dev-op1 for lab-a');
+    const snapshotA = await client(viewerA);
+    expect(snapshotA.frames.some((f) => f.uid === 'dev-op1')).toBe(true);
+    const snapshotB = await client(viewerB);
+    expect([...snapshotB.frames, ...liveB.frames].some((f) => f.uid === 'dev-op1')).toBe(false);
+  });
+
   it('`mycelium key revoke` closes the open session with 4401 within 5 s, and the key is refused after', async () => {
     const { key, text } = await nodeKey('dev-a2');
     const peer = await wsNode(text);

@@ -88,6 +88,8 @@ export interface BrokerDeps {
 
 const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
 const GATEWAY_ROLES: readonly Role[] = ['gateway'];
+/** [accounts] Keyed devices on org-less gateways whose organisation the broker remembers (about 100 B each). */
+const MAX_KEYED_DEVICE_ORGS = 200_000;
 
 /** What the state-sync request returns: the nodes and gateways this broker owns. */
 interface StateSyncReply {
@@ -124,10 +126,17 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   readonly orgs: OrgDirectory = {
     nodeOrg: (uid) => {
       const node = this.table.get(uid);
-      return node === undefined ? undefined : this.gatewayOrgs.get(node.gateway);
+      return node === undefined ? undefined : this.orgOfNode(uid, node.gateway);
     },
     gatewayOrg: (gatewayId) => this.gatewayOrgs.get(gatewayId),
   };
+  /**
+   * [accounts] Devices admitted by their key on a gateway without an organisation (the operator's own, e.g. the
+   * gateways of `mycelium up`): `<gateway>\n<uid>` -> the key's organisation. A gateway of an organisation admits
+   * only that organisation's keys, so its nodes need no entry. Kept across the gateway's reconnects (the gateway
+   * does not ask again for a device still connected); bounded, oldest first out.
+   */
+  private readonly keyedDeviceOrgs = new Map<string, string>();
   /** [gw-reports] Actions to gateways, wherever they are connected. */
   readonly actions: ActionRouter;
   /** [console] Console requests from this broker's clients, and to the gateways connected here. */
@@ -262,6 +271,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       actions: this.actions, // [gw-reports]
       exec: this.exec, // [console]
       apiKeys: this.apiKeys, // [accounts]
+      deviceOrg: (gatewayId, uid, org) => this.noteDeviceOrg(gatewayId, uid, org), // [accounts]
     };
     this.clientDeps = {
       brokerId: this.id,
@@ -811,10 +821,27 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     return typeof id === 'string' ? this.gatewayOrgs.get(id) : undefined;
   }
 
+  /** [accounts] A node's organisation: its gateway's, or for a keyed device on an org-less gateway its key's. */
+  private orgOfNode(uid: string, gateway: string): string | undefined {
+    const org = this.gatewayOrgs.get(gateway);
+    if (org !== undefined || this.keyedDeviceOrgs.size === 0) return org;
+    return this.keyedDeviceOrgs.get(`${gateway}\n${uid}`);
+  }
+
+  /** [accounts] GatewaySessionDeps.deviceOrg. */
+  private noteDeviceOrg(gatewayId: string, uid: string, org: string): void {
+    const key = `${gatewayId}\n${uid}`;
+    this.keyedDeviceOrgs.delete(key); // re-inserted last: the bound drops the longest unseen first
+    this.keyedDeviceOrgs.set(key, org);
+    if (this.keyedDeviceOrgs.size > MAX_KEYED_DEVICE_ORGS) {
+      this.keyedDeviceOrgs.delete(this.keyedDeviceOrgs.keys().next().value as string);
+    }
+  }
+
   snapshot(claims: Scoped = {}): BrokerToClientMessage[] {
     const frames: BrokerToClientMessage[] = [];
     for (const node of this.table.all()) {
-      if (canSee(claims, this.gatewayOrgs.get(node.gateway))) frames.push(...NodeTable.snapshotFrames(node));
+      if (canSee(claims, this.orgOfNode(node.uid, node.gateway))) frames.push(...NodeTable.snapshotFrames(node));
     }
     for (const f of this.gatewayReports.frames()) {
       if (canSee(claims, this.gatewayOrgs.get(f.id))) frames.push(f); // [gw-reports] [accounts]

@@ -52,6 +52,11 @@ export interface GatewaySessionDeps {
   exec?: Pick<ExecRouter, 'serveGateway' | 'unserveGateway' | 'complete'>;
   /** [accounts] Verifies device keys for the gateway (absent: every `verify-key` is answered `unavailable`). */
   apiKeys?: Pick<ApiKeyVerifier, 'verify' | 'revokedKeyIds'>;
+  /**
+   * [accounts] Told when a gateway without an organisation (the operator's) admits a device by its key: the node
+   * then belongs to the key's organisation (the broker's OrgDirectory).
+   */
+  deviceOrg?: (gatewayId: string, uid: string, org: string) => void;
 }
 
 /** The broker's gateways by id, as a session sees it. */
@@ -418,6 +423,7 @@ export class GatewaySession {
         // with a `mycelium token` token, is the operator's and serves any).
         if (this.org !== undefined && org !== this.org) return answer('wrong-org');
         if (isIdentifier(sub) !== undefined) return answer('unknown');
+        if (this.org === undefined && org !== undefined) this.deps.deviceOrg?.(this.gatewayId, sub, org);
         answer({ ok: true, node: sub, org, exp, jti });
       })
       .catch((err: unknown) => {

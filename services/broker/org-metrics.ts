@@ -75,7 +75,7 @@ export function renderOrgMetrics(source: OrgMetricsSource, only?: string): strin
   const gateways = new Map<string, number>();
   const want = (org: string | undefined): org is string => org !== undefined && (only === undefined || org === only);
   for (const node of source.table.all()) {
-    const org = source.orgs.gatewayOrg(node.gateway);
+    const org = source.orgs.nodeOrg(node.uid);
     if (!want(org)) continue;
     const n = nodes.get(org) ?? { online: 0, offline: 0 };
     if (node.status === 'offline') n.offline++;

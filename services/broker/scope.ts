@@ -62,7 +62,7 @@ export function scopeList(req: ScopedRequest, orgs: OrgDirectory, payload: unkno
   const claims = req.claims;
   if (claims === undefined || claims.org === undefined || !Array.isArray(payload)) return payload;
   if (req.routeOptions.url === '/api/v1/nodes') {
-    return payload.filter((n: { gateway?: string }) => canSee(claims, orgs.gatewayOrg(String(n.gateway))));
+    return payload.filter((n: { uid?: string }) => canSee(claims, orgs.nodeOrg(String(n.uid))));
   }
   if (req.routeOptions.url === '/api/v1/gateways') {
     return payload.filter((g: { id?: string }) => canSee(claims, orgs.gatewayOrg(String(g.id))));
