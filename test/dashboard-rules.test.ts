@@ -2,10 +2,8 @@
 // one in-process bus, a real WebSocket gateway with a node whose temperature updates fire the rules, and the
 // dashboard service serving the built page. Everything the page shows travels the broker's REST routes.
 //
-// Cross-origin writes: the page (its own origin) POSTs enable/disable and PUTs sources with a Bearer token. Until
-// the broker's preflight allows them for the dashboard's origin (services/broker/cors.ts, the accounts-ui work),
-// the admin tests route those POST/PUT requests through Playwright, which answers the preflight and forwards the
-// request from Node; the broker still authorizes and answers every request. GETs go to the broker unrouted.
+// Cross-origin writes: the page (its own origin) POSTs enable/disable and PUTs sources with a Bearer token; the
+// broker lists the dashboard's origin (--dashboard-origin), so the dashboard starts first, told the broker's port.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +21,7 @@ import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { rulesOptions, startRules, tempDir } from './helpers/rules.ts';
 import { rawNode, startWsGateway } from './helpers/ws-gateway.ts';
 import { waitFor } from './helpers/wait.ts';
+import { freePort } from './helpers/ports.ts';
 
 /** The page polls every 3 s: a change shows within two polls. */
 const UI_TIMEOUT_MS = 15_000;
@@ -67,7 +66,15 @@ async function system(withRules = true) {
   const bus = createBus();
   await bus.start();
   cleanup(() => bus.stop());
-  const tb = await startBroker({}, undefined, bus);
+  // The page must know the broker's URL and the broker the page's origin: the port is chosen first.
+  const port = await freePort();
+  const dash = new DashboardServer(
+    { port: 0, host: '127.0.0.1', brokerUrl: `ws://127.0.0.1:${port}`, title: 'Rules test', tileUrl: '', distDir },
+    { log: silentLogger() },
+  );
+  cleanup(() => dash.stop());
+  await dash.start();
+  const tb = await startBroker({ port, dashboardOrigin: [dash.url] }, undefined, bus);
   cleanup(() => tb.stop());
   const dir = tempDir(cleanup, 'dash-rules-');
   writeFileSync(join(dir, 'count.js'), COUNT_RULE);
@@ -83,12 +90,6 @@ async function system(withRules = true) {
   const node = await rawNode(gw, cleanup, await tb.keys.token('node', 'sensor-1'));
   let value = 20;
   const update = () => node.send({ type: 'update', data: { temperature: value++ } });
-  const dash = new DashboardServer(
-    { port: 0, host: '127.0.0.1', brokerUrl: tb.ws, title: 'Rules test', tileUrl: '', distDir },
-    { log: silentLogger() },
-  );
-  cleanup(() => dash.stop());
-  await dash.start();
   const record = (name: string): RuleRecord => {
     const r = rules?.records().find((x) => x.name === name);
     if (r === undefined) throw new Error(`no rule ${name}`);
@@ -113,12 +114,9 @@ async function openRules(
     const m = /\/assets\/(rules-[a-z]+)-/.exec(req.url());
     if (m !== null) chunks.push(m[1]);
   });
-  await page.route(`${tb.http}/api/v1/rules/**`, async (route) => {
-    const req = route.request();
-    if (req.method() === 'GET') return route.continue();
-    writes.push(`${req.method()} ${new URL(req.url()).pathname}`);
-    const res = await route.fetch();
-    await route.fulfill({ response: res, headers: { ...res.headers(), 'access-control-allow-origin': dash.url } });
+  page.on('request', (req) => {
+    if (req.url().startsWith(`${tb.http}/api/v1/rules/`) && (req.method() === 'POST' || req.method() === 'PUT'))
+      writes.push(`${req.method()} ${new URL(req.url()).pathname}`);
   });
   await page.goto(`${dash.url}/#token=${await tb.keys.token(role, `${role}-1`)}`);
   await page.waitForSelector('#conn[data-state="open"]', { timeout: UI_TIMEOUT_MS });

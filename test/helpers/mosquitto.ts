@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { guard, terminate } from './child-process.ts';
 import { waitFor } from './wait.ts';
+import { freePort } from './ports.ts';
 
 export const MOSQUITTO_BIN = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto';
 export const MOSQUITTO_PUB = process.env.MOSQUITTO_PUB ?? '/usr/bin/mosquitto_pub';
@@ -104,15 +105,6 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       child = await launch(join(dir, 'mosquitto.conf'), port);
     },
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function launch(configFile: string, port: number): Promise<ChildProcess> {

@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { guard, terminate } from './child-process.ts';
 import { waitFor } from './wait.ts';
+import { freePort } from './ports.ts';
 
 /** Debian's python3, which has the python3-aiosmtpd package (a python3 earlier on PATH may not). */
 export const SMTP_PYTHON = process.env.SMTP_PYTHON ?? '/usr/bin/python3';
@@ -95,15 +96,6 @@ export function mailBody(mail: string): string {
 export function mailHeader(mail: string, name: string): string | undefined {
   const m = new RegExp(`^${name}:\\s*(.*)$`, 'im').exec(mail);
   return m?.[1].trim();
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 function probe(port: number): Promise<boolean> {
