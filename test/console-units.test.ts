@@ -2,7 +2,11 @@
 import { describe, expect, it } from 'vitest';
 import { buildArgv, capabilityOf, parseCommands } from '../services/agent/commands-file.ts';
 import { Runner } from '../services/agent/runner.ts';
+import { MemoryBus } from '../services/bus/memory-bus.ts';
+import { subjects } from '../services/bus/subjects.ts';
+import { execOnNode } from '../services/console/exec-client.ts';
 import type { ExecExit } from '../services/protocol/console-messages.ts';
+import { waitFor } from './helpers/wait.ts';
 
 describe('commands file', () => {
   const table = parseCommands(`
@@ -147,5 +151,37 @@ describe('agent link', () => {
       await agent.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
+  });
+});
+
+describe('execOnNode against a scripted gateway broker (in-process bus)', () => {
+  const requester = { sub: 'rules', role: 'operator' as const };
+
+  it("is `busy` when the gateway's broker is at its cap, an error for other refusals, and cancels on abort", async () => {
+    const bus = new MemoryBus();
+    const seen: { type?: string }[] = [];
+    let answer: { ok: boolean; reason?: string } = { ok: false, reason: 'busy' };
+    bus.subscribe(subjects.exec('gw-1'), (msg) => {
+      const { frame } = JSON.parse(Buffer.from(msg.data).toString()) as { frame: { type: string } };
+      seen.push(frame);
+      if (msg.reply) bus.publish(msg.reply, Buffer.from(JSON.stringify(answer)));
+    });
+    const run = (options = {}) =>
+      execOnNode(bus, { uid: 'n', gateway: 'gw-1', command: 'uptime', requester }, undefined, options).done;
+    expect(await run()).toMatchObject({ status: 'busy', reason: 'busy' });
+    answer = { ok: false, reason: 'duplicate request' };
+    expect(await run()).toMatchObject({ status: 'error', reason: 'duplicate request' });
+    // Accepted, then the caller aborts: an exec-cancel goes to the gateway's broker, and the call ends `cancelled`
+    // (here nobody answers the cancel, so after the grace).
+    answer = { ok: true };
+    const abort = new AbortController();
+    const done = run({ signal: abort.signal, graceMs: 50 });
+    await waitFor(() => seen.length === 3, 'the third request');
+    abort.abort();
+    expect(await done).toMatchObject({ status: 'cancelled' });
+    expect(seen.map((f) => f.type)).toEqual(['exec', 'exec', 'exec', 'exec-cancel']);
+    // The caller's own timeout sends exec-cancel too.
+    expect(await run({ defaultTimeoutMs: 20, graceMs: 20 })).toMatchObject({ status: 'timeout' });
+    expect(seen.map((f) => f.type).slice(-2)).toEqual(['exec', 'exec-cancel']);
   });
 });
