@@ -2,7 +2,11 @@
 import { describe, expect, it } from 'vitest';
 import { buildArgv, capabilityOf, parseCommands } from '../services/agent/commands-file.ts';
 import { Runner } from '../services/agent/runner.ts';
+import { MemoryBus } from '../services/bus/memory-bus.ts';
+import { subjects } from '../services/bus/subjects.ts';
+import { execOnNode } from '../services/console/exec-client.ts';
 import type { ExecExit } from '../services/protocol/console-messages.ts';
+import { settle, waitFor } from './helpers/wait.ts';
 
 describe('commands file', () => {
   const table = parseCommands(`
@@ -146,6 +150,109 @@ describe('agent link', () => {
     } finally {
       await agent.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
+
+describe('execOnNode against a scripted gateway broker (in-process bus)', () => {
+  const requester = { sub: 'rules', role: 'operator' as const };
+
+  it("is `busy` when the gateway's broker is at its cap, an error for other refusals, and cancels on abort", async () => {
+    const bus = new MemoryBus();
+    const seen: { type?: string }[] = [];
+    let answer: { ok: boolean; reason?: string } = { ok: false, reason: 'busy' };
+    bus.subscribe(subjects.exec('gw-1'), (msg) => {
+      const { frame } = JSON.parse(Buffer.from(msg.data).toString()) as { frame: { type: string } };
+      seen.push(frame);
+      if (msg.reply) bus.publish(msg.reply, Buffer.from(JSON.stringify(answer)));
+    });
+    const run = (options = {}) =>
+      execOnNode(bus, { uid: 'n', gateway: 'gw-1', command: 'uptime', requester }, undefined, options).done;
+    expect(await run()).toMatchObject({ status: 'busy', reason: 'busy' });
+    answer = { ok: false, reason: 'duplicate request' };
+    expect(await run()).toMatchObject({ status: 'error', reason: 'duplicate request' });
+    // Accepted, then the caller aborts: an exec-cancel goes to the gateway's broker, and the call ends `cancelled`
+    // (here nobody answers the cancel, so after the grace).
+    answer = { ok: true };
+    const abort = new AbortController();
+    const done = run({ signal: abort.signal, graceMs: 50 });
+    await waitFor(() => seen.length === 3, 'the third request');
+    abort.abort();
+    expect(await done).toMatchObject({ status: 'cancelled' });
+    expect(seen.map((f) => f.type)).toEqual(['exec', 'exec', 'exec', 'exec-cancel']);
+    // The caller's own timeout sends exec-cancel too.
+    expect(await run({ defaultTimeoutMs: 20, graceMs: 20 })).toMatchObject({ status: 'timeout' });
+    expect(seen.map((f) => f.type).slice(-2)).toEqual(['exec', 'exec-cancel']);
+  });
+});
+
+describe('NodeLink (the agent and the test node share it)', () => {
+  it('is refused, backs off and retries, opens, hands over messages, reconnects after a close, and stops', async () => {
+    const { createServer } = await import('node:http');
+    const { WebSocketServer } = await import('ws');
+    const { NodeLink } = await import('../services/common/node-link.ts');
+    const { silentLogger } = await import('../services/common/log.ts');
+    const attempts: (string | undefined)[] = [];
+    const closes: number[] = [];
+    const wss = new WebSocketServer({ noServer: true });
+    const server = createServer();
+    server.on('upgrade', (req, socket, head) => {
+      attempts.push(req.headers.authorization);
+      // The first two attempts are refused before the upgrade, as a gateway refuses a bad token.
+      if (attempts.length <= 2) {
+        socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        ws.on('close', (code) => closes.push(code));
+        ws.send('hello');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const received: string[] = [];
+    const closed: number[] = [];
+    const link = new NodeLink(
+      {
+        url: () => `ws://127.0.0.1:${port}/node`,
+        headers: () => ({ authorization: 'Bearer t0k' }),
+        backoffInitialMs: 5,
+        backoffMaxMs: 20,
+        holdProcess: false,
+        role: 'node',
+        log: silentLogger(),
+      },
+      {
+        open: () => undefined,
+        message: (data) => received.push(data.toString()),
+        closed: (code) => closed.push(code),
+      },
+    );
+    try {
+      expect(link.send('x')).toBe(false);
+      link.start();
+      await waitFor(() => link.connected && received.includes('hello'), 'the link open after two refusals');
+      expect(attempts).toEqual(['Bearer t0k', 'Bearer t0k', 'Bearer t0k']);
+      expect(link.opens).toBe(1);
+      // The gateway restarts (1012): the link redials by itself.
+      for (const ws of wss.clients) ws.close(1012, 'restart');
+      await waitFor(() => link.opens === 2 && link.connected, 'the link back after the close');
+      // The two refusals closed as 1006 (no handshake), then the gateway's 1012.
+      expect(closed).toEqual([1006, 1006, 1012]);
+      // A crash (no closing handshake) is redialled too.
+      link.terminate();
+      await waitFor(() => link.opens === 3 && link.connected, 'the link back after a crash');
+      // stop() closes with the given code and redials no more.
+      await link.stop(1001, 'going away', 1000);
+      await waitFor(() => closes.includes(1001), 'the gateway to see 1001');
+      const count = attempts.length;
+      await settle(100);
+      expect(attempts.length).toBe(count);
+      expect(link.connected).toBe(false);
+    } finally {
+      await link.stop(1001, 'going away', 100);
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise((r) => server.close(r));
     }
   });
 });

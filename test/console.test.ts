@@ -11,6 +11,8 @@ import { waitFor } from './helpers/wait.ts';
 import { nodeUrl, startWsGateway } from './helpers/ws-gateway.ts';
 import { type Frame, TestPeer } from './helpers/ws-client.ts';
 import type { WsGateway } from '../gateways/ws/gateway.ts';
+import { execOnNode } from '../services/console/exec-client.ts';
+import { bindExec } from '../services/rules/exec-binding.ts';
 
 const cleanups: (() => unknown)[] = [];
 const cleanup = (fn: () => unknown) => cleanups.push(fn);
@@ -200,6 +202,116 @@ describe('limits enforced on the device', () => {
       10_000,
     );
     expect(await exitOf(op, 'l1', 15_000)).toMatchObject({ status: 'ok', code: 0 });
+  });
+});
+
+describe('execOnNode and its callers (the rules binding, REST): busy, timeouts and gone nodes answer quickly', () => {
+  const requester = { sub: 'rules', role: 'operator' as const };
+  const gatewayOf = (tb: TestBroker, uid = 'agent-1') => tb.broker.table.get(uid)?.gateway as string;
+  /** The `sleep N` processes alive on this machine (N unique per test). */
+  const sleeping = (n: string) =>
+    execFileSync('ps', ['-eo', 'args'])
+      .toString()
+      .split('\n')
+      .filter((l) => l.trim() === `sleep ${n}`);
+
+  it('an agent at its cap answers busy at once (not at the wait bound), through the rules binding and REST', async () => {
+    const { tb, gw } = await setup(['--max-concurrent', '1']);
+    const first = execOnNode(tb.broker.bus, {
+      uid: 'agent-1',
+      gateway: gatewayOf(tb),
+      command: 'sleep',
+      params: { s: '4310' },
+      requester,
+    });
+    cleanup(() => first.cancel());
+    await waitFor(() => sleeping('4310').length === 1, 'the first sleep to run', 10_000);
+    const t0 = Date.now();
+    const second = await bindExec(tb.broker.bus).exec({
+      uid: 'agent-1',
+      gateway: gatewayOf(tb),
+      command: 'sleep',
+      params: { s: '4311' },
+      requester,
+    });
+    // The wait bound of a request naming no timeout is 60 s plus the grace: `busy` comes from the agent at once.
+    expect(second).toMatchObject({ status: 'busy', reason: '1 commands running' });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const res = await fetch(`${tb.http}/api/v1/nodes/agent-1/exec?wait=true`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${await tb.keys.token('operator', 'olive')}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({ command: 'sleep', params: { s: '4312' } }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'busy' });
+    expect(sleeping('4311')).toEqual([]);
+    first.cancel();
+    expect(await first.done).toMatchObject({ status: 'cancelled' });
+    expect(gw.adapter.exec.inFlight).toBe(0);
+  });
+
+  it("a caller's timeout cancels the command on the agent (whose own default timeout is far longer)", async () => {
+    const { tb } = await setup(['--default-timeout-ms', '600000', '--kill-grace-ms', '300']);
+    // The caller waits 400 ms plus a 400 ms grace for a request naming no timeout; the agent would give it 600 s.
+    const call = execOnNode(
+      tb.broker.bus,
+      { uid: 'agent-1', gateway: gatewayOf(tb), command: 'sleep', params: { s: '4320' }, requester },
+      undefined,
+      { defaultTimeoutMs: 400, graceMs: 400 },
+    );
+    await waitFor(() => sleeping('4320').length === 1, 'the sleep to run', 10_000);
+    expect(await call.done).toMatchObject({ status: 'timeout', reason: 'no exit from the node in time' });
+    await waitFor(() => sleeping('4320').length === 0, 'the sleep to be killed on the device', 10_000);
+
+    // A caller that gives up through an AbortSignal (a rule's invocation ending) cancels the same way.
+    const abort = new AbortController();
+    const outcome = bindExec(tb.broker.bus).exec({
+      uid: 'agent-1',
+      gateway: gatewayOf(tb),
+      command: 'sleep',
+      params: { s: '4321' },
+      requester,
+      signal: abort.signal,
+    });
+    await waitFor(() => sleeping('4321').length === 1, 'the second sleep to run', 10_000);
+    abort.abort();
+    expect(await outcome).toMatchObject({ status: 'cancelled' });
+    expect(sleeping('4321')).toEqual([]);
+  });
+
+  it('a node or gateway that is gone answers an error at once', async () => {
+    const { tb, gw, agent } = await setup();
+    const gateway = gatewayOf(tb);
+    const run = (gatewayId: string, uid = 'agent-1') =>
+      bindExec(tb.broker.bus).exec({ uid, gateway: gatewayId, command: 'uptime', params: {}, requester });
+    const quick = async (p: Promise<{ status: string; reason?: string }>) => {
+      const t0 = Date.now();
+      const outcome = await p;
+      expect(Date.now() - t0).toBeLessThan(3000);
+      return outcome;
+    };
+    // A node its gateway does not hold (gone, or never there): the gateway answers.
+    expect(await quick(run(gateway, 'no-such-node'))).toMatchObject({ status: 'error', reason: 'node-offline' });
+    // The agent stops: at once, before and after the broker marks it offline.
+    await agent.stop();
+    expect(await quick(run(gateway))).toMatchObject({ status: 'error', reason: 'node-offline' });
+    await waitFor(() => tb.broker.table.get('agent-1')?.status === 'offline', 'the node offline', 10_000);
+    const res = await fetch(`${tb.http}/api/v1/nodes/agent-1/exec?wait=true`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${await tb.keys.token('operator', 'olive')}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({ command: 'uptime' }),
+    });
+    expect(res.status).toBe(409);
+    // A gateway nobody serves (gone, or a stale gateway id): no responders on the bus.
+    await gw.stop();
+    expect(await quick(run('no-such-gateway'))).toMatchObject({ status: 'error', reason: 'gateway-unreachable' });
+    await waitFor(async () => (await run(gateway)).reason === 'gateway-unreachable', 'the gateway unserved', 10_000);
   });
 });
 

@@ -44,12 +44,36 @@ describe('ANSI runs', () => {
     ]);
   });
 
-  it('maps 256-colour codes below 16 and leaves the rest (and true colour) plain', () => {
+  it('maps 256-colour codes below 16 to classes, the rest of the palette and true colour to rgb()', () => {
     const p = new AnsiParser();
-    expect(p.push('\u001b[38;5;2mg\u001b[38;5;200mx\u001b[38;2;1;2;3my\u001b[1mz')).toEqual([
+    expect(
+      p.push('\u001b[38;5;2mg\u001b[38;5;200mx\u001b[38;2;1;2;3my\u001b[48;5;16;38;5;244mw\u001b[1mz\u001b[0m.'),
+    ).toEqual([
       { text: 'g', cls: 'ansi-fg-2' },
-      { text: 'xy', cls: '' },
-      { text: 'z', cls: 'ansi-bold' },
+      // 200 = 16 + 36*5 + 6*0 + 4: the cube's (5, 0, 4), xterm's #ff00d7.
+      { text: 'x', cls: '', fg: 'rgb(255, 0, 215)' },
+      { text: 'y', cls: '', fg: 'rgb(1, 2, 3)' },
+      // 16 is the cube's black; 244 the 13th grey (8 + 12 * 10).
+      { text: 'w', cls: '', fg: 'rgb(128, 128, 128)', bg: 'rgb(0, 0, 0)' },
+      { text: 'z', cls: 'ansi-bold', fg: 'rgb(128, 128, 128)', bg: 'rgb(0, 0, 0)' },
+      { text: '.', cls: '' },
+    ]);
+    // The same colour across chunks is one run per chunk with the same value; a reset ends it.
+    const q = new AnsiParser();
+    expect(q.push('\u001b[38;2;10;20;30ma')).toEqual([{ text: 'a', cls: '', fg: 'rgb(10, 20, 30)' }]);
+    expect(q.push('b\u001b[39mc')).toEqual([
+      { text: 'b', cls: '', fg: 'rgb(10, 20, 30)' },
+      { text: 'c', cls: '' },
+    ]);
+  });
+
+  it('leaves a colour out of range (or malformed) unset: only numbers 0-255 ever reach a CSS value', () => {
+    const p = new AnsiParser();
+    expect(
+      p.push('\u001b[38;5;256ma\u001b[38;2;300;0;0mb\u001b[38;2;1;2mc\u001b[48;5mx\u001b[38;5;1;48;2;999;0;0md'),
+    ).toEqual([
+      { text: 'abcx', cls: '' },
+      { text: 'd', cls: 'ansi-fg-1' },
     ]);
   });
 

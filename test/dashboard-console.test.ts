@@ -4,7 +4,7 @@
 //   exactly (hostile output, streaming, cancel, refusals, the history);
 // - the whole system: broker, WebSocket gateway and a real `mycelium agent` process with a commands file and
 //   --allow-pty: output streaming in, `<script>` output as text, cancel, and typing into the terminal (xterm.js).
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -327,6 +327,7 @@ describe('console panel with the whole system (broker, WebSocket gateway, a real
       dir,
       // Single-quoted YAML keeps the backslashes for printf, which turns them into ESC and newline.
       `html: {argv: [printf, '\\033[32m<script>alert(1)</script>\\033[0m <b>bold</b>\\n']}
+colours: {argv: [printf, '\\033[38;5;200mpalette\\033[0m \\033[38;2;10;200;30;48;2;1;2;3mtrue\\033[0m\\n']}
 count: {argv: [sh, -c, "for i in 1 2 3 4 5; do echo line$i; sleep 0.6; done"]}
 `,
     );
@@ -345,7 +346,24 @@ count: {argv: [sh, -c, "for i in 1 2 3 4 5; do echo line$i; sleep 0.6; done"]}
       'the agent to announce its console',
       30_000,
     );
-    return { tb, dash, agent };
+    /** Stops the agent and starts another with the same uid and this commands file (a device's new config). */
+    const restart = async (commandsText: string, args: string[] = []) => {
+      await agent.stop();
+      const file = join(dir, 'commands-2.yaml');
+      writeFileSync(file, commandsText);
+      const next = startAgent([
+        '--gateway-url',
+        nodeUrl(gw),
+        '--token',
+        await tb.keys.token('node', uid),
+        '--commands',
+        file,
+        ...args,
+      ]);
+      cleanups.push(() => next.stop());
+      return next;
+    };
+    return { tb, dash, agent, restart };
   }
 
   it('runs the commands the agent allows: output streams in as text, and cancel stops a command', async () => {
@@ -370,6 +388,26 @@ count: {argv: [sh, -c, "for i in 1 2 3 4 5; do echo line$i; sleep 0.6; done"]}
     expect(await p.locator('.console-output').textContent()).toContain(' <b>bold</b>');
     expect(await p.locator('.console-output script, .console-output b').count()).toBe(0);
 
+    // 256-colour and true-colour codes: colours outside the 16 classes, set through CSSOM (the CSP forbids style
+    // attributes; an attribute would show as a CSP error in watch.errors), the text still text.
+    await p.click('.console-command[data-command="colours"] .console-run');
+    await waitText(p, '.console-status', (t) => t.startsWith('colours: ok · exit 0'), 'colours ok');
+    const colours = await p.evaluate(() =>
+      [...document.querySelectorAll<HTMLElement>('.console-output span')]
+        .filter((s) => s.textContent === 'palette' || s.textContent === 'true')
+        .map((s) => ({
+          text: s.textContent,
+          color: getComputedStyle(s).color,
+          background: getComputedStyle(s).backgroundColor,
+          attribute: s.getAttribute('style'),
+        })),
+    );
+    expect(colours).toEqual([
+      // xterm's palette entry 200 is #ff00d7.
+      { text: 'palette', color: 'rgb(255, 0, 215)', background: 'rgba(0, 0, 0, 0)', attribute: expect.any(String) },
+      { text: 'true', color: 'rgb(10, 200, 30)', background: 'rgb(1, 2, 3)', attribute: expect.any(String) },
+    ]);
+
     // A command that prints a line every 0.6 s: the first lines show while it still runs.
     await p.click('.console-command[data-command="count"] .console-run');
     const partial = await waitText(p, '.console-output', (t) => t.includes('line2'), 'the first lines');
@@ -386,10 +424,36 @@ count: {argv: [sh, -c, "for i in 1 2 3 4 5; do echo line$i; sleep 0.6; done"]}
     await waitFor(async () => (await text(p, '.console-status')).includes('running'), 'sleep running');
     await p.click('.console-cancel');
     await waitText(p, '.console-status', (t) => t.startsWith('sleep s=1000: cancelled'), 'the cancelled sleep');
-    expect(await p.locator('.console-history .console-entry').count()).toBe(4);
+    expect(await p.locator('.console-history .console-entry').count()).toBe(5);
     await screenshot(p, 'dashboard-console-agent');
     await settle(300);
     expect(watch.dialogs).toEqual([]);
+    expect(watch.errors).toEqual([]);
+  }, 120_000);
+
+  it("follows the agent's command list: restarted with another commands file, the open panel's buttons change", async () => {
+    const { tb, dash, restart } = await system('agent-swap');
+    const { page: p, watch } = await page();
+    await p.goto(`${dash.url}/#token=${await tb.keys.token('admin', 'ariel')}`);
+    await openConsole(p, 'agent-swap');
+    const buttons = () => p.locator('.console-command .console-run').allTextContents();
+    expect(await buttons()).toEqual(expect.arrayContaining(['echo', 'uptime']));
+    expect(await p.locator('.console-shell:visible').count()).toBe(0);
+    await p.click('.console-command[data-command="uptime"] .console-run');
+    await waitText(p, '.console-status', (t) => t.startsWith('uptime: ok'), 'uptime ok');
+
+    // The device's operator swaps the commands file and restarts the agent with --allow-shell: the panel, still
+    // open, follows without a reload; the session's history stays.
+    await restart('df: {argv: [df, -h, /]}\nwho: {argv: [who]}\n', ['--allow-shell']);
+    const deadline = Date.now() + UI_TIMEOUT_MS;
+    while ((await buttons()).join(',') !== 'df,who') {
+      if (Date.now() > deadline) throw new Error(`the buttons did not follow: ${(await buttons()).join(',')}`);
+      await p.waitForTimeout(25);
+    }
+    await p.locator('.console-shell-input').waitFor({ timeout: UI_TIMEOUT_MS });
+    expect(await p.locator('.console-history .console-entry').count()).toBe(1);
+    await p.click('.console-command[data-command="df"] .console-run');
+    await waitText(p, '.console-status', (t) => t.startsWith('df: ok'), 'df ok on the restarted agent');
     expect(watch.errors).toEqual([]);
   }, 120_000);
 

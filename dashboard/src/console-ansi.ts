@@ -1,5 +1,7 @@
-// ANSI colour codes in a command's output, turned into runs of text with CSS classes. The panel sets each run's
-// text with textContent, so output can style itself (SGR colours, bold, underline) but never become markup.
+// ANSI colour codes in a command's output, turned into runs of text with CSS classes (the 16 base colours and the
+// attributes) and, for 256-colour and true-colour codes, an `rgb()` value the panel sets through CSSOM. The panel
+// sets each run's text with textContent, so output can style itself (SGR colours, bold, underline) but never
+// become markup.
 // Everything else a terminal would act on (cursor moves, erase, titles, OSC hyperlinks, bells, lone control
 // characters) is dropped: the output panel is a log, not a terminal (the PTY view is the terminal).
 // Streaming: a chunk may end inside an escape sequence, so the parser keeps the unfinished sequence (bounded) and
@@ -9,14 +11,24 @@ export interface Run {
   text: string;
   /** Space-separated class names (`ansi-fg-1 ansi-bold`), or '' for plain text. */
   cls: string;
+  /**
+   * A colour outside the 16 classes (the 256-colour palette's 16-255, or true colour) as `rgb(r, g, b)` built
+   * from numbers here: the page sets it through CSSOM (`span.style.color`), which the CSP allows, unlike a style
+   * attribute. Absent when the class carries the colour.
+   */
+  fg?: string;
+  bg?: string;
 }
 
 /** An escape sequence longer than this is not one a program meant: dropped, and parsing goes on. */
 export const MAX_ESCAPE_LENGTH = 256;
 
+/** A palette index (0-15 as a class, 16-255 computed) or a true colour. */
+type Colour = number | { r: number; g: number; b: number };
+
 interface Style {
-  fg?: number;
-  bg?: number;
+  fg?: Colour;
+  bg?: Colour;
   bold: boolean;
   dim: boolean;
   italic: boolean;
@@ -26,10 +38,30 @@ interface Style {
 
 const plain = (): Style => ({ bold: false, dim: false, italic: false, underline: false, inverse: false });
 
+const isClass = (c: Colour | undefined): c is number => typeof c === 'number' && c < 16;
+
+/** xterm's 256-colour palette beyond the 16 base colours: a 6×6×6 cube (16-231), then 24 greys (232-255). */
+export function paletteRgb(n: number): { r: number; g: number; b: number } {
+  if (n >= 232) {
+    const v = 8 + (n - 232) * 10;
+    return { r: v, g: v, b: v };
+  }
+  const i = n - 16;
+  const level = (k: number) => (k === 0 ? 0 : 55 + k * 40);
+  return { r: level(Math.floor(i / 36)), g: level(Math.floor(i / 6) % 6), b: level(i % 6) };
+}
+
+/** The CSS value of a colour no class carries. */
+function cssOf(c: Colour | undefined): string | undefined {
+  if (c === undefined || isClass(c)) return undefined;
+  const { r, g, b } = typeof c === 'number' ? paletteRgb(c) : c;
+  return `rgb(${r}, ${g}, ${b})`;
+}
+
 function classOf(s: Style): string {
   const out: string[] = [];
-  if (s.fg !== undefined) out.push(`ansi-fg-${s.fg}`);
-  if (s.bg !== undefined) out.push(`ansi-bg-${s.bg}`);
+  if (isClass(s.fg)) out.push(`ansi-fg-${s.fg}`);
+  if (isClass(s.bg)) out.push(`ansi-bg-${s.bg}`);
   if (s.bold) out.push('ansi-bold');
   if (s.dim) out.push('ansi-dim');
   if (s.italic) out.push('ansi-italic');
@@ -61,11 +93,18 @@ function applySgr(style: Style, params: string): Style {
     else if (c >= 90 && c <= 97) s.fg = c - 90 + 8;
     else if (c >= 100 && c <= 107) s.bg = c - 100 + 8;
     else if (c === 38 || c === 48) {
-      // 256-colour (5;n) and true-colour (2;r;g;b): the 16 base colours map to classes; the rest stay plain,
-      // because a colour outside the palette would need an inline style, which the page's CSP forbids.
+      // 256-colour (5;n) and true colour (2;r;g;b), ECMA-48 / ITU T.416 (the `2:` form may carry a colour-space
+      // id, which terminals ignore in the `;` form used here). A value out of range leaves the colour unset.
       const kind = codes[i + 1];
-      const n = kind === 5 ? codes[i + 2] : undefined;
-      const colour = n !== undefined && n >= 0 && n < 16 ? n : undefined;
+      let colour: Colour | undefined;
+      if (kind === 5) {
+        const n = codes[i + 2];
+        if (Number.isInteger(n) && n >= 0 && n <= 255) colour = n;
+      } else if (kind === 2) {
+        const [r, g, b] = [codes[i + 2], codes[i + 3], codes[i + 4]];
+        const ok = (v: number | undefined) => v !== undefined && Number.isInteger(v) && v >= 0 && v <= 255;
+        if (ok(r) && ok(g) && ok(b)) colour = { r, g, b };
+      }
       if (c === 38) s.fg = colour;
       else s.bg = colour;
       i += kind === 5 ? 2 : kind === 2 ? 4 : 1;
@@ -92,14 +131,16 @@ export class AnsiParser {
     this.pending = '';
     const runs: Run[] = [];
     let cls = classOf(this.style);
+    let fg = cssOf(this.style.fg);
+    let bg = cssOf(this.style.bg);
     let buf = '';
     const flush = () => {
       const clean = buf.replace(/\r\n/g, '\n').replace(CONTROL, '');
       buf = '';
       if (clean === '') return;
       const last = runs[runs.length - 1];
-      if (last !== undefined && last.cls === cls) last.text += clean;
-      else runs.push({ text: clean, cls });
+      if (last !== undefined && last.cls === cls && last.fg === fg && last.bg === bg) last.text += clean;
+      else runs.push({ text: clean, cls, ...(fg === undefined ? {} : { fg }), ...(bg === undefined ? {} : { bg }) });
     };
     let i = 0;
     while (i < text.length) {
@@ -122,6 +163,8 @@ export class AnsiParser {
         flush();
         this.style = applySgr(this.style, sgr[1]);
         cls = classOf(this.style);
+        fg = cssOf(this.style.fg);
+        bg = cssOf(this.style.bg);
       }
       i = end;
     }

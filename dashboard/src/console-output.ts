@@ -36,11 +36,21 @@ export class OutputLog {
       const cls = [stream === 'stderr' ? 'console-stderr' : '', run.cls].filter(Boolean).join(' ');
       // Output in the same style as the last run joins its span as a text node: a command writing thousands of
       // small chunks makes a few elements, not thousands.
-      if (this.last !== undefined && this.last.className === cls && this.last.nextSibling === this.tail()) {
+      if (
+        this.last !== undefined &&
+        this.last.className === cls &&
+        this.last.style.color === (run.fg ?? '') &&
+        this.last.style.backgroundColor === (run.bg ?? '') &&
+        this.last.nextSibling === this.tail()
+      ) {
         this.last.append(run.text);
         continue;
       }
       const span = h('span', cls ? { class: cls } : {});
+      // CSSOM, not a style attribute: the CSP (style-src without 'unsafe-inline') allows the former only. The
+      // values are `rgb(n, n, n)` the parser built from numbers, never text from the device.
+      if (run.fg !== undefined) span.style.color = run.fg;
+      if (run.bg !== undefined) span.style.backgroundColor = run.bg;
       span.textContent = run.text;
       this.el.insertBefore(span, this.tail());
       this.last = span;

@@ -66,6 +66,9 @@ export class ConsolePanel {
   private selected?: Entry;
   private terminal?: TerminalView;
   private terminalLoading = false;
+  /** The open node's `console` value as last rendered (the object, and its JSON text to compare a new one). */
+  private rawCapability?: Json;
+  private capabilityText?: string;
 
   private readonly title = h('h2', { id: 'console-title', class: 'console-title' });
   private readonly closeButton = h('button', { type: 'button', class: 'console-close', 'aria-label': 'close' }, '✕');
@@ -133,6 +136,8 @@ export class ConsolePanel {
   /** Opens the panel with what the agent advertises now; a value that is no capability shows as such. */
   openFor(req: ConsoleOpenRequest): void {
     const capability = parseCapability(req.capability);
+    this.rawCapability = req.capability;
+    this.capabilityText = typeof req.capability === 'string' ? req.capability : JSON.stringify(req.capability);
     this.open({
       uid: req.uid,
       title: req.title,
@@ -140,6 +145,27 @@ export class ConsolePanel {
       capability: capability ?? { commands: [], shell: false, pty: false },
     });
     if (capability === undefined) this.setStatus('error', 'This node advertises a console this page cannot read.');
+  }
+
+  /**
+   * The node's `console` resource may have changed (an agent restarted with another commands file): while this
+   * node's panel is open, its buttons, shell line and terminal button follow, and the session's history stays.
+   * Called for every change of any node, so it returns at once unless the value really changed.
+   */
+  capabilityChanged(uid: string, value: Json | undefined): void {
+    const target = this.target;
+    if (target === undefined || target.uid !== uid || !this.isOpen || value === undefined) return;
+    if (value === this.rawCapability) return;
+    const text = typeof value === 'string' ? value : JSON.stringify(value);
+    if (text === this.capabilityText) return;
+    this.rawCapability = value;
+    this.capabilityText = text;
+    const capability = parseCapability(value);
+    if (capability === undefined) return;
+    this.target = { ...target, capability };
+    this.renderCommands(capability.commands);
+    this.shellForm.hidden = !(target.admin && capability.shell);
+    this.terminalButton.hidden = !(target.admin && capability.pty);
   }
 
   open(target: ConsoleTarget): void {

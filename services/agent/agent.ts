@@ -6,8 +6,8 @@
 // A command outlives the link: when the gateway goes away, the command keeps its limits, and its answers wait in
 // a bounded queue (exits first) until the agent is connected again.
 import { readFileSync, statSync } from 'node:fs';
-import WebSocket from 'ws';
 import type { Logger } from '../common/log.ts';
+import { NodeLink } from '../common/node-link.ts';
 import type { Component } from '../common/run.ts';
 import {
   type ExecAnswerFrame,
@@ -85,10 +85,8 @@ export function agentToken(config: Pick<AgentConfig, 'token' | 'tokenFile'>): st
 }
 
 export class Agent implements Component {
-  private ws?: WebSocket;
+  private readonly link: NodeLink;
   private running = false;
-  private attempt = 0;
-  private retryTimer?: NodeJS.Timeout;
   private statusTimer?: NodeJS.Timeout;
   private token = '';
   /** [accounts] Ends the wait for a PIN's claim when the agent stops. */
@@ -100,8 +98,6 @@ export class Agent implements Component {
   private queue: ExecAnswerFrame[] = [];
   private readonly log: Logger;
   private ptyAvailable = false;
-  /** Connections opened so far (tests wait on it). */
-  opens = 0;
 
   constructor(
     private readonly config: AgentConfig,
@@ -115,10 +111,33 @@ export class Agent implements Component {
       maxTimeoutMs: config.maxTimeoutMs,
       killGraceMs: config.killGraceMs,
     });
+    this.link = new NodeLink(
+      {
+        url: () => config.gatewayUrl,
+        headers: () => ({ authorization: `Bearer ${this.token}` }),
+        backoffInitialMs: config.backoffInitialMs,
+        backoffMaxMs: config.backoffMaxMs,
+        handshakeTimeoutMs: 10_000,
+        holdProcess: true,
+        role: 'agent',
+        log: this.log,
+      },
+      {
+        open: () => this.onOpen(),
+        message: (data, isBinary) => {
+          if (!isBinary) this.onMessage(data.toString());
+        },
+      },
+    );
   }
 
   get connected(): boolean {
-    return this.ws?.readyState === WebSocket.OPEN;
+    return this.link.connected;
+  }
+
+  /** Connections opened so far (tests wait on it). */
+  get opens(): number {
+    return this.link.opens;
   }
 
   async start(): Promise<void> {
@@ -135,7 +154,7 @@ export class Agent implements Component {
     }
     this.running = true;
     if (byPin) this.provisionKey();
-    else this.connect();
+    else this.link.start();
     this.statusTimer = setInterval(() => {
       this.sendStatus().catch((err: unknown) => this.log.warn({ err }, 'status not sent'));
     }, this.config.statusInterval * 1000);
@@ -155,23 +174,11 @@ export class Agent implements Component {
     if (!this.running) return;
     this.running = false;
     this.pinWait?.abort(); // [accounts]
-    clearTimeout(this.retryTimer);
     clearInterval(this.statusTimer);
     this.runner.stop();
     for (const p of this.ptys.values()) p.session.kill();
     this.ptys.clear();
-    const ws = this.ws;
-    this.ws = undefined;
-    if (ws !== undefined && ws.readyState === WebSocket.OPEN) {
-      await new Promise<void>((resolve) => {
-        ws.once('close', () => resolve());
-        ws.close(1001, 'agent stopping');
-        setTimeout(() => {
-          ws.terminate();
-          resolve();
-        }, 2000).unref();
-      });
-    } else ws?.terminate();
+    await this.link.stop(1001, 'agent stopping', 2000);
   }
 
   /** [accounts] Gets the device key by PIN (or from --key-out), then connects with it. */
@@ -181,61 +188,23 @@ export class Agent implements Component {
       if (!this.running) return;
       this.log.info({ node }, 'connecting with the device key');
       this.token = key;
-      this.connect();
+      this.link.start();
     });
   }
 
   // ---------------------------------------------------------------------------------------------
   // The link
 
-  private connect(): void {
-    if (!this.running) return;
-    const ws = new WebSocket(this.config.gatewayUrl, {
-      headers: { authorization: `Bearer ${this.token}` },
-      perMessageDeflate: false,
-      handshakeTimeout: 10_000,
-    });
-    this.ws = ws;
-    ws.on('unexpected-response', (_req, res) => {
-      this.log.warn({ status: res.statusCode }, 'gateway refused the agent');
-      res.resume();
-      ws.terminate();
-    });
-    ws.on('open', () => {
-      this.attempt = 0;
-      this.opens++;
-      this.log.info({ url: this.config.gatewayUrl }, 'connected to the gateway');
-      this.sendResources().catch((err: unknown) => this.log.warn({ err }, 'resources not sent'));
-      const queued = this.queue;
-      this.queue = [];
-      for (const f of queued) this.send(f);
-    });
-    ws.on('message', (data, isBinary) => {
-      if (!isBinary) this.onMessage(data.toString());
-    });
-    ws.on('error', (err) => this.log.debug({ err: err.message }, 'agent socket error'));
-    ws.on('close', (code, reason) => {
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      if (!this.running) return;
-      this.log.warn({ code, reason: reason.toString() }, 'gateway connection closed; reconnecting');
-      this.retry();
-    });
-  }
-
-  private retry(): void {
-    // Exponential backoff with full jitter: a restarted gateway is not hit by every agent at the same instant.
-    const ceiling = Math.min(this.config.backoffMaxMs, this.config.backoffInitialMs * 2 ** Math.min(this.attempt, 20));
-    this.attempt++;
-    // Not unref'd: while the gateway is unreachable this timer is what keeps the agent running.
-    this.retryTimer = setTimeout(() => this.connect(), Math.random() * ceiling);
+  private onOpen(): void {
+    this.log.info({ url: this.config.gatewayUrl }, 'connected to the gateway');
+    this.sendResources().catch((err: unknown) => this.log.warn({ err }, 'resources not sent'));
+    const queued = this.queue;
+    this.queue = [];
+    for (const f of queued) this.send(f);
   }
 
   private sendRaw(frame: object): boolean {
-    const ws = this.ws;
-    if (ws === undefined || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(JSON.stringify(frame));
-    return true;
+    return this.link.send(JSON.stringify(frame));
   }
 
   /** An answer: sent, or queued until the link is back (exits are kept before output). */

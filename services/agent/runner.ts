@@ -66,6 +66,8 @@ export interface RunHandle {
 export class Runner {
   private readonly runs = new Map<string, Run>();
   readonly options: RunnerOptions;
+  /** Built once: reading process.env is a walk over the environment (a measurable share of a request). */
+  private readonly env = commandEnv();
 
   constructor(options: Partial<RunnerOptions> = {}) {
     this.options = { ...RUNNER_DEFAULTS, ...options };
@@ -87,7 +89,7 @@ export class Runner {
   /** Starts a command; the sink gets its output and exit. `busy` past the concurrency cap. */
   start(req: RunRequest, sink: RunSink, extra = 0): RunHandle | 'busy' {
     if (!this.hasRoom(extra)) return 'busy';
-    const run = new Run(req, sink, this.options, () => this.runs.delete(req.id));
+    const run = new Run(req, sink, this.options, this.env, () => this.runs.delete(req.id));
     this.runs.set(req.id, run);
     run.start();
     return run;
@@ -121,6 +123,7 @@ class Run implements RunHandle {
     private readonly req: RunRequest,
     private readonly sink: RunSink,
     private readonly options: RunnerOptions,
+    private readonly env: NodeJS.ProcessEnv,
     private readonly onDone: () => void,
   ) {}
 
@@ -137,7 +140,7 @@ class Run implements RunHandle {
       child = spawn(file, args, {
         detached: true,
         stdio: quiet ? 'ignore' : ['ignore', 'pipe', 'pipe'],
-        env: commandEnv(),
+        env: this.env,
       });
     } catch (err) {
       return this.finish('error', null, null, (err as Error).message);

@@ -55,6 +55,11 @@ export interface ExecClientOptions {
   defaultTimeoutMs?: number;
   /** Added to the timeout before the caller gives up on an exit frame (the agent kills with a grace first). */
   graceMs?: number;
+  /**
+   * The caller no longer wants the answer (a rule's time limit, an HTTP client gone): the call is cancelled on the
+   * device as with cancel().
+   */
+  signal?: AbortSignal;
 }
 
 export const EXEC_CLIENT_DEFAULTS = { acceptTimeoutMs: 5000, defaultTimeoutMs: 60_000, graceMs: 15_000 } as const;
@@ -123,6 +128,8 @@ class BusCall implements ExecCall {
   private finished = false;
   private cancelled = false;
   private nextSeq = 0;
+  /** Removes the abort listener (a long-lived signal must not keep finished calls). */
+  private unlisten?: () => void;
 
   constructor(
     private readonly bus: Pick<Bus, 'request' | 'subscribe' | 'publish'>,
@@ -142,6 +149,15 @@ class BusCall implements ExecCall {
     this.sub = bus.subscribe(answerTo, (msg) => this.onAnswer(msg.data));
     const grace = options.graceMs ?? EXEC_CLIENT_DEFAULTS.graceMs;
     if (timeoutMs !== undefined) this.arm(timeoutMs + grace, 'timeout', 'no exit from the node in time');
+    if (options.signal !== undefined) {
+      const signal = options.signal;
+      const onAbort = () => this.cancel();
+      if (signal.aborted) queueMicrotask(onAbort);
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        this.unlisten = () => signal.removeEventListener('abort', onAbort);
+      }
+    }
     const text = stringifySafe({ frame, answerTo } satisfies ExecBusMessage);
     if (text === undefined) {
       this.finish(exitOf(id, 'error', { reason: 'request cannot be serialized' }));
@@ -153,7 +169,8 @@ class BusCall implements ExecCall {
         const value = json.ok ? (json.value as { ok?: unknown; reason?: unknown }) : undefined;
         if (value?.ok !== true) {
           const reason = typeof value?.reason === 'string' ? value.reason : 'bad reply from the gateway broker';
-          this.finish(exitOf(id, 'error', { reason: reason.slice(0, 256) }));
+          // The gateway's broker at its cap is `busy` like an agent at its own: a caller may retry later.
+          this.finish(exitOf(id, reason === 'busy' ? 'busy' : 'error', { reason: reason.slice(0, 256) }));
         }
       },
       (err: unknown) => {
@@ -184,10 +201,12 @@ class BusCall implements ExecCall {
 
   private arm(ms: number, status: 'timeout' | 'cancelled', reason: string): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(
-      () => this.finish(exitOf(this.id, status, { reason, durationMs: Date.now() - this.started })),
-      ms,
-    );
+    this.timer = setTimeout(() => {
+      // Giving up on the answer also ends the command: the agent's own timeout may be far longer (a request that
+      // names none runs under the agent's --default-timeout-ms, which this side does not know).
+      if (status === 'timeout' && !this.cancelled) this.publish({ type: 'exec-cancel', id: this.id });
+      this.finish(exitOf(this.id, status, { reason, durationMs: Date.now() - this.started }));
+    }, ms);
     this.timer.unref();
   }
 
@@ -213,6 +232,7 @@ class BusCall implements ExecCall {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.timer);
+    this.unlisten?.();
     this.sub.unsubscribe();
     this.resolve(exit);
   }

@@ -14,6 +14,8 @@ export interface ExecClientRequest {
   params: Record<string, string>;
   timeoutMs?: number;
   requester: { sub: string; role: 'admin' | 'operator' };
+  /** Aborted when the caller gives up (e.g. the rule's invocation ended): the command is cancelled on the device. */
+  signal?: AbortSignal;
 }
 
 export interface ExecClient {
@@ -25,10 +27,16 @@ export function bindExec(bus: Pick<Bus, 'request' | 'subscribe' | 'publish'>): E
     async exec(req) {
       let output = '';
       let truncated = false;
-      const call = execOnNode(bus, { ...req, mode: 'output' }, (f) => {
-        if (output.length < MAX_EXEC_OUTPUT) output += f.data;
-        else truncated = true;
-      });
+      const { signal, ...request } = req;
+      const call = execOnNode(
+        bus,
+        { ...request, mode: 'output' },
+        (f) => {
+          if (output.length < MAX_EXEC_OUTPUT) output += f.data;
+          else truncated = true;
+        },
+        signal === undefined ? {} : { signal },
+      );
       const exit = await call.done;
       return {
         status: exit.status,

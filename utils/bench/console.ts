@@ -1,7 +1,8 @@
 // npm run bench:console — the device console's figures (issue 12). Broker and WebSocket gateway run as processes
 // of their own (RSS read from /proc), the requester is this process (REST over loopback):
 //   1. the real agent (`mycelium agent` process): its idle RSS;
-//   2. `echo` round trip, REST request → exit (POST /nodes/:uid/exec?wait=true), at a fixed rate: p50 and p99;
+//   2. `echo` round trip, REST request → exit (POST /nodes/:uid/exec?wait=true), at a fixed rate: p50 and p99,
+//      first to a simulated agent link that answers from memory (the path alone), then to the real agent;
 //   3. `uptime` on N agents at once (POST /exec with a filter, every agent spawning a real `uptime`): the time
 //      until every result is in. The agents are the real Agent component, N of them in this process, each with its
 //      own WebSocket link and token;
@@ -114,11 +115,13 @@ async function links(
           ws.once('error', () => resolve());
           if (answer) {
             ws.on('message', (data) => {
-              const f = JSON.parse(data.toString()) as { type?: string; id?: string };
+              const f = JSON.parse(data.toString()) as { type?: string; id?: string; params?: { text?: string } };
               if (f.type !== 'exec' || f.id === undefined) return;
-              ws.send(JSON.stringify({ type: 'exec-output', id: f.id, seq: 0, stream: 'stdout', data: line }));
+              // `echo` answers its text, as the real command would; anything else answers as `uptime`.
+              const out = f.params?.text === undefined ? line : `${f.params.text}\n`;
+              ws.send(JSON.stringify({ type: 'exec-output', id: f.id, seq: 0, stream: 'stdout', data: out }));
               const exit = { type: 'exec-exit', id: f.id, status: 'ok', code: 0, signal: null, truncated: false };
-              ws.send(JSON.stringify({ ...exit, durationMs: 1, bytes: line.length }));
+              ws.send(JSON.stringify({ ...exit, durationMs: 0, bytes: out.length }));
             });
           }
           sockets.push(ws);
@@ -205,9 +208,14 @@ async function main(): Promise<void> {
   await sleep(3000);
   const agentRss = memoryKiB(agent.pid as number).rss;
 
-  /** `echo` round trips at `rate` per second, open loop (a request every 1/rate s whatever the previous did). */
-  const echoes = async (rate: number) => {
+  /**
+   * `echo` round trips to `uid` at `rate` per second, open loop (a request every 1/rate s whatever the previous
+   * did). Besides the round trip, the exit's `durationMs` (measured by the agent: spawn to close) is collected, so
+   * the device's share and the path's share are told apart.
+   */
+  const echoes = async (uid: string, what: string, rate: number) => {
     const latencies: number[] = [];
+    const onDevice: number[] = [];
     let failures = 0;
     const failureKinds = new Map<string, number>();
     const total = rate * SECONDS;
@@ -220,14 +228,22 @@ async function main(): Promise<void> {
       inflight.push(
         (async () => {
           const t0 = performance.now();
-          const res = await fetch(`${api}/nodes/real-agent/exec?wait=true`, {
+          const res = await fetch(`${api}/nodes/${uid}/exec?wait=true`, {
             method: 'POST',
             headers,
             body: JSON.stringify({ command: 'echo', params: { text: `n ${i}` } }),
           });
-          const body = (await res.json()) as { status?: string; stdout?: string; error?: string; message?: string };
-          if (body.status === 'ok' && body.stdout === `n ${i}\n`) latencies.push(performance.now() - t0);
-          else {
+          const body = (await res.json()) as {
+            status?: string;
+            stdout?: string;
+            error?: string;
+            message?: string;
+            durationMs?: number;
+          };
+          if (body.status === 'ok' && body.stdout === `n ${i}\n`) {
+            latencies.push(performance.now() - t0);
+            onDevice.push(body.durationMs ?? 0);
+          } else {
             failures++;
             const kind = body.status ?? `${res.status} ${body.error}: ${body.message}`;
             failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1);
@@ -241,11 +257,20 @@ async function main(): Promise<void> {
     }
     await Promise.all(inflight);
     latencies.sort((a, b) => a - b);
+    onDevice.sort((a, b) => a - b);
     const failed = failures > 0 ? `: ${JSON.stringify(Object.fromEntries(failureKinds))}` : '';
-    return `  echo REST->exit at ${rate}/s for ${SECONDS}s: p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms (${latencies.length} ok, ${failures} failed${failed})   goal p99 < 50 ms at 50/s`;
+    const device = `; on the device (spawn to close) p50 ${percentile(onDevice, 50)} ms, p99 ${percentile(onDevice, 99)} ms`;
+    return `  echo REST->exit, ${what}, at ${rate}/s for ${SECONDS}s: p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms (${latencies.length} ok, ${failures} failed${failed})${device}   goal p99 < 50 ms at 50/s`;
   };
+  // 2a. The path alone: a simulated agent link answering `echo` from memory (no process spawned).
+  const echoCapability = { commands: { echo: { params: { text: '[a-z0-9 ]{0,64}' } } }, shell: false, pty: false };
+  const echoSims = await links(gatewayUrl, 'path-echo', 1, echoCapability, true);
+  await until(async () => (await nodeCount('path-echo-0')) === 1 || undefined, 'the simulated echo link', 60_000);
   const echoLines: string[] = [];
-  for (const rate of RATES) echoLines.push(await echoes(rate));
+  for (const rate of RATES) echoLines.push(await echoes('path-echo-0', 'simulated agent link', rate));
+  for (const s of echoSims) s.terminate();
+  // 2b. The real agent: the path plus a real `echo` process per request.
+  for (const rate of RATES) echoLines.push(await echoes('real-agent', 'real agent', rate));
 
   // 3a. `uptime` on AGENTS simulated agent links at once: each a WebSocket node that answers from memory, so the
   // figure is the console path (REST, broker, bus, gateway, links and back), not this one process spawning AGENTS

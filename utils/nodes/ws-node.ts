@@ -2,9 +2,9 @@
 // reference §8.3): it sends its values on connect and whenever it receives `{"request": "discover"}`, and
 // answers an LED write by reporting the new `led` value. Unlike pyaiot's it can authenticate, carry a stable
 // id, simulate temperature and pressure, acknowledge writes (our extension), and reconnect with backoff.
-import WebSocket from 'ws';
 import type { OptionTable } from '../../services/common/config.ts';
 import { type Logger, silentLogger } from '../../services/common/log.ts';
+import { NodeLink } from '../../services/common/node-link.ts';
 import type { CommandSpec } from '../../services/common/run.ts';
 import type { Json } from '../../services/protocol/messages.ts';
 import { keyByPin, type PinNodeOptions, pinOptions } from '../../services/agent/pin.ts';
@@ -75,19 +75,15 @@ export class WsTestNode {
   readonly values: Record<string, Json>;
   /** Every frame received from the gateway, parsed (for tests). */
   readonly received: Frame[] = [];
-  /** How many times a connection opened. */
-  opens = 0;
   /** Close code of the last connection (4001 = replaced by a newer one with the same id). */
   lastClose?: { code: number; reason: string };
-  private ws?: WebSocket;
+  private readonly link: NodeLink;
   private readonly opts: Required<Omit<WsTestNodeOptions, 'id' | 'token' | 'pin'>> &
     Pick<WsTestNodeOptions, 'id' | 'token' | 'pin'>;
   /** [accounts] Ends the wait for a PIN's claim when the node stops. */
   private pinWait?: AbortController;
   private readonly log: Logger;
   private timer?: NodeJS.Timeout;
-  private retryTimer?: NodeJS.Timeout;
-  private attempt = 0;
   private running = false;
   private openWaiters: (() => void)[] = [];
 
@@ -110,10 +106,38 @@ export class WsTestNode {
     if (this.opts.led) this.values.led = '0';
     if (this.opts.temperature) this.values.temperature = randomTemperature();
     if (this.opts.pressure) this.values.pressure = randomPressure();
+    this.link = new NodeLink(
+      {
+        url: () => this.url(),
+        headers: (): Record<string, string> => (this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
+        backoffInitialMs: this.opts.backoffInitialMs,
+        backoffMaxMs: this.opts.backoffMaxMs,
+        holdProcess: false,
+        role: 'node',
+        log: this.log,
+      },
+      {
+        open: () => {
+          this.log.info({ url: this.opts.gatewayUrl }, 'connected to gateway');
+          if (!this.opts.pyaiot) this.send({ type: 'hello', ack: true });
+          this.sendAll();
+          for (const w of this.openWaiters.splice(0)) w();
+        },
+        message: (data) => this.onMessage(data.toString()),
+        closed: (code, reason) => {
+          this.lastClose = { code, reason };
+        },
+      },
+    );
   }
 
   get connected(): boolean {
-    return this.ws?.readyState === WebSocket.OPEN;
+    return this.link.connected;
+  }
+
+  /** How many times a connection opened. */
+  get opens(): number {
+    return this.link.opens;
   }
 
   /** Starts connecting (and reconnecting) in the background. */
@@ -124,9 +148,9 @@ export class WsTestNode {
       this.pinWait = new AbortController();
       keyByPin(this.opts.pin, this.log, this.pinWait.signal, ({ key }) => {
         this.opts.token = key;
-        if (this.running) this.connect();
+        if (this.running) this.link.start();
       });
-    } else this.connect();
+    } else this.link.start();
     if (this.opts.temperature || this.opts.pressure) {
       this.timer = setInterval(() => this.tick(), this.opts.intervalMs);
       this.timer.unref();
@@ -137,19 +161,7 @@ export class WsTestNode {
     this.running = false;
     this.pinWait?.abort();
     clearInterval(this.timer);
-    clearTimeout(this.retryTimer);
-    const ws = this.ws;
-    this.ws = undefined;
-    if (ws === undefined || ws.readyState === WebSocket.CLOSED) return;
-    await new Promise<void>((resolve) => {
-      ws.once('close', () => resolve());
-      if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
-      else ws.close(1000, 'node stopping');
-      setTimeout(() => {
-        ws.terminate();
-        resolve();
-      }, 1000).unref();
-    });
+    await this.link.stop(1000, 'node stopping', 1000);
   }
 
   /** Resolves once a connection is open (at once if one is). */
@@ -160,7 +172,7 @@ export class WsTestNode {
 
   /** Kills the connection without a closing handshake, as a crashed device would (the node reconnects). */
   crash(): void {
-    this.ws?.terminate();
+    this.link.terminate();
   }
 
   /** Sends new values, as a sensor reading would. */
@@ -174,46 +186,6 @@ export class WsTestNode {
     const u = new URL(this.opts.gatewayUrl);
     u.searchParams.set('id', this.opts.id);
     return u.toString();
-  }
-
-  private connect(): void {
-    if (!this.running) return;
-    const ws = new WebSocket(this.url(), {
-      headers: this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {},
-      perMessageDeflate: false,
-    });
-    this.ws = ws;
-    ws.on('unexpected-response', (_req, res) => {
-      this.log.warn({ status: res.statusCode }, 'gateway refused the node');
-      res.resume();
-      ws.terminate();
-    });
-    ws.on('open', () => {
-      this.attempt = 0;
-      this.opens++;
-      this.log.info({ url: this.opts.gatewayUrl }, 'connected to gateway');
-      if (!this.opts.pyaiot) this.send({ type: 'hello', ack: true });
-      this.sendAll();
-      for (const w of this.openWaiters.splice(0)) w();
-    });
-    ws.on('message', (data) => this.onMessage(data.toString()));
-    ws.on('error', (err) => this.log.debug({ err: err.message }, 'node socket error'));
-    ws.on('close', (code, reason) => {
-      this.lastClose = { code, reason: reason.toString() };
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      if (!this.running) return;
-      this.log.warn({ code, reason: reason.toString() }, 'gateway connection closed; reconnecting');
-      this.retry();
-    });
-  }
-
-  private retry(): void {
-    // Exponential backoff with full jitter: a restarted gateway is not hit by every node at the same instant.
-    const ceiling = Math.min(this.opts.backoffMaxMs, this.opts.backoffInitialMs * 2 ** this.attempt);
-    this.attempt++;
-    this.retryTimer = setTimeout(() => this.connect(), Math.round(Math.random() * ceiling));
-    this.retryTimer.unref();
   }
 
   private onMessage(text: string): void {
@@ -256,7 +228,7 @@ export class WsTestNode {
   }
 
   private send(frame: Frame): void {
-    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+    this.link.send(JSON.stringify(frame));
   }
 }
 
