@@ -31,7 +31,7 @@ import {
   rulesSubjects,
 } from './protocol.ts';
 import type { RuleEvent } from './rule.ts';
-import { type RunnerLimits, RuleWorker, Watchdog } from './runner.ts';
+import { RulePool, type RunnerLimits, RuleWorker } from './runner.ts';
 import { compileSchedule, type NextFire } from './schedule.ts';
 import { FAILURES, RuleStats } from './stats.ts';
 import { StateStore } from './state-store.ts';
@@ -99,7 +99,7 @@ export class RulesService {
   private readonly log: Logger;
   private readonly entries = new Map<string, Entry>();
   private readonly stats = new Map<string, RuleStats>();
-  private readonly watchdog = new Watchdog();
+  private readonly pool: RulePool;
   private readonly state: StateStore;
   private readonly virtual: VirtualNodes;
   private readonly actions: RuleActions;
@@ -123,6 +123,7 @@ export class RulesService {
     this.log = deps.log.child({ rules: options.id });
     this.metrics = deps.metrics ?? new Metrics('mycelium_rules_', { defaultMetrics: false });
     this.state = new StateStore(options.stateDir, this.log);
+    this.pool = new RulePool({ threads: options.limits.threads });
     this.eventsSubject = subjects.events(`rules-${options.id}`);
     this.virtual = new VirtualNodes({
       bus: deps.bus,
@@ -257,7 +258,7 @@ export class RulesService {
     if (old !== undefined) await this.retire(old);
     const compiled = await compileRule(path);
     if (!compiled.ok) return this.fail(entry, `does not compile: ${compiled.message}`);
-    const worker = new RuleWorker(file, compiled.code, this.options.limits, this.host(entry), this.watchdog);
+    const worker = new RuleWorker(file, compiled.code, this.options.limits, this.host(entry), this.pool);
     entry.worker = worker;
     const loaded = await worker.load();
     if (!loaded.ok) return this.fail(entry, `does not load: ${loaded.message}`);
@@ -643,7 +644,7 @@ export class RulesService {
           saveState: () => undefined,
           state: () => ({}),
         },
-        this.watchdog,
+        this.pool,
       );
       const loaded = await worker.load();
       await worker.stop();
