@@ -35,6 +35,7 @@ import { RulePool, type RunnerLimits, RuleWorker } from './runner.ts';
 import { compileSchedule, type NextFire } from './schedule.ts';
 import { FAILURES, RuleStats } from './stats.ts';
 import { StateStore } from './state-store.ts';
+import { UpdateIndex } from './trigger-index.ts';
 import { VirtualNodes } from './virtual-nodes.ts';
 
 export interface RulesServiceOptions extends ActionOptions {
@@ -100,6 +101,7 @@ export class RulesService {
   private readonly entries = new Map<string, Entry>();
   private readonly stats = new Map<string, RuleStats>();
   private readonly pool: RulePool;
+  private readonly updates = new UpdateIndex<Entry>(() => this.entries.values());
   private readonly state: StateStore;
   private readonly virtual: VirtualNodes;
   private readonly actions: RuleActions;
@@ -189,6 +191,7 @@ export class RulesService {
     this.subs = [];
     await Promise.all([...this.entries.values()].map((e) => this.retire(e)));
     this.entries.clear();
+    this.updates.invalidate();
     this.membership.stop();
     this.virtual.stop();
     this.state.flush();
@@ -238,6 +241,7 @@ export class RulesService {
     if (!existsSync(path)) {
       if (old !== undefined) {
         this.entries.delete(file);
+        this.updates.invalidate();
         await this.retire(old);
         this.log.info({ rule: old.name, file }, 'rule removed');
       }
@@ -255,6 +259,7 @@ export class RulesService {
       stats: old?.stats ?? this.statsFor(fallbackName),
     };
     this.entries.set(file, entry);
+    this.updates.invalidate();
     if (old !== undefined) await this.retire(old);
     const compiled = await compileRule(path);
     if (!compiled.ok) return this.fail(entry, `does not compile: ${compiled.message}`);
@@ -275,6 +280,7 @@ export class RulesService {
       entry.stats = this.statsFor(d.name);
     }
     entry.descriptor = d;
+    this.updates.invalidate();
     worker.limitMs = Math.min(d.timeLimitMs ?? this.options.limits.timeLimitMs, this.options.limits.maxTimeLimitMs);
     if (d.on.schedule !== undefined) {
       try {
@@ -378,7 +384,8 @@ export class RulesService {
     this.table.apply(event, at);
     this.counters.events++;
     if (!this.membership.owns(event.uid)) return;
-    for (const entry of this.entries.values()) {
+    const rules = event.type === 'update' ? this.updates.candidates(event.endpoint) : this.entries.values();
+    for (const entry of rules) {
       if (entry.status !== 'running' || entry.descriptor === undefined) continue;
       const on = entry.descriptor.on;
       switch (event.type) {

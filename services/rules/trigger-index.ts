@@ -1,0 +1,47 @@
+// Which rules an update may concern, found by its resource instead of testing every rule's globs: at 10,000
+// events a second through 100 rules the loop over all rules was most of the service's own dispatch time.
+// Rules whose update resource is a literal are indexed by it; those with a glob resource are tested on every
+// update. The caller still checks status and both globs (cheap on this short list). Rebuilt lazily after a
+// rule's definition or the set of rules changes (invalidate()).
+import type { RuleDescriptor } from './protocol.ts';
+
+interface Indexed {
+  descriptor?: RuleDescriptor;
+}
+
+const NONE: never[] = [];
+
+export class UpdateIndex<E extends Indexed> {
+  private index?: { literal: Map<string, E[]>; globs: E[] };
+
+  constructor(private readonly all: () => Iterable<E>) {}
+
+  invalidate(): void {
+    this.index = undefined;
+  }
+
+  /** The rules whose update trigger may match `resource`. */
+  candidates(resource: string): readonly E[] {
+    const ix = this.index ?? this.build();
+    const literal = ix.literal.get(resource);
+    if (ix.globs.length === 0) return literal ?? NONE;
+    return literal === undefined ? ix.globs : [...literal, ...ix.globs];
+  }
+
+  private build(): { literal: Map<string, E[]>; globs: E[] } {
+    const literal = new Map<string, E[]>();
+    const globs: E[] = [];
+    for (const e of this.all()) {
+      const r = e.descriptor?.on.update?.resource;
+      if (r === undefined) continue;
+      if (r.includes('*') || r.includes('?')) globs.push(e);
+      else {
+        const list = literal.get(r);
+        if (list === undefined) literal.set(r, [e]);
+        else list.push(e);
+      }
+    }
+    this.index = { literal, globs };
+    return this.index;
+  }
+}
