@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileRule } from '../services/rules/loader.ts';
 import type { RuleEvent } from '../services/rules/rule.ts';
-import { type RuleHost, type RunnerLimits, RuleWorker, Watchdog } from '../services/rules/runner.ts';
+import { type RuleHost, RulePool, type RunnerLimits, RuleWorker } from '../services/rules/runner.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'rules-runner-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,7 +22,7 @@ const LIMITS: RunnerLimits = {
   maxQueued: 1000,
 };
 
-const watchdog = new Watchdog();
+const pool = new RulePool();
 const workers: RuleWorker[] = [];
 afterAll(async () => {
   for (const w of workers) await w.stop();
@@ -47,12 +48,18 @@ function host(calls: (op: string, args: unknown[]) => Promise<unknown> = async (
   return h;
 }
 
-async function ruleWorker(name: string, source: string, h = host(), limits: Partial<RunnerLimits> = {}) {
+async function ruleWorker(
+  name: string,
+  source: string,
+  h = host(),
+  limits: Partial<RunnerLimits> = {},
+  inPool = pool,
+) {
   const file = join(dir, `${name}.ts`);
   writeFileSync(file, source);
   const compiled = await compileRule(file);
   if (!compiled.ok) throw new Error(compiled.message);
-  const w = new RuleWorker(name, compiled.code, { ...LIMITS, ...limits }, h, watchdog);
+  const w = new RuleWorker(name, compiled.code, { ...LIMITS, ...limits }, h, inPool);
   workers.push(w);
   return { w, h, loaded: await w.load() };
 }
@@ -224,5 +231,81 @@ describe('rule runner', () => {
     writeFileSync(file, 'export default { name: "b", on: {}, run() { return ( } };');
     const c = await compileRule(file);
     expect(c).toMatchObject({ ok: false, message: expect.stringMatching(/broken\.ts:1:\d+/) });
+  });
+});
+
+describe('rules sharing a thread', () => {
+  it('a looping neighbour costs a run that had started, reruns one that had not, and is then isolated', async () => {
+    const shared = new RulePool({ threads: 1 });
+    let release: (v: unknown) => void = () => undefined;
+    const calls: string[] = [];
+    const h = host(async (op) => {
+      calls.push(op);
+      return new Promise((r) => {
+        release = r;
+      });
+    });
+    const { w: calm } = await ruleWorker(
+      'calm',
+      `export default { name: 'calm', on: {}, async run(e, ctx) { if (e.value === 'wait') await ctx.node('x'); ctx.log.info('calm ' + e.value); } };`,
+      h,
+      {},
+      shared,
+    );
+    const { w: looper } = await ruleWorker(
+      'looper',
+      `export default { name: 'looper', on: {}, run(e) { if (e.value === 'loop') for (;;) {} } };`,
+      host(),
+      {},
+      shared,
+    );
+    expect(shared.running).toBe(1);
+    const waiting = calm.run('a', update('a', 'wait'));
+    await waitFor(() => calls.length === 1, 'the calm rule waiting on its ctx call');
+    // Posted in one turn, so in one batch: the loop blocks the thread before calm's second run starts.
+    const looping = looper.run('a', update('a', 'loop'));
+    const after = calm.run('b', update('b', 'after'));
+    expect(await looping).toMatchObject({ status: 'time-limit' });
+    expect(await waiting).toMatchObject({ status: 'exited', error: expect.stringContaining('looper hit its limit') });
+    expect(await after).toMatchObject({ status: 'ok' });
+    expect(h.logs.map((l) => l.message)).toEqual(['calm after']);
+    release(null);
+    // The looper now has a thread of its own: its next loop does not touch calm's thread.
+    expect(looper.isolated).toBe(true);
+    expect((await looper.run('a', update('a', 'fine'))).status).toBe('ok');
+    expect(shared.running).toBe(2);
+    const restarts = calm.restarts;
+    expect((await looper.run('a', update('a', 'loop'))).status).toBe('time-limit');
+    expect((await calm.run('a', update('a', 'still'))).status).toBe('ok');
+    expect(calm.restarts).toBe(restarts);
+    await looper.stop();
+    await calm.stop();
+    await waitFor(() => shared.running === 0, 'threads without rules ended');
+  });
+
+  it('an exception thrown outside a run is logged and does not end the thread its neighbours share', async () => {
+    const shared = new RulePool({ threads: 1 });
+    const h = host();
+    const { w: late } = await ruleWorker(
+      'late-throw',
+      `export default { name: 'late-throw', on: {}, run() { setTimeout(() => { throw new Error('late'); }, 0); console.log('said', 1); } };`,
+      h,
+      {},
+      shared,
+    );
+    const { w: other } = await ruleWorker(
+      'other',
+      `export default { name: 'other', on: {}, run(e, ctx) { ctx.log.info('other ran'); } };`,
+      h,
+      {},
+      shared,
+    );
+    expect((await late.run('a', update('a', 1))).status).toBe('ok');
+    await waitFor(() => h.logs.some((l) => l.message.includes('late')), 'the late exception logged');
+    expect(h.logs).toContainEqual({ level: 'info', message: 'said 1' });
+    expect((await other.run('a', update('a', 1))).status).toBe('ok');
+    expect(late.restarts + other.restarts).toBe(0);
+    await late.stop();
+    await other.stop();
   });
 });
