@@ -176,6 +176,18 @@ describe('rule runner', () => {
     expect(h.logs.at(-1)?.message).toBe('outside');
   });
 
+  it('a run waiting on a call that never answers is given up after --max-wait-ms', async () => {
+    const { w } = await ruleWorker(
+      'stuck',
+      `export default { name: 'stuck', on: {}, async run(e, ctx) { await ctx.node('x'); } };`,
+      host(() => new Promise(() => undefined)),
+      { maxWaitMs: 300 },
+    );
+    const o = await w.run('a', update('a', 1));
+    expect(o).toMatchObject({ status: 'timeout', error: 'no end within 300 ms' });
+    expect(o.ms).toBeGreaterThanOrEqual(300);
+  });
+
   it('keeps one node in order while other nodes run concurrently', async () => {
     const h = host(async (_op, args) => new Promise((r) => setTimeout(() => r(args[0]), Number(args[1]))));
     const { w } = await ruleWorker(

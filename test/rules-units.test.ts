@@ -4,7 +4,7 @@ import { hostAllowed } from '../services/rules/actions.ts';
 import { globMatches } from '../services/rules/glob.ts';
 import { descriptorProblem } from '../services/rules/protocol.ts';
 import { compileSchedule, nextCron, parseCron, parsePeriod } from '../services/rules/schedule.ts';
-import { UpdateIndex } from '../services/rules/trigger-index.ts';
+import { TriggerIndex } from '../services/rules/trigger-index.ts';
 
 const at = (iso: string) => Date.parse(iso);
 
@@ -88,14 +88,14 @@ describe('rule descriptors', () => {
   });
 });
 
-describe('update index', () => {
+describe('trigger index', () => {
   const rule = (name: string, resource?: string) => ({
     name,
     ...(resource === undefined ? {} : { descriptor: { name, on: { update: { node: '*', resource } } } }),
   });
   it('finds rules by literal resource plus every glob-resource rule, and sees changes after invalidate()', () => {
     const all = [rule('t', 'temperature'), rule('t2', 'temperature'), rule('h', 'humidity'), rule('any', 'hum*'), rule('none')];
-    const index = new UpdateIndex(() => all);
+    const index = new TriggerIndex(() => all);
     const names = (r: string) => index.candidates(r).map((e) => e.name);
     expect(names('temperature')).toEqual(['t', 't2', 'any']);
     expect(names('humidity')).toEqual(['h', 'any']);
@@ -110,5 +110,9 @@ describe('update index', () => {
     index.invalidate();
     expect(names('led')).toEqual(['led']);
     expect(names('x')).toEqual([]);
+    expect(index.writes()).toEqual([]);
+    all.push({ name: 'w', descriptor: { name: 'w', on: { write: { node: '*' } } } });
+    index.invalidate();
+    expect(index.writes().map((e) => e.name)).toEqual(['w']);
   });
 });

@@ -89,6 +89,9 @@ export class RulePool {
   private readonly shared: RuleThread[] = [];
   private readonly live = new Set<RuleThread>();
   private timer?: NodeJS.Timeout;
+  /** Rules with invocations in flight, checked against their wall-clock bound (one timer, not one per run). */
+  private readonly waiting = new Set<RuleWorker>();
+  private sweeper?: NodeJS.Timeout;
   private code?: Promise<string>;
   private lastRule = 0;
   private lastInv = 0;
@@ -159,7 +162,28 @@ export class RulePool {
     const t = now();
     for (const thread of this.live) thread.check(t);
   }
+
+  /** `rw` has an invocation in flight: from now on it is checked against its wall-clock bound. */
+  expecting(rw: RuleWorker): void {
+    this.waiting.add(rw);
+    if (this.sweeper === undefined) {
+      this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+      this.sweeper.unref();
+    }
+  }
+
+  private sweep(): void {
+    const t = now();
+    for (const rw of this.waiting) if (!rw.expire(t)) this.waiting.delete(rw);
+    if (this.waiting.size === 0 && this.sweeper !== undefined) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
 }
+
+/** How often invocations are checked against --max-wait-ms: a run is given up at most this late. */
+const SWEEP_MS = 100;
 
 /** The pool under its former name (one watchdog for all rules), for the callers that still use it. */
 export const Watchdog = RulePool;
@@ -384,7 +408,6 @@ export class RuleThread {
 interface Invocation {
   resolve: (o: RunOutcome) => void;
   started: number;
-  timer: NodeJS.Timeout;
   event: RuleEvent;
   /** Its `seq` in the thread it was posted to. */
   seq: number;
@@ -475,21 +498,26 @@ export class RuleWorker {
     const thread = this.thread;
     if (!this.ready || thread === undefined) return { status: 'exited', error: 'the worker is gone', ms: 0, cpuMs: 0 };
     const inv = this.pool.invId();
+    if (this.invocations.size === 0) this.pool.expecting(this);
     return new Promise<RunOutcome>((resolve) => {
-      const timer = setTimeout(
-        () => this.finish(inv, { status: 'timeout', error: `no end within ${this.limits.maxWaitMs} ms`, cpuMs: 0 }),
-        this.limits.maxWaitMs,
-      );
-      timer.unref();
-      this.invocations.set(inv, { resolve, started: now(), timer, event, seq: thread.run(this.id, inv, event) });
+      this.invocations.set(inv, { resolve, started: now(), event, seq: thread.run(this.id, inv, event) });
     });
+  }
+
+  /** Gives up the invocations older than --max-wait-ms; false when none is left in flight. */
+  expire(t: number): boolean {
+    // The map keeps start order (a run sent again keeps its place): the oldest come first.
+    for (const [inv, i] of this.invocations) {
+      if (t - i.started < this.limits.maxWaitMs) break;
+      this.finish(inv, { status: 'timeout', error: `no end within ${this.limits.maxWaitMs} ms`, cpuMs: 0 });
+    }
+    return this.invocations.size > 0;
   }
 
   private finish(inv: number, o: { status: RunStatus; error?: string; cpuMs: number }): void {
     const i = this.invocations.get(inv);
     if (i === undefined) return;
     this.invocations.delete(inv);
-    clearTimeout(i.timer);
     const outcome: RunOutcome = { status: o.status, ms: now() - i.started, cpuMs: o.cpuMs };
     if (o.error !== undefined) outcome.error = o.error;
     i.resolve(outcome);

@@ -35,7 +35,7 @@ import { RulePool, type RunnerLimits, RuleWorker } from './runner.ts';
 import { compileSchedule, type NextFire } from './schedule.ts';
 import { FAILURES, RuleStats } from './stats.ts';
 import { StateStore } from './state-store.ts';
-import { UpdateIndex } from './trigger-index.ts';
+import { TriggerIndex } from './trigger-index.ts';
 import { VirtualNodes } from './virtual-nodes.ts';
 
 export interface RulesServiceOptions extends ActionOptions {
@@ -101,7 +101,7 @@ export class RulesService {
   private readonly entries = new Map<string, Entry>();
   private readonly stats = new Map<string, RuleStats>();
   private readonly pool: RulePool;
-  private readonly updates = new UpdateIndex<Entry>(() => this.entries.values());
+  private readonly triggers = new TriggerIndex<Entry>(() => this.entries.values());
   private readonly state: StateStore;
   private readonly virtual: VirtualNodes;
   private readonly actions: RuleActions;
@@ -114,6 +114,7 @@ export class RulesService {
   private started = false;
   private stopping?: Promise<void>;
   private readonly eventsSubject: string;
+  /** `writes`: write results looked at (only while a rule has a write trigger). */
   readonly counters = { events: 0, writes: 0, badEvents: 0 };
   /** Events that arrived during the state sync, applied after it. */
   private heldEvents?: BusMsg[];
@@ -191,7 +192,7 @@ export class RulesService {
     this.subs = [];
     await Promise.all([...this.entries.values()].map((e) => this.retire(e)));
     this.entries.clear();
-    this.updates.invalidate();
+    this.triggers.invalidate();
     this.membership.stop();
     this.virtual.stop();
     this.state.flush();
@@ -241,7 +242,7 @@ export class RulesService {
     if (!existsSync(path)) {
       if (old !== undefined) {
         this.entries.delete(file);
-        this.updates.invalidate();
+        this.triggers.invalidate();
         await this.retire(old);
         this.log.info({ rule: old.name, file }, 'rule removed');
       }
@@ -259,7 +260,7 @@ export class RulesService {
       stats: old?.stats ?? this.statsFor(fallbackName),
     };
     this.entries.set(file, entry);
-    this.updates.invalidate();
+    this.triggers.invalidate();
     if (old !== undefined) await this.retire(old);
     const compiled = await compileRule(path);
     if (!compiled.ok) return this.fail(entry, `does not compile: ${compiled.message}`);
@@ -280,7 +281,7 @@ export class RulesService {
       entry.stats = this.statsFor(d.name);
     }
     entry.descriptor = d;
-    this.updates.invalidate();
+    this.triggers.invalidate();
     worker.limitMs = Math.min(d.timeLimitMs ?? this.options.limits.timeLimitMs, this.options.limits.maxTimeLimitMs);
     if (d.on.schedule !== undefined) {
       try {
@@ -384,7 +385,7 @@ export class RulesService {
     this.table.apply(event, at);
     this.counters.events++;
     if (!this.membership.owns(event.uid)) return;
-    const rules = event.type === 'update' ? this.updates.candidates(event.endpoint) : this.entries.values();
+    const rules = event.type === 'update' ? this.triggers.candidates(event.endpoint) : this.entries.values();
     for (const entry of rules) {
       if (entry.status !== 'running' || entry.descriptor === undefined) continue;
       const on = entry.descriptor.on;
@@ -429,6 +430,8 @@ export class RulesService {
   }
 
   private onWrite(msg: BusMsg): void {
+    const rules = this.triggers.writes();
+    if (rules.length === 0) return;
     const json = parseJson(Buffer.from(msg.data).toString());
     if (!json.ok || typeof json.value !== 'object' || json.value === null) return;
     const w = json.value as Record<string, unknown>;
@@ -438,7 +441,7 @@ export class RulesService {
     this.counters.writes++;
     if (!this.membership.owns(uid)) return;
     const at = typeof w.at === 'number' ? w.at : Date.now();
-    for (const entry of this.entries.values()) {
+    for (const entry of rules) {
       const on = entry.descriptor?.on.write;
       if (entry.status !== 'running' || on === undefined) continue;
       if (!globMatches(on.node, uid) || (on.resource !== undefined && !globMatches(on.resource, resource))) continue;
