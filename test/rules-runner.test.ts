@@ -295,6 +295,26 @@ describe('rules sharing a thread', () => {
     await waitFor(() => shared.running === 0, 'threads without rules ended');
   });
 
+  it('a rule cannot take over the loading of the rules after it in its thread', async () => {
+    const shared = new RulePool({ threads: 1 });
+    const { w: hijack } = await ruleWorker(
+      'hijack',
+      `export default { name: 'hijack', on: {}, run() { globalThis[Symbol.for('mycelium.rules.register')] = () => undefined; } };`,
+      host(),
+      {},
+      shared,
+    );
+    expect(await hijack.run('a', update('a', 1))).toMatchObject({
+      status: 'error',
+      error: expect.stringContaining('TypeError'),
+    });
+    const next = await ruleWorker('next', `export default { name: 'next', on: {}, run() {} };`, host(), {}, shared);
+    expect(next.loaded).toMatchObject({ ok: true, definition: { name: 'next' } });
+    expect(shared.running).toBe(1);
+    await hijack.stop();
+    await next.w.stop();
+  });
+
   it('an exception thrown outside a run is logged and does not end the thread its neighbours share', async () => {
     const shared = new RulePool({ threads: 1 });
     const h = host();

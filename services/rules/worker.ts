@@ -145,7 +145,7 @@ export function startThread(): void {
   let loading: LoadMsg | undefined;
   let loads: Promise<void> = Promise.resolve();
   let loadCount = 0;
-  (globalThis as Record<symbol, unknown>)[REGISTER] = (mod: RuleModule) => {
+  const register = (mod: RuleModule) => {
     const m = loading;
     loading = undefined;
     if (m === undefined) return;
@@ -157,6 +157,8 @@ export function startThread(): void {
     rules.set(m.rule, ruleRunner(m, def));
     post({ t: 'ready', rule: m.rule, definition: describe(def) });
   };
+  // Fixed, so a rule cannot put itself between the thread and the next rule loaded into it.
+  Object.defineProperty(globalThis, REGISTER, { value: register, writable: false, configurable: false });
   const load = (m: LoadMsg) => {
     loads = loads.then(async () => {
       close();
