@@ -48,13 +48,7 @@ function host(calls: (op: string, args: unknown[]) => Promise<unknown> = async (
   return h;
 }
 
-async function ruleWorker(
-  name: string,
-  source: string,
-  h = host(),
-  limits: Partial<RunnerLimits> = {},
-  inPool = pool,
-) {
+async function ruleWorker(name: string, source: string, h = host(), limits: Partial<RunnerLimits> = {}, inPool = pool) {
   const file = join(dir, `${name}.ts`);
   writeFileSync(file, source);
   const compiled = await compileRule(file);

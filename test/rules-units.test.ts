@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { hostAllowed } from '../services/rules/actions.ts';
 import { globMatches } from '../services/rules/glob.ts';
-import { descriptorProblem } from '../services/rules/protocol.ts';
+import { descriptorProblem, type RuleDescriptor } from '../services/rules/protocol.ts';
 import { compileSchedule, nextCron, parseCron, parsePeriod } from '../services/rules/schedule.ts';
 import { TriggerIndex } from '../services/rules/trigger-index.ts';
 
@@ -89,12 +89,18 @@ describe('rule descriptors', () => {
 });
 
 describe('trigger index', () => {
-  const rule = (name: string, resource?: string) => ({
+  const rule = (name: string, resource?: string): { name: string; descriptor?: RuleDescriptor } => ({
     name,
     ...(resource === undefined ? {} : { descriptor: { name, on: { update: { node: '*', resource } } } }),
   });
   it('finds rules by literal resource plus every glob-resource rule, and sees changes after invalidate()', () => {
-    const all = [rule('t', 'temperature'), rule('t2', 'temperature'), rule('h', 'humidity'), rule('any', 'hum*'), rule('none')];
+    const all = [
+      rule('t', 'temperature'),
+      rule('t2', 'temperature'),
+      rule('h', 'humidity'),
+      rule('any', 'hum*'),
+      rule('none'),
+    ];
     const index = new TriggerIndex(() => all);
     const names = (r: string) => index.candidates(r).map((e) => e.name);
     expect(names('temperature')).toEqual(['t', 't2', 'any']);

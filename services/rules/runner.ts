@@ -552,17 +552,13 @@ export class RuleWorker {
   /** Another rule brought the shared thread down: runs not yet started go to a new thread, started ones are lost. */
   private rerun(exit: ThreadExit): void {
     const why = `${exit.culprit?.name ?? 'another rule'} ${exit.oom ? 'ran out of memory' : 'hit its limit'}`;
-    const again: number[] = [];
+    const again = new Set<number>();
     for (const [inv, i] of this.invocations) {
-      if (i.seq > exit.started) again.push(inv);
+      if (i.seq > exit.started) again.add(inv);
+      else this.finish(inv, { status: 'exited', error: `its thread was restarted (${why} in it)`, cpuMs: 0 });
     }
-    for (const inv of [...this.invocations.keys()]) {
-      if (!again.includes(inv)) {
-        this.finish(inv, { status: 'exited', error: `its thread was restarted (${why} in it)`, cpuMs: 0 });
-      }
-    }
-    if (again.length === 0 || this.stopped) return;
-    this.load().then((loaded) => {
+    if (again.size === 0 || this.stopped) return;
+    const send = (loaded: Loaded) => {
       for (const inv of again) {
         const i = this.invocations.get(inv);
         if (i === undefined) continue;
@@ -573,7 +569,8 @@ export class RuleWorker {
           i.seq = thread.run(this.id, inv, i.event);
         }
       }
-    });
+    };
+    this.load().then(send, (err: Error) => send({ ok: false, message: String(err?.message ?? err) }));
   }
 
   /** A message of this rule from its thread. */

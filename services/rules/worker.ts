@@ -90,7 +90,10 @@ export function startThread(): void {
   if (port === null) throw new Error('a rules thread runs in a worker thread');
   const busy = new Float64Array((workerData as ThreadData).busy);
   const rules = new Map<number, (inv: number, event: RuleEvent) => Promise<void>>();
-  const pending = new Map<number, { rule: number; inv: number; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  const pending = new Map<
+    number,
+    { rule: number; inv: number; resolve: (v: unknown) => void; reject: (e: Error) => void }
+  >();
   const cpu = new Map<number, number>();
   let nextCall = 0;
   let current = 0;

@@ -22,7 +22,11 @@ const SECONDS = arg('seconds', 10);
 const RATE = arg('rate', 10_000);
 /** Threads the rules share (the service's default: one per core); 0: a thread per rule, as before the pool. */
 const THREADS = arg('threads', availableParallelism());
-const CASES = process.argv.includes('--no-looper') ? [false] : process.argv.includes('--looper-only') ? [true] : [false, true];
+const CASES = process.argv.includes('--no-looper')
+  ? [false]
+  : process.argv.includes('--looper-only')
+    ? [true]
+    : [false, true];
 const RULES = 100;
 const NODES = 1000;
 const GATEWAY = 'bench-gw';
