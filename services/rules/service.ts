@@ -656,6 +656,8 @@ export class RulesService {
         },
         this.pool,
       );
+      // A thread of its own: a source that loops or blows up while loading costs no running rule anything.
+      worker.isolated = true;
       const loaded = await worker.load();
       await worker.stop();
       if (!loaded.ok) throw new ApiProblem(400, RuleErrorCode.BadRule, `does not load: ${loaded.message}`);
