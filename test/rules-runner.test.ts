@@ -1,12 +1,12 @@
 // The rule runner against real worker threads: limits (time, memory), crashes, ordering, state. Attack files
 // (a loop, a throw, 1 GB, process.exit, reading a file outside) are real rule files compiled by the loader.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileRule } from '../services/rules/loader.ts';
 import type { RuleEvent } from '../services/rules/rule.ts';
-import { type RuleHost, RulePool, type RunnerLimits, RuleWorker } from '../services/rules/runner.ts';
+import { BLOCKED_GRACE_MS, type RuleHost, RulePool, type RunnerLimits, RuleWorker } from '../services/rules/runner.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'rules-runner-'));
@@ -123,6 +123,25 @@ describe('rule runner', () => {
     );
     expect((await w.run('a', update('a', 1))).status).toBe('time-limit');
   });
+
+  it.runIf(existsSync('/proc/thread-self'))(
+    'the limit is CPU time: a rule blocked (not computing) past it is not stopped, one blocked for good is',
+    async () => {
+      const { w } = await ruleWorker(
+        'blocks',
+        `export default { name: 'blocks', on: {}, run(e) { const cell = new Int32Array(new SharedArrayBuffer(4));
+           if (e.value === 'wait') Atomics.wait(cell, 0, 0, 400); if (e.value === 'forever') Atomics.wait(cell, 0, 0); } };`,
+      );
+      const waited = await w.run('a', update('a', 'wait'));
+      // Not stopped: counted at its end, by the time it held its thread.
+      expect(waited).toMatchObject({ status: 'time-limit', error: expect.stringMatching(/^used \d+ ms$/) });
+      expect(w.restarts).toBe(0);
+      const forever = await w.run('a', update('a', 'forever'));
+      expect(forever).toMatchObject({ status: 'time-limit', error: expect.stringContaining('blocked for more than') });
+      expect(forever.ms).toBeGreaterThanOrEqual(100 + BLOCKED_GRACE_MS);
+      expect(w.restarts).toBe(1);
+    },
+  );
 
   it('a rule allocating 1 GB runs out of its memory limit; the next event runs', async () => {
     const { w } = await ruleWorker(

@@ -12,6 +12,7 @@
 // run again in the new thread; those that had started end as `exited`. The rule that hit the limit then gets a
 // thread of its own (as every rule had before), so it cannot do that to them again.
 // A rule never runs on the service's own thread, so a looping rule costs the others one core at most.
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { KeyedQueue } from './keyed-queue.ts';
@@ -60,6 +61,20 @@ export interface RuleHost {
 type Loaded = { ok: true; definition: unknown } | { ok: false; message: string };
 
 const now = () => performance.timeOrigin + performance.now();
+
+/** A segment blocked without using CPU (a synchronous wait) is stopped after its limit plus this much wall time. */
+export const BLOCKED_GRACE_MS = 1000;
+
+/** CPU time (ms) a thread of this process has used, from Linux's schedstat (ns); undefined where unavailable. */
+function threadCpuMs(tid: number): number | undefined {
+  try {
+    const text = readFileSync(`/proc/self/task/${tid}/schedstat`, 'latin1');
+    const ns = Number(text.slice(0, text.indexOf(' ')));
+    return Number.isFinite(ns) ? ns / 1e6 : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The thread's entry, bundled once per pool like a rule file (the service may run from .ts sources). */
 async function compileThread(): Promise<string> {
@@ -160,7 +175,7 @@ export class RulePool {
 
   private tick(): void {
     const t = now();
-    for (const thread of this.live) thread.check(t);
+    for (const thread of this.live) thread.check(t, this.tickMs);
   }
 
   /** `rw` has an invocation in flight: from now on it is checked against its wall-clock bound. */
@@ -214,6 +229,8 @@ export class RuleThread {
   /** Bumped when the thread ends: answers to a dead thread's calls are not sent to its successor. */
   generation = 0;
   private killed?: ThreadExit['killed'];
+  /** The open segment as the watchdog first saw it: its CPU time then, and what it may have used before. */
+  private seen?: { since: number; cpu: number; before: number };
   private loads: Promise<unknown> = Promise.resolve();
   private loading?: { rw: RuleWorker; settle: (l: Loaded) => void };
 
@@ -285,15 +302,34 @@ export class RuleThread {
     if (w !== undefined && this.rules.size === 0) await w.terminate();
   }
 
-  /** Called by the watchdog: terminates the thread when a segment of rule code has run past its rule's limit. */
-  check(t: number): void {
+  /**
+   * Called by the watchdog (every tickMs): terminates the thread when a segment of rule code has used more CPU
+   * than its rule's limit. CPU, not wall time: on a loaded machine a thread can wait for a core longer than the
+   * limit, and stopping a shared thread for that would cost every rule in it. A segment blocked without using
+   * CPU is stopped after its limit plus BLOCKED_GRACE_MS. Where the thread's CPU time cannot be read (not
+   * Linux), wall time is the measure.
+   */
+  check(t: number, tickMs: number): void {
     const since = this.busy[BUSY.since] as number;
     if (since === 0 || this.worker === undefined || this.killed !== undefined) return;
+    const wall = t - since;
+    // Segments shorter than a tick are the common case: they cost no system call.
+    if (wall <= tickMs) return;
     const rw = this.rules.get(this.busy[BUSY.rule] as number);
     const limit = rw?.limitMs ?? 1000;
-    if (t - since > limit) {
-      this.kill('time-limit', this.busy[BUSY.inv] as number, `ran longer than its ${limit} ms limit`, rw);
+    const inv = this.busy[BUSY.inv] as number;
+    const tid = this.busy[BUSY.tid] as number;
+    const cpu = tid > 0 ? threadCpuMs(tid) : undefined;
+    if (cpu === undefined) {
+      if (wall > limit) this.kill('time-limit', inv, `ran longer than its ${limit} ms limit`, rw);
+      return;
     }
+    // Before the first look, the segment is taken to have run all the time, up to two ticks.
+    if (this.seen?.since !== since) this.seen = { since, cpu, before: Math.min(wall, 2 * tickMs) };
+    const used = this.seen.before + (cpu - this.seen.cpu);
+    if (used > limit) this.kill('time-limit', inv, `ran longer than its ${limit} ms limit`, rw);
+    else if (wall > limit + BLOCKED_GRACE_MS)
+      this.kill('time-limit', inv, `blocked for more than ${Math.round(wall)} ms (limit ${limit} ms of CPU)`, rw);
   }
 
   private kill(status: RunStatus, inv: number, error: string, culprit?: RuleWorker): void {
@@ -332,6 +368,7 @@ export class RuleThread {
     const code = await this.pool.threadCode();
     this.busy.fill(0);
     this.killed = undefined;
+    this.seen = undefined;
     const worker = new Worker(new URL(`data:text/javascript;base64,${Buffer.from(code).toString('base64')}`), {
       workerData: { busy: this.busyBuffer } satisfies ThreadData,
       // No environment: secrets passed to the service in variables stay out of rule code.

@@ -14,6 +14,7 @@
 //
 // This is not a security boundary (docs/rules.md): a worker thread shares the process, its file system and
 // its network, and rules sharing a thread share its globals and its heap limit.
+import { readlinkSync } from 'node:fs';
 import { format } from 'node:util';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { RuleContext, RuleDefinition, RuleEvent, RuleJson, RuleNode } from './rule.ts';
@@ -52,7 +53,9 @@ export const BUSY = {
   seq: 2,
   /** The rule the segment belongs to. */
   rule: 3,
-  size: 4,
+  /** The thread's id in the OS (Linux), so the watchdog can read its CPU time; 0 when unknown. */
+  tid: 4,
+  size: 5,
 } as const;
 
 /** Most bytes (as JSON) of one rule's whole state. */
@@ -89,6 +92,13 @@ export function startThread(): void {
   const port = parentPort;
   if (port === null) throw new Error('a rules thread runs in a worker thread');
   const busy = new Float64Array((workerData as ThreadData).busy);
+  try {
+    // "<pid>/task/<tid>"
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) busy[BUSY.tid] = tid;
+  } catch {
+    // Not Linux: the watchdog goes by wall time.
+  }
   const rules = new Map<number, (inv: number, event: RuleEvent) => Promise<void>>();
   const pending = new Map<
     number,

@@ -42,6 +42,9 @@ interface Result {
   looperKills?: number;
   /** Threads started again after a crash or a limit, summed over the rules (a restarted shared thread counts once per rule in it). */
   restarts: number;
+  /** Failed runs of the rules other than the looper, and the last reason given. */
+  othersFailed: number;
+  othersLastError?: string;
 }
 
 async function run(withLooper: boolean): Promise<Result> {
@@ -175,13 +178,19 @@ async function run(withLooper: boolean): Promise<Result> {
     max: latencies.at(-1) ?? Number.NaN,
     cpuUsPerEvent: (cpu.user + cpu.system) / Math.max(1, sent),
     restarts: records.reduce((n, r) => n + r.restarts, 0),
+    othersFailed: 0,
   };
+  for (const r of records) {
+    if (r.name === 'looper') continue;
+    result.othersFailed += r.errors;
+    if (r.lastError !== undefined) result.othersLastError = r.lastError.message;
+  }
   if (looper !== undefined) result.looperKills = looper.errors;
   return result;
 }
 
 const fmt = (r: Result) =>
-  `sent ${r.sent}, writes ${r.written}; added latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; process CPU ${r.cpuUsPerEvent.toFixed(1)} µs/event${r.looperKills === undefined ? '' : `; looper stopped ${r.looperKills} times`}; thread restarts seen by rules ${r.restarts}`;
+  `sent ${r.sent}, writes ${r.written}; added latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; process CPU ${r.cpuUsPerEvent.toFixed(1)} µs/event${r.looperKills === undefined ? '' : `; looper stopped ${r.looperKills} times`}; thread restarts seen by rules ${r.restarts}; other rules' failed runs ${r.othersFailed}${r.othersLastError === undefined ? '' : ` (last: ${r.othersLastError})`}`;
 
 console.log(
   `# bench:rules: ${RATE} events/s for ${SECONDS} s (after ${WARMUP_S} s warm-up), ${RULES} rules, ${NODES} nodes, in-process bus, ${THREADS === 0 ? 'a thread per rule' : `${THREADS} shared threads`}`,
