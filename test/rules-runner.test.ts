@@ -308,6 +308,37 @@ describe('rules sharing a thread', () => {
     await waitFor(() => shared.running === 0, 'threads without rules ended');
   });
 
+  it('a file looping at load is stopped; the files queued behind it in its thread load in the new thread', async () => {
+    const shared = new RulePool({ threads: 1 });
+    const code = async (name: string, source: string) => {
+      const file = join(dir, `${name}.ts`);
+      writeFileSync(file, source);
+      const c = await compileRule(file);
+      if (!c.ok) throw new Error(c.message);
+      return c.code;
+    };
+    const stuck = new RuleWorker(
+      'stuck-top',
+      await code('stuck-top', 'for (;;) {} export default {};'),
+      { ...LIMITS, loadTimeoutMs: 300 },
+      host(),
+      shared,
+    );
+    const behind = new RuleWorker(
+      'behind',
+      await code('behind', `export default { name: 'behind', on: {}, run(e, ctx) { ctx.log.info('behind ran'); } };`),
+      LIMITS,
+      host(),
+      shared,
+    );
+    workers.push(stuck, behind);
+    // Posted in one batch: the thread starts the looping file first.
+    const [a, b] = await Promise.all([stuck.load(), behind.load()]);
+    expect(a).toMatchObject({ ok: false, message: 'loading took longer than 300 ms' });
+    expect(b).toMatchObject({ ok: true, definition: { name: 'behind' } });
+    expect((await behind.run('a', update('a', 1))).status).toBe('ok');
+  });
+
   it('a rule cannot take over the loading of the rules after it in its thread', async () => {
     const shared = new RulePool({ threads: 1 });
     const { w: hijack } = await ruleWorker(

@@ -204,6 +204,13 @@ const SWEEP_MS = 100;
 export const Watchdog = RulePool;
 export type Watchdog = RulePool;
 
+interface PendingLoad {
+  rw: RuleWorker;
+  msg: ToThread;
+  timeoutMs: number;
+  settle: (l: Loaded) => void;
+}
+
 /** Why a thread ended, as each of its rules is told. */
 interface ThreadExit {
   killed?: { status: RunStatus; inv: number; error: string; culprit?: RuleWorker };
@@ -231,8 +238,8 @@ export class RuleThread {
   private killed?: ThreadExit['killed'];
   /** The open segment as the watchdog first saw it: its CPU time then, and what it may have used before. */
   private seen?: { since: number; cpu: number; before: number };
-  private loads: Promise<unknown> = Promise.resolve();
-  private loading?: { rw: RuleWorker; settle: (l: Loaded) => void };
+  /** Loads posted and not yet answered, by rule id. */
+  private readonly loads = new Map<number, PendingLoad>();
 
   constructor(
     private readonly pool: RulePool,
@@ -244,35 +251,32 @@ export class RuleThread {
     return this.rules.size;
   }
 
-  /** Loads a rule (one load at a time per thread, so a load's time limit is its own). */
-  load(rw: RuleWorker, code: string, state: Record<string, unknown>, timeoutMs: number): Promise<Loaded> {
+  /**
+   * Loads a rule. Loads are posted at once (a thread restarted with 50 rules reloads them in one batch) and the
+   * thread runs them one after the other; each load's time is bounded by the watchdog from when the thread
+   * starts it (BUSY.loading), not from when it was posted.
+   */
+  async load(rw: RuleWorker, code: string, state: Record<string, unknown>, timeoutMs: number): Promise<Loaded> {
     this.rules.set(rw.id, rw);
     const stateBytes = Object.entries(state).reduce((n, [k, v]) => n + k.length + JSON.stringify(v).length, 0);
-    const p = this.loads.then(() => this.loadOne(rw, { t: 'load', rule: rw.id, code, state, stateBytes }, timeoutMs));
-    this.loads = p;
-    return p;
-  }
-
-  private async loadOne(rw: RuleWorker, msg: ToThread, timeoutMs: number): Promise<Loaded> {
-    if (this.rules.get(rw.id) !== rw) return { ok: false, message: 'the rule was stopped while loading' };
     try {
       await this.start();
     } catch (err) {
+      this.rules.delete(rw.id);
       return { ok: false, message: `the rules thread did not start: ${(err as Error).message}`.slice(0, 2000) };
     }
+    if (this.rules.get(rw.id) !== rw) return { ok: false, message: 'the rule was stopped while loading' };
     return new Promise<Loaded>((resolve) => {
-      const timer = setTimeout(() => {
-        settle({ ok: false, message: `loading took longer than ${timeoutMs} ms` });
-        this.kill('timeout', 0, 'load timeout', rw);
-      }, timeoutMs);
-      timer.unref();
-      const settle = (l: Loaded) => {
-        if (this.loading?.rw !== rw) return;
-        this.loading = undefined;
-        clearTimeout(timer);
-        resolve(l);
-      };
-      this.loading = { rw, settle };
+      const msg: ToThread = { t: 'load', rule: rw.id, code, state, stateBytes };
+      this.loads.set(rw.id, {
+        rw,
+        msg,
+        timeoutMs,
+        settle: (l) => {
+          this.loads.delete(rw.id);
+          resolve(l);
+        },
+      });
       this.post(msg);
     });
   }
@@ -292,7 +296,7 @@ export class RuleThread {
   async detach(rw: RuleWorker): Promise<void> {
     if (this.rules.get(rw.id) !== rw) return;
     this.rules.delete(rw.id);
-    if (this.loading?.rw === rw) this.loading.settle({ ok: false, message: 'the rule was stopped while loading' });
+    this.loads.get(rw.id)?.settle({ ok: false, message: 'the rule was stopped while loading' });
     if (this.rules.size > 0) {
       this.post({ t: 'unload', rule: rw.id });
       return;
@@ -310,8 +314,18 @@ export class RuleThread {
    * Linux), wall time is the measure.
    */
   check(t: number, tickMs: number): void {
+    if (this.worker === undefined || this.killed !== undefined) return;
+    const loading = this.busy[BUSY.loading] as number;
+    if (loading !== 0) {
+      const l = this.loads.get(loading);
+      if (l !== undefined && t - (this.busy[BUSY.loadSince] as number) > l.timeoutMs) {
+        l.settle({ ok: false, message: `loading took longer than ${l.timeoutMs} ms` });
+        this.kill('timeout', 0, 'load timeout', l.rw);
+        return;
+      }
+    }
     const since = this.busy[BUSY.since] as number;
-    if (since === 0 || this.worker === undefined || this.killed !== undefined) return;
+    if (since === 0) return;
     const wall = t - since;
     // Segments shorter than a tick are the common case: they cost no system call.
     if (wall <= tickMs) return;
@@ -404,8 +418,9 @@ export class RuleThread {
 
   private route(m: FromThread): void {
     if (m.t === 'ready' || m.t === 'bad') {
-      if (this.loading?.rw.id !== m.rule) return;
-      this.loading.settle(m.t === 'ready' ? { ok: true, definition: m.definition } : { ok: false, message: m.message });
+      this.loads
+        .get(m.rule)
+        ?.settle(m.t === 'ready' ? { ok: true, definition: m.definition } : { ok: false, message: m.message });
       return;
     }
     const rw = this.rules.get(m.rule) ?? (m.t === 'log' ? this.rules.values().next().value : undefined);
@@ -421,8 +436,7 @@ export class RuleThread {
     const killed = this.killed;
     this.killed = undefined;
     const oom = (lastError as NodeJS.ErrnoException | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY';
-    const loading = this.loading;
-    this.loading = undefined;
+    const loading = this.loads.get(this.busy[BUSY.loading] as number);
     loading?.settle({
       ok: false,
       message: oom ? 'the rule ran out of memory while loading' : 'the worker exited while loading',
@@ -430,14 +444,29 @@ export class RuleThread {
     // The rule to blame: the one the watchdog stopped, or the one whose code ran (or loaded) when memory ran out.
     let culprit = killed?.culprit;
     if (culprit === undefined && oom) culprit = loading?.rw ?? this.rules.get(this.busy[BUSY.rule] as number);
+    // Loads that were waiting behind the one at fault are posted again to the new thread; with nobody to blame
+    // (a crash), they fail like the rest.
+    const reload = culprit === undefined ? [] : [...this.loads.values()].filter((l) => l.rw !== culprit);
+    for (const l of this.loads.values()) {
+      if (!reload.includes(l)) l.settle({ ok: false, message: 'the worker exited while loading' });
+    }
     const exit: ThreadExit = { oom, started: this.busy[BUSY.seq] as number, memoryMb: this.memoryMb };
     if (killed !== undefined) exit.killed = killed;
     if (culprit !== undefined) exit.culprit = culprit;
     if (lastError !== undefined) exit.error = lastError.message;
-    const rules = [...this.rules.values()];
-    this.rules.clear();
+    const rules = [...this.rules.values()].filter((rw) => !reload.some((l) => l.rw === rw));
+    for (const rw of rules) this.rules.delete(rw.id);
     this.seq = 0;
-    if (this.dedicated) this.pool.forget(this);
+    if (reload.length > 0) {
+      this.start().then(
+        () => {
+          for (const l of reload) if (this.loads.get(l.rw.id) === l) this.post(l.msg);
+        },
+        (err: Error) => {
+          for (const l of reload) l.settle({ ok: false, message: `the rules thread did not start: ${err.message}` });
+        },
+      );
+    } else if (this.dedicated) this.pool.forget(this);
     for (const rw of rules) rw.threadExited(this, exit);
   }
 }

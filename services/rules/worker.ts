@@ -55,7 +55,10 @@ export const BUSY = {
   rule: 3,
   /** The thread's id in the OS (Linux), so the watchdog can read its CPU time; 0 when unknown. */
   tid: 4,
-  size: 5,
+  /** The rule whose file is loading (0: none), and since when (epoch ms): the watchdog bounds a load's time. */
+  loading: 5,
+  loadSince: 6,
+  size: 7,
 } as const;
 
 /** Most bytes (as JSON) of one rule's whole state. */
@@ -177,6 +180,8 @@ export function startThread(): void {
       close();
       loading = m;
       current = m.rule;
+      busy[BUSY.loadSince] = now();
+      busy[BUSY.loading] = m.rule;
       // A comment makes each load's URL new: the same code loaded again runs again instead of coming from the
       // module cache.
       const code = `${m.code}\n// load ${++loadCount}\n`;
@@ -186,6 +191,7 @@ export function startThread(): void {
       } catch (err) {
         post({ t: 'bad', rule: m.rule, message: errorText(err) });
       } finally {
+        busy[BUSY.loading] = 0;
         if (loading === m) loading = undefined;
       }
     });
