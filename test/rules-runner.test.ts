@@ -1,12 +1,13 @@
 // The rule runner against real worker threads: limits (time, memory), crashes, ordering, state. Attack files
 // (a loop, a throw, 1 GB, process.exit, reading a file outside) are real rule files compiled by the loader.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileRule } from '../services/rules/loader.ts';
 import type { RuleEvent } from '../services/rules/rule.ts';
-import { type RuleHost, type RunnerLimits, RuleWorker, Watchdog } from '../services/rules/runner.ts';
+import { BLOCKED_GRACE_MS, type RuleHost, RulePool, type RunnerLimits, RuleWorker } from '../services/rules/runner.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'rules-runner-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,7 +22,7 @@ const LIMITS: RunnerLimits = {
   maxQueued: 1000,
 };
 
-const watchdog = new Watchdog();
+const pool = new RulePool();
 const workers: RuleWorker[] = [];
 afterAll(async () => {
   for (const w of workers) await w.stop();
@@ -47,12 +48,12 @@ function host(calls: (op: string, args: unknown[]) => Promise<unknown> = async (
   return h;
 }
 
-async function ruleWorker(name: string, source: string, h = host(), limits: Partial<RunnerLimits> = {}) {
+async function ruleWorker(name: string, source: string, h = host(), limits: Partial<RunnerLimits> = {}, inPool = pool) {
   const file = join(dir, `${name}.ts`);
   writeFileSync(file, source);
   const compiled = await compileRule(file);
   if (!compiled.ok) throw new Error(compiled.message);
-  const w = new RuleWorker(name, compiled.code, { ...LIMITS, ...limits }, h, watchdog);
+  const w = new RuleWorker(name, compiled.code, { ...LIMITS, ...limits }, h, inPool);
   workers.push(w);
   return { w, h, loaded: await w.load() };
 }
@@ -123,6 +124,25 @@ describe('rule runner', () => {
     expect((await w.run('a', update('a', 1))).status).toBe('time-limit');
   });
 
+  it.runIf(existsSync('/proc/thread-self'))(
+    'the limit is CPU time: a rule blocked (not computing) past it is not stopped, one blocked for good is',
+    async () => {
+      const { w } = await ruleWorker(
+        'blocks',
+        `export default { name: 'blocks', on: {}, run(e) { const cell = new Int32Array(new SharedArrayBuffer(4));
+           if (e.value === 'wait') Atomics.wait(cell, 0, 0, 400); if (e.value === 'forever') Atomics.wait(cell, 0, 0); } };`,
+      );
+      const waited = await w.run('a', update('a', 'wait'));
+      // Not stopped: counted at its end, by the time it held its thread.
+      expect(waited).toMatchObject({ status: 'time-limit', error: expect.stringMatching(/^used \d+ ms$/) });
+      expect(w.restarts).toBe(0);
+      const forever = await w.run('a', update('a', 'forever'));
+      expect(forever).toMatchObject({ status: 'time-limit', error: expect.stringContaining('blocked for more than') });
+      expect(forever.ms).toBeGreaterThanOrEqual(100 + BLOCKED_GRACE_MS);
+      expect(w.restarts).toBe(1);
+    },
+  );
+
   it('a rule allocating 1 GB runs out of its memory limit; the next event runs', async () => {
     const { w } = await ruleWorker(
       'hog',
@@ -167,6 +187,18 @@ describe('rule runner', () => {
     );
     expect((await w.run('a', update('a', 1))).status).toBe('ok');
     expect(h.logs.at(-1)?.message).toBe('outside');
+  });
+
+  it('a run waiting on a call that never answers is given up after --max-wait-ms', async () => {
+    const { w } = await ruleWorker(
+      'stuck',
+      `export default { name: 'stuck', on: {}, async run(e, ctx) { await ctx.node('x'); } };`,
+      host(() => new Promise(() => undefined)),
+      { maxWaitMs: 300 },
+    );
+    const o = await w.run('a', update('a', 1));
+    expect(o).toMatchObject({ status: 'timeout', error: 'no end within 300 ms' });
+    expect(o.ms).toBeGreaterThanOrEqual(300);
   });
 
   it('keeps one node in order while other nodes run concurrently', async () => {
@@ -224,5 +256,132 @@ describe('rule runner', () => {
     writeFileSync(file, 'export default { name: "b", on: {}, run() { return ( } };');
     const c = await compileRule(file);
     expect(c).toMatchObject({ ok: false, message: expect.stringMatching(/broken\.ts:1:\d+/) });
+  });
+});
+
+describe('rules sharing a thread', () => {
+  it('a looping neighbour costs a run that had started, reruns one that had not, and is then isolated', async () => {
+    const shared = new RulePool({ threads: 1 });
+    let release: (v: unknown) => void = () => undefined;
+    const calls: string[] = [];
+    const h = host(async (op) => {
+      calls.push(op);
+      return new Promise((r) => {
+        release = r;
+      });
+    });
+    const { w: calm } = await ruleWorker(
+      'calm',
+      `export default { name: 'calm', on: {}, async run(e, ctx) { if (e.value === 'wait') await ctx.node('x'); ctx.log.info('calm ' + e.value); } };`,
+      h,
+      {},
+      shared,
+    );
+    const { w: looper } = await ruleWorker(
+      'looper',
+      `export default { name: 'looper', on: {}, run(e) { if (e.value === 'loop') for (;;) {} } };`,
+      host(),
+      {},
+      shared,
+    );
+    expect(shared.running).toBe(1);
+    const waiting = calm.run('a', update('a', 'wait'));
+    await waitFor(() => calls.length === 1, 'the calm rule waiting on its ctx call');
+    // Posted in one turn, so in one batch: the loop blocks the thread before calm's second run starts.
+    const looping = looper.run('a', update('a', 'loop'));
+    const after = calm.run('b', update('b', 'after'));
+    expect(await looping).toMatchObject({ status: 'time-limit' });
+    expect(await waiting).toMatchObject({ status: 'exited', error: expect.stringContaining('looper hit its limit') });
+    expect(await after).toMatchObject({ status: 'ok' });
+    expect(h.logs.map((l) => l.message)).toEqual(['calm after']);
+    release(null);
+    // The looper now has a thread of its own: its next loop does not touch calm's thread.
+    expect(looper.isolated).toBe(true);
+    expect((await looper.run('a', update('a', 'fine'))).status).toBe('ok');
+    expect(shared.running).toBe(2);
+    const restarts = calm.restarts;
+    expect((await looper.run('a', update('a', 'loop'))).status).toBe('time-limit');
+    expect((await calm.run('a', update('a', 'still'))).status).toBe('ok');
+    expect(calm.restarts).toBe(restarts);
+    await looper.stop();
+    await calm.stop();
+    await waitFor(() => shared.running === 0, 'threads without rules ended');
+  });
+
+  it('a file looping at load is stopped; the files queued behind it in its thread load in the new thread', async () => {
+    const shared = new RulePool({ threads: 1 });
+    const code = async (name: string, source: string) => {
+      const file = join(dir, `${name}.ts`);
+      writeFileSync(file, source);
+      const c = await compileRule(file);
+      if (!c.ok) throw new Error(c.message);
+      return c.code;
+    };
+    const stuck = new RuleWorker(
+      'stuck-top',
+      await code('stuck-top', 'for (;;) {} export default {};'),
+      { ...LIMITS, loadTimeoutMs: 300 },
+      host(),
+      shared,
+    );
+    const behind = new RuleWorker(
+      'behind',
+      await code('behind', `export default { name: 'behind', on: {}, run(e, ctx) { ctx.log.info('behind ran'); } };`),
+      LIMITS,
+      host(),
+      shared,
+    );
+    workers.push(stuck, behind);
+    // Posted in one batch: the thread starts the looping file first.
+    const [a, b] = await Promise.all([stuck.load(), behind.load()]);
+    expect(a).toMatchObject({ ok: false, message: 'loading took longer than 300 ms' });
+    expect(b).toMatchObject({ ok: true, definition: { name: 'behind' } });
+    expect((await behind.run('a', update('a', 1))).status).toBe('ok');
+  });
+
+  it('a rule cannot take over the loading of the rules after it in its thread', async () => {
+    const shared = new RulePool({ threads: 1 });
+    const { w: hijack } = await ruleWorker(
+      'hijack',
+      `export default { name: 'hijack', on: {}, run() { globalThis[Symbol.for('mycelium.rules.register')] = () => undefined; } };`,
+      host(),
+      {},
+      shared,
+    );
+    expect(await hijack.run('a', update('a', 1))).toMatchObject({
+      status: 'error',
+      error: expect.stringContaining('TypeError'),
+    });
+    const next = await ruleWorker('next', `export default { name: 'next', on: {}, run() {} };`, host(), {}, shared);
+    expect(next.loaded).toMatchObject({ ok: true, definition: { name: 'next' } });
+    expect(shared.running).toBe(1);
+    await hijack.stop();
+    await next.w.stop();
+  });
+
+  it('an exception thrown outside a run is logged and does not end the thread its neighbours share', async () => {
+    const shared = new RulePool({ threads: 1 });
+    const h = host();
+    const { w: late } = await ruleWorker(
+      'late-throw',
+      `export default { name: 'late-throw', on: {}, run() { setTimeout(() => { throw new Error('late'); }, 0); console.log('said', 1); } };`,
+      h,
+      {},
+      shared,
+    );
+    const { w: other } = await ruleWorker(
+      'other',
+      `export default { name: 'other', on: {}, run(e, ctx) { ctx.log.info('other ran'); } };`,
+      h,
+      {},
+      shared,
+    );
+    expect((await late.run('a', update('a', 1))).status).toBe('ok');
+    await waitFor(() => h.logs.some((l) => l.message.includes('late')), 'the late exception logged');
+    expect(h.logs).toContainEqual({ level: 'info', message: 'said 1' });
+    expect((await other.run('a', update('a', 1))).status).toBe('ok');
+    expect(late.restarts + other.restarts).toBe(0);
+    await late.stop();
+    await other.stop();
   });
 });

@@ -2,8 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { hostAllowed } from '../services/rules/actions.ts';
 import { globMatches } from '../services/rules/glob.ts';
-import { descriptorProblem } from '../services/rules/protocol.ts';
+import { descriptorProblem, type RuleDescriptor } from '../services/rules/protocol.ts';
 import { compileSchedule, nextCron, parseCron, parsePeriod } from '../services/rules/schedule.ts';
+import { TriggerIndex } from '../services/rules/trigger-index.ts';
 
 const at = (iso: string) => Date.parse(iso);
 
@@ -84,5 +85,40 @@ describe('rule descriptors', () => {
     expect(descriptorProblem({ ...ok, on: { schedule: { every: '1m', cron: '* * * * *' } } })).toMatch(/^on\.schedule/);
     expect(descriptorProblem({ ...ok, timeLimitMs: 0 })).toMatch(/^timeLimitMs/);
     expect(descriptorProblem(null)).toBeDefined();
+  });
+});
+
+describe('trigger index', () => {
+  const rule = (name: string, resource?: string): { name: string; descriptor?: RuleDescriptor } => ({
+    name,
+    ...(resource === undefined ? {} : { descriptor: { name, on: { update: { node: '*', resource } } } }),
+  });
+  it('finds rules by literal resource plus every glob-resource rule, and sees changes after invalidate()', () => {
+    const all = [
+      rule('t', 'temperature'),
+      rule('t2', 'temperature'),
+      rule('h', 'humidity'),
+      rule('any', 'hum*'),
+      rule('none'),
+    ];
+    const index = new TriggerIndex(() => all);
+    const names = (r: string) => index.candidates(r).map((e) => e.name);
+    expect(names('temperature')).toEqual(['t', 't2', 'any']);
+    expect(names('humidity')).toEqual(['h', 'any']);
+    expect(names('led')).toEqual(['any']);
+    // '__proto__' is a resource like any other: a Map, not an object, holds the index.
+    expect(names('__proto__')).toEqual(['any']);
+    all.push(rule('led', 'led'));
+    expect(names('led')).toEqual(['any']);
+    index.invalidate();
+    expect(names('led')).toEqual(['led', 'any']);
+    all.splice(3, 1);
+    index.invalidate();
+    expect(names('led')).toEqual(['led']);
+    expect(names('x')).toEqual([]);
+    expect(index.writes()).toEqual([]);
+    all.push({ name: 'w', descriptor: { name: 'w', on: { write: { node: '*' } } } });
+    index.invalidate();
+    expect(index.writes().map((e) => e.name)).toEqual(['w']);
   });
 });

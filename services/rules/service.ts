@@ -31,10 +31,11 @@ import {
   rulesSubjects,
 } from './protocol.ts';
 import type { RuleEvent } from './rule.ts';
-import { type RunnerLimits, RuleWorker, Watchdog } from './runner.ts';
+import { RulePool, type RunnerLimits, RuleWorker } from './runner.ts';
 import { compileSchedule, type NextFire } from './schedule.ts';
 import { FAILURES, RuleStats } from './stats.ts';
 import { StateStore } from './state-store.ts';
+import { TriggerIndex } from './trigger-index.ts';
 import { VirtualNodes } from './virtual-nodes.ts';
 
 export interface RulesServiceOptions extends ActionOptions {
@@ -99,7 +100,8 @@ export class RulesService {
   private readonly log: Logger;
   private readonly entries = new Map<string, Entry>();
   private readonly stats = new Map<string, RuleStats>();
-  private readonly watchdog = new Watchdog();
+  private readonly pool: RulePool;
+  private readonly triggers = new TriggerIndex<Entry>(() => this.entries.values());
   private readonly state: StateStore;
   private readonly virtual: VirtualNodes;
   private readonly actions: RuleActions;
@@ -112,6 +114,7 @@ export class RulesService {
   private started = false;
   private stopping?: Promise<void>;
   private readonly eventsSubject: string;
+  /** `writes`: write results looked at (only while a rule has a write trigger). */
   readonly counters = { events: 0, writes: 0, badEvents: 0 };
   /** Events that arrived during the state sync, applied after it. */
   private heldEvents?: BusMsg[];
@@ -123,6 +126,7 @@ export class RulesService {
     this.log = deps.log.child({ rules: options.id });
     this.metrics = deps.metrics ?? new Metrics('mycelium_rules_', { defaultMetrics: false });
     this.state = new StateStore(options.stateDir, this.log);
+    this.pool = new RulePool({ threads: options.limits.threads });
     this.eventsSubject = subjects.events(`rules-${options.id}`);
     this.virtual = new VirtualNodes({
       bus: deps.bus,
@@ -188,6 +192,7 @@ export class RulesService {
     this.subs = [];
     await Promise.all([...this.entries.values()].map((e) => this.retire(e)));
     this.entries.clear();
+    this.triggers.invalidate();
     this.membership.stop();
     this.virtual.stop();
     this.state.flush();
@@ -237,6 +242,7 @@ export class RulesService {
     if (!existsSync(path)) {
       if (old !== undefined) {
         this.entries.delete(file);
+        this.triggers.invalidate();
         await this.retire(old);
         this.log.info({ rule: old.name, file }, 'rule removed');
       }
@@ -254,10 +260,11 @@ export class RulesService {
       stats: old?.stats ?? this.statsFor(fallbackName),
     };
     this.entries.set(file, entry);
+    this.triggers.invalidate();
     if (old !== undefined) await this.retire(old);
     const compiled = await compileRule(path);
     if (!compiled.ok) return this.fail(entry, `does not compile: ${compiled.message}`);
-    const worker = new RuleWorker(file, compiled.code, this.options.limits, this.host(entry), this.watchdog);
+    const worker = new RuleWorker(file, compiled.code, this.options.limits, this.host(entry), this.pool);
     entry.worker = worker;
     const loaded = await worker.load();
     if (!loaded.ok) return this.fail(entry, `does not load: ${loaded.message}`);
@@ -274,6 +281,7 @@ export class RulesService {
       entry.stats = this.statsFor(d.name);
     }
     entry.descriptor = d;
+    this.triggers.invalidate();
     worker.limitMs = Math.min(d.timeLimitMs ?? this.options.limits.timeLimitMs, this.options.limits.maxTimeLimitMs);
     if (d.on.schedule !== undefined) {
       try {
@@ -377,7 +385,8 @@ export class RulesService {
     this.table.apply(event, at);
     this.counters.events++;
     if (!this.membership.owns(event.uid)) return;
-    for (const entry of this.entries.values()) {
+    const rules = event.type === 'update' ? this.triggers.candidates(event.endpoint) : this.entries.values();
+    for (const entry of rules) {
       if (entry.status !== 'running' || entry.descriptor === undefined) continue;
       const on = entry.descriptor.on;
       switch (event.type) {
@@ -421,6 +430,8 @@ export class RulesService {
   }
 
   private onWrite(msg: BusMsg): void {
+    const rules = this.triggers.writes();
+    if (rules.length === 0) return;
     const json = parseJson(Buffer.from(msg.data).toString());
     if (!json.ok || typeof json.value !== 'object' || json.value === null) return;
     const w = json.value as Record<string, unknown>;
@@ -430,7 +441,7 @@ export class RulesService {
     this.counters.writes++;
     if (!this.membership.owns(uid)) return;
     const at = typeof w.at === 'number' ? w.at : Date.now();
-    for (const entry of this.entries.values()) {
+    for (const entry of rules) {
       const on = entry.descriptor?.on.write;
       if (entry.status !== 'running' || on === undefined) continue;
       if (!globMatches(on.node, uid) || (on.resource !== undefined && !globMatches(on.resource, resource))) continue;
@@ -643,8 +654,10 @@ export class RulesService {
           saveState: () => undefined,
           state: () => ({}),
         },
-        this.watchdog,
+        this.pool,
       );
+      // A thread of its own: a source that loops or blows up while loading costs no running rule anything.
+      worker.isolated = true;
       const loaded = await worker.load();
       await worker.stop();
       if (!loaded.ok) throw new ApiProblem(400, RuleErrorCode.BadRule, `does not load: ${loaded.message}`);

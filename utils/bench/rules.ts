@@ -4,9 +4,9 @@
 // the gateway's write subject (`myc.write.<gateway>`), its p50/p99; the process CPU per event (the service,
 // its workers and this script's publishing, which is small); then the same with one rule that loops forever on
 // its events (stopped at its 100 ms limit each time and restarted) to show its effect on the others' p99.
-// Usage: npm run bench:rules [-- --seconds 10 --rate 10000]
+// Usage: npm run bench:rules [-- --seconds 10 --rate 10000 --threads 2 (0: a thread per rule) --no-looper | --looper-only]
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryBus } from '../../services/bus/memory-bus.ts';
 import { subjects } from '../../services/bus/subjects.ts';
@@ -20,6 +20,13 @@ const arg = (name: string, fallback: number) => {
 };
 const SECONDS = arg('seconds', 10);
 const RATE = arg('rate', 10_000);
+/** Threads the rules share (the service's default: one per core); 0: a thread per rule, as before the pool. */
+const THREADS = arg('threads', availableParallelism());
+const CASES = process.argv.includes('--no-looper')
+  ? [false]
+  : process.argv.includes('--looper-only')
+    ? [true]
+    : [false, true];
 const RULES = 100;
 const NODES = 1000;
 const GATEWAY = 'bench-gw';
@@ -33,6 +40,11 @@ interface Result {
   max: number;
   cpuUsPerEvent: number;
   looperKills?: number;
+  /** Threads started again after a crash or a limit, summed over the rules (a restarted shared thread counts once per rule in it). */
+  restarts: number;
+  /** Failed runs of the rules other than the looper, and the last reason given. */
+  othersFailed: number;
+  othersLastError?: string;
 }
 
 async function run(withLooper: boolean): Promise<Result> {
@@ -67,6 +79,7 @@ async function run(withLooper: boolean): Promise<Result> {
         loadTimeoutMs: 30_000,
         concurrency: 64,
         maxQueued: 100_000,
+        threads: THREADS,
       },
       // The looper must keep looping for the whole run, not be disabled after a few failures.
       maxFailures: Number.MAX_SAFE_INTEGER,
@@ -150,7 +163,8 @@ async function run(withLooper: boolean): Promise<Result> {
   // Let the last writes arrive.
   const deadline = Date.now() + 5000;
   while (sentAt.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  const looper = service.records().find((r) => r.name === 'looper');
+  const records = service.records();
+  const looper = records.find((r) => r.name === 'looper');
   await service.stop();
   await bus.stop();
   rmSync(dir, { recursive: true, force: true });
@@ -163,19 +177,26 @@ async function run(withLooper: boolean): Promise<Result> {
     p99: percentile(latencies, 99),
     max: latencies.at(-1) ?? Number.NaN,
     cpuUsPerEvent: (cpu.user + cpu.system) / Math.max(1, sent),
+    restarts: records.reduce((n, r) => n + r.restarts, 0),
+    othersFailed: 0,
   };
+  for (const r of records) {
+    if (r.name === 'looper') continue;
+    result.othersFailed += r.errors;
+    if (r.lastError !== undefined) result.othersLastError = r.lastError.message;
+  }
   if (looper !== undefined) result.looperKills = looper.errors;
   return result;
 }
 
 const fmt = (r: Result) =>
-  `sent ${r.sent}, writes ${r.written}; added latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; process CPU ${r.cpuUsPerEvent.toFixed(1)} µs/event${r.looperKills === undefined ? '' : `; looper stopped ${r.looperKills} times`}`;
+  `sent ${r.sent}, writes ${r.written}; added latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; process CPU ${r.cpuUsPerEvent.toFixed(1)} µs/event${r.looperKills === undefined ? '' : `; looper stopped ${r.looperKills} times`}; thread restarts seen by rules ${r.restarts}; other rules' failed runs ${r.othersFailed}${r.othersLastError === undefined ? '' : ` (last: ${r.othersLastError})`}`;
 
 console.log(
-  `# bench:rules: ${RATE} events/s for ${SECONDS} s (after ${WARMUP_S} s warm-up), ${RULES} rules, ${NODES} nodes, in-process bus`,
+  `# bench:rules: ${RATE} events/s for ${SECONDS} s (after ${WARMUP_S} s warm-up), ${RULES} rules, ${NODES} nodes, in-process bus, ${THREADS === 0 ? 'a thread per rule' : `${THREADS} shared threads`}`,
 );
 console.log('# the machine is shared with other agents: figures vary with their load');
-const base = await run(false);
-console.log(`100 rules:             ${fmt(base)}`);
-const loop = await run(true);
-console.log(`100 rules + 1 looping: ${fmt(loop)}`);
+for (const withLooper of CASES) {
+  const r = await run(withLooper);
+  console.log(`${withLooper ? '100 rules + 1 looping' : '100 rules:           '}: ${fmt(r)}`);
+}
