@@ -142,6 +142,24 @@ function busContract(name: string, makeBus: MakeBus): void {
       expect(text(reply)).toBe('echo:hi');
     });
 
+    it('shows a reply to a subscriber of `>` too, and a late second reply to nobody', async () => {
+      const bus = await openBus();
+      const seen: string[] = [];
+      bus.subscribe('>', (msg) => {
+        if (msg.subject.startsWith('_INBOX.')) seen.push(text(msg));
+      });
+      bus.subscribe('rr.twice', (msg) => {
+        if (msg.reply === undefined) return;
+        bus.publish(msg.reply, bytes('first'));
+        bus.publish(msg.reply, bytes('second'));
+      });
+      await bus.flush();
+      const reply = await bus.request('rr.twice', bytes('?'), DEFAULT_WAIT_MS);
+      expect(text(reply)).toBe('first');
+      await waitFor(() => seen.length === 2, 'the `>` subscriber to see both replies');
+      expect(seen).toEqual(['first', 'second']);
+    });
+
     it('rejects a request nobody listens to with no-responders, before the timeout', async () => {
       const bus = await openBus();
       const started = Date.now();

@@ -37,6 +37,14 @@ export class MemoryBus implements Bus, DurableStreams {
   private closed = false;
   private inboxPrefix = `_INBOX.${randomUUID().replace(/-/g, '')}`;
   private inboxSeq = 0;
+  /**
+   * The reply inboxes of this bus's requests, outside `subs`: a request would otherwise subscribe and unsubscribe
+   * an inbox each time, and each clears the route cache (the rules service's requests spent more time there than
+   * in the rest of their path). Subscribers whose pattern can match an inbox still get the replies, as on NATS.
+   */
+  private readonly inboxes = new Map<string, Sub>();
+  /** Subscriptions whose pattern can match `_INBOX.…` (`>`, `*.…`, `_INBOX.…`): replies are routed to them too. */
+  private inboxWatchers = 0;
   private readonly buckets = new Map<string, MemoryKv>();
 
   /** `onError` sees exceptions thrown by handlers (default: printed); delivery to others goes on. */
@@ -51,6 +59,7 @@ export class MemoryBus implements Bus, DurableStreams {
     this.closed = true;
     this.subs = [];
     this.routes.clear();
+    this.inboxes.clear();
   }
 
   async flush(): Promise<void> {}
@@ -66,6 +75,13 @@ export class MemoryBus implements Bus, DurableStreams {
 
   publish(subject: string, data: Uint8Array, reply?: string): void {
     if (this.closed) return;
+    if (this.inboxes.size > 0) {
+      const inbox = this.inboxes.get(subject);
+      if (inbox !== undefined) {
+        this.deliver(inbox, { subject, data, reply });
+        if (this.inboxWatchers === 0) return;
+      }
+    }
     // A cached route means the subject was checked before: the per-message path skips the check.
     const targets = this.routes.get(subject) ?? this.checkedRoute(subject);
     if (targets.length === 0) return;
@@ -85,14 +101,17 @@ export class MemoryBus implements Bus, DurableStreams {
   subscribe(subject: string, handler: BusHandler, options: SubscribeOptions = {}): BusSubscription {
     if (!isValidSubject(subject, true)) throw new Error(`invalid subject "${subject}"`);
     const sub: Sub = { pattern: subject, handler, queue: options.queue };
+    const watchesInboxes = subjectMatches(subject, `${this.inboxPrefix}.1`);
     this.subs.push(sub);
     this.routes.clear();
+    if (watchesInboxes) this.inboxWatchers++;
     return {
       unsubscribe: () => {
         const i = this.subs.indexOf(sub);
         if (i >= 0) {
           this.subs.splice(i, 1);
           this.routes.clear();
+          if (watchesInboxes) this.inboxWatchers--;
         }
       },
     };
@@ -106,13 +125,16 @@ export class MemoryBus implements Bus, DurableStreams {
       if (this.route(subject).length === 0) return reject(new BusError('no-responders', `no responders on ${subject}`));
       const inbox = this.newInbox();
       const timer = setTimeout(() => {
-        sub.unsubscribe();
+        this.inboxes.delete(inbox);
         reject(new BusError('timeout', `request on ${subject} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
-      const sub = this.subscribe(inbox, (msg) => {
-        clearTimeout(timer);
-        sub.unsubscribe();
-        resolve(msg);
+      this.inboxes.set(inbox, {
+        pattern: inbox,
+        handler: (msg) => {
+          clearTimeout(timer);
+          this.inboxes.delete(inbox);
+          resolve(msg);
+        },
       });
       this.publish(subject, data, inbox);
     });
@@ -124,9 +146,9 @@ export class MemoryBus implements Bus, DurableStreams {
       const replies: BusMsg[] = [];
       if (this.closed || this.route(subject).length === 0) return resolve(replies);
       const inbox = this.newInbox();
-      const sub = this.subscribe(inbox, (msg) => replies.push(msg));
+      this.inboxes.set(inbox, { pattern: inbox, handler: (msg) => replies.push(msg) });
       setTimeout(() => {
-        sub.unsubscribe();
+        this.inboxes.delete(inbox);
         resolve(replies);
       }, windowMs).unref();
       this.publish(subject, data, inbox);

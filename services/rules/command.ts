@@ -42,6 +42,7 @@ export const rulesCommand: CommandSpec<typeof rulesOptions> = {
           loadTimeoutMs: config.loadTimeoutMs,
           concurrency: config.concurrency,
           maxQueued: config.maxQueued,
+          threads: config.threads,
         },
         maxFailures: config.maxFailures,
         httpAllow: config.httpAllow,

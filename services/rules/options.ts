@@ -28,7 +28,17 @@ export const rulesOptions = {
     min: 1,
     description: 'the most a rule may ask for with its own timeLimitMs',
   },
-  memoryMb: { type: 'number', default: 64, min: 8, description: 'heap limit of each rule’s worker thread (MB)' },
+  memoryMb: {
+    type: 'number',
+    default: 64,
+    min: 8,
+    description: 'heap limit of each rules thread (MB); a thread holds several rules unless --threads 0',
+  },
+  threads: {
+    type: 'number',
+    min: 0,
+    description: 'threads the rules share (default: one per core); 0 gives each rule a thread of its own',
+  },
   maxWaitMs: {
     type: 'number',
     default: 30_000,
