@@ -58,6 +58,8 @@ async function rulesWorker(dir: string, id: string): Promise<Worker> {
       id,
       '--heartbeat-ms',
       '200',
+      // Two workers on one host: the second would find the /metrics port (9185) taken and stop.
+      '--http-port=-1',
     ],
     { stdio: ['ignore', 'pipe', 'inherit'], detached: true },
   );
