@@ -30,7 +30,15 @@ export class InviteForm {
 
   constructor(private readonly ctx: AccountContext) {
     for (const role of ['viewer', 'operator', 'admin']) this.role.append(h('option', { value: role }, role));
-    const form = h('form', { class: 'acct-form', id: 'invite-form' }, this.email, this.role, this.org, this.submit);
+    const form = h(
+      'form',
+      // The broker checks the address and says why it refuses; the browser's own check would stop the form silently.
+      { class: 'acct-form', id: 'invite-form', novalidate: true },
+      this.email,
+      this.role,
+      this.org,
+      this.submit,
+    );
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
       this.invite().catch((err: unknown) => this.say(`Not invited: ${failureText(err)}`, 'error'));
