@@ -17,15 +17,18 @@ import { DashboardServer } from '../dashboard/server/server.ts';
 import { addUser, createKey, createOrg } from '../services/accounts/admin.ts';
 import { SqliteDriver } from '../services/accounts/driver-sqlite.ts';
 import { invitationLink, invitationText, smtpMailer } from '../services/accounts/mailer.ts';
+import { accountsCommand } from '../services/accounts/command.ts';
 import { AccountsService } from '../services/accounts/service.ts';
 import { AccountsStore } from '../services/accounts/store.ts';
 import { MemoryBus } from '../services/bus/memory-bus.ts';
+import { resolveConfig } from '../services/common/config.ts';
 import { silentLogger } from '../services/common/log.ts';
 import { launchBrowser, openPage, type PageWatch } from './helpers/browser.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
 import { makeKeys } from './helpers/keys.ts';
 import { mailBody, type SmtpServer, startSmtp } from './helpers/smtp.ts';
 import { rawNode, startWsGateway } from './helpers/ws-gateway.ts';
+import { startUp } from './helpers/up-process.ts';
 import { waitFor } from './helpers/wait.ts';
 import type { Browser } from 'playwright-core';
 
@@ -198,6 +201,38 @@ describe('the invitation text', () => {
     expect(text).not.toContain('POST /api/v1/invitations/accept');
     expect(invitationText(mail)).toContain('POST /api/v1/invitations/accept');
   });
+});
+
+describe('mycelium accounts --dashboard-url', () => {
+  it('takes an http(s) URL and refuses anything else before the database is opened', async () => {
+    const keys = makeKeys();
+    const bus = new MemoryBus();
+    await bus.start();
+    cleanup(() => bus.stop());
+    const build = (url: string) =>
+      accountsCommand.build(
+        resolveConfig(
+          accountsCommand.options,
+          ['--db', `sqlite:${join(dir, 'cmd.db')}`, '--key-file', keys.keyFile, '--dashboard-url', url],
+          {},
+        ) as never,
+        silentLogger(),
+        { bus },
+      );
+    await expect(build('javascript:alert(1)')).rejects.toThrow(/--dashboard-url/);
+    await expect(build('ftp://h/')).rejects.toThrow(/--dashboard-url/);
+    const component = await build('http://localhost:8080');
+    await component.start();
+    await component.stop();
+  });
+
+  it("mycelium up passes its own dashboard's URL to the accounts service", async () => {
+    const up = await startUp({ args: ['--services', 'broker,dashboard', '--accounts', 'on', '--log-level', 'info'] });
+    cleanup(() => up.kill());
+    const said = `${up.out.stdout}${up.out.stderr}`;
+    expect(said).toContain('invitations link to the dashboard');
+    expect(said).toContain(`"dashboardUrl":"http://localhost:${up.ports.dashboard}"`);
+  }, 60_000);
 });
 
 describe('dashboard invitations and members', { timeout: 120_000 }, () => {

@@ -39,6 +39,8 @@ export const accountsCommand: CommandSpec<typeof accountsOptions> = {
     if (config.dashboardUrl !== undefined && !/^https?:\/\/[^/]/.test(config.dashboardUrl)) {
       throw new MyceliumError(ErrorCode.Config, '--dashboard-url must be http://host:port or https://…');
     }
+    if (config.dashboardUrl !== undefined)
+      log.info({ dashboardUrl: config.dashboardUrl }, 'invitations link to the dashboard');
     const accessTtlSeconds = seconds('access-ttl', config.accessTtl);
     const refreshTtlSeconds = seconds('refresh-ttl', config.refreshTtl);
     const keyFile = config.keyFile ?? defaultKeyFile();
