@@ -164,6 +164,8 @@ export class Up implements Component {
           ...(c.natsUrl ? ['--nats-url', c.natsUrl] : []),
           ...(c.smtpUrl ? ['--smtp-url', c.smtpUrl] : []), // [accounts] invitations by mail
           ...(c.smtpFrom ? ['--smtp-from', c.smtpFrom] : []),
+          // [invites-ui] invitation links open this up's dashboard (its own origin, as the broker lists it)
+          ...dashboardOrigins({ ...c, dashboardOrigin: [] }, this.displayHost()).flatMap((o) => ['--dashboard-url', o]),
         ],
       },
       {

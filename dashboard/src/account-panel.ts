@@ -162,6 +162,13 @@ export class AccountPanel {
     setText(this.who, id === undefined ? '' : id.org === '' ? id.user : `${id.user} · ${id.org}`);
   }
 
+  /** Signs in with these credentials (the form, or a just-accepted invitation); rejects with the broker's refusal. */
+  async signInWith(username: string, password: string): Promise<void> {
+    const token = await this.session.signIn(username, password);
+    this.forget();
+    this.deps.signedIn(token);
+  }
+
   private signIn(): void {
     const username = this.user.value.trim();
     const password = this.password.value;
@@ -173,12 +180,7 @@ export class AccountPanel {
     }
     this.submit.disabled = true;
     setText(this.message, '');
-    this.session
-      .signIn(username, password)
-      .then((token) => {
-        this.forget();
-        this.deps.signedIn(token);
-      })
+    this.signInWith(username, password)
       .catch((err: unknown) => {
         setText(this.message, `Not signed in: ${failureText(err)}`);
         this.password.focus();

@@ -1,7 +1,7 @@
 // The page: header, login, card grid, and the frame loop that applies broker frames to the model at once but
 // touches the DOM only once per animation frame (so 1,000 nodes updating every second stay smooth).
 import { type BrokerToClientMessage, canWrite, type Json, type Role } from '../../services/protocol/messages.ts';
-import { forgetToken, loadToken, saveToken, takeTokenFromFragment, tokenExpired } from './auth.ts';
+import { forgetToken, loadToken, saveToken, takeFromFragment, takeTokenFromFragment, tokenExpired } from './auth.ts';
 import { AccountPanel } from './account-panel.ts'; // [accounts-ui]
 import { Card } from './card.ts';
 import { loadChartTheme } from './chart.ts';
@@ -189,7 +189,25 @@ export class App {
     window.addEventListener('hashchange', () => {
       const token = takeTokenFromFragment();
       if (token) this.useToken(token, false);
+      const invitation = takeFromFragment('invite'); // [invites-ui]
+      if (invitation) {
+        this.account.signOut(); // the invited person signs in as themself
+        this.conn.stop();
+        this.clearAll();
+        this.showInvitation(invitation);
+      }
     });
+    // [invites-ui] An invitation link: the accept form first; nothing connects until the person signed in.
+    const invitation = takeFromFragment('invite');
+    if (invitation) {
+      this.showInvitation(invitation);
+      return;
+    }
+    this.connectAtStart();
+  }
+
+  /** The page's first connection: a #token= link, a stored token, a resumed session, or none. */
+  private connectAtStart(): void {
     const fromLink = takeTokenFromFragment();
     if (fromLink) saveToken(fromLink, false);
     const given = fromLink ?? loadToken();
@@ -206,6 +224,33 @@ export class App {
         if (token === undefined) this.connectWith(undefined);
       })
       .catch(() => this.connectWith(undefined));
+  }
+
+  /** [invites-ui] The invitation's accept form (a chunk) in the login area, in place of the sign-in forms. */
+  private showInvitation(invitation: string): void {
+    this.token = undefined;
+    import('./invite-accept.ts')
+      .then(({ InviteAccept }) => {
+        const form = new InviteAccept(invitation, {
+          base: brokerHttpBase(this.config.brokerUrl),
+          signIn: (user, password) => this.account.signInWith(user, password),
+          close: (message) => {
+            delete this.login.dataset.invite;
+            if (this.token !== undefined) return; // signed in: connected already
+            if (message === '') this.connectAtStart();
+            else this.showLogin(message);
+          },
+        });
+        this.login.querySelector('#invite-accept')?.remove(); // a second link replaces the first
+        this.login.dataset.invite = '';
+        this.login.prepend(form.el);
+        this.showLogin('');
+        form.focus();
+      })
+      .catch((err: unknown) => {
+        console.warn('mycelium: the invitation form did not load', err);
+        this.showLogin('The invitation form did not load. Reload the page with the link.');
+      });
   }
 
   /** [accounts-ui] A session closed with 4401: a signed-in page renews its token and reconnects at once. */

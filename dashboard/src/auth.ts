@@ -3,12 +3,17 @@
 const KEY = 'mycelium.token';
 
 export function takeTokenFromFragment(): string | undefined {
+  return takeFromFragment('token');
+}
+
+/** Takes `#<name>=<value>` out of the address (a token, an invitation: `#invite=myi_…`) and returns the value. */
+export function takeFromFragment(name: string): string | undefined {
   const hash = window.location.hash;
   if (!hash.startsWith('#')) return undefined;
   const params = new URLSearchParams(hash.slice(1));
-  const token = params.get('token')?.trim();
+  const token = params.get(name)?.trim();
   if (!token) return undefined;
-  params.delete('token');
+  params.delete(name);
   const rest = params.toString();
   // Remove the token from the address bar and history, so it is not shared with a screenshot or a copy.
   history.replaceState(null, '', `${window.location.pathname}${window.location.search}${rest ? `#${rest}` : ''}`);

@@ -253,7 +253,7 @@ export class KeysPage {
 }
 
 /** The clipboard API needs a secure context (https, localhost); elsewhere the selected field is copied. */
-async function copyText(field: HTMLInputElement): Promise<void> {
+export async function copyText(field: HTMLInputElement): Promise<void> {
   if (navigator.clipboard !== undefined && window.isSecureContext) {
     await navigator.clipboard.writeText(field.value);
     return;

@@ -35,6 +35,12 @@ export const accountsCommand: CommandSpec<typeof accountsOptions> = {
       mailer = smtpMailer({ url: config.smtpUrl, from: config.smtpFrom });
       log.info({ smtp: smtpTarget(config.smtpUrl) }, 'invitations are mailed');
     }
+    // [invites-ui] The invitation link's base: an http(s) URL, or the link would not open the dashboard.
+    if (config.dashboardUrl !== undefined && !/^https?:\/\/[^/]/.test(config.dashboardUrl)) {
+      throw new MyceliumError(ErrorCode.Config, '--dashboard-url must be http://host:port or https://…');
+    }
+    if (config.dashboardUrl !== undefined)
+      log.info({ dashboardUrl: config.dashboardUrl }, 'invitations link to the dashboard');
     const accessTtlSeconds = seconds('access-ttl', config.accessTtl);
     const refreshTtlSeconds = seconds('refresh-ttl', config.refreshTtl);
     const keyFile = config.keyFile ?? defaultKeyFile();
@@ -45,7 +51,12 @@ export const accountsCommand: CommandSpec<typeof accountsOptions> = {
     const ownBus = shared?.bus === undefined;
     const bus = shared?.bus ?? createBus({ natsUrl: config.natsUrl, name: 'mycelium-accounts' });
     const service = new AccountsService(
-      { accessTtlSeconds, refreshTtlSeconds, revocationPollMs: config.revocationPollMs },
+      {
+        accessTtlSeconds,
+        refreshTtlSeconds,
+        revocationPollMs: config.revocationPollMs,
+        ...(config.dashboardUrl !== undefined ? { dashboardUrl: config.dashboardUrl } : {}),
+      },
       { bus, store, privateKey, log, ...(mailer !== undefined ? { mailer } : {}) },
     );
     return {

@@ -13,6 +13,8 @@ export interface InvitationMail {
   /** The invitation text (`myi_…`): the secret the mail carries. */
   invitation: string;
   expiresAt: number;
+  /** `<dashboard-url>/#invite=<invitation>` when the service knows the dashboard (--dashboard-url). */
+  link?: string;
 }
 
 export interface Mailer {
@@ -42,10 +44,31 @@ export function smtpTarget(url: string): string {
   }
 }
 
-/** The mail's text: what the invitation is for, and how to accept it. */
+/**
+ * The dashboard link that accepts an invitation. The invitation goes in the fragment: a browser never sends it to
+ * a server, so it lands in no access log (the dashboard takes it out of the address bar, like `#token=`).
+ */
+export function invitationLink(dashboardUrl: string, invitation: string): string {
+  return `${dashboardUrl.replace(/\/+$/, '')}/#invite=${invitation}`;
+}
+
+/** The mail's text: what the invitation is for, and how to accept it (the dashboard link, or over REST). */
 export function invitationText(mail: InvitationMail): string {
+  const head = `You are invited to the organisation ${mail.org} on Mycelium, as ${mail.role}.`;
+  const until = `It works once, until ${new Date(mail.expiresAt).toISOString()}.`;
+  if (mail.link !== undefined) {
+    return [
+      head,
+      '',
+      'Open this link, then choose a user name and a password (8 characters or more):',
+      '',
+      mail.link,
+      '',
+      until,
+    ].join('\r\n');
+  }
   return [
-    `You are invited to the organisation ${mail.org} on Mycelium, as ${mail.role}.`,
+    head,
     '',
     'Choose a user name and a password (8 characters or more) and accept the invitation with:',
     '',
@@ -53,7 +76,7 @@ export function invitationText(mail: InvitationMail): string {
     '',
     `POST /api/v1/invitations/accept {"invitation":"${mail.invitation}","username":"…","password":"…"}`,
     '',
-    `It works once, until ${new Date(mail.expiresAt).toISOString()}.`,
+    until,
   ].join('\r\n');
 }
 

@@ -24,6 +24,11 @@ export const accountsOptions = {
     description:
       'mail invitations through this SMTP server: smtp://host:port or smtps://host:port (user:password@ in the URL); unset, invitations are logged for the operator',
   },
+  dashboardUrl: {
+    type: 'string',
+    description:
+      'the dashboard the invitation mail (or log line) links to: <url>/#invite=myi_… (unset: the text says how to accept over REST)',
+  },
   smtpFrom: {
     type: 'string',
     default: 'mycelium@localhost',

@@ -35,7 +35,7 @@ import {
 } from './protocol.ts';
 import type { Org, OrgRole, User } from './records.ts';
 import { issueSecret, newPin, passwordProblem, secretId, secretMatches, sha256Hex, verifyPassword } from './secrets.ts';
-import type { Mailer } from './mailer.ts';
+import { invitationLink, type Mailer } from './mailer.ts';
 import type { AccountsStore } from './store.ts';
 
 export const ACCOUNTS_DEFAULTS = {
@@ -72,6 +72,8 @@ export interface AccountsServiceOptions {
   pinTtlMs?: number;
   revocationPollMs?: number;
   limits?: Partial<Record<LimitName, RateOptions>>;
+  /** --dashboard-url: the mail (or the log line) carries `<url>/#invite=<invitation>` to accept it there. */
+  dashboardUrl?: string;
 }
 
 export interface AccountsServiceDeps {
@@ -125,7 +127,8 @@ export class AccountsService {
   private revokedJson = '';
   private pollTimer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
-  private readonly o: Required<Omit<AccountsServiceOptions, 'limits'>>;
+  private readonly o: Required<Omit<AccountsServiceOptions, 'limits' | 'dashboardUrl'>>;
+  private readonly dashboardUrl: string | undefined;
 
   constructor(
     options: AccountsServiceOptions,
@@ -137,6 +140,7 @@ export class AccountsService {
       pinTtlMs: options.pinTtlMs ?? ACCOUNTS_DEFAULTS.pinTtlMs,
       revocationPollMs: options.revocationPollMs ?? ACCOUNTS_DEFAULTS.revocationPollMs,
     };
+    this.dashboardUrl = options.dashboardUrl;
     const l = options.limits ?? {};
     this.limits = {
       loginPerAccount: new KeyedRateLimiter(l.loginPerAccount ?? ACCOUNTS_DEFAULTS.loginPerAccount),
@@ -677,6 +681,8 @@ export class AccountsService {
       expiresAt: now + ACCOUNTS_DEFAULTS.invitationTtlMs,
     });
     const made = { id: inv.id, email, role, org: org.name, expiresAt: inv.expiresAt };
+    const { dashboardUrl } = this;
+    const link = dashboardUrl === undefined ? undefined : invitationLink(dashboardUrl, secret.text);
     const { mailer } = this.deps;
     if (mailer !== undefined) {
       try {
@@ -686,6 +692,7 @@ export class AccountsService {
           role,
           invitation: secret.text,
           expiresAt: inv.expiresAt,
+          ...(link !== undefined ? { link } : {}),
         });
       } catch (err) {
         await this.deps.store.deleteInvitation(inv.id);
@@ -700,8 +707,10 @@ export class AccountsService {
       return { ...made, sent: true };
     }
     this.deps.log.info(
-      { email, org: org.name, role, by: caller.sub, invitation: secret.text },
-      'invitation made (no SMTP configured): pass the invitation to the person; they accept it with POST /api/v1/invitations/accept',
+      { email, org: org.name, role, by: caller.sub, ...(link !== undefined ? { link } : { invitation: secret.text }) },
+      link !== undefined
+        ? 'invitation made (no SMTP configured): pass the link to the person; they accept it in the dashboard'
+        : 'invitation made (no SMTP configured): pass the invitation to the person; they accept it with POST /api/v1/invitations/accept',
     );
     return { ...made, sent: false, invitation: secret.text };
   }

@@ -28,6 +28,13 @@ export const PREFLIGHT_MAX_AGE_S = 600;
 /** The routes that read or set the refresh cookie: credentialed CORS, listed origins only. */
 export const COOKIE_ROUTES: ReadonlySet<string> = new Set(['/api/v1/login', '/api/v1/refresh', '/api/v1/logout']);
 
+/**
+ * [invites-ui] Anonymous writes a dashboard page makes: accepting an invitation (the person has no credential yet).
+ * Rule 2 without the token: a listed origin may read the answer; no cookie is involved, and the route is open to
+ * any client outside a browser anyway (it is rate-limited per address), so nothing ambient is exposed.
+ */
+export const ANONYMOUS_WRITE_ROUTES: ReadonlySet<string> = new Set(['/api/v1/invitations/accept']);
+
 const WRITE_METHODS = 'GET, POST, PUT, DELETE';
 
 export const corsOptions = {
@@ -95,7 +102,12 @@ export function registerCors(app: FastifyInstance): void {
       }
       return;
     }
-    if (req.headers.authorization === undefined) return;
+    if (req.headers.authorization === undefined) {
+      if (req.method === 'POST' && ANONYMOUS_WRITE_ROUTES.has(pathOf(req)) && listed(origin)) {
+        reply.header('access-control-allow-origin', origin);
+      }
+      return;
+    }
     if (req.method === 'GET' || (req.method !== 'OPTIONS' && listed(origin))) {
       reply.header('access-control-allow-origin', origin);
       reply.header('access-control-expose-headers', 'Content-Disposition');
