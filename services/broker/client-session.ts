@@ -268,6 +268,7 @@ export class ClientSession {
    * changes nothing: the session still ends at the old token's expiry.
    */
   private async renewToken(msg: ClToken): Promise<void> {
+    if (this.closing) return; // queued behind a renewal that ended the session
     const id = msg.id;
     this.tokenLimiter ??= new KeyedRateLimiter({
       perSecond: TOKEN_FRAMES_PER_MINUTE / 60,
