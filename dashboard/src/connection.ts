@@ -115,6 +115,7 @@ export class BrokerConnection {
     }
     this.ws = ws;
     this.renewals.clear();
+    const openedWith = this.token;
     let opened = false;
     ws.onopen = () => {
       opened = true;
@@ -122,6 +123,8 @@ export class BrokerConnection {
       this.refusals = 0;
       this.handlers.state({ kind: 'open' });
       this.send({ type: 'new', data: 'client' });
+      // [ws-renew] Renewed while the handshake ran: the session holds the older token until it gets this one.
+      if (this.token !== openedWith) this.setToken(this.token);
     };
     ws.onmessage = (ev: MessageEvent) => {
       if (typeof ev.data !== 'string') return;
