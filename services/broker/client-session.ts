@@ -225,7 +225,8 @@ export class ClientSession {
       case 'update':
         this.write(msg).catch((err: unknown) => this.log.error({ err }, 'write failed'));
         return;
-      case 'token': // [ws-renew]
+      case 'token': // [ws-renew] limited before it is queued: at most a burst's worth waits for verification
+        if (!this.admitToken(msg.id)) return;
         this.renewals = this.renewals
           .then(() => this.renewToken(msg))
           .catch((err: unknown) => this.log.error({ err }, 'token renewal failed'));
@@ -261,6 +262,27 @@ export class ClientSession {
     }
   }
 
+  /** [ws-renew] The token frame limit; false (answered, or the session closed) beyond it. */
+  private admitToken(id: string | undefined): boolean {
+    this.tokenLimiter ??= new KeyedRateLimiter({
+      perSecond: TOKEN_FRAMES_PER_MINUTE / 60,
+      burst: TOKEN_FRAME_BURST,
+      maxKeys: 1,
+    });
+    if (this.tokenLimiter.take('token')) {
+      this.tokenRefusedInRow = 0;
+      return true;
+    }
+    this.deps.counters.rejected('token-rate-limited').inc();
+    if (++this.tokenRefusedInRow >= TOKEN_FRAME_BURST) {
+      this.reject(CloseCode.PolicyViolation, 'token-rate-limit-close', 'too many token frames');
+      return false;
+    }
+    if (this.tokenRefusedInRow === 1) this.log.warn('client over its token frame rate; token frames refused');
+    this.send({ type: 'error', code: ErrorCode.RateLimited, reason: 'too many token frames; slow down', id });
+    return false;
+  }
+
   /**
    * [ws-renew] A renewed token on the open session. Verified exactly as at the upgrade; taken only when it names
    * the same principal (same `sub`, same `org`, absent stays absent), and then wholly: its expiry and jti (the
@@ -270,21 +292,6 @@ export class ClientSession {
   private async renewToken(msg: ClToken): Promise<void> {
     if (this.closing) return; // queued behind a renewal that ended the session
     const id = msg.id;
-    this.tokenLimiter ??= new KeyedRateLimiter({
-      perSecond: TOKEN_FRAMES_PER_MINUTE / 60,
-      burst: TOKEN_FRAME_BURST,
-      maxKeys: 1,
-    });
-    if (!this.tokenLimiter.take('token')) {
-      this.deps.counters.rejected('token-rate-limited').inc();
-      if (++this.tokenRefusedInRow >= TOKEN_FRAME_BURST) {
-        return this.reject(CloseCode.PolicyViolation, 'token-rate-limit-close', 'too many token frames');
-      }
-      if (this.tokenRefusedInRow === 1) this.log.warn('client over its token frame rate; token frames refused');
-      this.send({ type: 'error', code: ErrorCode.RateLimited, reason: 'too many token frames; slow down', id });
-      return;
-    }
-    this.tokenRefusedInRow = 0;
     const result = await this.deps.tokens.verify(msg.token, CLIENT_ROLES);
     if (this.closing) return;
     if (!result.ok) {
