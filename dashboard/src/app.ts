@@ -455,6 +455,8 @@ export class App {
   private onMessage(msg: BrokerToClientMessage): void {
     switch (msg.type) {
       case 'hello':
+      case 'token-ok': // [ws-renew] a renewed token taken on the open socket may carry another role
+        if (msg.type === 'token-ok' && this.role === msg.role) return;
         if (this.role !== msg.role) {
           // Write controls depend on the role: rebuild every card for the new one.
           this.role = msg.role;

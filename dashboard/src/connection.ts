@@ -59,10 +59,24 @@ export class BrokerConnection {
   }
 
   private token?: string;
+  /** [ws-renew] Ids of the `token` frames sent on the open socket and not answered yet. */
+  private renewals = new Set<string>();
+  private renewalSeq = 0;
+  /** [ws-renew] Renewals the broker took on the open socket (`token-ok`) and refused (then the 4401 path applies). */
+  renewed = 0;
+  renewalsRefused = 0;
 
-  /** [accounts-ui] The token for the next (re)connection; the open one keeps its own until the broker ends it. */
+  /**
+   * [accounts-ui] The token for the next (re)connection. [ws-renew] And sent to the open session as a `token` frame,
+   * so it outlives the old token without a reconnect (which would end console requests and terminals). A refusal
+   * changes nothing: the broker closes the session with 4401 at the old token's expiry and the page reconnects.
+   */
   setToken(token: string | undefined): void {
     this.token = token;
+    if (token === undefined || this.ws?.readyState !== WebSocket.OPEN) return;
+    const id = `token-${++this.renewalSeq}`;
+    this.renewals.add(id);
+    this.send({ type: 'token', token, id });
   }
 
   /** [accounts-ui] Not connected and not trying to (stopped, or the token was refused). */
@@ -100,6 +114,8 @@ export class BrokerConnection {
       return;
     }
     this.ws = ws;
+    this.renewals.clear();
+    const openedWith = this.token;
     let opened = false;
     ws.onopen = () => {
       opened = true;
@@ -107,6 +123,8 @@ export class BrokerConnection {
       this.refusals = 0;
       this.handlers.state({ kind: 'open' });
       this.send({ type: 'new', data: 'client' });
+      // [ws-renew] Renewed while the handshake ran: the session holds the older token until it gets this one.
+      if (this.token !== openedWith) this.setToken(this.token);
     };
     ws.onmessage = (ev: MessageEvent) => {
       if (typeof ev.data !== 'string') return;
@@ -116,7 +134,18 @@ export class BrokerConnection {
         this.handlers.invalid(parsed.reason);
         return;
       }
-      this.handlers.message(parsed.value);
+      const msg = parsed.value;
+      // [ws-renew] The answer to a renewal is the connection's business: the page sees no change.
+      if ((msg.type === 'token-ok' || msg.type === 'error') && msg.id !== undefined && this.renewals.delete(msg.id)) {
+        if (msg.type === 'token-ok') this.renewed++;
+        else {
+          this.renewalsRefused++;
+          console.warn('mycelium: the broker refused the renewed token on the open connection:', msg.reason);
+        }
+        // A role the renewed token changed is the page's business (write controls).
+        if (msg.type === 'error') return;
+      }
+      this.handlers.message(msg);
     };
     ws.onclose = (ev: CloseEvent) => {
       if (this.ws !== ws || this.stopped) return;

@@ -25,7 +25,7 @@ import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { MAX_RESOURCES_PER_NODE, parseBrokerToClientFrame } from '../protocol/frames.ts';
 import type { GatewayRecord, NodeRecord, Role } from '../protocol/messages.ts';
 import { isIdentifier, MAX_ID_LENGTH, parseJson, stringifySafe } from '../protocol/schema.ts';
-import { type ClientDirectory, ClientSession, type ClientSessionDeps } from './client-session.ts';
+import { CLIENT_ROLES, type ClientDirectory, ClientSession, type ClientSessionDeps } from './client-session.ts';
 import { brokerCounters } from './counters.ts';
 import { EventLatency } from './event-latency.ts';
 import { CorkedWriter, rawSocket, textFrame, textFrameOf } from './fanout.ts';
@@ -86,7 +86,6 @@ export interface BrokerDeps {
   apiKeys?: ApiKeyVerifier;
 }
 
-const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
 const GATEWAY_ROLES: readonly Role[] = ['gateway'];
 /** [accounts] Keyed devices on org-less gateways whose organisation the broker remembers (about 100 B each). */
 const MAX_KEYED_DEVICE_ORGS = 200_000;

@@ -7,10 +7,10 @@ import { randomUUID } from 'node:crypto';
 import type { RawData, WebSocket } from 'ws';
 import { KeyedRateLimiter } from '../common/limits.ts';
 import type { Logger } from '../common/log.ts';
-import type { TokenClaims } from '../common/tokens.ts';
+import type { TokenClaims, VerifyResult } from '../common/tokens.ts';
 import { CloseCode, ErrorCode } from '../protocol/errors.ts';
 import { encode, parseClientFrame } from '../protocol/frames.ts';
-import { type BrokerToClientMessage, type ClUpdate, canWrite } from '../protocol/messages.ts';
+import { type BrokerToClientMessage, type ClToken, type ClUpdate, canWrite, type Role } from '../protocol/messages.ts';
 import { rawSocket, textFrameOf } from './fanout.ts';
 import type { BrokerCounters, NodeReader, TokenCheck } from './ports.ts';
 import type { WriteRouter } from './writes.ts';
@@ -22,6 +22,18 @@ import { type ActionRouter, actionRequestProblem } from './gateway-actions.ts';
 import type { ExecRequestFrame } from '../protocol/console-messages.ts';
 import { exitOf } from '../protocol/console-messages.ts';
 import type { ExecHandle, ExecRouter } from './exec-router.ts';
+
+/** The roles a /ws token may carry (at the upgrade and in a `token` frame). */
+export const CLIENT_ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
+
+/**
+ * [ws-renew] `token` frames one session may send: a burst of TOKEN_FRAME_BURST, then TOKEN_FRAMES_PER_MINUTE.
+ * A page renews a 15-minute token once in 14 minutes; a burst of 5 covers retries and very short test lifetimes.
+ * Beyond: MYC_ERR_RATE_LIMITED; TOKEN_FRAME_BURST refused in a row: closed with 1008 (each one costs a signature
+ * check, or an accounts request for a key).
+ */
+export const TOKEN_FRAME_BURST = 5;
+export const TOKEN_FRAMES_PER_MINUTE = 10;
 
 /** [console] Most console requests one client may have in flight; beyond it, `busy`. */
 export const MAX_EXECS_PER_CLIENT = 16;
@@ -35,7 +47,8 @@ export interface ClientSessionDeps {
   /** Read only: a write goes to the gateway the table names for the node. */
   table: NodeReader;
   writes: Pick<WriteRouter, 'write'>;
-  tokens: TokenCheck;
+  /** The sweep's check, and [ws-renew] the upgrade's verification for a renewed token. */
+  tokens: TokenCheck & TokenVerifier;
   clients: ClientDirectory;
   config: ClientLimits;
   /** [gw-reports] */
@@ -44,6 +57,11 @@ export interface ClientSessionDeps {
   exec?: Pick<ExecRouter, 'request'>;
   /** [accounts] Which org owns a node or gateway: a client acts only on its own org's (scope.ts). */
   orgs?: OrgDirectory;
+}
+
+/** [ws-renew] The broker's token check at the upgrade: signature, expiry, revocation, role policy, API keys. */
+export interface TokenVerifier {
+  verify(token: string | undefined, roles: readonly Role[]): Promise<VerifyResult>;
 }
 
 /** The broker's registered clients, as a session sees them. */
@@ -68,7 +86,7 @@ type State = 'new' | 'syncing' | 'live';
 
 export class ClientSession {
   readonly id = randomUUID();
-  private readonly log: Logger;
+  private log: Logger;
   private alive = true;
   private closing = false;
   private state: State = 'new';
@@ -81,15 +99,27 @@ export class ClientSession {
   private backlogBytes = 0;
   /** [console] This client's console requests in flight, by its own ids. */
   private execs?: Map<string, ExecHandle>;
+  /** [ws-renew] The claims of the token the session holds: the upgrade's, then each accepted `token` frame's. */
+  private current: TokenClaims;
+  /** [ws-renew] `token` frames, checked one after the other (an older token never lands after a newer one). */
+  private renewals: Promise<void> = Promise.resolve();
+  private tokenLimiter?: KeyedRateLimiter;
+  private tokenRefusedInRow = 0;
 
   constructor(
     private readonly deps: ClientSessionDeps,
     readonly ws: WebSocket,
-    readonly claims: TokenClaims,
+    claims: TokenClaims,
   ) {
+    this.current = claims;
     this.log = deps.log.child({ client: this.id, sub: claims.sub, role: claims.role });
     const { clientFramesPerSecond, clientFrameBurst } = deps.config;
     this.limiter = new KeyedRateLimiter({ perSecond: clientFramesPerSecond, burst: clientFrameBurst, maxKeys: 1 });
+  }
+
+  /** The claims the session acts with; the sweep reads their exp and jti (a renewed token's once taken). */
+  get claims(): TokenClaims {
+    return this.current;
   }
 
   /** True once the snapshot is out: live frames go straight to the socket. */
@@ -195,6 +225,12 @@ export class ClientSession {
       case 'update':
         this.write(msg).catch((err: unknown) => this.log.error({ err }, 'write failed'));
         return;
+      case 'token': // [ws-renew] limited before it is queued: at most a burst's worth waits for verification
+        if (!this.admitToken(msg.id)) return;
+        this.renewals = this.renewals
+          .then(() => this.renewToken(msg))
+          .catch((err: unknown) => this.log.error({ err }, 'token renewal failed'));
+        return;
       case 'gateway-action': // [gw-reports]
         this.gatewayAction(msg).catch((err: unknown) => this.log.error({ err }, 'gateway action failed'));
         return;
@@ -224,6 +260,74 @@ export class ClientSession {
     } else if (this.refusedInRow >= this.deps.config.clientFrameBurst) {
       this.reject(CloseCode.PolicyViolation, 'rate-limit-close', 'too many frames');
     }
+  }
+
+  /** [ws-renew] The token frame limit; false (answered, or the session closed) beyond it. */
+  private admitToken(id: string | undefined): boolean {
+    this.tokenLimiter ??= new KeyedRateLimiter({
+      perSecond: TOKEN_FRAMES_PER_MINUTE / 60,
+      burst: TOKEN_FRAME_BURST,
+      maxKeys: 1,
+    });
+    if (this.tokenLimiter.take('token')) {
+      this.tokenRefusedInRow = 0;
+      return true;
+    }
+    this.deps.counters.rejected('token-rate-limited').inc();
+    if (++this.tokenRefusedInRow >= TOKEN_FRAME_BURST) {
+      this.reject(CloseCode.PolicyViolation, 'token-rate-limit-close', 'too many token frames');
+      return false;
+    }
+    if (this.tokenRefusedInRow === 1) this.log.warn('client over its token frame rate; token frames refused');
+    this.send({ type: 'error', code: ErrorCode.RateLimited, reason: 'too many token frames; slow down', id });
+    return false;
+  }
+
+  /**
+   * [ws-renew] A renewed token on the open session. Verified exactly as at the upgrade; taken only when it names
+   * the same principal (same `sub`, same `org`, absent stays absent), and then wholly: its expiry and jti (the
+   * sweep reads them) and its role, lower or higher, since the token is valid for that role now. A refused token
+   * changes nothing: the session still ends at the old token's expiry.
+   */
+  private async renewToken(msg: ClToken): Promise<void> {
+    if (this.closing) return; // queued behind a renewal that ended the session
+    const id = msg.id;
+    const result = await this.deps.tokens.verify(msg.token, CLIENT_ROLES);
+    if (this.closing) return;
+    if (!result.ok) {
+      this.deps.counters.rejected(`token-${result.reason}`).inc();
+      this.log.warn({ reason: result.reason }, 'token renewal refused');
+      this.send({ type: 'error', code: ErrorCode.Unauthorized, reason: `token ${result.reason}`, id });
+      return;
+    }
+    const next = result.claims;
+    const before = this.current;
+    if (next.sub !== before.sub || next.org !== before.org) {
+      // Never the token's text: who it names is enough to investigate.
+      this.deps.counters.rejected('token-other-principal').inc();
+      this.log.warn(
+        { tokenSub: next.sub, tokenOrg: next.org, org: before.org },
+        'token renewal refused: another principal',
+      );
+      this.send({
+        type: 'error',
+        code: ErrorCode.Forbidden,
+        reason: 'the token names another user or organisation',
+        id,
+      });
+      return;
+    }
+    this.current = next;
+    if (next.role !== before.role) {
+      this.log = this.deps.log.child({ client: this.id, sub: next.sub, role: next.role });
+      this.log.info({ from: before.role }, 'client role changed by a renewed token');
+    } else this.log.debug({ exp: next.exp }, 'client token renewed');
+    this.send({
+      type: 'token-ok',
+      role: next.role,
+      ...(next.exp !== undefined ? { exp: next.exp } : {}),
+      ...(id !== undefined ? { id } : {}),
+    });
   }
 
   /**

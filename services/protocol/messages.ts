@@ -205,11 +205,24 @@ export const ClUpdate = Type.Object({
   data: WriteRequest,
 });
 export type ClUpdate = Static<typeof ClUpdate>;
-export type ClientMessage = ClNew | ClUpdate | ClGatewayAction | ExecRequestFrame; // [console]
+/** [ws-renew] Longest token text a `token` frame may carry (a JWT is about 400 characters, an API key less). */
+export const MAX_TOKEN_LENGTH = 4096;
+/**
+ * [ws-renew] A renewed token for the open session: the broker checks it as at the upgrade and takes it only when it
+ * names the same principal (same `sub`, same `org`); answered `token-ok` or an `error` (both echo `id`).
+ */
+export const ClToken = Type.Object({
+  type: Type.Literal('token'),
+  token: Type.String({ minLength: 1, maxLength: MAX_TOKEN_LENGTH }),
+  id: Type.Optional(Identifier),
+});
+export type ClToken = Static<typeof ClToken>;
+export type ClientMessage = ClNew | ClUpdate | ClGatewayAction | ClToken | ExecRequestFrame; // [console]
 export const clientFrames = {
   new: ClNew,
   update: ClUpdate,
   'gateway-action': ClGatewayAction,
+  token: ClToken, // [ws-renew]
   ...execRequestFrames, // [console]
 };
 
@@ -267,6 +280,14 @@ export const ToClientError = Type.Object({
   id: Type.Optional(Type.String()),
 });
 export type ToClientError = Static<typeof ToClientError>;
+/** [ws-renew] The session took the renewed token: it now ends at `exp` (seconds; absent: a key without expiry). */
+export const ToClientTokenOk = Type.Object({
+  type: Type.Literal('token-ok'),
+  exp: Type.Optional(Type.Number({ minimum: 0, description: 'seconds since the epoch' })),
+  role: Role,
+  id: Type.Optional(Type.String()),
+});
+export type ToClientTokenOk = Static<typeof ToClientTokenOk>;
 export type BrokerToClientMessage =
   | ToClientHello
   | ToClientNew
@@ -276,6 +297,7 @@ export type BrokerToClientMessage =
   | ToClientResult
   | ToClientSynced
   | ToClientError
+  | ToClientTokenOk // [ws-renew]
   | ToClientGateway
   | ToClientGatewayGone
   | ToClientActionResult
@@ -290,6 +312,7 @@ export const brokerToClientFrames = {
   result: ToClientResult,
   synced: ToClientSynced,
   error: ToClientError,
+  'token-ok': ToClientTokenOk, // [ws-renew]
   gateway: ToClientGateway,
   'gateway-gone': ToClientGatewayGone,
   'action-result': ToClientActionResult,
