@@ -1,13 +1,15 @@
 // The rules REST API with two rules workers on a real nats-server (issue 14, scale-out): GET sums every worker's
 // counts, enable/disable reach both and survive a worker restarting (or being down during the change), and a
 // saved source is applied on both even when each worker has a folder of its own.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Bus } from '../services/bus/bus.ts';
 import { createBus } from '../services/bus/index.ts';
 import { subjects } from '../services/bus/subjects.ts';
-import { type RuleRecord, rulesSubjects } from '../services/rules/protocol.ts';
+import { mergeRules } from '../services/rules/merge.ts';
+import { type RuleRecord, rulesSubjects, type WorkerRuleRecord } from '../services/rules/protocol.ts';
 import type { RulesService } from '../services/rules/service.ts';
 import { startBroker } from './helpers/broker.ts';
 import { type NatsServer, startNatsServer } from './helpers/nats-server.ts';
@@ -186,5 +188,79 @@ describe('rules REST API with two workers on NATS', () => {
     });
     // The ghost has no subscriber: NATS says "no responders" at once, well before the gather window.
     expect(elapsed).toBeLessThan(5000);
+
+    // Attacks on myc.rules.changed: a file outside the folder, a hidden one, a source whose hash does not match,
+    // a name that is not a rule name: each ignored. A good change published after them shows they were handled.
+    const before = readFileSync(join(dir, 'seq.js'), 'utf8');
+    const evil = 'export default { name: "seq", on: { new: { node: "*" } }, run() {} };';
+    const changed = (body: object) => ghost.publish(rulesSubjects.changed, Buffer.from(JSON.stringify(body)));
+    const hash = createHash('sha256').update(evil).digest('hex');
+    changed({ from: 'ghost', file: '../escape.js', source: evil, hash });
+    changed({ from: 'ghost', file: '.hidden.js', source: evil, hash });
+    changed({ from: 'ghost', file: 'seq.js', source: evil, hash: 'f'.repeat(64) });
+    changed({ from: 'ghost', name: '__proto__', disabled: 'x' });
+    changed({ from: 'ghost', name: 'seq', disabled: 'disabled by ghost' });
+    await waitFor(() => record(a, 'seq')?.status === 'disabled', 'the good change applied');
+    expect(readFileSync(join(dir, 'seq.js'), 'utf8')).toBe(before);
+    expect(existsSync(join(dir, '..', 'escape.js'))).toBe(false);
+    expect(existsSync(join(dir, '.hidden.js'))).toBe(false);
+    expect(a.records().map((r) => r.name)).toEqual(['seq']);
   }, 60_000);
+});
+
+describe('merging workers’ records', () => {
+  const base = (worker: string, over: Partial<WorkerRuleRecord>): WorkerRuleRecord => ({
+    name: 'r',
+    file: 'r.js',
+    status: 'running',
+    triggers: [],
+    timeLimitMs: 100,
+    runs: 0,
+    errors: 0,
+    skipped: 0,
+    dropped: 0,
+    restarts: 0,
+    consecutiveFailures: 0,
+    recent: [],
+    worker,
+    ...over,
+  });
+  const seen = { answered: ['wa', 'wb'], expected: ['wa', 'wb', 'wc'] };
+
+  it('sums histograms; takes the worst status with its worker; names the missing one', () => {
+    const [m] = mergeRules(
+      [
+        [base('wa', { runs: 98, buckets: { boundsMs: [1, 10], counts: [98, 0, 0] } })],
+        [
+          base('wb', {
+            runs: 2,
+            status: 'disabled',
+            reason: 'disabled by x',
+            buckets: { boundsMs: [1, 10], counts: [0, 2, 0] },
+          }),
+        ],
+      ],
+      seen,
+    );
+    expect(m).toMatchObject({
+      runs: 100,
+      status: 'disabled',
+      reason: 'disabled by x (on wb)',
+      p50Ms: 1,
+      p99Ms: 10,
+      percentiles: 'histogram',
+      workers: { missing: ['wc'] },
+    });
+  });
+
+  it('histograms with other bounds: the largest p99 of the workers, labelled', () => {
+    const [m] = mergeRules(
+      [
+        [base('wa', { runs: 1, p50Ms: 1, p99Ms: 2, buckets: { boundsMs: [1, 10], counts: [1, 0, 0] } })],
+        [base('wb', { runs: 1, p50Ms: 5, p99Ms: 50, buckets: { boundsMs: [5, 50], counts: [0, 1, 0] } })],
+      ],
+      seen,
+    );
+    expect(m).toMatchObject({ p50Ms: 5, p99Ms: 50, percentiles: 'max-of-workers' });
+  });
 });
