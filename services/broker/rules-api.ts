@@ -1,5 +1,8 @@
 // REST routes of the rules service (docs/rules.md): the broker runs no rule; it asks the rules service over the
 // bus (`myc.rules.api`, request/reply, queue group `rules-api`), as history-api.ts asks the history service.
+// Several rules workers (scale-out) each run every rule for their share of the nodes, so GET asks one of them,
+// then every other live worker it names, on their own subjects, and merges the answers (rules/merge.ts); a worker
+// that does not answer within RULES_GATHER_MS is named in `workers.missing`, not waited for.
 // No rules service: 503. Reading needs a viewer token; enabling, disabling and reading or saving a rule's source
 // are for admins only, because a rule is code the service runs (docs/rules.md, "Isolation").
 import { Type } from '@sinclair/typebox';
@@ -8,6 +11,7 @@ import { type Bus, BusError } from '../bus/bus.ts';
 import type { Logger } from '../common/log.ts';
 import { ErrorCode } from '../protocol/errors.ts';
 import { parseJson } from '../protocol/schema.ts';
+import { mergeRules } from '../rules/merge.ts';
 import {
   MAX_SOURCE_BYTES,
   RuleName,
@@ -15,18 +19,24 @@ import {
   type RulesApiError,
   type RulesApiRequest,
   rulesSubjects,
+  type WorkerRuleRecord,
 } from '../rules/protocol.ts';
 import type { BrokerCounters } from './ports.ts';
 import { AUTH_ERRORS, errors } from './rest-schemas.ts';
 
 /** How long the rules service has to answer (a saved source is compiled and loaded before the answer). */
 export const RULES_TIMEOUT_MS = 15_000;
+/** How long GET waits for the other rules workers' counts (a live worker answers from memory, in ms). */
+export const RULES_GATHER_MS = 1000;
+/** Most rules workers asked for one GET: a bound on the fan-out whatever a worker reports. */
+const MAX_WORKERS = 64;
 
 export interface RulesApiDeps {
   bus: Pick<Bus, 'request'>;
   log: Logger;
   counters: Pick<BrokerCounters, 'rejected'>;
   timeoutMs?: number;
+  gatherMs?: number;
 }
 
 const NameParams = Type.Object({ name: RuleName });
@@ -112,10 +122,16 @@ class RulesProblem extends Error {
 export function registerRulesApi(api: FastifyInstance, deps: RulesApiDeps): void {
   const timeoutMs = deps.timeoutMs ?? RULES_TIMEOUT_MS;
 
-  const ask = async <T>(request: RulesApiRequest): Promise<T> => {
+  const gatherMs = deps.gatherMs ?? RULES_GATHER_MS;
+
+  const ask = async <T>(
+    request: RulesApiRequest,
+    subject: string = rulesSubjects.api,
+    waitMs = timeoutMs,
+  ): Promise<T> => {
     let data: Uint8Array;
     try {
-      data = (await deps.bus.request(rulesSubjects.api, Buffer.from(JSON.stringify(request)), timeoutMs)).data;
+      data = (await deps.bus.request(subject, Buffer.from(JSON.stringify(request)), waitMs)).data;
     } catch (err) {
       if (err instanceof BusError && err.code === 'no-responders') {
         throw new RulesProblem(503, ErrorCode.Unavailable, 'no rules service is running');
@@ -141,6 +157,42 @@ export function registerRulesApi(api: FastifyInstance, deps: RulesApiDeps): void
     return json.value as T;
   };
 
+  /**
+   * A GET across every live rules worker: one answers through the queue group (errors such as 404 are its), and
+   * names the live workers; each other one is asked on its own subject. Their records merge by rule name.
+   */
+  const gather = async (request: RulesApiRequest) => {
+    type Answer = { rules?: WorkerRuleRecord[]; rule?: WorkerRuleRecord; worker?: unknown; workers?: unknown };
+    const first = await ask<Answer>(request);
+    const records = (a: Answer) => (Array.isArray(a.rules) ? a.rules : a.rule === undefined ? [] : [a.rule]);
+    const firstRecords = records(first);
+    const answeredBy = typeof first.worker === 'string' ? first.worker : firstRecords[0]?.worker;
+    const live = Array.isArray(first.workers)
+      ? first.workers.filter((w): w is string => typeof w === 'string').slice(0, MAX_WORKERS)
+      : [];
+    const others = live.filter((w) => w !== answeredBy);
+    const answered: string[] = answeredBy === undefined ? [] : [answeredBy];
+    const perWorker: WorkerRuleRecord[][] = [firstRecords];
+    const asked = await Promise.allSettled(
+      others.map((w) =>
+        ask<Answer>(request, rulesSubjects.worker(w), gatherMs).then(
+          (a) => ({ w, a }),
+          // It answered: it has no such rule (one not loaded there yet, say).
+          (err) => (err instanceof RulesProblem && err.status === 404 ? { w, a: {} } : Promise.reject(err)),
+        ),
+      ),
+    );
+    for (const r of asked) {
+      if (r.status !== 'fulfilled') continue;
+      answered.push(r.value.w);
+      perWorker.push(records(r.value.a));
+    }
+    const missing = others.filter((w) => !answered.includes(w));
+    if (missing.length > 0) deps.log.warn({ missing }, 'rules workers did not answer: their counts are left out');
+    const expected = live.length > 0 ? live : answered;
+    return mergeRules(perWorker, { answered: [...answered].sort(), expected: [...expected].sort() });
+  };
+
   const fail = (reply: FastifyReply, err: unknown, what: string) => {
     if (err instanceof RulesProblem) {
       deps.counters.rejected(`rules-${err.status}`).inc();
@@ -159,7 +211,7 @@ export function registerRulesApi(api: FastifyInstance, deps: RulesApiDeps): void
 
   api.get('/rules', { schema: rulesSchemas.list }, async (_req, reply) => {
     try {
-      return (await ask<{ rules: unknown[] }>({ op: 'list' })).rules;
+      return await gather({ op: 'list' });
     } catch (err) {
       return fail(reply, err, 'rules list');
     }
@@ -167,7 +219,9 @@ export function registerRulesApi(api: FastifyInstance, deps: RulesApiDeps): void
 
   api.get<{ Params: { name: string } }>('/rules/:name', { schema: rulesSchemas.get }, async (req, reply) => {
     try {
-      return (await ask<{ rule: unknown }>({ op: 'get', name: req.params.name })).rule;
+      const [rule] = await gather({ op: 'get', name: req.params.name });
+      if (rule === undefined) throw new RulesProblem(404, 'MYC_ERR_UNKNOWN_RULE', `no rule named ${req.params.name}`);
+      return rule;
     } catch (err) {
       return fail(reply, err, 'rule query');
     }

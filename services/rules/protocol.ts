@@ -64,6 +64,7 @@ const RunRecord = Type.Object({
   trigger: Type.String(),
   uid: Type.Optional(Type.String()),
   error: Type.Optional(Type.String()),
+  worker: Type.Optional(Type.String({ description: 'the rules worker that ran it (set when several answered)' })),
 });
 export type RunRecord = Static<typeof RunRecord>;
 
@@ -94,13 +95,56 @@ export const RuleRecord = Type.Object(
     lastRun: Type.Optional(RunRecord),
     lastError: Type.Optional(Type.Object({ at: Type.Number(), message: Type.String() })),
     recent: Type.Array(RunRecord, { description: 'the last runs, newest first' }),
-    worker: Type.String({ description: 'the rules worker that answered (counts are per worker)' }),
+    worker: Type.String({
+      description:
+        'the rules workers whose counts are in this record, comma-separated (enable, disable, save: the one that acted)',
+    }),
+    workers: Type.Optional(
+      Type.Object(
+        {
+          answered: Type.Array(Type.String()),
+          expected: Type.Array(Type.String()),
+          missing: Type.Array(Type.String(), {
+            description: 'expected but did not answer in time: counts lack theirs',
+          }),
+        },
+        { description: 'GET: the live rules workers, and which of them are counted' },
+      ),
+    ),
+    percentiles: Type.Optional(
+      Type.Union([Type.Literal('histogram'), Type.Literal('max-of-workers')], {
+        description:
+          "how p50/p99 were merged across workers: from the summed histograms, or (histograms that differ) each the workers' largest",
+      }),
+    ),
+    byWorker: Type.Optional(
+      Type.Array(
+        Type.Object({
+          worker: Type.String(),
+          status: Type.String(),
+          reason: Type.Optional(Type.String()),
+          runs: Type.Integer({ minimum: 0 }),
+          errors: Type.Integer({ minimum: 0 }),
+        }),
+        { description: 'GET with several workers: each one’s status and counts' },
+      ),
+    ),
   },
   { title: 'RuleRecord', description: 'a rule as the rules service runs it' },
 );
 export type RuleRecord = Static<typeof RuleRecord>;
 
-/** Requests on `myc.rules.api` (request/reply, queue group `rules-api`). */
+/** A run-duration histogram as a worker reports it, so the broker can sum several workers' (ms bounds). */
+export interface DurationBuckets {
+  boundsMs: number[];
+  /** One more than boundsMs: the last counts the runs above the last bound. */
+  counts: number[];
+}
+
+/** A rule as one worker reports it on the bus: the record plus its histogram (not sent to REST clients). */
+export type WorkerRuleRecord = RuleRecord & { buckets?: DurationBuckets };
+
+/** Requests on `myc.rules.api` (request/reply, queue group `rules-api`) and on a worker's own `rulesSubjects.worker(id)`. */
 export type RulesApiRequest =
   | { op: 'list' }
   | { op: 'get'; name: string }
@@ -116,9 +160,13 @@ export interface RulesApiError {
   status: number;
 }
 
+/**
+ * list and get: `worker` is the answering worker, `workers` the live ones as it sees them (itself included), so
+ * the broker can ask the others.
+ */
 export type RulesApiReply =
-  | { rules: RuleRecord[] }
-  | { rule: RuleRecord }
+  | { rules: WorkerRuleRecord[]; worker?: string; workers?: string[] }
+  | { rule: WorkerRuleRecord; worker?: string; workers?: string[] }
   | { name: string; source: string }
   | RulesApiError;
 
@@ -137,4 +185,13 @@ export const rulesSubjects = {
   changed: `${PREFIX}.rules.changed`,
   /** Rules workers' heartbeats: who shares the nodes (scale-out). */
   alive: `${PREFIX}.rules.alive`,
+  /** Every worker answers with the rules admins disabled: a worker that starts adopts the running ones' list. */
+  disabled: `${PREFIX}.rules.disabled`,
+  /** One worker's own API subject (no queue): the broker gathers every worker's counts for GET. */
+  worker: (id: string) => `${PREFIX}.rules.worker.${workerToken(id)}`,
 } as const;
+
+/** A worker id as one subject token: itself when it is plain, else `~` and its hex (no `.`, `*`, `>` or space). */
+function workerToken(id: string): string {
+  return /^[A-Za-z0-9_-]{1,64}$/.test(id) ? id : `~${Buffer.from(id).toString('hex')}`;
+}

@@ -29,6 +29,7 @@ import {
   type RulesApiReply,
   type RulesApiRequest,
   rulesSubjects,
+  type WorkerRuleRecord,
 } from './protocol.ts';
 import type { RuleEvent } from './rule.ts';
 import { RulePool, type RunnerLimits, RuleWorker } from './runner.ts';
@@ -88,6 +89,8 @@ class ApiProblem extends Error {
   }
 }
 
+const NAME = new RegExp(RULE_NAME_PATTERN);
+
 /** Events held during the state sync at most (later ones are dropped: the sync is short). */
 const MAX_HELD_EVENTS = 100_000;
 
@@ -116,6 +119,8 @@ export class RulesService {
   private readonly eventsSubject: string;
   /** `writes`: write results looked at (only while a rule has a write trigger). */
   readonly counters = { events: 0, writes: 0, badEvents: 0 };
+  /** Rules enabled or disabled while the disabled list is gathered at start (syncDisabled). */
+  private changedDuringSync?: Set<string>;
   /** Events that arrived during the state sync, applied after it. */
   private heldEvents?: BusMsg[];
 
@@ -159,12 +164,15 @@ export class RulesService {
       bus.subscribe(subjects.allEvents, (msg) => this.onEvent(msg)),
       bus.subscribe(subjects.allWrites, (msg) => this.onWrite(msg)),
       bus.subscribe(rulesSubjects.api, (msg) => this.onApi(msg), { queue: 'rules-api' }),
+      bus.subscribe(rulesSubjects.worker(this.options.id), (msg) => this.onApi(msg)),
       bus.subscribe(rulesSubjects.changed, (msg) => this.onChanged(msg)),
     );
     this.virtual.start();
     this.membership.start();
     await bus.flush();
-    await this.syncState();
+    await Promise.all([this.syncState(), this.syncDisabled()]);
+    // Answered only once this worker's own list is settled (and not to its own question).
+    this.subs.push(bus.subscribe(rulesSubjects.disabled, (msg) => this.onDisabledQuery(msg)));
     if (!existsSync(this.options.dir)) throw new Error(`rules folder ${this.options.dir} does not exist`);
     await Promise.all(this.ruleFiles().map((f) => this.reload(f)));
     this.watcher = watch(this.options.dir, (_kind, name) => {
@@ -489,8 +497,10 @@ export class RulesService {
   private async setDisabled(name: string, reason: string | undefined, broadcast: boolean): Promise<void> {
     if (reason === undefined) delete this.disabled[name];
     else this.disabled[name] = reason;
+    this.changedDuringSync?.add(name);
+    // Every worker keeps the list in its own --state-dir, so any of them restarting keeps it.
+    this.state.saveDisabled(this.disabled);
     if (broadcast) {
-      this.state.saveDisabled(this.disabled);
       this.deps.bus.publish(
         rulesSubjects.changed,
         Buffer.from(JSON.stringify({ from: this.options.id, name, disabled: reason ?? null })),
@@ -511,14 +521,83 @@ export class RulesService {
   private onChanged(msg: BusMsg): void {
     const json = parseJson(Buffer.from(msg.data).toString());
     if (!json.ok || typeof json.value !== 'object' || json.value === null) return;
-    const c = json.value as { from?: unknown; name?: unknown; disabled?: unknown; file?: unknown };
+    const c = json.value as {
+      from?: unknown;
+      name?: unknown;
+      disabled?: unknown;
+      file?: unknown;
+      source?: unknown;
+      hash?: unknown;
+    };
     if (c.from === this.options.id) return;
-    if (typeof c.name === 'string' && (typeof c.disabled === 'string' || c.disabled === null)) {
-      this.setDisabled(c.name, c.disabled ?? undefined, false).catch((err) =>
+    if (typeof c.name === 'string' && NAME.test(c.name) && (typeof c.disabled === 'string' || c.disabled === null)) {
+      this.setDisabled(c.name, c.disabled === null ? undefined : c.disabled.slice(0, 2000), false).catch((err) =>
         this.log.error({ err }, 'rule change failed'),
       );
     }
-    if (typeof c.file === 'string' && isRuleFile(c.file) && !c.file.includes('/')) this.scheduleReload(c.file);
+    if (typeof c.file !== 'string' || !isRuleFile(c.file) || c.file.includes('/') || c.file.startsWith('.')) return;
+    if (typeof c.source === 'string' && typeof c.hash === 'string') this.adoptSource(c.file, c.source, c.hash);
+    this.scheduleReload(c.file);
+  }
+
+  /**
+   * A source another worker checked and saved. With a shared folder the file here already has it (same hash)
+   * and is only reloaded; with a folder of its own, this worker writes it first, so every worker runs it.
+   */
+  private adoptSource(file: string, source: string, hash: string): void {
+    if (Buffer.byteLength(source) > MAX_SOURCE_BYTES) return;
+    const path = join(this.options.dir, file);
+    const mine = existsSync(path) ? createHash('sha256').update(readFileSync(path)).digest('hex') : undefined;
+    if (mine === hash) return;
+    if (createHash('sha256').update(source).digest('hex') !== hash) {
+      this.log.warn({ file }, 'a saved source whose hash does not match it: ignored');
+      return;
+    }
+    writeFileAtomic(path, source, 0o644);
+    this.log.info({ file }, 'rule source saved by another worker written to this folder');
+  }
+
+  /**
+   * A starting worker adopts the disabled list of the running ones: they saw every enable and disable while it
+   * was down. Alone (no answer), it keeps the list of its --state-dir. A change heard during the gather wins.
+   */
+  private async syncDisabled(): Promise<void> {
+    if (this.options.stateSyncMs === 0) return;
+    const changed = new Set<string>();
+    this.changedDuringSync = changed;
+    let replies: BusMsg[];
+    try {
+      replies = await this.deps.bus.requestMany(
+        rulesSubjects.disabled,
+        Buffer.from(JSON.stringify({ from: this.options.id })),
+        this.options.stateSyncMs,
+      );
+    } finally {
+      this.changedDuringSync = undefined;
+    }
+    for (const r of replies) {
+      const json = parseJson(Buffer.from(r.data).toString());
+      if (!json.ok || typeof json.value !== 'object' || json.value === null) continue;
+      const { from, disabled } = json.value as { from?: unknown; disabled?: unknown };
+      if (from === this.options.id || typeof disabled !== 'object' || disabled === null) continue;
+      const adopted: Record<string, string> = Object.create(null);
+      for (const [name, reason] of Object.entries(disabled)) {
+        if (typeof reason === 'string' && NAME.test(name)) adopted[name] = reason.slice(0, 2000);
+      }
+      for (const name of changed) {
+        if (this.disabled[name] === undefined) delete adopted[name];
+        else adopted[name] = this.disabled[name];
+      }
+      this.disabled = { ...adopted };
+      this.state.saveDisabled(this.disabled);
+      this.log.info({ from, disabled: Object.keys(adopted).length }, 'disabled rules adopted from a running worker');
+      return;
+    }
+  }
+
+  private onDisabledQuery(msg: BusMsg): void {
+    if (msg.reply === undefined) return;
+    this.deps.bus.publish(msg.reply, Buffer.from(JSON.stringify({ from: this.options.id, disabled: this.disabled })));
   }
 
   private byName(name: string): Entry | undefined {
@@ -555,6 +634,11 @@ export class RulesService {
     return r;
   }
 
+  /** A record with its duration histogram, for the broker to merge with other workers' (merge.ts). */
+  private workerRecord(e: Entry): WorkerRuleRecord {
+    return { ...this.record(e), buckets: e.stats.buckets() };
+  }
+
   private count(status: RuleRecord['status']): number {
     let n = 0;
     for (const e of this.entries.values()) if (e.status === status) n++;
@@ -587,9 +671,16 @@ export class RulesService {
       throw new ApiProblem(400, 'MYC_ERR_BAD_SHAPE', 'the request is not a JSON object');
     }
     const req = json.value as unknown as RulesApiRequest;
-    if (req.op === 'list') return { rules: this.records() };
+    if (req.op === 'list') {
+      const rules = [...this.entries.values()].map((e) => this.workerRecord(e));
+      return {
+        rules: rules.sort((a, b) => a.name.localeCompare(b.name)),
+        worker: this.options.id,
+        workers: this.membership.live,
+      };
+    }
     const name = (req as { name?: unknown }).name;
-    if (typeof name !== 'string' || !new RegExp(RULE_NAME_PATTERN).test(name)) {
+    if (typeof name !== 'string' || !NAME.test(name)) {
       throw new ApiProblem(
         400,
         'MYC_ERR_BAD_SHAPE',
@@ -598,7 +689,7 @@ export class RulesService {
     }
     switch (req.op) {
       case 'get':
-        return { rule: this.record(this.mustGet(name)) };
+        return { rule: this.workerRecord(this.mustGet(name)), worker: this.options.id, workers: this.membership.live };
       case 'enable':
       case 'disable': {
         this.mustGet(name);
@@ -673,7 +764,12 @@ export class RulesService {
     writeFileAtomic(join(this.options.dir, file), source, 0o644);
     this.log.info({ rule: name, file, by }, 'rule source saved');
     await this.reload(file);
-    this.deps.bus.publish(rulesSubjects.changed, Buffer.from(JSON.stringify({ from: this.options.id, file })));
+    // The source itself goes along (at most 256 KiB): a worker whose folder is not shared writes it (adoptSource).
+    const hash = createHash('sha256').update(source).digest('hex');
+    this.deps.bus.publish(
+      rulesSubjects.changed,
+      Buffer.from(JSON.stringify({ from: this.options.id, file, source, hash })),
+    );
     const entry = this.byName(name);
     if (entry === undefined) throw new ApiProblem(503, 'MYC_ERR_UNAVAILABLE', 'the rule was saved but did not load');
     return { rule: this.record(entry) };

@@ -1,7 +1,8 @@
 // What the service keeps about each rule's runs: counts, the last runs, the last error, and the duration
 // histogram (services/common/metrics.ts, so Prometheus sees the same numbers the REST API reports).
 import { type Counter, type Histogram, LATENCY_BUCKETS_S, type Metrics } from '../common/metrics.ts';
-import type { RunRecord } from './protocol.ts';
+import { bucketPercentileMs } from './merge.ts';
+import type { DurationBuckets, RunRecord } from './protocol.ts';
 import type { RunOutcome, RunStatus } from './runner.ts';
 
 /** Runs that count toward disabling a rule. */
@@ -54,15 +55,16 @@ export class RuleStats {
 
   /** A percentile of the durations (ms), read from the histogram's buckets: the bucket's upper bound. */
   percentileMs(p: number): number | undefined {
-    const h = this.duration;
-    if (h.count === 0) return undefined;
-    const target = Math.ceil(h.count * p);
-    let seen = 0;
-    for (let i = 0; i < h.counts.length; i++) {
-      seen += h.counts[i] as number;
-      if (seen >= target) return i < h.bounds.length ? (h.bounds[i] as number) * 1000 : Number.POSITIVE_INFINITY;
-    }
-    return undefined;
+    return bucketPercentileMs(this.boundsMs, this.duration.counts, p);
+  }
+
+  /** The histogram as the broker merges it with other workers' (merge.ts). */
+  buckets(): DurationBuckets {
+    return { boundsMs: [...this.boundsMs], counts: [...this.duration.counts] };
+  }
+
+  private get boundsMs(): number[] {
+    return this.duration.bounds.map((b) => b * 1000);
   }
 
   private counter(status: string): Counter {
