@@ -12,7 +12,11 @@ import { AccountsStore } from '../services/accounts/store.ts';
 import type { Bus } from '../services/bus/bus.ts';
 import { createBus } from '../services/bus/index.ts';
 import { silentLogger } from '../services/common/log.ts';
+import { subjects } from '../services/bus/subjects.ts';
+import { WsTestNode } from '../utils/nodes/ws-node.ts';
 import { startBroker, type TestBroker } from './helpers/broker.ts';
+import { nodeUrl, startWsGateway } from './helpers/ws-gateway.ts';
+import { waitFor } from './helpers/wait.ts';
 import { makeKeys } from './helpers/keys.ts';
 import { type NatsServer, startNatsServer } from './helpers/nats-server.ts';
 import { TestPeer } from './helpers/ws-client.ts';
@@ -91,5 +95,40 @@ describe('accounts on NATS', { timeout: 60_000 }, () => {
     expect((await peer.closed(5_000)).code).toBe(4401);
     const after = await fetch(`${brokers[1].http}/api/v1/nodes`, { headers: { authorization: `Bearer ${text}` } });
     expect(after.status).toBe(401);
+  });
+
+  it('publishes node events under their organisation: a subscriber of one organisation gets only its own', async () => {
+    const orgB = (await createOrg(store, 'lab-b')).id;
+    const cleanups: (() => unknown)[] = [];
+    try {
+      const seen: Record<string, Set<string>> = { a: new Set(), b: new Set(), none: new Set() };
+      const watcher = await bus('org-watcher');
+      // The uids whose events (new, update) each subscription gets.
+      const record = (into: Set<string>) => (msg: { data: Uint8Array }) =>
+        into.add((JSON.parse(Buffer.from(msg.data).toString()) as { uid: string }).uid);
+      watcher.subscribe(subjects.orgEvents(orgA), record(seen.a));
+      watcher.subscribe(subjects.orgEvents(orgB), record(seen.b));
+      watcher.subscribe(`myc.events._.*`, record(seen.none));
+      await watcher.flush();
+      for (const [org, gatewayId, uid] of [
+        [orgA, 'gw-a', 'sensor-a'],
+        [orgB, 'gw-b', 'sensor-b'],
+      ] as const) {
+        const gatewayKey = (await createKey(store, { orgId: org, role: undefined, gateway: gatewayId })).text;
+        const gw = await startWsGateway(brokers[0], (fn) => cleanups.push(fn), { gatewayId, token: gatewayKey });
+        const deviceKey = (await createKey(store, { orgId: org, role: undefined, node: uid })).text;
+        const node = new WsTestNode({ gatewayUrl: nodeUrl(gw), token: deviceKey });
+        cleanups.push(() => node.stop());
+        await node.start();
+        await node.opened();
+        node.report({ temperature: 21 });
+      }
+      await waitFor(() => seen.a.has('sensor-a') && seen.b.has('sensor-b'), 'each organisation its events');
+      expect([...seen.a]).toEqual(['sensor-a']);
+      expect([...seen.b]).toEqual(['sensor-b']);
+      expect(seen.none.has('sensor-a') || seen.none.has('sensor-b')).toBe(false);
+    } finally {
+      for (const fn of cleanups.reverse()) await fn();
+    }
   });
 });

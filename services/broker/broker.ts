@@ -147,7 +147,10 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private readonly clients = new Set<ClientSession>();
   private readonly writer = new CorkedWriter();
   private readonly ownsBus: boolean;
-  private readonly eventsSubject: string;
+  /** [accounts] This broker's events subject per organisation ('' for none): `myc.events.<org>.<broker>`. */
+  private readonly eventSubjects = new Map<string, string>();
+  /** The same subjects, to recognise this broker's own events coming back from NATS. */
+  private readonly ownEventSubjects = new Set<string>();
   private readonly app: FastifyInstance;
   private readonly wss: WebSocketServer;
   private subs: BusSubscription[] = [];
@@ -185,7 +188,6 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.ownsBus = deps.bus === undefined;
     this.bus = deps.bus ?? new MemoryBus((err, subject) => this.log.error({ err, subject }, 'bus handler failed'));
     this.apiKeys = deps.apiKeys ?? new ApiKeyVerifier(this.bus, this.log.child({ component: 'api-keys' })); // [accounts]
-    this.eventsSubject = subjects.events(this.id);
     const m = this.metrics;
     this.counters = brokerCounters(m);
     this.latency = new EventLatency(this.counters.messageSeconds);
@@ -633,7 +635,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   // off the bus. The same path serves one broker in-process and many brokers on NATS.
 
   /** `encoded`: the event's JSON when the caller already has it (a gateway frame that is the event verbatim). */
-  publishEvent(event: NodeEvent, encoded?: string, receivedAt?: number): void {
+  publishEvent(event: NodeEvent, encoded?: string, receivedAt?: number, gateway?: string): void {
     // Never throws: parse points cap depth, so this only guards against a value that slipped past them.
     const text = encoded ?? stringifySafe(event);
     if (text === undefined) {
@@ -645,8 +647,26 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.localEvent = { bytes: payload, frame, event, receivedAt };
     // On NATS the event comes back later: remember when its frame arrived (the in-process bus answers at once).
     if (this.bus.kind !== 'memory') this.latency.published(payload, receivedAt);
-    this.bus.publish(this.eventsSubject, payload);
+    this.bus.publish(this.eventsSubjectFor(event, gateway), payload);
     this.localEvent = undefined;
+  }
+
+  /**
+   * [accounts] The subject of a node event: under its node's organisation, so NATS permissions can split them. The
+   * gateway comes from the caller: on NATS a node's own `new` may not be back in the table when its first update
+   * goes out.
+   */
+  private eventsSubjectFor(event: NodeEvent, from?: string): string {
+    const gateway = from ?? this.table.get(event.uid)?.gateway;
+    const org = gateway === undefined ? undefined : this.orgOfNode(event.uid, gateway);
+    const key = org ?? '';
+    let subject = this.eventSubjects.get(key);
+    if (subject === undefined) {
+      subject = subjects.events(this.id, org);
+      this.eventSubjects.set(key, subject);
+      this.ownEventSubjects.add(subject);
+    }
+    return subject;
   }
 
   private onBusEvent(msg: BusMsg): void {
@@ -658,7 +678,7 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       frame = this.localEvent.frame;
       receivedAt = this.localEvent.receivedAt;
     } else {
-      if (msg.subject === this.eventsSubject) receivedAt = this.latency.returned(msg.data);
+      if (this.ownEventSubjects.has(msg.subject)) receivedAt = this.latency.returned(msg.data);
       const parsed = parseBrokerToClientFrame(
         Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.length).toString(),
       );

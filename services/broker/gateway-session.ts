@@ -187,19 +187,19 @@ export class GatewaySession {
         const event: NodeEvent = { type: 'update', uid: msg.uid, endpoint: msg.endpoint, data: msg.data };
         // The hot path: a gateway update with no extra fields is already the client frame, so its text is
         // forwarded as it came (validated above) instead of being serialized again.
-        this.deps.events.publishEvent(event, hasOnlyKeys(msg, 4) ? text : undefined, receivedAt);
+        this.deps.events.publishEvent(event, hasOnlyKeys(msg, 4) ? text : undefined, receivedAt, this.gatewayId);
         return;
       }
       case 'out': {
         if (!this.owns(msg.uid)) return;
         this.nodes.delete(msg.uid);
         const out: NodeEvent = { type: 'out', uid: msg.uid, reason: msg.reason, lastSeen: Date.now() };
-        this.deps.events.publishEvent(out, undefined, receivedAt);
+        this.deps.events.publishEvent(out, undefined, receivedAt, this.gatewayId);
         return;
       }
       case 'reset': {
         if (!this.owns(msg.uid)) return;
-        this.deps.events.publishEvent({ type: 'reset', uid: msg.uid }, undefined, receivedAt);
+        this.deps.events.publishEvent({ type: 'reset', uid: msg.uid }, undefined, receivedAt, this.gatewayId);
         return;
       }
       case 'result':
@@ -296,14 +296,19 @@ export class GatewaySession {
         lastSeen: Date.now(),
       };
       if (proof !== undefined) event.proof = proof;
-      this.deps.events.publishEvent(event);
+      this.deps.events.publishEvent(event, undefined, undefined, this.gatewayId);
     }
     if (msg.data) {
       const known = readopt ? existing.resources : undefined;
       for (const endpoint in msg.data) {
         const data = msg.data[endpoint];
         if (known !== undefined && JSON.stringify(known[endpoint]) === JSON.stringify(data)) continue;
-        this.deps.events.publishEvent({ type: 'update', uid: msg.uid, endpoint, data });
+        this.deps.events.publishEvent(
+          { type: 'update', uid: msg.uid, endpoint, data },
+          undefined,
+          undefined,
+          this.gatewayId,
+        );
       }
     }
   }

@@ -36,7 +36,8 @@ export interface EventPublisher {
    * `encoded`: the event's JSON when the caller already has it. `receivedAt`: when the frame that caused it
    * arrived (performance.now()), for the message latency histogram.
    */
-  publishEvent(event: NodeEvent, encoded?: string, receivedAt?: number): void;
+  /** `gateway`: the gateway the event came from (its organisation names the event's subject), when known. */
+  publishEvent(event: NodeEvent, encoded?: string, receivedAt?: number, gateway?: string): void;
 }
 
 /** A refusal of a gateway frame for one node: the `error` frame's code and reason, and the counter label. */

@@ -14,10 +14,25 @@ export function token(id: string): string {
       ).join('');
 }
 
+/** The organisation token of events that belong to none. */
+export const NO_ORG = '_';
+
+/** An organisation as one subject token; an organisation literally named `_` is escaped, so it never reads as none. */
+function orgToken(org: string | undefined): string {
+  if (org === undefined) return NO_ORG;
+  return org === NO_ORG ? '~5f' : token(org);
+}
+
 export const subjects = {
-  /** Node events (client frames: new, update, out, reset), published by the broker that owns the gateway. */
-  events: (brokerId: string) => `${PREFIX}.events.${token(brokerId)}`,
-  allEvents: `${PREFIX}.events.*`,
+  /**
+   * Node events (client frames: new, update, out, reset), published by the broker that owns the gateway, under the
+   * node's organisation (`_` for none: a system without accounts, the operator's gateways), so a NATS permission
+   * or account can give a service one organisation's events only (`myc.events.<org>.*`).
+   */
+  events: (brokerId: string, org?: string) => `${PREFIX}.events.${orgToken(org)}.${token(brokerId)}`,
+  allEvents: `${PREFIX}.events.*.*`,
+  /** One organisation's node events, from every broker. */
+  orgEvents: (org: string) => `${PREFIX}.events.${orgToken(org)}.*`,
   /** Write requests to one gateway (request/reply); answered by the broker holding its connection. */
   write: (gatewayId: string) => `${PREFIX}.write.${token(gatewayId)}`,
   /** A broker accepted gateway `id`: any other broker holding an older connection for it closes that one. */
