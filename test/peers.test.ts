@@ -48,6 +48,7 @@ describe('which peers are missing', () => {
       'coap-server-notls',
       'chromium',
       'postgres',
+      'aiosmtpd',
     ]);
   });
 
@@ -97,6 +98,7 @@ describe('which peers are missing', () => {
       'libcoap3-bin',
       'chromium',
       'postgresql',
+      'python3-aiosmtpd',
     ]);
   });
 

@@ -29,6 +29,9 @@ export const PEERS: readonly Peer[] = [
   { bin: 'chromium', env: 'CHROMIUM_PATH', pkg: 'chromium' },
   // initdb and postgres for the history store's tests (test/helpers/postgres.ts); found via postgresBinDirs().
   { bin: 'postgres', pkg: 'postgresql' },
+  // The SMTP server of the invitation mail tests (test/helpers/smtp.ts runs it as `python3 -m aiosmtpd`; the
+  // package also installs this script, which is how its presence is seen).
+  { bin: 'aiosmtpd', pkg: 'python3-aiosmtpd' },
 ];
 
 /**
