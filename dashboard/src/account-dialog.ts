@@ -33,7 +33,7 @@ export class AccountDialog {
     close.addEventListener('click', () => this.close());
     const dialog = h(
       'div',
-      { class: 'acct-dialog', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'account-title' },
+      { class: 'overlay-panel acct-dialog', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'account-title' },
       h('header', { class: 'acct-head' }, h('h2', { id: 'account-title' }, 'Account'), close),
       this.who,
       this.errors,
@@ -42,7 +42,7 @@ export class AccountDialog {
       this.invite.el,
       this.members.el,
     );
-    this.el = h('div', { class: 'acct-overlay', id: 'account-dialog', hidden: true }, dialog);
+    this.el = h('div', { class: 'overlay acct-overlay', id: 'account-dialog', hidden: true }, dialog);
     this.el.addEventListener('click', (ev) => {
       if (ev.target === this.el) this.close();
     });

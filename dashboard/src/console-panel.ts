@@ -111,7 +111,7 @@ export class ConsolePanel {
     this.closeButton.addEventListener('click', () => this.close());
     const dialog = h(
       'section',
-      { class: 'console', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'console-title' },
+      { class: 'overlay-panel console', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'console-title' },
       h('header', { class: 'console-head' }, this.title, this.modeSelect, this.terminalButton, this.closeButton),
       this.commands,
       this.shellForm,
@@ -119,7 +119,7 @@ export class ConsolePanel {
       h('div', { class: 'console-status-row' }, this.status, this.cancelButton),
       h('div', { class: 'console-main' }, this.outputBox, this.historyList),
     );
-    this.el = h('div', { class: 'console-overlay', hidden: true }, dialog);
+    this.el = h('div', { class: 'overlay console-overlay', hidden: true }, dialog);
     this.el.addEventListener('click', (ev) => {
       if (ev.target === this.el) this.close();
     });

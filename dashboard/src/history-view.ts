@@ -70,7 +70,7 @@ export class HistoryView {
   private redrawRequested = false;
 
   private readonly dialog = h('section', {
-    class: 'history',
+    class: 'overlay-panel history',
     role: 'dialog',
     'aria-modal': 'true',
     'aria-labelledby': 'history-title',
@@ -132,7 +132,7 @@ export class HistoryView {
       this.presence,
       this.logList,
     );
-    this.el = h('div', { class: 'history-overlay', hidden: true }, this.dialog);
+    this.el = h('div', { class: 'overlay history-overlay', hidden: true }, this.dialog);
     this.el.addEventListener('click', (ev) => {
       if (ev.target === this.el) this.close();
     });

@@ -68,7 +68,7 @@ export interface RuleEditorDeps {
 export class RuleEditor {
   readonly el: HTMLElement;
   private readonly dialog = h('section', {
-    class: 'rule-editor',
+    class: 'overlay-panel rule-editor',
     role: 'dialog',
     'aria-modal': 'true',
     'aria-labelledby': 'rule-editor-title',
@@ -142,7 +142,7 @@ export class RuleEditor {
         reference,
       ),
     );
-    this.el = h('div', { class: 'rule-editor-overlay', hidden: true }, this.dialog);
+    this.el = h('div', { class: 'overlay rule-editor-overlay', hidden: true }, this.dialog);
   }
 
   get isOpen(): boolean {

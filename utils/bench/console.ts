@@ -9,8 +9,9 @@
 //   4. a fresh gateway holding L simulated agent links (a WebSocket each, announcing a console resource like an
 //      agent): gateway RSS per link.
 // Options (env): CONSOLE_BENCH_RATES (10,50 per second), CONSOLE_BENCH_SECONDS (10), CONSOLE_BENCH_AGENTS (1000),
-// CONSOLE_BENCH_LINKS (10000).
-import { type ChildProcess, spawn } from 'node:child_process';
+// CONSOLE_BENCH_LINKS (10000), CONSOLE_BENCH_PIN=1: the hub (broker, gateway and this process) on CPU 0 and the real
+// agent on CPU 1 (taskset), as a device has a CPU of its own instead of sharing the hub's.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,9 +42,15 @@ const token = (role: 'node' | 'admin' | 'operator', sub: string) =>
   mintToken(privateKey, { role, sub, ttlSeconds: 3600 });
 const children: ChildProcess[] = [];
 
-function service(args: string[], log: string): ChildProcess {
+const PIN = process.env.CONSOLE_BENCH_PIN === '1';
+const CPU = { hub: '0', device: '1' } as const;
+if (PIN) execFileSync('taskset', ['-cp', CPU.hub, String(process.pid)], { stdio: 'ignore' });
+
+function service(args: string[], log: string, cpu: keyof typeof CPU = 'hub'): ChildProcess {
   const fd = openSync(join(dir, log), 'w');
-  const child = spawn(process.execPath, [MYCELIUM, ...args], { stdio: ['ignore', fd, fd] });
+  const argv = [process.execPath, MYCELIUM, ...args];
+  const [file, ...rest] = PIN ? ['taskset', '-c', CPU[cpu], ...argv] : argv;
+  const child = spawn(file, rest, { stdio: ['ignore', fd, fd] });
   children.push(child);
   return child;
 }
@@ -203,6 +210,7 @@ async function main(): Promise<void> {
       '64',
     ],
     'agent.log',
+    'device',
   );
   await until(async () => (await nodeCount('real-agent')) === 1, 'the real agent', 60_000);
   await sleep(3000);
@@ -312,7 +320,7 @@ async function main(): Promise<void> {
 
   const kb = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
   const out = [
-    `bench:console (machine: ${process.env.BENCH_NOTE ?? 'shared, 2 cores'}; load average at start ${load}; services run from ${existsSync(join(ROOT, 'dist/bundle/main.js')) ? 'the bundle (dist/bundle)' : existsSync(join(ROOT, 'dist/cli/main.js')) ? 'dist/ (compiled)' : 'sources through tsx (no dist/: npm run build)'})`,
+    `bench:console (machine: ${process.env.BENCH_NOTE ?? 'shared, 2 cores'}${PIN ? '; hub on CPU 0, agent on CPU 1' : ''}; load average at start ${load}; services run from ${existsSync(join(ROOT, 'dist/bundle/main.js')) ? 'the bundle (dist/bundle)' : existsSync(join(ROOT, 'dist/cli/main.js')) ? 'dist/ (compiled)' : 'sources through tsx (no dist/: npm run build)'})`,
     `  agent idle RSS (real mycelium agent process):  ${kb(agentRss)}   goal <= 60 MB`,
     ...echoLines,
     `  uptime on ${AGENTS} simulated agent links at once: ${fanOut.ok}/${fanOut.exits} ok in ${(fanOut.ms / 1000).toFixed(2)} s   goal < 3 s`,
