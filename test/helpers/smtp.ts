@@ -3,7 +3,7 @@
 // port 0, so a free port is chosen first and the start retried on another if someone took it meanwhile.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer, connect as tcpConnect } from 'node:net';
+import { connect as tcpConnect } from 'node:net';
 import { guard, terminate } from './child-process.ts';
 import { waitFor } from './wait.ts';
 import { freePort } from './ports.ts';
