@@ -169,7 +169,14 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
   private started = false;
   private stopping?: Promise<void>;
   /** The event this broker just published on an in-process bus: delivered synchronously, so no re-parse. */
-  private localEvent?: { bytes: Uint8Array; frame: Buffer; event: NodeEvent; receivedAt: number | undefined };
+  private localEvent?: {
+    bytes: Uint8Array;
+    frame: Buffer;
+    event: NodeEvent;
+    receivedAt: number | undefined;
+    /** [accounts] Decided once, for the subject: the fan-out reuses it. */
+    org: string | undefined;
+  };
   /** Times this broker's events from frame arrival to client sockets (message_latency_seconds). */
   private readonly latency: EventLatency;
   /** What every gateway session is given (one object for all of them). */
@@ -644,21 +651,25 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
       return;
     }
     const { frame, payload } = textFrameOf(text);
-    this.localEvent = { bytes: payload, frame, event, receivedAt };
+    const org = this.eventOrg(event, gateway);
+    this.localEvent = { bytes: payload, frame, event, receivedAt, org };
     // On NATS the event comes back later: remember when its frame arrived (the in-process bus answers at once).
     if (this.bus.kind !== 'memory') this.latency.published(payload, receivedAt);
-    this.bus.publish(this.eventsSubjectFor(event, gateway), payload);
+    this.bus.publish(this.eventsSubjectOf(org), payload);
     this.localEvent = undefined;
   }
 
   /**
-   * [accounts] The subject of a node event: under its node's organisation, so NATS permissions can split them. The
-   * gateway comes from the caller: on NATS a node's own `new` may not be back in the table when its first update
-   * goes out.
+   * [accounts] A node event's organisation, which names its subject so NATS permissions can split them. The gateway
+   * comes from the caller: on NATS a node's own `new` may not be back in the table when its first update goes out.
    */
-  private eventsSubjectFor(event: NodeEvent, from?: string): string {
+  private eventOrg(event: NodeEvent, from?: string): string | undefined {
     const gateway = from ?? this.table.get(event.uid)?.gateway;
-    const org = gateway === undefined ? undefined : this.orgOfNode(event.uid, gateway);
+    return gateway === undefined ? undefined : this.orgOfNode(event.uid, gateway);
+  }
+
+  /** [accounts] This broker's events subject for an organisation (`myc.events.<org>.<broker>`), made once each. */
+  private eventsSubjectOf(org: string | undefined): string {
     const key = org ?? '';
     let subject = this.eventSubjects.get(key);
     if (subject === undefined) {
@@ -673,10 +684,11 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     let event: NodeEvent;
     let frame: Buffer | undefined;
     let receivedAt: number | undefined;
-    if (this.localEvent !== undefined && msg.data === this.localEvent.bytes) {
-      event = this.localEvent.event;
-      frame = this.localEvent.frame;
-      receivedAt = this.localEvent.receivedAt;
+    const local = this.localEvent !== undefined && msg.data === this.localEvent.bytes ? this.localEvent : undefined;
+    if (local !== undefined) {
+      event = local.event;
+      frame = local.frame;
+      receivedAt = local.receivedAt;
     } else {
       if (this.ownEventSubjects.has(msg.subject)) receivedAt = this.latency.returned(msg.data);
       const parsed = parseBrokerToClientFrame(
@@ -694,7 +706,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     }
     this.counters.events.inc();
     this.table.apply(event, Date.now());
-    const org = this.orgs.nodeOrg(event.uid); // [accounts]
+    // [accounts] A local event's organisation was decided for its subject; a peer's comes from this broker's tables.
+    const org = local !== undefined ? local.org : this.orgs.nodeOrg(event.uid);
     this.orgTraffic.event(org);
     if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data), org);
     if (receivedAt !== undefined) this.latency.delivered(receivedAt);
