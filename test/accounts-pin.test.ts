@@ -9,31 +9,23 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { addUser, createKey, createOrg } from '../services/accounts/admin.ts';
-import { SqliteDriver } from '../services/accounts/driver-sqlite.ts';
-import { AccountsService } from '../services/accounts/service.ts';
-import { AccountsStore } from '../services/accounts/store.ts';
 import { PIN_DEFAULTS, retryAfterMs } from '../services/agent/pin.ts';
-import { MemoryBus } from '../services/bus/memory-bus.ts';
-import { Broker } from '../services/broker/broker.ts';
-import { type Logger, silentLogger } from '../services/common/log.ts';
+import type { Logger } from '../services/common/log.ts';
 import type { MqttGateway } from '../gateways/mqtt/gateway.ts';
 import type { WsGateway } from '../gateways/ws/gateway.ts';
 import { MqttTestNode } from '../utils/nodes/mqtt-node.ts';
 import { WsTestNode } from '../utils/nodes/ws-node.ts';
+import { type AccountsRig, startAccounts } from './helpers/accounts.ts';
 import { startAgent } from './helpers/agent.ts';
-import { TEST_BROKER_CONFIG, type TestBroker } from './helpers/broker.ts';
-import { makeKeys } from './helpers/keys.ts';
+import type { TestBroker } from './helpers/broker.ts';
 import { startMqttGateway } from './helpers/mqtt-gateway.ts';
 import { nodeUrl, startWsGateway } from './helpers/ws-gateway.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const PASSWORD = 'alice has a long password';
+/** The agent's key file (--key-out). */
 const dir = mkdtempSync(join(tmpdir(), 'myc-accounts-pin-'));
-const dbFile = join(dir, 'history.db');
-const keys = makeKeys();
-const bus = new MemoryBus();
-let service: AccountsService;
-let store: AccountsStore;
+let rig: AccountsRig;
 let tb: TestBroker;
 let ws: WsGateway;
 let mqtt: MqttGateway;
@@ -43,34 +35,19 @@ let viewerB: string;
 const cleanups: (() => unknown)[] = [];
 
 beforeAll(async () => {
-  await bus.start();
-  service = new AccountsService(
-    { revocationPollMs: 100 },
-    { bus, store: new AccountsStore(new SqliteDriver(dbFile)), privateKey: keys.privateKey, log: silentLogger() },
-  );
-  await service.start();
-  store = new AccountsStore(new SqliteDriver(dbFile));
-  await store.open();
+  rig = await startAccounts();
+  tb = rig.tb;
+  const store = rig.store;
   const orgA = (await createOrg(store, 'lab-a')).id;
   const orgB = (await createOrg(store, 'lab-b')).id;
   await addUser(store, { name: 'alice', password: PASSWORD, org: 'lab-a', role: 'operator' });
   viewerA = (await createKey(store, { orgId: orgA, role: 'viewer' })).text;
   viewerB = (await createKey(store, { orgId: orgB, role: 'viewer' })).text;
-  const broker = new Broker(TEST_BROKER_CONFIG, { publicKey: keys.publicKey, log: silentLogger(), bus });
-  await broker.start();
-  tb = {
-    broker,
-    keys,
-    http: `http://127.0.0.1:${broker.port}`,
-    ws: `ws://127.0.0.1:${broker.port}`,
-    stop: () => broker.stop(),
-  };
   const wsKey = (await createKey(store, { orgId: orgA, role: undefined, gateway: 'ws-a' })).text;
   ws = await startWsGateway(tb, () => undefined, { gatewayId: 'ws-a', token: wsKey });
   const mqttKey = (await createKey(store, { orgId: orgA, role: undefined, gateway: 'mqtt-a' })).text;
   mqtt = await startMqttGateway(tb, ['--token', mqttKey, '--gateway-id', 'mqtt-a']);
-  alice = (await http('POST', '/api/v1/login', undefined, { username: 'alice', password: PASSWORD })).body
-    .accessToken as string;
+  alice = await rig.signIn('alice', PASSWORD);
 }, 60_000);
 
 afterEach(async () => {
@@ -80,32 +57,17 @@ afterEach(async () => {
 afterAll(async () => {
   await mqtt?.stop();
   await ws?.stop();
-  await tb?.stop();
-  await service?.stop();
-  await store?.close();
-  await bus.stop();
+  await rig?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function http(method: string, path: string, token?: string, body?: unknown) {
-  const res = await fetch(`${tb.http}${path}`, {
-    method,
-    headers: {
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : {}) as Record<string, unknown> };
-}
-
-const visibleNodes = async (token: string): Promise<string[]> =>
-  ((await http('GET', '/api/v1/nodes', token)).body as unknown as { uid: string; status: string }[])
+const visibleNodes = async (token: string) =>
+  ((await rig.http('GET', '/api/v1/nodes', { token })).body as unknown as { uid: string; status: string }[])
     .filter((n) => n.status === 'online')
     .map((n) => n.uid);
 
-const claim = (pin: string, node: string) => http('POST', `/api/v1/pins/${pin}/claim`, alice, { node });
+const claim = (pin: string, node: string) =>
+  rig.http('POST', `/api/v1/pins/${pin}/claim`, { token: alice, body: { node } });
 
 /** A logger that records the PINs a device logs, so an in-process node's PIN can be claimed. */
 function pinLog(): { log: Logger; pins: string[] } {
