@@ -530,7 +530,9 @@ export class App {
 
   private markDirty(uid: string, endpoint: string | undefined, all: boolean): void {
     // [console] An open console panel follows its agent's command list (an agent restarted with other commands).
-    this.consolePanel.nodeChanged(uid, this.nodes.get(uid)?.values.get(CONSOLE_RESOURCE));
+    if (all || endpoint === CONSOLE_RESOURCE) {
+      this.consolePanel.nodeChanged(uid, this.nodes.get(uid)?.values.get(CONSOLE_RESOURCE));
+    }
     const cur = this.dirty.get(uid);
     if (all) this.dirty.set(uid, true);
     else if (cur === undefined) this.dirty.set(uid, new Set(endpoint === undefined ? [] : [endpoint]));

@@ -1,6 +1,7 @@
 // The page's link to the broker's /ws: token as the subprotocol pair ['bearer', token] (browsers cannot set
 // headers on a WebSocket), pyaiot's registration on open, reconnection with exponential backoff and jitter.
 import { parseBrokerToClientFrame } from '../../services/protocol/dashboard-frames.ts';
+import { CloseCode } from '../../services/protocol/errors.ts';
 import type { BrokerToClientMessage, ClientMessage } from '../../services/protocol/messages.ts';
 
 export const BACKOFF_BASE_MS = 500;
@@ -8,9 +9,6 @@ export const BACKOFF_MAX_MS = 30_000;
 /** Handshakes refused in a row (broker reachable) before the token is declared refused. Two, because a
  *  broker that is shutting down also refuses (503) and the browser cannot see the status code. */
 export const REFUSALS_BEFORE_LOGIN = 2;
-/** The broker's close code for a session whose token expired or was revoked (services/protocol/errors.ts). */
-export const TOKEN_ENDED_CLOSE = 4401;
-
 export type ConnectionState =
   | { kind: 'connecting' }
   | { kind: 'open' }
@@ -62,9 +60,6 @@ export class BrokerConnection {
   /** [ws-renew] Ids of the `token` frames sent on the open socket and not answered yet. */
   private renewals = new Set<string>();
   private renewalSeq = 0;
-  /** [ws-renew] Renewals the broker took on the open socket (`token-ok`) and refused (then the 4401 path applies). */
-  renewed = 0;
-  renewalsRefused = 0;
 
   /**
    * [accounts-ui] The token for the next (re)connection. [ws-renew] And sent to the open session as a `token` frame,
@@ -137,20 +132,19 @@ export class BrokerConnection {
       const msg = parsed.value;
       // [ws-renew] The answer to a renewal is the connection's business: the page sees no change.
       if ((msg.type === 'token-ok' || msg.type === 'error') && msg.id !== undefined && this.renewals.delete(msg.id)) {
-        if (msg.type === 'token-ok') this.renewed++;
-        else {
-          this.renewalsRefused++;
+        // Refused: the old token stays until the broker closes with 4401, and the page renews then.
+        if (msg.type === 'error') {
           console.warn('mycelium: the broker refused the renewed token on the open connection:', msg.reason);
+          return;
         }
         // A role the renewed token changed is the page's business (write controls).
-        if (msg.type === 'error') return;
       }
       this.handlers.message(msg);
     };
     ws.onclose = (ev: CloseEvent) => {
       if (this.ws !== ws || this.stopped) return;
       this.ws = undefined;
-      if (opened && ev.code === TOKEN_ENDED_CLOSE && this.handlers.tokenEnded?.()) {
+      if (opened && ev.code === CloseCode.TokenExpired && this.handlers.tokenEnded?.()) {
         this.stopped = true;
         this.handlers.state({ kind: 'stopped' });
         return;

@@ -3,6 +3,7 @@
 // `POST /api/v1/keys` and shows its text once, with a copy button and a warning, and revocation with an in-page
 // confirmation (`DELETE /api/v1/keys/:id`). Every string from the broker is set as text.
 import { type AccountContext, failureText, listOrgs, rest } from './account-rest.ts';
+import { confirmInRow } from './account-ui.ts';
 import { formatTime, h, setText } from './dom.ts';
 
 export interface KeyView {
@@ -169,24 +170,27 @@ export class KeysPage {
     );
   }
 
-  /** Revocation asks once more in the row itself (a browser confirm() would block the page and its live values). */
+  /** Revocation asks once more in the row itself. */
   private confirmRevoke(k: KeyView, cell: HTMLElement, revoke: HTMLButtonElement): void {
-    const yes = h('button', { type: 'button', class: 'key-revoke-confirm danger' }, 'Revoke now');
-    const no = h('button', { type: 'button', class: 'key-revoke-cancel' }, 'Cancel');
-    no.addEventListener('click', () => cell.replaceChildren(revoke));
-    yes.addEventListener('click', () => {
-      yes.disabled = true;
-      rest(this.ctx.base, `/api/v1/keys/${encodeURIComponent(k.id)}`, { method: 'DELETE', token: this.ctx.token() })
-        .then(async () => {
-          this.say(`Key ${k.id} revoked: refused everywhere within seconds.`, 'ok');
-          await this.refresh();
-        })
-        .catch((err: unknown) => {
-          yes.disabled = false;
-          this.say(`Not revoked: ${failureText(err)}`, 'error');
+    confirmInRow(cell, revoke, {
+      cls: 'key-revoke',
+      warning: 'Scripts using it stop working. ',
+      yes: 'Revoke now',
+      act: async () => {
+        await rest(this.ctx.base, `/api/v1/keys/${encodeURIComponent(k.id)}`, {
+          method: 'DELETE',
+          token: this.ctx.token(),
         });
+        this.done(`Key ${k.id} revoked: refused everywhere within seconds.`);
+      },
+      failed: (err) => this.say(`Not revoked: ${failureText(err)}`, 'error'),
     });
-    cell.replaceChildren(h('span', { class: 'acct-hint' }, 'Scripts using it stop working. '), yes, no);
+  }
+
+  /** A change made: say so, then reload the list (a failed reload is reported as such, not as a failed change). */
+  private done(text: string): void {
+    this.say(text, 'ok');
+    this.refresh().catch((err: unknown) => this.say(`${text} The list was not reloaded: ${failureText(err)}`, 'error'));
   }
 
   private async create(): Promise<void> {

@@ -3,6 +3,7 @@
 // the row or enabled again (`PUT /api/v1/users/:name/disabled`: a disabled user's sessions end within seconds), and
 // a form that adds a user with a password (`POST /api/v1/users`). Every string from the broker is set as text.
 import { type AccountContext, failureText, listOrgs, rest } from './account-rest.ts';
+import { confirmInRow, runBusy } from './account-ui.ts';
 import { h, setText } from './dom.ts';
 
 const ROLES = ['viewer', 'operator', 'admin'] as const;
@@ -122,8 +123,13 @@ export class MembersPage {
       u.disabled ? 'Enable' : 'Disable',
     );
     toggle.addEventListener('click', () => {
-      if (u.disabled) this.setDisabled(u, false, toggle);
-      else this.confirmDisable(u, action, toggle);
+      if (u.disabled) {
+        runBusy(
+          toggle,
+          () => this.setDisabled(u, false),
+          (err) => this.say(`Not enabled: ${failureText(err)}`, 'error'),
+        );
+      } else this.confirmDisable(u, action, toggle);
     });
     action.append(toggle);
     return h(
@@ -167,24 +173,28 @@ export class MembersPage {
 
   /** Disabling asks once more in the row (no blocking browser confirm()), like revoking a key. */
   private confirmDisable(u: MemberView, cell: HTMLElement, toggle: HTMLButtonElement): void {
-    const yes = h('button', { type: 'button', class: 'member-disable-confirm danger' }, 'Disable now');
-    const no = h('button', { type: 'button', class: 'member-disable-cancel' }, 'Cancel');
-    no.addEventListener('click', () => cell.replaceChildren(toggle));
-    yes.addEventListener('click', () => this.setDisabled(u, true, yes));
-    cell.replaceChildren(h('span', { class: 'acct-hint' }, 'Their sessions end. '), yes, no);
+    confirmInRow(cell, toggle, {
+      cls: 'member-disable',
+      warning: 'Their sessions end. ',
+      yes: 'Disable now',
+      act: () => this.setDisabled(u, true),
+      failed: (err) => this.say(`Not disabled: ${failureText(err)}`, 'error'),
+    });
   }
 
-  private setDisabled(u: MemberView, disabled: boolean, button: HTMLButtonElement): void {
-    button.disabled = true;
-    rest(this.ctx.base, userPath(u.name, 'disabled'), { method: 'PUT', token: this.ctx.token(), body: { disabled } })
-      .then(async () => {
-        this.say(disabled ? `${u.name} disabled: signed out everywhere within seconds.` : `${u.name} enabled.`, 'ok');
-        await this.refresh();
-      })
-      .catch((err: unknown) => {
-        button.disabled = false;
-        this.say(`${disabled ? 'Not disabled' : 'Not enabled'}: ${failureText(err)}`, 'error');
-      });
+  private async setDisabled(u: MemberView, disabled: boolean): Promise<void> {
+    await rest(this.ctx.base, userPath(u.name, 'disabled'), {
+      method: 'PUT',
+      token: this.ctx.token(),
+      body: { disabled },
+    });
+    this.done(disabled ? `${u.name} disabled: signed out everywhere within seconds.` : `${u.name} enabled.`);
+  }
+
+  /** A change made: say so, then reload the list (a failed reload is reported as such, not as a failed change). */
+  private done(text: string): void {
+    this.say(text, 'ok');
+    this.refresh().catch((err: unknown) => this.say(`${text} The list was not reloaded: ${failureText(err)}`, 'error'));
   }
 
   private async add(): Promise<void> {

@@ -175,6 +175,7 @@ export class RulesPage {
     if (admin === this.admin) return;
     this.admin = admin;
     this.newButton.hidden = !admin;
+    if (!admin) this.closeEditor();
     for (const card of this.cards.values()) card.el.remove();
     this.cards.clear();
     if (this.shown) this.refresh();
@@ -194,9 +195,18 @@ export class RulesPage {
     this.inflight?.abort();
   }
 
+  /** The editor sits in the page: the next user (or a demoted one) must not find its source and Save button. */
+  private closeEditor(): void {
+    this.editor?.then(
+      (e) => e.close(),
+      () => undefined,
+    );
+  }
+
   /** Logged out or a new token: nothing of the old session stays on screen. */
   reset(): void {
     this.hide();
+    this.closeEditor();
     for (const card of this.cards.values()) card.el.remove();
     this.cards.clear();
     setText(this.note, '');
