@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { compileRule, isRuleFile, rulesSource } from './loader.ts';
 import { descriptorProblem, type RuleDescriptor } from './protocol.ts';
-import { RuleWorker, Watchdog } from './runner.ts';
+import { RulePool, RuleWorker } from './runner.ts';
 import { compileSchedule } from './schedule.ts';
 
 export interface CheckReport {
@@ -42,7 +42,8 @@ export async function checkRules(dir: string): Promise<CheckReport> {
 
   const names = new Map<string, string>();
   const passed: string[] = [];
-  const watchdog = new Watchdog();
+  // A thread per file: a file that loops or runs out of memory must not fail the others checked with it.
+  const watchdog = new RulePool({ threads: 0 });
   for (const file of files) {
     const compiled = await compileRule(join(dir, file));
     if (!compiled.ok) {

@@ -200,9 +200,6 @@ export class RulePool {
 /** How often invocations are checked against --max-wait-ms: a run is given up at most this late. */
 const SWEEP_MS = 100;
 
-/** The pool under its former name (one watchdog for all rules), for the callers that still use it. */
-export const Watchdog = RulePool;
-export type Watchdog = RulePool;
 
 interface PendingLoad {
   rw: RuleWorker;

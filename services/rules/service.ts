@@ -536,7 +536,11 @@ export class RulesService {
       );
     }
     if (typeof c.file !== 'string' || !isRuleFile(c.file) || c.file.includes('/') || c.file.startsWith('.')) return;
-    if (typeof c.source === 'string' && typeof c.hash === 'string') this.adoptSource(c.file, c.source, c.hash);
+    // A source is rule code to run: taken only from a worker this one knows as live. The bus is the boundary
+    // (docs/rules.md: allow `myc.rules.>` to rules workers and brokers only), this check keeps a stray client out.
+    if (typeof c.source === 'string' && typeof c.hash === 'string' && this.membership.live.includes(String(c.from))) {
+      this.adoptSource(c.file, c.source, c.hash);
+    }
     this.scheduleReload(c.file);
   }
 

@@ -10,8 +10,6 @@ interface Indexed {
   descriptor?: RuleDescriptor;
 }
 
-const NONE: never[] = [];
-
 interface Index<E> {
   literal: Map<string, E[]>;
   globs: E[];
@@ -31,8 +29,7 @@ export class TriggerIndex<E extends Indexed> {
   candidates(resource: string): readonly E[] {
     const ix = this.index ?? this.build();
     const literal = ix.literal.get(resource);
-    if (ix.globs.length === 0) return literal ?? NONE;
-    return literal === undefined ? ix.globs : [...literal, ...ix.globs];
+    return literal ?? ix.globs;
   }
 
   /** The rules with a write trigger. */
@@ -55,6 +52,8 @@ export class TriggerIndex<E extends Indexed> {
         else list.push(e);
       }
     }
+    // Each resource's list carries the glob rules too: an update event allocates nothing here.
+    for (const list of literal.values()) list.push(...globs);
     this.index = { literal, globs, writes };
     return this.index;
   }
