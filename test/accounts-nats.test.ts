@@ -131,4 +131,27 @@ describe('accounts on NATS', { timeout: 60_000 }, () => {
       for (const fn of cleanups.reverse()) await fn();
     }
   });
+
+  it("a keyed device on a broker's operator gateway is its organisation's on the other broker too", async () => {
+    // The gateway has no organisation (a `mycelium token` token, as in `mycelium up`): only broker 1 verified the
+    // device's key. Broker 2 learns the organisation from the event's subject.
+    const cleanups: (() => unknown)[] = [];
+    try {
+      const gw = await startWsGateway(brokers[0], (fn) => cleanups.push(fn), { gatewayId: 'gw-operator' });
+      const deviceKey = (await createKey(store, { orgId: orgA, role: undefined, node: 'sensor-op' })).text;
+      const node = new WsTestNode({ gatewayUrl: nodeUrl(gw), token: deviceKey });
+      cleanups.push(() => node.stop());
+      await node.start();
+      await node.opened();
+      node.report({ temperature: 22 });
+      const viewerA = (await createKey(store, { orgId: orgA, role: 'viewer' })).text;
+      const onBroker2 = async () => {
+        const res = await fetch(`${brokers[1].http}/api/v1/nodes`, { headers: { authorization: `Bearer ${viewerA}` } });
+        return ((await res.json()) as { uid: string }[]).map((n) => n.uid);
+      };
+      await waitFor(async () => (await onBroker2()).includes('sensor-op'), 'lab-a to see sensor-op on broker 2');
+    } finally {
+      for (const fn of cleanups.reverse()) await fn();
+    }
+  });
 });

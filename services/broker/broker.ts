@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { Bus, BusMsg, BusSubscription } from '../bus/bus.ts';
 import { MemoryBus } from '../bus/memory-bus.ts';
-import { subjects } from '../bus/subjects.ts';
+import { eventsSubjectOrg, subjects } from '../bus/subjects.ts';
 import type { ConfigOf } from '../common/config.ts';
 import { ConnectionCounter } from '../common/limits.ts';
 import type { tokenPolicyOptions } from '../common/token-policy.ts';
@@ -707,7 +707,8 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     this.counters.events.inc();
     this.table.apply(event, Date.now());
     // [accounts] A local event's organisation was decided for its subject; a peer's comes from this broker's tables.
-    const org = local !== undefined ? local.org : this.orgs.nodeOrg(event.uid);
+    let org = local !== undefined ? local.org : this.orgs.nodeOrg(event.uid);
+    if (org === undefined && local === undefined) org = this.peerDeviceOrg(event.uid, msg.subject);
     this.orgTraffic.event(org);
     if (this.registered.size > 0) this.fanOut(frame ?? textFrame(msg.data), org);
     if (receivedAt !== undefined) this.latency.delivered(receivedAt);
@@ -858,6 +859,18 @@ export class Broker implements EventPublisher, NodeAdmission, TokenCheck, GraceP
     const org = this.gatewayOrgs.get(gateway);
     if (org !== undefined || this.keyedDeviceOrgs.size === 0) return org;
     return this.keyedDeviceOrgs.get(`${gateway}\n${uid}`);
+  }
+
+  /**
+   * [accounts] A peer's event for a node of no organisation here: a keyed device on an org-less gateway of that
+   * peer. Its subject names the key's organisation (the peer decided it); remembered like a device verified here.
+   */
+  private peerDeviceOrg(uid: string, subject: string): string | undefined {
+    const org = eventsSubjectOrg(subject);
+    const gateway = org === undefined ? undefined : this.table.get(uid)?.gateway;
+    if (org === undefined || gateway === undefined || this.gatewayOrgs.has(gateway)) return undefined;
+    this.noteDeviceOrg(gateway, uid, org);
+    return org;
   }
 
   /** [accounts] GatewaySessionDeps.deviceOrg. */

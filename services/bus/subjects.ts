@@ -14,8 +14,21 @@ export function token(id: string): string {
       ).join('');
 }
 
+/**
+ * The organisation an events subject names (`myc.events.<org>.<broker>`): undefined for none (`_`) and for a token
+ * that is not a plain id (organisation ids are).
+ */
+export function eventsSubjectOrg(subject: string): string | undefined {
+  if (subject.startsWith(NO_ORG_EVENTS)) return undefined; // the common case, a system without accounts: cheap
+  const start = PREFIX.length + '.events.'.length;
+  const end = subject.indexOf('.', start);
+  const org = end < 0 ? undefined : subject.slice(start, end);
+  return org === undefined || org === NO_ORG || !/^[A-Za-z0-9_-]+$/.test(org) ? undefined : org;
+}
+
 /** The organisation token of events that belong to none. */
 export const NO_ORG = '_';
+const NO_ORG_EVENTS = `${PREFIX}.events.${NO_ORG}.`;
 
 /** An organisation as one subject token; an organisation literally named `_` is escaped, so it never reads as none. */
 function orgToken(org: string | undefined): string {
