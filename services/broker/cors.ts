@@ -18,9 +18,10 @@
 //    and that preflight succeeds only for a listed origin. Login itself sets, not reads, the cookie.
 // The page and the broker must be the same *site* for the cookie to flow (localhost:8080 and localhost:8000 are;
 // 127.0.0.1 and localhost are not): SameSite compares host names, not ports.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import type { OptionTable } from '../common/config.ts';
+import { pathOf } from '../common/upgrade.ts';
 
 /** How long a browser may reuse a preflight answer. */
 export const PREFLIGHT_MAX_AGE_S = 600;
@@ -83,11 +84,6 @@ export function allowDashboardOrigins(app: FastifyInstance, origins: readonly st
   app.decorate('dashboardOrigins', parseOrigins(origins));
 }
 
-function pathOf(req: FastifyRequest): string {
-  const q = req.url.indexOf('?');
-  return q < 0 ? req.url : req.url.slice(0, q);
-}
-
 export function registerCors(app: FastifyInstance): void {
   const listed = (origin: string) => app.dashboardOrigins?.has(origin) === true;
 
@@ -95,7 +91,7 @@ export function registerCors(app: FastifyInstance): void {
     const origin = req.headers.origin;
     if (origin === undefined || !req.url.startsWith('/api/v1/')) return;
     reply.header('vary', 'Origin');
-    if (COOKIE_ROUTES.has(pathOf(req))) {
+    if (COOKIE_ROUTES.has(pathOf(req.raw))) {
       if (listed(origin)) {
         reply.header('access-control-allow-origin', origin);
         reply.header('access-control-allow-credentials', 'true');
@@ -103,7 +99,7 @@ export function registerCors(app: FastifyInstance): void {
       return;
     }
     if (req.headers.authorization === undefined) {
-      if (req.method === 'POST' && ANONYMOUS_WRITE_ROUTES.has(pathOf(req)) && listed(origin)) {
+      if (req.method === 'POST' && ANONYMOUS_WRITE_ROUTES.has(pathOf(req.raw)) && listed(origin)) {
         reply.header('access-control-allow-origin', origin);
       }
       return;
@@ -118,7 +114,7 @@ export function registerCors(app: FastifyInstance): void {
     const origin = req.headers.origin;
     reply.header('vary', 'Origin');
     if (origin === undefined) return reply.code(204).send();
-    const cookie = COOKIE_ROUTES.has(pathOf(req));
+    const cookie = COOKIE_ROUTES.has(pathOf(req.raw));
     if (listed(origin)) {
       reply
         .header('access-control-allow-origin', origin)

@@ -6,6 +6,7 @@
 // numbers per organisation, bumped once per node event and once per fan-out to the org's clients (not per
 // delivered frame): one Map lookup on the event path, none per client.
 import type { NodeRecord } from '../protocol/messages.ts';
+import { escapeLabelValue } from '../common/metrics.ts';
 import type { OrgDirectory } from './scope.ts';
 
 interface Traffic {
@@ -63,9 +64,6 @@ const FAMILIES = [
   ['mycelium_org_messages_out_total', 'counter', "frames sent to the organisation's web clients by this broker"],
 ] as const;
 
-/** A label value as the text format wants it: backslash, quote and newline escaped. */
-const label = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-
 /**
  * The per-organisation series in Prometheus' text format: of `only` (an org token's scrape), or of every
  * organisation known (a system-wide scrape, appended to the broker's own series).
@@ -93,7 +91,7 @@ export function renderOrgMetrics(source: OrgMetricsSource, only?: string): strin
   for (const [name, type, help] of FAMILIES) {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const org of [...orgs].sort()) {
-      const o = `org="${label(org)}"`;
+      const o = `org="${escapeLabelValue(org)}"`;
       if (name === 'mycelium_org_nodes') {
         const n = nodes.get(org) ?? { online: 0, offline: 0 };
         lines.push(`${name}{${o},status="online"} ${n.online}`, `${name}{${o},status="offline"} ${n.offline}`);
