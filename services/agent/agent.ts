@@ -5,7 +5,7 @@
 //
 // A command outlives the link: when the gateway goes away, the command keeps its limits, and its answers wait in
 // a bounded queue (exits first) until the agent is connected again.
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { Logger } from '../common/log.ts';
 import { NodeLink } from '../common/node-link.ts';
 import type { Component } from '../common/run.ts';
@@ -18,13 +18,14 @@ import {
   CONSOLE_RESOURCE,
   type PtyOpen,
 } from '../protocol/console-messages.ts';
+import { checkOwnerOnly } from '../common/keys.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { frameParser } from '../protocol/frame-parser.ts';
 import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Json } from '../protocol/messages.ts';
 import { buildArgv, type CommandTable, capabilityOf, readCommands } from './commands-file.ts';
-import { keyByPin } from './pin.ts'; // [accounts]
+import { keyByPin, readKeyFile } from './pin.ts'; // [accounts]
 import type { AgentConfig } from './options.ts';
 import { Runner } from './runner.ts';
 import { deviceStatus } from './status.ts';
@@ -77,10 +78,7 @@ interface Pty {
 export function agentToken(config: Pick<AgentConfig, 'token' | 'tokenFile'>): string {
   if (config.token) return config.token;
   if (config.tokenFile === undefined) throw new MyceliumError(ErrorCode.Config, 'give --token, --token-file or --pin');
-  const mode = statSync(config.tokenFile).mode;
-  if ((mode & 0o077) !== 0) {
-    throw new MyceliumError(ErrorCode.Config, `${config.tokenFile} is readable by others (chmod 600 it)`);
-  }
+  checkOwnerOnly(config.tokenFile, 'a token file');
   return readFileSync(config.tokenFile, 'utf8').trim();
 }
 
@@ -145,6 +143,8 @@ export class Agent implements Component {
     // [accounts] --pin with no credential: the key comes later, from the PIN's claim (provisionKey).
     const byPin = this.config.pin && !this.config.token && this.config.tokenFile === undefined;
     if (!byPin) this.token = agentToken(this.config);
+    // A --key-out file that is unsafe or not a key is a configuration error now, not a log line later.
+    else if (this.config.keyOut !== undefined) readKeyFile(this.config.keyOut);
     this.commands = this.deps.commands ?? (this.config.commands ? readCommands(this.config.commands) : new Map());
     // A PTY is advertised only when it can really be opened here.
     if (this.config.allowPty) {

@@ -3,11 +3,12 @@
 // in Mycelium, and polls `GET /api/v1/pins/:pin` with the poll secret until the claim hands it its device key.
 // Used by `mycelium agent --pin` and the WS and MQTT test nodes. With a key file (--key-out) the key is kept (0600)
 // and read back at the next start, so a restarted device does not ask again.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isApiKeyText } from '../accounts/protocol.ts';
 import type { OptionTable } from '../common/config.ts';
 import { writeFileAtomic } from '../common/files.ts';
+import { checkOwnerOnly } from '../common/keys.ts';
 import type { Logger } from '../common/log.ts';
 import { ErrorCode, MyceliumError } from '../protocol/errors.ts';
 import { isIdentifier } from '../protocol/schema.ts';
@@ -142,9 +143,7 @@ export function retryAfterMs(header: string): number {
 /** A key file written by an earlier `--pin`: refused when others may read it, like --token-file. */
 export function readKeyFile(file: string): ProvisionedKey | undefined {
   if (!existsSync(file)) return undefined;
-  if ((statSync(file).mode & 0o077) !== 0) {
-    throw new MyceliumError(ErrorCode.Config, `${file} is readable by others (chmod 600 it)`);
-  }
+  checkOwnerOnly(file, 'a device key file');
   const [key, node] = readFileSync(file, 'utf8').trim().split(/\s+/);
   if (key === undefined || !isApiKeyText(key) || isIdentifier(node) !== undefined) {
     throw new MyceliumError(ErrorCode.Config, `${file} does not hold a device key (delete it to ask for a new PIN)`);

@@ -54,14 +54,19 @@ export function writePublicKey(publicPath: string, publicKey: KeyObject): void {
  * mint admin tokens. Skipped on Windows, where the mode bits mean nothing.
  */
 export function checkPrivateKeyMode(keyFile: string): void {
+  checkOwnerOnly(keyFile, 'a private key');
+}
+
+/** Refuses a secret's file (`what`: "a token file") that group or others may read; Windows has no such mode. */
+export function checkOwnerOnly(file: string, what: string): void {
   if (process.platform === 'win32') return;
-  const mode = statSync(keyFile).mode & 0o777;
+  const mode = statSync(file).mode & 0o777;
   if ((mode & 0o077) !== 0) {
     const octal = mode.toString(8).padStart(4, '0');
     throw new MyceliumError(
       ErrorCode.Config,
-      `permissions ${octal} for '${keyFile}' are too open: a private key must be accessible by its owner only ` +
-        `(run: chmod 600 '${keyFile}')`,
+      `permissions ${octal} for '${file}' are too open: ${what} must be accessible by its owner only ` +
+        `(run: chmod 600 '${file}')`,
     );
   }
 }
