@@ -29,11 +29,12 @@ export const accountsCommand: CommandSpec<typeof accountsOptions> = {
     // Checked first: a bad flag is refused before the database or the key is touched.
     let mailer: Mailer | undefined;
     if (config.smtpUrl !== undefined) {
-      if (!/^smtps?:\/\/[^/]/.test(config.smtpUrl)) {
+      const target = smtpTarget(config.smtpUrl);
+      if (target === undefined) {
         throw new MyceliumError(ErrorCode.Config, '--smtp-url must be smtp://host:port or smtps://host:port');
       }
       mailer = smtpMailer({ url: config.smtpUrl, from: config.smtpFrom });
-      log.info({ smtp: smtpTarget(config.smtpUrl) }, 'invitations are mailed');
+      log.info({ smtp: target }, 'invitations are mailed');
     }
     // [invites-ui] The invitation link's base: an http(s) URL, or the link would not open the dashboard.
     if (config.dashboardUrl !== undefined && !/^https?:\/\/[^/]/.test(config.dashboardUrl)) {

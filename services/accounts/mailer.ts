@@ -33,14 +33,17 @@ export interface SmtpOptions {
 
 export const SMTP_DEADLINE_MS = 7_000;
 
-/** The host and port of an SMTP URL, for log lines (never the credentials). */
-export function smtpTarget(url: string): string {
+/**
+ * The scheme, host and port of an SMTP URL, for log lines (never the credentials); undefined when it is not an
+ * smtp:// or smtps:// URL with a host (the one check of --smtp-url).
+ */
+export function smtpTarget(url: string): string | undefined {
   try {
     const u = new URL(url);
-    if (u.protocol !== 'smtp:' && u.protocol !== 'smtps:') return 'not an smtp URL';
+    if ((u.protocol !== 'smtp:' && u.protocol !== 'smtps:') || u.host === '') return undefined;
     return `${u.protocol}//${u.host}`;
   } catch {
-    return 'not a URL';
+    return undefined;
   }
 }
 
