@@ -200,7 +200,6 @@ export class RulePool {
 /** How often invocations are checked against --max-wait-ms: a run is given up at most this late. */
 const SWEEP_MS = 100;
 
-
 interface PendingLoad {
   rw: RuleWorker;
   msg: ToThread;
